@@ -1,0 +1,1 @@
+//! Names and identities: syscall numbers, errno values, cgroups to containers.

@@ -1,0 +1,1 @@
+//! OTLP export: gRPC and HTTP/protobuf, retries with backoff, a bounded buffer.

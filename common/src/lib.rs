@@ -1,0 +1,135 @@
+//! The contract between syscope's kernel programs and its userspace agent.
+//!
+//! Everything here is `no_std`, `#[repr(C)]`, fixed-width and padding-free so
+//! that the eBPF object and the agent agree byte for byte. The histogram math
+//! lives here too: the kernel computes bucket indexes with exactly the function
+//! the unit tests check against an `f64` reference.
+#![no_std]
+
+pub mod hist;
+
+pub use hist::{bucket_index, Bucket};
+
+/// Length of a task's `comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// Per-thread state between `sys_enter` and `sys_exit`, plus the thread's
+/// process name, cached so the exit path needs no kernel memory reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadState {
+    /// `bpf_ktime_get_ns()` at syscall entry; 0 while no syscall is in flight.
+    pub start_ns: u64,
+    /// Syscall number seen at entry.
+    pub nr: u32,
+    pub _pad: u32,
+    /// `comm` of the thread group leader: the process name, not the thread's.
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 32);
+
+/// Key of the latency and error maps: workload x syscall (x errno).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// cgroup v2 id (the kernfs inode number of the cgroup directory).
+    pub cgroup_id: u64,
+    /// Process name (group leader's comm), NUL padded.
+    pub comm: [u8; COMM_LEN],
+    /// Syscall number (architecture specific).
+    pub nr: u32,
+    /// Positive errno for the error map; always 0 in the latency map.
+    pub errno: u32,
+}
+const _: () = assert!(core::mem::size_of::<SeriesKey>() == 32);
+
+/// Latency histogram of one series, in OTLP's base-2 exponential layout at
+/// scale [`hist::SCALE`]. Cumulative since the entry was created: the agent
+/// computes deltas. Bucket counters are u32 and wrap; the agent reads far more
+/// often than 2^32 events can land in one bucket of one series.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    /// Sum of all durations in nanoseconds.
+    pub sum_ns: u64,
+    /// Durations below the first bucket (see [`hist::ZERO_THRESHOLD_NS`]).
+    pub zero: u32,
+    pub _pad: u32,
+    /// `buckets[i]` counts OTLP bucket index `i + hist::OTLP_INDEX_OFFSET`.
+    pub buckets: [u32; hist::NUM_BUCKETS],
+}
+const _: () = assert!(core::mem::size_of::<Histogram>() == 16 + 4 * hist::NUM_BUCKETS);
+
+impl Histogram {
+    pub const ZERO: Histogram = Histogram {
+        sum_ns: 0,
+        zero: 0,
+        _pad: 0,
+        buckets: [0; hist::NUM_BUCKETS],
+    };
+}
+
+/// Indexes of the kernel's own counters (a per-CPU array), so that nothing the
+/// kernel side drops goes unreported.
+pub mod counter {
+    /// A new workload x syscall series did not fit in the latency map.
+    pub const HIST_MAP_FULL: u32 = 0;
+    /// A new workload x syscall x errno series did not fit in the error map.
+    pub const ERROR_MAP_FULL: u32 = 1;
+    /// A thread's entry state could not be stored (its syscall is not measured).
+    pub const THREAD_MAP_FULL: u32 = 2;
+    /// Syscall exits seen without a matching entry (in flight at attach time,
+    /// or the thread's state was evicted from the LRU map).
+    pub const EXIT_WITHOUT_ENTER: u32 = 3;
+    /// Syscalls measured (each one exit with a matching entry).
+    pub const EVENTS: u32 = 4;
+    pub const COUNT: u32 = 5;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "hist_map_full",
+        "error_map_full",
+        "thread_map_full",
+        "exit_without_enter",
+        "events",
+    ];
+}
+
+/// Names of the read-only globals the loader sets before loading the object.
+pub mod globals {
+    /// tgid of the agent itself, excluded in the kernel.
+    pub const SELF_TGID: &str = "SELF_TGID";
+    /// offsetof(struct task_struct, group_leader), from BTF at load time.
+    pub const TASK_GROUP_LEADER_OFF: &str = "TASK_GROUP_LEADER_OFF";
+    /// offsetof(struct task_struct, comm), from BTF at load time.
+    pub const TASK_COMM_OFF: &str = "TASK_COMM_OFF";
+    /// Offsets of `id` and `ret` in the raw_syscalls tracepoint records, from
+    /// tracefs format files at load time.
+    pub const TP_ENTER_ID_OFF: &str = "TP_ENTER_ID_OFF";
+    pub const TP_EXIT_RET_OFF: &str = "TP_EXIT_RET_OFF";
+    /// Syscalls after which the cached process name is re-read.
+    pub const NR_EXECVE: &str = "NR_EXECVE";
+    pub const NR_EXECVEAT: &str = "NR_EXECVEAT";
+    pub const NR_PRCTL: &str = "NR_PRCTL";
+}
+
+/// Map and program names in the eBPF object.
+pub mod names {
+    pub const THREADS_MAP: &str = "THREADS";
+    pub const HIST_MAP: &str = "SYSCALL_HIST";
+    pub const ERRORS_MAP: &str = "SYSCALL_ERRORS";
+    pub const COUNTERS_MAP: &str = "COUNTERS";
+    pub const BTF_ENTER: &str = "sys_enter_btf";
+    pub const BTF_EXIT: &str = "sys_exit_btf";
+    pub const TP_ENTER: &str = "sys_enter_tp";
+    pub const TP_EXIT: &str = "sys_exit_tp";
+    /// Trivial programs on the same hooks, for the benchmark's floor.
+    pub const FLOOR_ENTER: &str = "floor_enter_btf";
+    pub const FLOOR_EXIT: &str = "floor_exit_btf";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, repr(C), no padding (sizes asserted above).
+    unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::SeriesKey {}
+    unsafe impl aya::Pod for super::Histogram {}
+}
