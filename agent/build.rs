@@ -1,1 +1,143 @@
-fn main() {}
+//! Builds the kernel programs (`ebpf/`) for bpfel-unknown-none and places the
+//! object in OUT_DIR, where `src/probes` embeds it.
+//!
+//! Two toolchains work (see ../README.md):
+//! - Debian's: rustc-web (/usr/bin/rustc) ships a prebuilt `core` for the BPF
+//!   targets, so no rust-src or -Z build-std is needed. Preferred when present.
+//! - Upstream: rustup nightly with rust-src, building core with -Z build-std.
+//!
+//! Either way `bpf-linker` must be on PATH (`cargo xtask setup` installs it).
+//! `SYSCOPE_BPF_RUSTC` overrides the compiler of the Debian route;
+//! `SYSCOPE_BPF_TOOLCHAIN=debian|nightly` forces a route.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let ebpf_dir = manifest
+        .join("../ebpf")
+        .canonicalize()
+        .expect("ebpf/ next to agent/");
+    let common_dir = manifest.join("../common");
+    for p in [
+        ebpf_dir.join("src"),
+        ebpf_dir.join("Cargo.toml"),
+        ebpf_dir.join("Cargo.lock"),
+        common_dir.join("src"),
+    ] {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    for v in ["SYSCOPE_BPF_RUSTC", "SYSCOPE_BPF_TOOLCHAIN", "PATH"] {
+        println!("cargo:rerun-if-env-changed={v}");
+    }
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+    let target_dir = out_dir.join("ebpf-target");
+    let route = choose_route();
+    let mut cmd = match &route {
+        Route::Debian { rustc } => {
+            let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            c.env("RUSTC", rustc)
+                // Only these crates may use nightly features (inline BPF asm).
+                .env("RUSTC_BOOTSTRAP", "aya_ebpf,syscope_ebpf");
+            c.args(["build", "--release", "--target", "bpfel-unknown-none"]);
+            c
+        }
+        Route::Nightly => {
+            let mut c = Command::new("rustup");
+            c.args(["run", "nightly", "cargo", "build", "--release"]);
+            c.args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"]);
+            c
+        }
+    };
+    cmd.current_dir(&ebpf_dir)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .arg("--locked");
+    // The outer cargo's settings are for the host build, not the BPF one.
+    for (k, _) in env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS"
+            || k == "RUSTC_WRAPPER"
+            || k == "RUSTC_WORKSPACE_WRAPPER"
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    if matches!(route, Route::Nightly) {
+        cmd.env_remove("RUSTC").env_remove("RUSTC_BOOTSTRAP");
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo for the eBPF programs ({route:?}): {e}"));
+    if !status.success() {
+        panic!(
+            "building the eBPF programs failed ({route:?}); run `cargo xtask setup` to install \
+             rustc-web, libstd-rust-web-dev-bpf and bpf-linker"
+        );
+    }
+    let obj = target_dir.join("bpfel-unknown-none/release/syscope-ebpf");
+    std::fs::copy(&obj, out_dir.join("syscope.bpf.o"))
+        .unwrap_or_else(|e| panic!("copying {}: {e}", obj.display()));
+}
+
+#[derive(Debug)]
+enum Route {
+    Debian { rustc: PathBuf },
+    Nightly,
+}
+
+fn choose_route() -> Route {
+    let debian = || {
+        let rustc = env::var_os("SYSCOPE_BPF_RUSTC")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/rustc"));
+        let has_core = Command::new(&rustc)
+            .args(["--print", "sysroot"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                let sysroot = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                Path::new(&sysroot)
+                    .join("lib/rustlib/bpfel-unknown-none/lib")
+                    .is_dir()
+            })
+            .unwrap_or(false);
+        has_core.then_some(Route::Debian { rustc })
+    };
+    match env::var("SYSCOPE_BPF_TOOLCHAIN").as_deref() {
+        Ok("nightly") => return Route::Nightly,
+        Ok("debian") => {
+            return debian().expect("SYSCOPE_BPF_TOOLCHAIN=debian but no rustc with a BPF core")
+        }
+        _ => {}
+    }
+    if let Some(r) = debian() {
+        return r;
+    }
+    let nightly_has_src = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            let sysroot = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Path::new(&sysroot)
+                .join("lib/rustlib/src/rust/library/core")
+                .is_dir()
+        })
+        .unwrap_or(false);
+    if nightly_has_src {
+        return Route::Nightly;
+    }
+    panic!(
+        "no toolchain can build the eBPF programs: install Debian's rustc-web and \
+         libstd-rust-web-dev-bpf (or rustup nightly with rust-src), and bpf-linker; \
+         `cargo xtask setup` does this"
+    );
+}

@@ -3,11 +3,17 @@
 //!
 //! The flow, one module per stage: `probes` (load and attach the kernel
 //! programs) -> `collect` (read the maps, compute deltas) -> `aggregate`
-//! (series, cardinality limits, temporality) -> `export` (OTLP) or `table`
-//! (live terminal view); with `config`, `enrich` (names, containers) and
-//! `telemetry` (the agent's own metrics) beside them.
+//! (series, cardinality limits, temporality, OTLP encoding) -> `export`
+//! (OTLP transport) or `table` (live terminal view); with `config`, `enrich`
+//! (names, containers) and `telemetry` (the agent's own metrics) beside them.
+//! `app` wires them into the daemon.
 
+pub mod aggregate;
+pub mod app;
+pub mod collect;
 pub mod config;
 pub mod enrich;
 pub mod export;
+pub mod probes;
+pub mod table;
 pub mod telemetry;

@@ -1,1 +1,48 @@
-fn main() {}
+//! `syscope`: parse the configuration, set up logging, run the daemon.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use syscope::config::{self, Cli, ProcessEnv};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match config::load(&cli, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("syscope: {e}");
+            return ExitCode::from(config::EXIT_CODE_INVALID_CONFIG as u8);
+        }
+    };
+    if cli.print_config {
+        print!("{}", cfg.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cfg.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    // One thread is plenty: the work is one map read per interval and the
+    // exporter's I/O; it keeps the agent's CPU and memory small.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("syscope: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(syscope::app::run(cfg, cli.bench_floor)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("syscope: {}", syscope::probes::error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}

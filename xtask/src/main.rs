@@ -1,1 +1,188 @@
-fn main() {}
+//! Project tasks: `cargo xtask <setup|build|run|test|bench>`.
+//!
+//! Each task installs what it needs first (idempotently), so the README's two
+//! commands work on a fresh Debian 12 machine as root.
+
+mod bench;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages: the BPF-capable rustc with its prebuilt `core`, the LLVM
+/// that bpf-linker links against, and bpftrace for the benchmark.
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftrace",
+    "python3-venv",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const ROTEL_VERSION: &str = "0.0.1a15";
+
+const USAGE: &str = "usage: cargo xtask <task> [args]
+
+tasks:
+  setup          install what building and testing need (apt packages, bpf-linker, the OTLP test receiver)
+  build          setup, then build the agent: target/release/syscope
+  run [ARGS]     build, then run the agent (as root) with ARGS, e.g. `cargo xtask run -- --interval 2s`
+  test           build, then lint (rustfmt, clippy), unit tests, and the integration tests on the real kernel
+  bench [ARGS]   build, then the overhead benchmark (see README); `--quick` for a short run
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("build") => setup().and_then(|_| build()),
+        Some("run") => setup().and_then(|_| build()).and_then(|_| run(&args[1..])),
+        Some("test") => setup().and_then(|_| build()).and_then(|_| test()),
+        Some("bench") => setup().and_then(|_| build()).and_then(|_| bench::run(&root(), &args[1..])),
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo"))
+        .join("bin")
+}
+
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!("missing Debian packages {missing:?}: run `cargo xtask setup` as root (apt-get)");
+        }
+        sh(Command::new("apt-get").args(["update", "-q"]))?;
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    let linker = cargo_bin_dir().join("bpf-linker");
+    let have = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false);
+    if !have {
+        sh(cargo()
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .env(
+                "PATH",
+                format!("/usr/lib/llvm-22/bin:{}", env::var("PATH").unwrap_or_default()),
+            ))?;
+    }
+
+    // The OTLP receiver for the integration tests. pip puts the binary in
+    // site-packages, not bin/: link it to a stable path.
+    let venv = root().join(".venv");
+    let rotel = venv.join("bin/rotel-agent");
+    if !rotel.exists() {
+        if !venv.join("bin/pip").exists() {
+            sh(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
+        sh(Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", &format!("rotel=={ROTEL_VERSION}")]))?;
+        let lib = std::fs::read_dir(venv.join("lib"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
+            .find(|p| p.exists())
+            .context("rotel installed but rotel-agent not found in site-packages")?;
+        std::os::unix::fs::symlink(&lib, &rotel)?;
+    }
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    sh(cargo()
+        .current_dir(root())
+        .args(["build", "--release", "-p", "syscope", "-p", "syscope-tests", "--bins"]))?;
+    eprintln!("agent: {}", root().join("target/release/syscope").display());
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let args: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
+    sh(Command::new(root().join("target/release/syscope")).args(args))
+}
+
+fn test() -> Result<()> {
+    let r = root();
+    sh(cargo().current_dir(&r).args(["fmt", "--all", "--check"]))?;
+    sh(Command::new("rustfmt")
+        .args(["--edition", "2021", "--check"])
+        .arg(r.join("ebpf/src/main.rs")))?;
+    sh(cargo()
+        .current_dir(&r)
+        .args(["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // Unit tests (no privileges needed), then the integration tests on the
+    // real kernel, one at a time: they share the kernel's syscall hooks.
+    sh(cargo()
+        .current_dir(&r)
+        .args(["test", "--release", "--workspace", "--lib", "--bins"]))?;
+    if !is_root() {
+        eprintln!("integration tests need root (CAP_BPF, CAP_PERFMON): they will report themselves skipped");
+    }
+    sh(cargo()
+        .current_dir(&r)
+        .args(["test", "--release", "-p", "syscope-tests", "--tests", "--", "--test-threads=1"])
+        .env("SYSCOPE_BIN", r.join("target/release/syscope"))
+        .env("SYSCOPE_ROTEL", r.join(".venv/bin/rotel-agent")))?;
+    Ok(())
+}

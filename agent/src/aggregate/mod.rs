@@ -1,0 +1,333 @@
+//! From kernel keys to exported series: names and containers resolved,
+//! series counted against the cardinality limit, values accumulated for the
+//! chosen temporality.
+//!
+//! Several kernel keys can fold into one series (two cgroups of one
+//! container, or of no container, with the same process name): series are
+//! keyed by their exported attributes, so nothing is reported twice.
+
+pub mod otlp;
+pub mod quantile;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use syscope_common::{hist::NUM_BUCKETS, SeriesKey};
+
+use crate::{
+    collect::{Deltas, HistDelta},
+    config::Temporality,
+    enrich::{self, cgroup::CgroupResolver, syscalls::Arch},
+};
+
+/// The exported attributes of a syscall series.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Attrs {
+    pub syscall: Arc<str>,
+    pub exe: Arc<str>,
+    pub container: Option<Arc<str>>,
+    /// errno name, for `syscall.errors` only.
+    pub error: Option<Arc<str>>,
+}
+
+/// Accumulated latency histogram (dense buckets, `syscope_common::hist` layout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistValue {
+    pub sum_ns: u64,
+    pub zero: u64,
+    pub buckets: Box<[u64; NUM_BUCKETS]>,
+}
+
+impl Default for HistValue {
+    fn default() -> Self {
+        HistValue {
+            sum_ns: 0,
+            zero: 0,
+            buckets: Box::new([0; NUM_BUCKETS]),
+        }
+    }
+}
+
+impl HistValue {
+    pub fn add(&mut self, d: &HistDelta) {
+        self.sum_ns += d.sum_ns;
+        self.zero += d.zero;
+        for (a, b) in self.buckets.iter_mut().zip(d.buckets.iter()) {
+            *a += b;
+        }
+    }
+    pub fn add_value(&mut self, d: &HistValue) {
+        self.sum_ns += d.sum_ns;
+        self.zero += d.zero;
+        for (a, b) in self.buckets.iter_mut().zip(d.buckets.iter()) {
+            *a += b;
+        }
+    }
+    pub fn count(&self) -> u64 {
+        self.zero + self.buckets.iter().sum::<u64>()
+    }
+}
+
+/// Values a series can hold.
+pub trait Value: Default + Clone {
+    fn merge(&mut self, other: &Self);
+}
+impl Value for HistValue {
+    fn merge(&mut self, other: &Self) {
+        self.add_value(other)
+    }
+}
+impl Value for u64 {
+    fn merge(&mut self, other: &Self) {
+        *self += other
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Series<V> {
+    /// Start of the cumulative accumulation (first seen).
+    pub start: SystemTime,
+    pub cumulative: V,
+    /// This interval's change; `None` when the series did not change.
+    pub delta: Option<V>,
+    idle: u32,
+}
+
+/// All series of one metric, bounded by the cardinality limit. Past the
+/// limit, new attribute sets fold into one overflow series
+/// (`otel.metric.overflow=true`), as the OpenTelemetry SDKs do.
+#[derive(Debug)]
+pub struct MetricSeries<V> {
+    pub series: HashMap<Attrs, Series<V>>,
+    pub overflow: Option<Series<V>>,
+    /// Distinct attribute sets folded into the overflow series since start
+    /// (saturates at FOLDED_CAP to stay bounded).
+    folded: HashSet<Attrs>,
+    folded_saturated: u64,
+    limit: usize,
+}
+
+const FOLDED_CAP: usize = 65_536;
+
+impl<V: Value> MetricSeries<V> {
+    fn new(limit: usize) -> Self {
+        MetricSeries {
+            series: HashMap::new(),
+            overflow: None,
+            folded: HashSet::new(),
+            folded_saturated: 0,
+            limit: limit.max(2),
+        }
+    }
+
+    /// Number of distinct attribute sets folded into the overflow series.
+    pub fn folded(&self) -> u64 {
+        self.folded.len() as u64 + self.folded_saturated
+    }
+
+    fn record(&mut self, attrs: Attrs, d: &V, now: SystemTime) {
+        let target = if let Some(s) = self.series.get_mut(&attrs) {
+            s
+        } else if self.series.len() + 1 < self.limit {
+            // One slot is kept for the overflow series: at most `limit` in all.
+            self.series.entry(attrs).or_insert_with(|| Series {
+                start: now,
+                cumulative: V::default(),
+                delta: None,
+                idle: 0,
+            })
+        } else {
+            if !self.folded.contains(&attrs) {
+                if self.folded.len() < FOLDED_CAP {
+                    self.folded.insert(attrs);
+                } else {
+                    self.folded_saturated += 1;
+                }
+            }
+            self.overflow.get_or_insert_with(|| Series {
+                start: now,
+                cumulative: V::default(),
+                delta: None,
+                idle: 0,
+            })
+        };
+        target.cumulative.merge(d);
+        target.delta.get_or_insert_with(V::default).merge(d);
+        target.idle = 0;
+    }
+
+    /// Start a new interval: clear deltas, age series, drop the long idle.
+    fn begin_interval(&mut self, max_idle: u32) {
+        self.series.retain(|_, s| {
+            if s.delta.take().is_none() {
+                s.idle += 1;
+            }
+            s.idle <= max_idle
+        });
+        if let Some(o) = &mut self.overflow {
+            o.delta = None;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len() + self.overflow.is_some() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The state behind both exports and the live table.
+pub struct Aggregator {
+    pub latency: MetricSeries<HistValue>,
+    pub errors: MetricSeries<u64>,
+    pub temporality: Temporality,
+    /// End of the previous interval (start of the current delta window).
+    pub interval_start: SystemTime,
+    pub interval_end: SystemTime,
+    max_idle: u32,
+    arch: Arch,
+    names: HashMap<[u8; 16], Arc<str>>,
+    syscall_names: HashMap<u32, Arc<str>>,
+    errno_names: HashMap<u32, Arc<str>>,
+}
+
+impl Aggregator {
+    pub fn new(temporality: Temporality, max_series: usize, max_idle: u32) -> Self {
+        let now = SystemTime::now();
+        Aggregator {
+            latency: MetricSeries::new(max_series),
+            errors: MetricSeries::new(max_series),
+            temporality,
+            interval_start: now,
+            interval_end: now,
+            max_idle,
+            arch: Arch::current(),
+            names: HashMap::new(),
+            syscall_names: HashMap::new(),
+            errno_names: HashMap::new(),
+        }
+    }
+
+    /// Fold one interval's deltas in.
+    pub fn ingest(&mut self, deltas: &Deltas, cgroups: &mut CgroupResolver, now: SystemTime) {
+        self.interval_start = self.interval_end;
+        self.interval_end = now;
+        self.latency.begin_interval(self.max_idle);
+        self.errors.begin_interval(self.max_idle);
+        for (k, d) in &deltas.hist {
+            let attrs = self.attrs(k, cgroups, false);
+            let v = HistValue {
+                sum_ns: d.sum_ns,
+                zero: d.zero,
+                buckets: d.buckets.clone(),
+            };
+            self.latency.record(attrs, &v, now);
+        }
+        for (k, n) in &deltas.errors {
+            let attrs = self.attrs(k, cgroups, true);
+            self.errors.record(attrs, n, now);
+        }
+    }
+
+    fn attrs(&mut self, k: &SeriesKey, cgroups: &mut CgroupResolver, with_error: bool) -> Attrs {
+        let arch = self.arch;
+        let syscall = self
+            .syscall_names
+            .entry(k.nr)
+            .or_insert_with(|| match enrich::syscalls::syscall_name(arch, k.nr) {
+                Some(n) => n.into(),
+                None => format!("syscall_{}", k.nr).into(),
+            })
+            .clone();
+        let exe = self
+            .names
+            .entry(k.comm)
+            .or_insert_with(|| comm_to_str(&k.comm).into())
+            .clone();
+        let container = cgroups
+            .resolve(k.cgroup_id)
+            .and_then(|c| c.container_id.as_deref().map(Arc::from));
+        let error = with_error.then(|| {
+            self.errno_names
+                .entry(k.errno)
+                .or_insert_with(|| match enrich::errno::errno_name(k.errno) {
+                    Some(n) => n.into(),
+                    None => format!("errno_{}", k.errno).into(),
+                })
+                .clone()
+        });
+        Attrs {
+            syscall,
+            exe,
+            container,
+            error,
+        }
+    }
+}
+
+/// A kernel comm (NUL padded, not necessarily UTF-8) as a string.
+pub fn comm_to_str(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(i: usize) -> Attrs {
+        Attrs {
+            syscall: format!("s{i}").into(),
+            exe: "x".into(),
+            container: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn limit_folds_into_overflow_and_counts_distinct() {
+        let mut m = MetricSeries::<u64>::new(4);
+        let now = SystemTime::now();
+        for i in 0..10 {
+            m.record(attrs(i), &1, now);
+        }
+        // 3 regular + 1 overflow = the limit of 4.
+        assert_eq!(m.series.len(), 3);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m.overflow.as_ref().unwrap().cumulative, 7);
+        assert_eq!(m.folded(), 7);
+        // The same folded attrs again: not a new folded series.
+        m.record(attrs(9), &1, now);
+        assert_eq!(m.folded(), 7);
+        assert_eq!(m.overflow.as_ref().unwrap().cumulative, 8);
+        // Existing series keep updating normally.
+        m.record(attrs(0), &5, now);
+        assert_eq!(m.series[&attrs(0)].cumulative, 6);
+    }
+
+    #[test]
+    fn idle_series_expire_and_deltas_reset() {
+        let mut m = MetricSeries::<u64>::new(10);
+        let now = SystemTime::now();
+        m.record(attrs(1), &2, now);
+        m.begin_interval(2);
+        assert!(m.series[&attrs(1)].delta.is_none());
+        assert_eq!(m.series[&attrs(1)].cumulative, 2);
+        m.begin_interval(2);
+        m.begin_interval(2);
+        assert!(m.series.contains_key(&attrs(1)));
+        m.begin_interval(2);
+        assert!(!m.series.contains_key(&attrs(1)), "idle for 3 > 2 intervals");
+    }
+
+    #[test]
+    fn comm_is_trimmed() {
+        assert_eq!(comm_to_str(b"nginx\0\0\0\0\0\0\0\0\0\0\0"), "nginx");
+        assert_eq!(comm_to_str(b"0123456789abcdef"), "0123456789abcdef");
+    }
+}

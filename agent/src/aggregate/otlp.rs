@@ -1,0 +1,313 @@
+//! Series to OTLP: one `ExportMetricsServiceRequest` per interval, built from
+//! the kernel's buckets without re-bucketing (the layouts are the same).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::{
+    collector::metrics::v1::ExportMetricsServiceRequest,
+    common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
+    metrics::v1::{
+        exponential_histogram_data_point::Buckets, metric, number_data_point,
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    },
+    resource::v1::Resource,
+};
+use syscope_common::hist::{OTLP_INDEX_OFFSET, SCALE, ZERO_THRESHOLD_S};
+
+use super::{Aggregator, Attrs, HistValue, Series};
+use crate::config::{ResourceConfig, Temporality};
+
+/// Metric names and units, in one place.
+pub mod names {
+    pub const SYSCALL_DURATION: &str = "syscall.duration";
+    pub const SYSCALL_ERRORS: &str = "syscall.errors";
+    pub const ATTR_SYSCALL: &str = "syscall.name";
+    pub const ATTR_EXE: &str = "process.executable.name";
+    pub const ATTR_CONTAINER: &str = "container.id";
+    pub const ATTR_ERROR: &str = "error.type";
+    pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
+}
+
+pub fn kv_str(k: &str, v: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn kv_bool(k: &str, v: bool) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::BoolValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Resource attributes per the OTel semantic conventions.
+pub fn resource(cfg: &ResourceConfig) -> Resource {
+    let mut attrs = vec![
+        kv_str("service.name", cfg.service_name.clone()),
+        kv_str("service.version", env!("CARGO_PKG_VERSION")),
+        kv_str("host.name", hostname()),
+        kv_str("host.arch", host_arch()),
+        kv_str("os.type", "linux"),
+        kv_str("telemetry.sdk.name", "syscope"),
+        kv_str("telemetry.sdk.language", "rust"),
+    ];
+    for (k, v) in &cfg.attributes {
+        // OTEL_RESOURCE_ATTRIBUTES may override our detected values, except
+        // service.name, which OTEL_SERVICE_NAME already resolved.
+        if k == "service.name" {
+            continue;
+        }
+        attrs.retain(|a| &a.key != k);
+        attrs.push(kv_str(k, v.clone()));
+    }
+    Resource {
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+/// `host.arch` values from the semantic conventions.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "x86",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        other => other,
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn attributes(a: &Attrs) -> Vec<KeyValue> {
+    let mut kv = vec![
+        kv_str(names::ATTR_SYSCALL, &*a.syscall),
+        kv_str(names::ATTR_EXE, &*a.exe),
+    ];
+    if let Some(c) = &a.container {
+        kv.push(kv_str(names::ATTR_CONTAINER, &**c));
+    }
+    if let Some(e) = &a.error {
+        kv.push(kv_str(names::ATTR_ERROR, &**e));
+    }
+    kv
+}
+
+/// The series to export this interval and the value to send for each:
+/// cumulative sends every live series, delta only the changed ones.
+fn points<'a, V>(
+    agg: &'a Aggregator,
+    m: &'a super::MetricSeries<V>,
+) -> impl Iterator<Item = (Vec<KeyValue>, u64, &'a V)> + 'a {
+    let start_delta = nanos(agg.interval_start);
+    let pick = move |s: &'a Series<V>| -> Option<(u64, &'a V)> {
+        match agg.temporality {
+            Temporality::Cumulative => Some((nanos(s.start), &s.cumulative)),
+            Temporality::Delta => s.delta.as_ref().map(|d| (start_delta, d)),
+        }
+    };
+    let regular = m
+        .series
+        .iter()
+        .filter_map(move |(a, s)| pick(s).map(|(t, v)| (attributes(a), t, v)));
+    let overflow = m
+        .overflow
+        .iter()
+        .filter_map(move |s| pick(s).map(|(t, v)| (vec![kv_bool(names::ATTR_OVERFLOW, true)], t, v)));
+    regular.chain(overflow)
+}
+
+fn exp_point(attrs: Vec<KeyValue>, start: u64, time: u64, h: &HistValue) -> ExponentialHistogramDataPoint {
+    // Send only the populated span of buckets; offset keeps indexes exact.
+    let first = h.buckets.iter().position(|&n| n != 0);
+    let last = h.buckets.iter().rposition(|&n| n != 0);
+    let positive = match (first, last) {
+        (Some(f), Some(l)) => Some(Buckets {
+            offset: OTLP_INDEX_OFFSET + f as i32,
+            bucket_counts: h.buckets[f..=l].to_vec(),
+        }),
+        _ => None,
+    };
+    ExponentialHistogramDataPoint {
+        attributes: attrs,
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        count: h.count(),
+        sum: Some(h.sum_ns as f64 * 1e-9),
+        scale: SCALE,
+        zero_count: h.zero,
+        zero_threshold: ZERO_THRESHOLD_S,
+        positive,
+        ..Default::default()
+    }
+}
+
+fn temporality(t: Temporality) -> i32 {
+    match t {
+        Temporality::Cumulative => AggregationTemporality::Cumulative as i32,
+        Temporality::Delta => AggregationTemporality::Delta as i32,
+    }
+}
+
+/// Build this interval's request; `None` when there is nothing to send.
+pub fn build_request(agg: &Aggregator, resource: &Resource) -> Option<ExportMetricsServiceRequest> {
+    let time = nanos(agg.interval_end);
+    let hist_points: Vec<_> = points(agg, &agg.latency)
+        .map(|(a, start, h)| exp_point(a, start, time, h))
+        .collect();
+    let err_points: Vec<_> = points(agg, &agg.errors)
+        .map(|(a, start, n)| NumberDataPoint {
+            attributes: a,
+            start_time_unix_nano: start,
+            time_unix_nano: time,
+            value: Some(number_data_point::Value::AsInt(*n as i64)),
+            ..Default::default()
+        })
+        .collect();
+    let mut metrics = vec![];
+    if !hist_points.is_empty() {
+        metrics.push(Metric {
+            name: names::SYSCALL_DURATION.into(),
+            description: "Duration of system calls, per workload and syscall.".into(),
+            unit: "s".into(),
+            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: hist_points,
+                aggregation_temporality: temporality(agg.temporality),
+            })),
+            ..Default::default()
+        });
+    }
+    if !err_points.is_empty() {
+        metrics.push(Metric {
+            name: names::SYSCALL_ERRORS.into(),
+            description: "System calls that returned an error, by errno.".into(),
+            unit: "{error}".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: err_points,
+                aggregation_temporality: temporality(agg.temporality),
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        });
+    }
+    if metrics.is_empty() {
+        return None;
+    }
+    Some(ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(resource.clone()),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "syscope".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{collect::Deltas, enrich::cgroup::CgroupResolver};
+    use syscope_common::SeriesKey;
+
+    fn key(nr: u32, errno: u32) -> SeriesKey {
+        SeriesKey {
+            cgroup_id: u64::MAX, // resolves to nothing: no container.id
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            nr,
+            errno,
+        }
+    }
+
+    fn deltas() -> Deltas {
+        let mut d = crate::collect::HistDelta {
+            sum_ns: 20_000_000 * 3,
+            zero: 0,
+            buckets: Box::new([0; syscope_common::hist::NUM_BUCKETS]),
+        };
+        let syscope_common::Bucket::Index(i) = syscope_common::bucket_index(20_000_000) else {
+            unreachable!()
+        };
+        d.buckets[i] = 3;
+        Deltas {
+            hist: vec![(key(0, 0), d)],
+            errors: vec![(key(0, 2), 5)],
+        }
+    }
+
+    fn request(t: Temporality, rounds: usize) -> ExportMetricsServiceRequest {
+        let mut agg = Aggregator::new(t, 100, 10);
+        let mut cg = CgroupResolver::with_root("/nonexistent-cgroup-root", std::time::Duration::from_secs(3600));
+        for _ in 0..rounds {
+            agg.ingest(&deltas(), &mut cg, SystemTime::now());
+        }
+        let res = resource(&ResourceConfig {
+            service_name: "svc".into(),
+            attributes: vec![("deployment.environment.name".into(), "test".into())],
+        });
+        build_request(&agg, &res).unwrap()
+    }
+
+    #[test]
+    fn histogram_and_errors_in_otlp_layout() {
+        let req = request(Temporality::Cumulative, 2);
+        let rm = &req.resource_metrics[0];
+        let res = rm.resource.as_ref().unwrap();
+        assert!(res.attributes.contains(&kv_str("service.name", "svc")));
+        assert!(res.attributes.contains(&kv_str("deployment.environment.name", "test")));
+        let m = &rm.scope_metrics[0].metrics;
+        assert_eq!(m[0].name, "syscall.duration");
+        assert_eq!(m[0].unit, "s");
+        let Some(metric::Data::ExponentialHistogram(h)) = &m[0].data else { panic!() };
+        let p = &h.data_points[0];
+        assert_eq!(p.count, 6, "cumulative over two intervals");
+        assert_eq!(p.scale, 3);
+        let b = p.positive.as_ref().unwrap();
+        assert_eq!(b.bucket_counts, vec![6]);
+        // 20 ms = 0.02 s lies in bucket offset: 2^(o/8) < 0.02 <= 2^((o+1)/8).
+        let (lo, hi) = ((b.offset as f64 / 8.0).exp2(), ((b.offset + 1) as f64 / 8.0).exp2());
+        assert!(lo < 0.02 && 0.02 <= hi, "{lo} {hi}");
+        assert!(p.attributes.contains(&kv_str("syscall.name", "read")) || cfg!(not(target_arch = "x86_64")));
+        assert!(p.attributes.contains(&kv_str("process.executable.name", "curl")));
+        assert_eq!(m[1].name, "syscall.errors");
+        assert_eq!(m[1].unit, "{error}");
+        let Some(metric::Data::Sum(s)) = &m[1].data else { panic!() };
+        assert!(s.is_monotonic);
+        assert_eq!(s.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+        assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsInt(10)));
+        assert!(s.data_points[0].attributes.contains(&kv_str("error.type", "ENOENT")));
+    }
+
+    #[test]
+    fn delta_sends_only_this_interval() {
+        let req = request(Temporality::Delta, 2);
+        let m = &req.resource_metrics[0].scope_metrics[0].metrics;
+        let Some(metric::Data::ExponentialHistogram(h)) = &m[0].data else { panic!() };
+        assert_eq!(h.data_points[0].count, 3);
+        assert_eq!(h.aggregation_temporality, AggregationTemporality::Delta as i32);
+    }
+}

@@ -1,0 +1,194 @@
+//! The daemon: load the probes, then once per interval collect -> aggregate
+//! -> export (or print), until SIGINT/SIGTERM; then detach, collect and
+//! export one last time within the grace period.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use syscope_common::counter;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::{
+    aggregate::{otlp, Aggregator},
+    collect::DeltaTracker,
+    config::Config,
+    enrich::cgroup::CgroupResolver,
+    export::{self, ExportHandle},
+    probes::{self, LoadOptions, Probes},
+    table,
+    telemetry::{self, SelfStats},
+};
+
+/// Everything one collection cycle touches.
+pub struct Pipeline {
+    pub probes: Probes,
+    pub tracker: DeltaTracker,
+    pub agg: Aggregator,
+    pub cgroups: CgroupResolver,
+    pub stats: Arc<SelfStats>,
+    resource: Resource,
+    last_kernel: [u64; counter::COUNT as usize],
+}
+
+impl Pipeline {
+    pub fn new(cfg: &Config, probes: Probes, stats: Arc<SelfStats>) -> Self {
+        Pipeline {
+            probes,
+            // Kernel entries idle this long are deleted to make room; their
+            // series live on in userspace for series_idle_intervals.
+            tracker: DeltaTracker::new(cfg.limits.series_idle_intervals.max(2)),
+            agg: Aggregator::new(
+                cfg.temporality,
+                cfg.limits.max_series_per_metric,
+                cfg.limits.series_idle_intervals,
+            ),
+            cgroups: CgroupResolver::new(),
+            stats,
+            resource: otlp::resource(&cfg.resource),
+            last_kernel: [0; counter::COUNT as usize],
+        }
+    }
+
+    /// Read the kernel maps and fold this interval into the series.
+    pub fn collect(&mut self) {
+        let t0 = Instant::now();
+        let mut read_errors = 0u64;
+        let hist: Vec<_> = self
+            .probes
+            .hist
+            .iter()
+            .filter_map(|r| r.map_err(|_| read_errors += 1).ok())
+            .collect();
+        let errors: Vec<_> = self
+            .probes
+            .errors
+            .iter()
+            .filter_map(|r| r.map_err(|_| read_errors += 1).ok())
+            .collect();
+        if read_errors > 0 {
+            // An entry deleted between listing and reading: harmless, rare.
+            tracing::debug!(read_errors, "map entries vanished while reading");
+        }
+        SelfStats::set(&self.stats.kernel_hist_entries, hist.len() as u64);
+        SelfStats::set(&self.stats.kernel_error_entries, errors.len() as u64);
+        let (deltas, evict) = self.tracker.update(hist, errors);
+        for k in &evict.hist {
+            let _ = self.probes.hist.remove(k);
+        }
+        for k in &evict.errors {
+            let _ = self.probes.errors.remove(k);
+        }
+        self.agg.ingest(&deltas, &mut self.cgroups, SystemTime::now());
+        self.record_kernel_counters();
+        let s = &self.stats;
+        SelfStats::set(&s.series_latency, self.agg.latency.len() as u64);
+        SelfStats::set(&s.series_errors, self.agg.errors.len() as u64);
+        SelfStats::set(&s.series_folded_latency, self.agg.latency.folded());
+        SelfStats::set(&s.series_folded_errors, self.agg.errors.folded());
+        SelfStats::set(&s.collect_duration_us, t0.elapsed().as_micros() as u64);
+    }
+
+    fn record_kernel_counters(&mut self) {
+        let now = self.probes.read_counters();
+        for (i, (&cur, last)) in now.iter().zip(self.last_kernel.iter()).enumerate() {
+            SelfStats::set(&self.stats.kernel[i], cur);
+            let grew = cur.saturating_sub(*last);
+            let full = [counter::HIST_MAP_FULL, counter::ERROR_MAP_FULL, counter::THREAD_MAP_FULL];
+            if grew > 0 && full.contains(&(i as u32)) {
+                // Once per interval per map, never silent.
+                warn!(
+                    map = counter::NAMES[i],
+                    dropped = grew,
+                    "kernel map full: updates dropped this interval; raise the limit (see --help, [limits])"
+                );
+            }
+        }
+        self.last_kernel = now;
+    }
+
+    pub fn request(&self) -> Option<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest> {
+        otlp::build_request(&self.agg, &self.resource)
+    }
+}
+
+/// Run until a signal; returns after the final export.
+/// `floor_only`: attach the benchmark's empty programs instead (see xtask bench).
+pub async fn run(cfg: Config, floor_only: bool) -> anyhow::Result<()> {
+    let stats = Arc::new(SelfStats::default());
+    let probes = probes::load(&LoadOptions {
+        kernel_series: cfg.limits.kernel_series,
+        kernel_error_series: cfg.limits.kernel_error_series,
+        kernel_threads: cfg.limits.kernel_threads,
+        force_mode: None,
+        floor_only,
+    })?;
+    let mut pipe = Pipeline::new(&cfg, probes, stats.clone());
+    let exporter = cfg
+        .export_settings()
+        .map(|settings| export::spawn(settings, stats.clone()))
+        .transpose()
+        .context("setting up the OTLP exporter")?;
+    let sdk = telemetry::init_sdk(&cfg, stats.clone()).context("setting up self-metrics")?;
+    match &cfg.export {
+        Some(e) => info!(endpoint = %e.endpoint, protocol = ?e.protocol, interval = ?cfg.interval, "exporting over OTLP"),
+        None => info!(interval = ?cfg.interval, "no OTLP endpoint configured: printing a live table"),
+    }
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => cycle(&mut pipe, exporter.as_ref(), &cfg),
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
+        }
+    }
+
+    // Detach first so the last read holds everything up to now, then flush.
+    let deadline = Instant::now() + cfg.shutdown_grace;
+    pipe.probes.detach();
+    cycle(&mut pipe, exporter.as_ref(), &cfg);
+    if let Some(ex) = exporter {
+        let left = ex.shutdown(remaining(deadline)).await;
+        if left > 0 {
+            warn!(unsent = left, "intervals left unsent at shutdown");
+        }
+    }
+    if let Some(p) = sdk {
+        telemetry::shutdown_sdk(p, remaining(deadline)).await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+fn cycle(pipe: &mut Pipeline, exporter: Option<&ExportHandle>, cfg: &Config) {
+    pipe.collect();
+    match exporter {
+        Some(ex) => {
+            if let Some(req) = pipe.request() {
+                ex.submit(req);
+            }
+        }
+        None => {
+            let rows = table::rows(&pipe.agg, cfg.table_rows);
+            let header = format!(
+                "syscope {} | hook={} | {}",
+                humantime::format_rfc3339_seconds(SystemTime::now()),
+                pipe.probes.mode.as_str(),
+                pipe.stats.summary()
+            );
+            print!("{}", table::render(&rows, &header));
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Reading the kernel maps once per interval and turning their cumulative
+//! counters into per-interval deltas.
+//!
+//! The kernel's values only grow, except when an entry is deleted (we evict
+//! idle ones to make room) and recreated: a shrinking `sum_ns` or error count
+//! marks such a reset, and the new value is then the delta. Bucket counters
+//! are u32 and wrap; wrapping subtraction gives the right delta as long as
+//! fewer than 2^32 events land in one bucket of one series per interval.
+
+use std::collections::HashMap;
+
+use syscope_common::{hist::NUM_BUCKETS, Histogram, SeriesKey};
+
+/// What happened in one interval, per kernel key.
+#[derive(Debug, Default)]
+pub struct Deltas {
+    pub hist: Vec<(SeriesKey, HistDelta)>,
+    pub errors: Vec<(SeriesKey, u64)>,
+}
+
+/// One interval's worth of a latency histogram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistDelta {
+    pub sum_ns: u64,
+    pub zero: u64,
+    pub buckets: Box<[u64; NUM_BUCKETS]>,
+}
+
+impl HistDelta {
+    pub fn count(&self) -> u64 {
+        self.zero + self.buckets.iter().sum::<u64>()
+    }
+
+    /// Delta from `prev` to `cur`; `None` prev (or a reset) means all of `cur`.
+    pub fn between(prev: Option<&Histogram>, cur: &Histogram) -> HistDelta {
+        let prev = match prev {
+            Some(p) if p.sum_ns <= cur.sum_ns => p,
+            _ => &Histogram::ZERO,
+        };
+        let mut buckets = Box::new([0u64; NUM_BUCKETS]);
+        for (d, (c, p)) in buckets.iter_mut().zip(cur.buckets.iter().zip(prev.buckets.iter())) {
+            *d = c.wrapping_sub(*p) as u64;
+        }
+        HistDelta {
+            sum_ns: cur.sum_ns - prev.sum_ns,
+            zero: cur.zero.wrapping_sub(prev.zero) as u64,
+            buckets,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sum_ns == 0 && self.zero == 0 && self.buckets.iter().all(|&b| b == 0)
+    }
+}
+
+/// Delta of a monotonic counter, treating a decrease as a reset.
+pub fn counter_delta(prev: Option<u64>, cur: u64) -> u64 {
+    match prev {
+        Some(p) if p <= cur => cur - p,
+        _ => cur,
+    }
+}
+
+struct Prev<V> {
+    value: V,
+    /// Consecutive intervals without change.
+    idle: u32,
+}
+
+/// Turns successive reads of the maps into deltas, and picks the entries
+/// idle long enough to be evicted from the kernel maps.
+pub struct DeltaTracker {
+    hist: HashMap<SeriesKey, Prev<Histogram>>,
+    errors: HashMap<SeriesKey, Prev<u64>>,
+    evict_after: u32,
+}
+
+/// Keys to delete from the kernel maps (idle for `evict_after` intervals).
+#[derive(Debug, Default)]
+pub struct Evictions {
+    pub hist: Vec<SeriesKey>,
+    pub errors: Vec<SeriesKey>,
+}
+
+impl DeltaTracker {
+    pub fn new(evict_after: u32) -> Self {
+        DeltaTracker {
+            hist: HashMap::new(),
+            errors: HashMap::new(),
+            evict_after: evict_after.max(1),
+        }
+    }
+
+    /// Feed one full read of both maps; returns the deltas and the keys the
+    /// caller should delete from the kernel (already forgotten here, so a
+    /// recreated entry counts from zero).
+    pub fn update(
+        &mut self,
+        hist: impl IntoIterator<Item = (SeriesKey, Histogram)>,
+        errors: impl IntoIterator<Item = (SeriesKey, u64)>,
+    ) -> (Deltas, Evictions) {
+        let mut out = Deltas::default();
+        let mut ev = Evictions::default();
+        let mut seen_h = HashMap::with_capacity(self.hist.len());
+        for (k, cur) in hist {
+            let prev = self.hist.remove(&k);
+            let d = HistDelta::between(prev.as_ref().map(|p| &p.value), &cur);
+            let idle = if d.is_empty() { prev.map_or(0, |p| p.idle) + 1 } else { 0 };
+            if idle >= self.evict_after {
+                ev.hist.push(k);
+                continue;
+            }
+            if !d.is_empty() {
+                out.hist.push((k, d));
+            }
+            seen_h.insert(k, Prev { value: cur, idle });
+        }
+        // Entries gone from the kernel map are forgotten.
+        self.hist = seen_h;
+        let mut seen_e = HashMap::with_capacity(self.errors.len());
+        for (k, cur) in errors {
+            let prev = self.errors.remove(&k);
+            let d = counter_delta(prev.as_ref().map(|p| p.value), cur);
+            let idle = if d == 0 { prev.map_or(0, |p| p.idle) + 1 } else { 0 };
+            if idle >= self.evict_after {
+                ev.errors.push(k);
+                continue;
+            }
+            if d != 0 {
+                out.errors.push((k, d));
+            }
+            seen_e.insert(k, Prev { value: cur, idle });
+        }
+        self.errors = seen_e;
+        (out, ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(nr: u32) -> SeriesKey {
+        SeriesKey { cgroup_id: 1, comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0", nr, errno: 0 }
+    }
+
+    fn hist(sum: u64, idx: usize, n: u32) -> Histogram {
+        let mut h = Histogram::ZERO;
+        h.sum_ns = sum;
+        h.buckets[idx] = n;
+        h
+    }
+
+    #[test]
+    fn deltas_between_reads() {
+        let mut t = DeltaTracker::new(3);
+        let (d, _) = t.update([(key(1), hist(100, 5, 2))], [(key(1), 4)]);
+        assert_eq!(d.hist[0].1.count(), 2);
+        assert_eq!(d.hist[0].1.sum_ns, 100);
+        assert_eq!(d.errors, vec![(key(1), 4)]);
+        let (d, _) = t.update([(key(1), hist(250, 5, 5))], [(key(1), 9)]);
+        assert_eq!(d.hist[0].1.buckets[5], 3);
+        assert_eq!(d.hist[0].1.sum_ns, 150);
+        assert_eq!(d.errors, vec![(key(1), 5)]);
+    }
+
+    #[test]
+    fn counter_reset_counts_from_zero() {
+        assert_eq!(counter_delta(Some(10), 15), 5);
+        assert_eq!(counter_delta(Some(10), 3), 3, "entry recreated: 3 new events");
+        assert_eq!(counter_delta(None, 7), 7);
+        let mut t = DeltaTracker::new(3);
+        t.update([(key(1), hist(1000, 5, 10))], []);
+        // Recreated entry with a smaller sum: everything in it is new.
+        let (d, _) = t.update([(key(1), hist(40, 5, 1))], []);
+        assert_eq!(d.hist[0].1.count(), 1);
+        assert_eq!(d.hist[0].1.sum_ns, 40);
+    }
+
+    #[test]
+    fn u32_bucket_wrap_is_a_delta_not_a_reset() {
+        let mut prev = hist(1_000, 0, u32::MAX - 1);
+        prev.zero = u32::MAX;
+        let mut cur = hist(2_000, 0, 3);
+        cur.zero = 1;
+        let d = HistDelta::between(Some(&prev), &cur);
+        assert_eq!(d.buckets[0], 5);
+        assert_eq!(d.zero, 2);
+    }
+
+    #[test]
+    fn idle_entries_are_evicted_then_forgotten() {
+        let mut t = DeltaTracker::new(2);
+        t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
+        let (d, ev) = t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
+        assert!(d.hist.is_empty() && ev.hist.is_empty());
+        let (_, ev) = t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
+        assert_eq!(ev.hist, vec![key(1)]);
+        assert_eq!(ev.errors, vec![key(2)]);
+        // After deletion the kernel recreates the entry from zero.
+        let (d, _) = t.update([(key(1), hist(7, 1, 1))], []);
+        assert_eq!(d.hist[0].1.count(), 1);
+    }
+}

@@ -1,0 +1,102 @@
+//! Command-line flags. Values are kept as raw strings and validated in
+//! [`super::load`], so a bad flag gets the same error format (naming the
+//! flag) as a bad environment variable or file key.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+use super::{env, EXAMPLE_TOML};
+
+/// Flags; `Cli::parse()` in main, `Cli::try_parse_from` in tests.
+#[derive(Clone, Debug, Default, Parser)]
+#[command(
+    name = "syscope",
+    version,
+    about = "eBPF syscall latency and error SLIs for every workload on a host, exported over OTLP.",
+    // -h and --help both print everything below: the environment and file
+    // sections are the main documentation of the configuration.
+    disable_help_flag = true,
+    after_help = after_help(),
+)]
+pub struct Cli {
+    /// TOML config file (format below)
+    #[arg(short = 'c', long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Collector base URL, http:// or https://; without one, a live table is shown
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// OTLP transport: grpc (default) | http/protobuf
+    #[arg(long, value_name = "PROTOCOL")]
+    pub protocol: Option<String>,
+
+    /// Export compression: gzip | none (default)
+    #[arg(long, value_name = "COMPRESSION")]
+    pub compression: Option<String>,
+
+    /// Export interval, e.g. 10s or 500ms (default 60s; 5s for the live table; min 100ms)
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+
+    /// Aggregation temporality: cumulative (default) | delta | lowmemory (= delta)
+    #[arg(long, value_name = "TEMPORALITY")]
+    pub temporality: Option<String>,
+
+    /// service.name resource attribute (default syscope)
+    #[arg(long, value_name = "NAME")]
+    pub service_name: Option<String>,
+
+    /// Series kept per metric (default 2000; min 2)
+    #[arg(long, value_name = "N")]
+    pub max_series: Option<String>,
+
+    /// Unsent intervals kept while the collector is down (default 60; min 1)
+    #[arg(long, value_name = "N")]
+    pub buffer_intervals: Option<String>,
+
+    /// Log filter, RUST_LOG syntax (default info)
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Rows in the live table (default 20)
+    #[arg(long, value_name = "N")]
+    pub table_rows: Option<String>,
+
+    /// Print the resolved configuration as TOML (header values redacted) and exit
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Benchmark only: attach empty programs on the same hooks (the floor)
+    #[arg(long, hide = true)]
+    pub bench_floor: bool,
+
+    /// Print help: flags, environment variables and the config file
+    #[arg(short = 'h', long = "help", action = ArgAction::HelpLong)]
+    help: Option<bool>,
+}
+
+fn after_help() -> String {
+    let mut s = String::from(
+        "Precedence: flag > environment variable > config file > default.\n\
+         Without an endpoint anywhere, nothing is exported and a live table is shown.\n\
+         An invalid configuration exits with status 2.\n\
+         \n\
+         Environment variables (empty values count as unset):\n",
+    );
+    for (name, help) in env::DOCS {
+        let _ = writeln!(s, "  {name}");
+        for line in help.lines() {
+            let _ = writeln!(s, "      {line}");
+        }
+    }
+    s.push_str("\nConfig file (--config PATH), with every key:\n");
+    for line in EXAMPLE_TOML.lines() {
+        // No indent on blank lines: trailing spaces would show in diffs of the help.
+        let indent = if line.is_empty() { "" } else { "    " };
+        let _ = writeln!(s, "{indent}{line}");
+    }
+    s
+}

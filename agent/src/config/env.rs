@@ -1,0 +1,214 @@
+//! Environment access and the OTel `key=value,...` list format.
+//!
+//! Tests pass a `HashMap` instead of mutating the process environment, which
+//! is shared between test threads.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use super::{invalid, ConfigError};
+
+/// Source of environment variables.
+pub trait Env {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        // Lossy rather than `var()`, so a non-UTF-8 value fails validation
+        // with the variable's name instead of being silently ignored.
+        std::env::var_os(key).map(|v| v.to_string_lossy().into_owned())
+    }
+}
+
+impl<S: BuildHasher> Env for HashMap<String, String, S> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+pub(super) const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub(super) const METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+pub(super) const PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+pub(super) const METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
+pub(super) const HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+pub(super) const METRICS_HEADERS: &str = "OTEL_EXPORTER_OTLP_METRICS_HEADERS";
+pub(super) const COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
+pub(super) const METRICS_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION";
+pub(super) const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+pub(super) const METRICS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT";
+pub(super) const EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+pub(super) const TEMPORALITY: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+pub(super) const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+pub(super) const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+pub(super) const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+pub(super) const SYSCOPE_LOG: &str = "SYSCOPE_LOG";
+pub(super) const RUST_LOG: &str = "RUST_LOG";
+pub(super) const SYSCOPE_CONFIG: &str = "SYSCOPE_CONFIG";
+
+/// Every variable read, with its `--help` text; a test checks the two agree.
+pub(super) const DOCS: &[(&str, &str)] = &[
+    (
+        ENDPOINT,
+        "Collector base URL, http:// or https:// (like --endpoint). Setting it enables export;\n\
+         with http/protobuf, metrics are POSTed to <endpoint>/v1/metrics.",
+    ),
+    (
+        METRICS_ENDPOINT,
+        "Metrics URL, used as-is (no /v1/metrics appended); beats OTEL_EXPORTER_OTLP_ENDPOINT.",
+    ),
+    (
+        PROTOCOL,
+        "grpc (default) | http/protobuf. http/json is not supported.",
+    ),
+    (METRICS_PROTOCOL, "Same; beats OTEL_EXPORTER_OTLP_PROTOCOL."),
+    (
+        HEADERS,
+        "Headers sent with every export: key=value,key2=value2, percent-encoded.",
+    ),
+    (
+        METRICS_HEADERS,
+        "Same; replaces OTEL_EXPORTER_OTLP_HEADERS as a whole.",
+    ),
+    (COMPRESSION, "gzip | none (default)."),
+    (
+        METRICS_COMPRESSION,
+        "Same; beats OTEL_EXPORTER_OTLP_COMPRESSION.",
+    ),
+    (TIMEOUT, "Export timeout in milliseconds (default 10000)."),
+    (METRICS_TIMEOUT, "Same; beats OTEL_EXPORTER_OTLP_TIMEOUT."),
+    (
+        EXPORT_INTERVAL,
+        "Export interval in milliseconds (default 60000; 5000 for the live table; min 100).",
+    ),
+    (
+        TEMPORALITY,
+        "cumulative (default) | delta | lowmemory (same as delta: syscope only has\n\
+         counters and histograms). Case-insensitive.",
+    ),
+    (
+        SERVICE_NAME,
+        "service.name resource attribute (default syscope); beats service.name in\n\
+         OTEL_RESOURCE_ATTRIBUTES.",
+    ),
+    (
+        RESOURCE_ATTRIBUTES,
+        "Resource attributes: key=value,key2=value2, percent-encoded. Merged over the\n\
+         file's resource.attributes.",
+    ),
+    (
+        SDK_DISABLED,
+        "true: export nothing, whatever endpoint is configured (the live table is shown).",
+    ),
+    (
+        SYSCOPE_LOG,
+        "Log filter, RUST_LOG syntax (default info); beats RUST_LOG.",
+    ),
+    (RUST_LOG, "Log filter, used when SYSCOPE_LOG is unset."),
+    (
+        SYSCOPE_CONFIG,
+        "Config file path, used when --config is not given.",
+    ),
+];
+
+/// Reads an [`Env`] the way the OTel spec asks: empty values count as unset.
+pub(super) struct Vars<'a>(pub &'a dyn Env);
+
+impl Vars<'_> {
+    pub fn get(&self, key: &str) -> Option<String> {
+        let v = self.0.get(key)?;
+        let v = v.trim();
+        (!v.is_empty()).then(|| v.to_owned())
+    }
+
+    /// The first set variable of `keys` (signal-specific first), with its name.
+    pub fn first(&self, keys: &[&'static str]) -> Option<(&'static str, String)> {
+        keys.iter().find_map(|&k| self.get(k).map(|v| (k, v)))
+    }
+}
+
+/// Parses `k=v,k2=v2` (OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS):
+/// entries trimmed, keys and values percent-decoded, empty entries skipped.
+/// `secret` keeps entries out of error messages, since headers carry tokens.
+pub(super) fn parse_kv_list(
+    key: &str,
+    raw: &str,
+    secret: bool,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, entry) in raw.split(',').enumerate() {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let what = if secret {
+            format!("entry {}", i + 1)
+        } else {
+            format!("entry {entry:?}")
+        };
+        let Some((k, v)) = entry.split_once('=') else {
+            return Err(invalid(
+                key,
+                format!("{what} is not key=value (expected key=value,key2=value2)"),
+            ));
+        };
+        let k = percent_decode(k.trim()).map_err(|e| invalid(key, format!("{what}: {e}")))?;
+        let v = percent_decode(v.trim()).map_err(|e| invalid(key, format!("{what}: {e}")))?;
+        if k.is_empty() {
+            return Err(invalid(key, format!("{what} has an empty key")));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("invalid percent-encoding (expected %XX)")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent-decoded text is not UTF-8".to_owned())
+}
+
+/// Checks headers for what both gRPC metadata and HTTP accept, so a bad one
+/// fails at startup rather than on every export. Names are lowercased
+/// because gRPC requires it and HTTP does not care.
+pub(super) fn check_headers(
+    key: &str,
+    headers: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    headers
+        .into_iter()
+        .map(|(name, value)| {
+            let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(is_tchar) {
+                return Err(invalid(key, format!("invalid header name {name:?}")));
+            }
+            // Not echoed: header values are usually credentials.
+            if !value.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
+                return Err(invalid(
+                    key,
+                    format!("header {name}: value must be printable ASCII"),
+                ));
+            }
+            Ok((name.to_ascii_lowercase(), value))
+        })
+        .collect()
+}

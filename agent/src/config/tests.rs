@@ -1,0 +1,946 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+
+use super::*;
+
+fn cli(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("syscope").chain(args.iter().copied())).unwrap()
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn ok(args: &[&str], vars: &[(&str, &str)], toml: &str) -> Config {
+    load_str(&cli(args), &env(vars), toml).unwrap()
+}
+
+fn err(args: &[&str], vars: &[(&str, &str)], toml: &str) -> String {
+    load_str(&cli(args), &env(vars), toml)
+        .unwrap_err()
+        .to_string()
+}
+
+fn export(c: &Config) -> &ExportConfig {
+    c.export.as_ref().expect("export configured")
+}
+
+const FILE_EP: &str = "[export]\nendpoint = \"http://file:4317\"\n";
+
+// --- defaults ---
+
+#[test]
+fn defaults_are_table_mode() {
+    let c = ok(&[], &[], "");
+    assert_eq!(c, Config::default());
+    assert_eq!(c.export, None);
+    assert_eq!(c.interval, Duration::from_secs(5));
+    assert_eq!(c.temporality, Temporality::Cumulative);
+    assert_eq!(c.resource.service_name, "syscope");
+    assert_eq!(c.limits.max_series_per_metric, 2000);
+    assert_eq!(c.limits.kernel_series, 4096);
+    assert_eq!(c.limits.kernel_error_series, 4096);
+    assert_eq!(c.limits.kernel_threads, 16384);
+    assert_eq!(c.limits.series_idle_intervals, 10);
+    assert_eq!(c.log, "info");
+    assert_eq!(c.table_rows, 20);
+    assert_eq!(c.shutdown_grace, Duration::from_secs(5));
+}
+
+#[test]
+fn export_defaults() {
+    let c = ok(&["--endpoint", "http://c:4317"], &[], "");
+    let e = export(&c);
+    assert_eq!(e, &ExportConfig::new("http://c:4317"));
+    assert_eq!(e.protocol, Protocol::Grpc);
+    assert_eq!(e.compression, Compression::None);
+    assert_eq!(e.timeout, Duration::from_secs(10));
+    assert_eq!(e.buffer_intervals, 60);
+    assert_eq!(e.max_backoff, Duration::from_secs(30));
+    assert_eq!(c.interval, Duration::from_secs(60));
+}
+
+// --- endpoint precedence ---
+
+#[test]
+fn endpoint_from_file() {
+    assert_eq!(export(&ok(&[], &[], FILE_EP)).endpoint, "http://file:4317");
+}
+
+#[test]
+fn endpoint_env_beats_file() {
+    let c = ok(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")],
+        FILE_EP,
+    );
+    assert_eq!(export(&c).endpoint, "http://env:4317");
+}
+
+#[test]
+fn endpoint_flag_beats_env() {
+    let c = ok(
+        &["--endpoint", "https://cli:4317"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")],
+        FILE_EP,
+    );
+    assert_eq!(export(&c).endpoint, "https://cli:4317");
+}
+
+#[test]
+fn endpoint_flag_beats_env_metrics_endpoint() {
+    let c = ok(
+        &["--endpoint", "http://cli:4318"],
+        &[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://env:4318/m")],
+        "",
+    );
+    let e = export(&c);
+    assert_eq!(e.metrics_endpoint, None);
+    assert_eq!(e.http_url(), "http://cli:4318/v1/metrics");
+    assert_eq!(e.grpc_endpoint(), "http://cli:4318");
+}
+
+#[test]
+fn metrics_endpoint_env_beats_generic() {
+    let c = ok(
+        &["--protocol", "http/protobuf"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://metrics:9999/custom",
+            ),
+        ],
+        "",
+    );
+    let e = export(&c);
+    assert_eq!(e.endpoint, "http://generic:4318");
+    assert_eq!(e.http_url(), "http://metrics:9999/custom");
+    assert_eq!(e.grpc_endpoint(), "http://metrics:9999/custom");
+}
+
+#[test]
+fn metrics_endpoint_alone_enables_export() {
+    let c = ok(
+        &[],
+        &[(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "http://m:4318/v1/metrics",
+        )],
+        "",
+    );
+    let e = export(&c);
+    assert_eq!(e.endpoint, "http://m:4318/v1/metrics");
+    assert_eq!(e.http_url(), "http://m:4318/v1/metrics");
+}
+
+#[test]
+fn file_metrics_endpoint() {
+    let c = ok(
+        &[],
+        &[],
+        "[export]\nendpoint = \"http://a:4318\"\nmetrics_endpoint = \"http://b:1/x\"\n",
+    );
+    assert_eq!(export(&c).http_url(), "http://b:1/x");
+}
+
+#[test]
+fn endpoint_needs_http_scheme() {
+    let e = err(&["--endpoint", "collector:4317"], &[], "");
+    assert!(e.contains("--endpoint") && e.contains("http://"), "{e}");
+    let e = err(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")], "");
+    assert!(e.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{e}");
+    let e = err(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://")],
+        "",
+    );
+    assert!(e.contains("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"), "{e}");
+    let e = err(&[], &[], "[export]\nendpoint = \"localhost\"\n");
+    assert!(e.contains("export.endpoint"), "{e}");
+}
+
+#[test]
+fn endpoint_scheme_case_insensitive_and_trimmed() {
+    let c = ok(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", " HTTPS://c:443 ")],
+        "",
+    );
+    assert_eq!(export(&c).endpoint, "HTTPS://c:443");
+}
+
+// --- http_url ---
+
+#[test]
+fn http_url_joins_without_double_slash() {
+    let mut e = ExportConfig::new("http://c:4318");
+    assert_eq!(e.http_url(), "http://c:4318/v1/metrics");
+    e.endpoint = "http://c:4318/".into();
+    assert_eq!(e.http_url(), "http://c:4318/v1/metrics");
+    e.endpoint = "https://c/otlp/".into();
+    assert_eq!(e.http_url(), "https://c/otlp/v1/metrics");
+    e.metrics_endpoint = Some("http://m/exact/".into());
+    assert_eq!(e.http_url(), "http://m/exact/");
+}
+
+// --- protocol ---
+
+#[test]
+fn protocol_precedence() {
+    let file = "[export]\nprotocol = \"http/protobuf\"\n";
+    assert_eq!(
+        export(&ok(
+            &[],
+            &[],
+            &format!("{FILE_EP}protocol = \"http/protobuf\"\n")
+        ))
+        .protocol,
+        Protocol::HttpProtobuf
+    );
+    let c = ok(
+        &["--endpoint", "http://x"],
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+        file,
+    );
+    assert_eq!(export(&c).protocol, Protocol::Grpc, "env beats file");
+    let c = ok(
+        &["--endpoint", "http://x"],
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
+        ],
+        "",
+    );
+    assert_eq!(
+        export(&c).protocol,
+        Protocol::HttpProtobuf,
+        "metrics env beats generic"
+    );
+    let c = ok(
+        &["--endpoint", "http://x", "--protocol", "grpc"],
+        &[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")],
+        file,
+    );
+    assert_eq!(export(&c).protocol, Protocol::Grpc, "flag beats env");
+}
+
+#[test]
+fn bad_protocol_env_message() {
+    let e = err(&[], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "foo")], "");
+    assert_eq!(
+        e,
+        "invalid configuration: OTEL_EXPORTER_OTLP_PROTOCOL: expected one of grpc, http/protobuf, got \"foo\""
+    );
+}
+
+#[test]
+fn bad_protocol_names_each_source() {
+    assert!(err(&["--protocol", "x"], &[], "").contains("--protocol"));
+    assert!(
+        err(&[], &[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "x")], "")
+            .contains("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+    );
+    assert!(err(&[], &[], "[export]\nprotocol = \"x\"\n").contains("export.protocol"));
+}
+
+#[test]
+fn http_json_not_supported() {
+    let e = err(&[], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], "");
+    assert!(
+        e.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && e.contains("not supported"),
+        "{e}"
+    );
+}
+
+// --- compression, temporality ---
+
+#[test]
+fn compression_precedence_and_errors() {
+    let c = ok(
+        &["--endpoint", "http://x"],
+        &[
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "GZIP"),
+        ],
+        "",
+    );
+    assert_eq!(export(&c).compression, Compression::Gzip);
+    let c = ok(
+        &["--endpoint", "http://x", "--compression", "none"],
+        &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+        "",
+    );
+    assert_eq!(export(&c).compression, Compression::None);
+    assert!(err(&["--compression", "zstd"], &[], "")
+        .contains("--compression: expected one of gzip, none"));
+    assert!(err(&[], &[("OTEL_EXPORTER_OTLP_COMPRESSION", "br")], "")
+        .contains("OTEL_EXPORTER_OTLP_COMPRESSION"));
+    assert!(err(&[], &[], "[export]\ncompression = \"lz4\"\n").contains("export.compression"));
+}
+
+#[test]
+fn temporality_values() {
+    let t = |v: &str| ok(&["--temporality", v], &[], "").temporality;
+    assert_eq!(t("cumulative"), Temporality::Cumulative);
+    assert_eq!(t("Delta"), Temporality::Delta);
+    assert_eq!(t("LOWMEMORY"), Temporality::Delta);
+    let key = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+    assert_eq!(
+        ok(&[], &[(key, "delta")], "temporality = \"cumulative\"").temporality,
+        Temporality::Delta
+    );
+    assert_eq!(
+        ok(&["--temporality", "cumulative"], &[(key, "delta")], "").temporality,
+        Temporality::Cumulative
+    );
+    assert_eq!(
+        ok(&[], &[], "temporality = \"delta\"").temporality,
+        Temporality::Delta
+    );
+    assert!(err(&["--temporality", "x"], &[], "").contains("--temporality"));
+    assert!(err(&[], &[(key, "x")], "").contains(key));
+    assert!(err(&[], &[], "temporality = \"x\"")
+        .contains("temporality: expected one of cumulative, delta, lowmemory"));
+}
+
+// --- interval ---
+
+#[test]
+fn interval_precedence() {
+    assert_eq!(
+        ok(&[], &[], "interval = \"30s\"").interval,
+        Duration::from_secs(30)
+    );
+    let c = ok(
+        &[],
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "15000")],
+        "interval = \"30s\"",
+    );
+    assert_eq!(c.interval, Duration::from_secs(15), "env (ms) beats file");
+    let c = ok(
+        &["--interval", "10s"],
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "15000")],
+        "interval = \"30s\"",
+    );
+    assert_eq!(c.interval, Duration::from_secs(10), "flag beats env");
+}
+
+#[test]
+fn interval_default_depends_on_mode() {
+    assert_eq!(ok(&[], &[], "").interval, Duration::from_secs(5));
+    assert_eq!(ok(&[], &[], FILE_EP).interval, Duration::from_secs(60));
+    assert_eq!(
+        ok(&["--interval", "1m"], &[], "").interval,
+        Duration::from_secs(60),
+        "explicit in table mode"
+    );
+    assert_eq!(
+        ok(&["--interval", "2s"], &[], FILE_EP).interval,
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
+fn interval_minimum_and_errors() {
+    assert_eq!(
+        ok(&["--interval", "100ms"], &[], "").interval,
+        Duration::from_millis(100)
+    );
+    let e = err(&["--interval", "99ms"], &[], "");
+    assert!(e.contains("--interval: must be at least 100ms"), "{e}");
+    assert!(err(&[], &[("OTEL_METRIC_EXPORT_INTERVAL", "50")], "")
+        .contains("OTEL_METRIC_EXPORT_INTERVAL: must be at least"));
+    assert!(err(&[], &[("OTEL_METRIC_EXPORT_INTERVAL", "10s")], "")
+        .contains("OTEL_METRIC_EXPORT_INTERVAL: expected a whole number of milliseconds"));
+    assert!(err(&["--interval", "10"], &[], "").contains("--interval: expected a duration"));
+    assert!(err(&[], &[], "interval = \"soon\"").contains("interval: expected a duration"));
+}
+
+// --- timeout, numbers ---
+
+#[test]
+fn timeout_precedence_and_errors() {
+    let file = format!("{FILE_EP}timeout = \"3s\"\n");
+    assert_eq!(export(&ok(&[], &[], &file)).timeout, Duration::from_secs(3));
+    let c = ok(&[], &[("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")], &file);
+    assert_eq!(export(&c).timeout, Duration::from_secs(2));
+    let c = ok(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "1500"),
+        ],
+        &file,
+    );
+    assert_eq!(export(&c).timeout, Duration::from_millis(1500));
+    assert!(err(&[], &[("OTEL_EXPORTER_OTLP_TIMEOUT", "abc")], "")
+        .contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
+    assert!(err(&[], &[("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0")], "")
+        .contains("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: must be at least"));
+    assert!(err(&[], &[], "[export]\ntimeout = \"0s\"\n").contains("export.timeout"));
+}
+
+#[test]
+fn numbers_from_flags_and_file() {
+    let file = "table_rows = 7\n[limits]\nmax_series_per_metric = 50\nkernel_series = 1\n[export]\nbuffer_intervals = 3\nendpoint = \"http://x\"\n";
+    let c = ok(&[], &[], file);
+    assert_eq!(c.table_rows, 7);
+    assert_eq!(c.limits.max_series_per_metric, 50);
+    assert_eq!(c.limits.kernel_series, 1);
+    assert_eq!(export(&c).buffer_intervals, 3);
+    let c = ok(
+        &[
+            "--table-rows",
+            "9",
+            "--max-series",
+            "2",
+            "--buffer-intervals",
+            "1",
+        ],
+        &[],
+        file,
+    );
+    assert_eq!(c.table_rows, 9);
+    assert_eq!(c.limits.max_series_per_metric, 2);
+    assert_eq!(export(&c).buffer_intervals, 1);
+}
+
+#[test]
+fn bad_numbers_name_the_key() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["--max-series", "abc"],
+            "",
+            "--max-series: expected a whole number, got \"abc\"",
+        ),
+        (
+            &["--max-series", "1"],
+            "",
+            "--max-series: must be at least 2, got 1",
+        ),
+        (
+            &["--buffer-intervals", "0"],
+            "",
+            "--buffer-intervals: must be at least 1",
+        ),
+        (
+            &["--buffer-intervals=-3"],
+            "",
+            "--buffer-intervals: expected a whole number",
+        ),
+        (
+            &["--table-rows", "x"],
+            "",
+            "--table-rows: expected a whole number",
+        ),
+        (&[], "table_rows = 0", "table_rows: must be at least 1"),
+        (
+            &[],
+            "[limits]\nmax_series_per_metric = 1",
+            "limits.max_series_per_metric: must be at least 2",
+        ),
+        (
+            &[],
+            "[limits]\nkernel_series = 0",
+            "limits.kernel_series: must be at least 1",
+        ),
+        (
+            &[],
+            "[limits]\nkernel_error_series = 0",
+            "limits.kernel_error_series: must be at least 1",
+        ),
+        (
+            &[],
+            "[limits]\nkernel_threads = 0",
+            "limits.kernel_threads: must be at least 1",
+        ),
+        (
+            &[],
+            "[limits]\nseries_idle_intervals = 0",
+            "limits.series_idle_intervals: must be at least 1",
+        ),
+        (
+            &[],
+            "[export]\nbuffer_intervals = 0",
+            "export.buffer_intervals: must be at least 1",
+        ),
+        (
+            &[],
+            "[export]\nmax_backoff = \"0s\"",
+            "export.max_backoff: must be at least",
+        ),
+        (
+            &[],
+            "shutdown_grace = \"never\"",
+            "shutdown_grace: expected a duration",
+        ),
+    ];
+    for (args, toml, want) in cases {
+        let e = err(args, &[], toml);
+        assert!(e.contains(want), "{args:?} {toml:?}: {e}");
+        assert!(e.starts_with("invalid configuration: "), "{e}");
+    }
+}
+
+#[test]
+fn file_durations() {
+    let c = ok(
+        &[],
+        &[],
+        "shutdown_grace = \"0s\"\n[export]\nmax_backoff = \"1m\"\nendpoint = \"http://x\"\n",
+    );
+    assert_eq!(c.shutdown_grace, Duration::ZERO);
+    assert_eq!(export(&c).max_backoff, Duration::from_secs(60));
+}
+
+// --- file errors ---
+
+#[test]
+fn unknown_top_level_key() {
+    let e = err(&[], &[], "interval = \"1s\"\nintervall = \"2s\"\n");
+    assert!(
+        e.contains("unknown field `intervall`") && e.contains("line 2"),
+        "{e}"
+    );
+    assert!(e.starts_with("invalid configuration: test.toml: "), "{e}");
+}
+
+#[test]
+fn unknown_nested_keys() {
+    for (toml, key, line) in [
+        ("[export]\nendpiont = \"http://x\"\n", "endpiont", "line 2"),
+        ("[resource]\nservice = \"x\"\n", "service", "line 2"),
+        ("\n[limits]\nmax_series = 3\n", "max_series", "line 3"),
+        ("[exporter]\n", "exporter", "line 1"),
+    ] {
+        let e = err(&[], &[], toml);
+        assert!(
+            e.contains(&format!("unknown field `{key}`")) && e.contains(line),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn wrong_type_in_file() {
+    let e = err(&[], &[], "[limits]\nkernel_series = \"many\"\n");
+    assert!(e.contains("line 2"), "{e}");
+    let e = err(&[], &[], "table_rows = -1\n");
+    assert!(e.contains("line 1"), "{e}");
+    let e = err(&[], &[], "interval = \n");
+    assert!(e.contains("test.toml"), "{e}");
+}
+
+#[test]
+fn unreadable_file_names_it() {
+    let c = cli(&["--config", "/nonexistent/syscope.toml"]);
+    let e = load(&c, &env(&[])).unwrap_err();
+    assert!(matches!(e, ConfigError::ReadFile { .. }));
+    assert!(e.to_string().contains("/nonexistent/syscope.toml"), "{e}");
+}
+
+#[test]
+fn reads_file_from_flag_and_syscope_config() {
+    let path =
+        std::env::temp_dir().join(format!("syscope-config-test-{}.toml", std::process::id()));
+    std::fs::write(&path, "table_rows = 3\n").unwrap();
+    let p = path.to_str().unwrap();
+    let from_flag = load(&cli(&["--config", p]), &env(&[]));
+    let from_env = load(&cli(&[]), &env(&[("SYSCOPE_CONFIG", p)]));
+    let flag_wins = load(
+        &cli(&["-c", "/nonexistent"]),
+        &env(&[("SYSCOPE_CONFIG", p)]),
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(from_flag.unwrap().table_rows, 3);
+    assert_eq!(from_env.unwrap().table_rows, 3);
+    assert!(flag_wins.is_err());
+}
+
+// --- resource ---
+
+#[test]
+fn resource_attributes_parse() {
+    let c = ok(
+        &[],
+        &[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            " host.name = node%201 ,k8s.pod.name=a%3Db%2Cc,, empty= ",
+        )],
+        "",
+    );
+    assert_eq!(
+        c.resource.attributes,
+        vec![
+            ("host.name".into(), "node 1".into()),
+            ("k8s.pod.name".into(), "a=b,c".into()),
+            ("empty".into(), String::new()),
+        ]
+    );
+}
+
+#[test]
+fn resource_attributes_malformed() {
+    for bad in ["novalue", "a=b,c", "=v", "a=%zz", "a=%4", "a=%ff"] {
+        let e = err(&[], &[("OTEL_RESOURCE_ATTRIBUTES", bad)], "");
+        assert!(
+            e.starts_with("invalid configuration: OTEL_RESOURCE_ATTRIBUTES: "),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn service_name_precedence() {
+    let attrs = ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,team=a");
+    let file = "[resource]\nservice_name = \"from-file\"\nattributes = { \"service.name\" = \"file-attr\" }\n";
+    let name = |args: &[&str], vars: &[(&str, &str)], toml: &str| {
+        ok(args, vars, toml).resource.service_name
+    };
+    assert_eq!(
+        name(
+            &[],
+            &[],
+            "[resource]\nattributes = { \"service.name\" = \"file-attr\" }"
+        ),
+        "file-attr"
+    );
+    assert_eq!(name(&[], &[], file), "from-file");
+    assert_eq!(name(&[], &[attrs], file), "from-attrs");
+    assert_eq!(
+        name(&[], &[attrs, ("OTEL_SERVICE_NAME", "from-env")], file),
+        "from-env"
+    );
+    assert_eq!(
+        name(
+            &["--service-name", "cli"],
+            &[attrs, ("OTEL_SERVICE_NAME", "from-env")],
+            file
+        ),
+        "cli"
+    );
+    let c = ok(&[], &[attrs], file);
+    assert!(c
+        .resource
+        .attributes
+        .iter()
+        .all(|(k, _)| k != "service.name"));
+    assert!(err(&["--service-name", ""], &[], "").contains("--service-name"));
+}
+
+#[test]
+fn resource_attributes_merge_env_over_file() {
+    let c = ok(
+        &[],
+        &[("OTEL_RESOURCE_ATTRIBUTES", "b=env,c=env")],
+        "[resource]\nattributes = { a = \"file\", b = \"file\" }\n",
+    );
+    assert_eq!(
+        c.resource.attributes,
+        vec![
+            ("a".into(), "file".into()),
+            ("b".into(), "env".into()),
+            ("c".into(), "env".into()),
+        ]
+    );
+}
+
+// --- headers ---
+
+#[test]
+fn headers_percent_decoded_and_lowercased() {
+    let c = ok(
+        &["--endpoint", "http://x"],
+        &[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authorization=Bearer%20abc%3D%3D, x-tenant = t1",
+        )],
+        "",
+    );
+    assert_eq!(
+        export(&c).headers,
+        vec![
+            ("authorization".into(), "Bearer abc==".into()),
+            ("x-tenant".into(), "t1".into()),
+        ]
+    );
+}
+
+#[test]
+fn metrics_headers_replace_generic_and_file() {
+    let c = ok(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "b=2"),
+        ],
+        &format!("{FILE_EP}headers = {{ c = \"3\" }}\n"),
+    );
+    assert_eq!(export(&c).headers, vec![("b".into(), "2".into())]);
+    let c = ok(
+        &[],
+        &[],
+        &format!("{FILE_EP}headers = {{ \"X-Api-Key\" = \"s\" }}\n"),
+    );
+    assert_eq!(export(&c).headers, vec![("x-api-key".into(), "s".into())]);
+}
+
+#[test]
+fn bad_headers_name_the_key_not_the_secret() {
+    let e = err(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "token-without-equals")],
+        "",
+    );
+    assert!(
+        e.contains("OTEL_EXPORTER_OTLP_HEADERS") && !e.contains("token-without-equals"),
+        "{e}"
+    );
+    let e = err(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "bad name=x")],
+        "",
+    );
+    assert!(
+        e.contains("OTEL_EXPORTER_OTLP_METRICS_HEADERS: invalid header name"),
+        "{e}"
+    );
+    let e = err(&[], &[("OTEL_EXPORTER_OTLP_HEADERS", "k=secret%0A")], "");
+    assert!(
+        e.contains("printable ASCII") && !e.contains("secret"),
+        "{e}"
+    );
+    let e = err(&[], &[], "[export]\nheaders = { \"a b\" = \"x\" }\n");
+    assert!(e.contains("export.headers"), "{e}");
+}
+
+#[test]
+fn debug_and_print_redact_header_values() {
+    let c = ok(
+        &["--endpoint", "http://x"],
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "k=hunter2")],
+        "",
+    );
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert!(!c.to_toml().contains("hunter2"));
+    assert!(c.to_toml().contains("<redacted>"));
+}
+
+// --- environment rules ---
+
+#[test]
+fn empty_env_values_are_unset() {
+    let c = ok(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", " "),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", ""),
+        ],
+        FILE_EP,
+    );
+    assert_eq!(export(&c).endpoint, "http://file:4317");
+    assert_eq!(export(&c).protocol, Protocol::HttpProtobuf);
+    assert_eq!(c.resource.service_name, "syscope");
+}
+
+#[test]
+fn sdk_disabled() {
+    let ep = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x");
+    for v in ["true", "TRUE", "True"] {
+        let c = ok(
+            &["--endpoint", "http://cli"],
+            &[ep, ("OTEL_SDK_DISABLED", v)],
+            "",
+        );
+        assert_eq!(c.export, None);
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+    let c = ok(&[], &[ep, ("OTEL_SDK_DISABLED", "false")], "");
+    assert!(c.export.is_some() && c.warnings.is_empty());
+    let c = ok(&[], &[ep, ("OTEL_SDK_DISABLED", "yes")], "");
+    assert!(c.export.is_some());
+    assert!(
+        c.warnings[0].contains("OTEL_SDK_DISABLED"),
+        "{:?}",
+        c.warnings
+    );
+    assert!(ok(&[], &[("OTEL_SDK_DISABLED", "true")], "")
+        .warnings
+        .is_empty());
+}
+
+#[test]
+fn export_settings_validated_without_endpoint() {
+    assert!(err(&["--protocol", "udp"], &[], "").contains("--protocol"));
+}
+
+#[test]
+fn log_precedence_and_errors() {
+    assert_eq!(ok(&[], &[], "log = \"warn\"").log, "warn");
+    assert_eq!(
+        ok(&[], &[("RUST_LOG", "debug")], "log = \"warn\"").log,
+        "debug"
+    );
+    assert_eq!(
+        ok(
+            &[],
+            &[("RUST_LOG", "debug"), ("SYSCOPE_LOG", "syscope=trace")],
+            ""
+        )
+        .log,
+        "syscope=trace"
+    );
+    assert_eq!(
+        ok(&["--log", "error"], &[("SYSCOPE_LOG", "trace")], "").log,
+        "error"
+    );
+    let e = err(&["--log", "syscope=loud"], &[], "");
+    assert!(e.contains("--log: invalid log filter"), "{e}");
+    assert!(err(&[], &[("RUST_LOG", "a=b=c")], "").contains("RUST_LOG"));
+}
+
+#[test]
+fn process_env_reads_std_env() {
+    // PATH is set in any test environment; nothing is mutated.
+    assert_eq!(ProcessEnv.get("PATH"), std::env::var("PATH").ok());
+    assert_eq!(ProcessEnv.get("SYSCOPE_SURELY_UNSET_VARIABLE"), None);
+}
+
+// --- example, print, help ---
+
+#[test]
+fn example_toml_parses() {
+    let c = ok(&[], &[], EXAMPLE_TOML);
+    let e = export(&c);
+    assert_eq!(e.endpoint, "http://localhost:4317");
+    assert_eq!(e.metrics_endpoint, None);
+    assert_eq!(e.protocol, Protocol::Grpc);
+    assert_eq!(e.headers, vec![("x-api-key".into(), "secret".into())]);
+    assert_eq!(e.compression, Compression::Gzip);
+    assert_eq!(e.buffer_intervals, 60);
+    assert_eq!(c.interval, Duration::from_secs(60));
+    assert_eq!(
+        c.resource.attributes,
+        vec![("deployment.environment.name".into(), "prod".into())]
+    );
+    assert_eq!(c.limits, LimitsConfig::default());
+    // The commented-out key is valid too.
+    let all = EXAMPLE_TOML.replace("# metrics_endpoint =", "metrics_endpoint =");
+    let c = ok(&[], &[], &all);
+    assert_eq!(export(&c).http_url(), "http://localhost:4318/v1/metrics");
+}
+
+#[test]
+fn to_toml_round_trips() {
+    let original = ok(
+        &[
+            "--interval",
+            "1500ms",
+            "--protocol",
+            "http/protobuf",
+            "--max-series",
+            "77",
+        ],
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://m:4318/v1/metrics",
+            ),
+            ("OTEL_RESOURCE_ATTRIBUTES", "a=1,b=x%2Cy"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+        ],
+        "shutdown_grace = \"0s\"\n",
+    );
+    let printed = original.to_toml();
+    let reparsed = ok(&[], &[], &printed);
+    assert_eq!(reparsed, original, "{printed}");
+    let table = Config::default();
+    let printed = table.to_toml();
+    assert!(printed.starts_with("# export disabled"), "{printed}");
+    assert_eq!(ok(&[], &[], &printed), table);
+}
+
+#[test]
+fn export_settings_carry_interval() {
+    let c = ok(&["--endpoint", "http://x", "--interval", "7s"], &[], "");
+    let s = c.export_settings().unwrap();
+    assert_eq!(s.endpoint, "http://x");
+    assert_eq!(s.interval, Duration::from_secs(7));
+    assert!(Config::default().export_settings().is_none());
+}
+
+fn help(flag: &str) -> String {
+    let e = Cli::try_parse_from(["syscope", flag]).unwrap_err();
+    assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+    e.render().to_string()
+}
+
+#[test]
+fn help_documents_everything() {
+    let long = help("--help");
+    assert_eq!(long, help("-h"), "-h shows the full text");
+    for (var, _) in env::DOCS {
+        assert!(long.contains(var), "{var} missing from --help");
+    }
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_SERVICE_NAME",
+        "OTEL_SDK_DISABLED",
+        "SYSCOPE_LOG",
+        "RUST_LOG",
+        "SYSCOPE_CONFIG",
+    ] {
+        assert!(long.contains(var), "{var} missing from --help");
+    }
+    for arg in Cli::command().get_arguments() {
+        if let Some(l) = arg.get_long() {
+            assert!(long.contains(&format!("--{l}")), "--{l} missing");
+        }
+    }
+    for key in [
+        "max_series_per_metric",
+        "kernel_threads",
+        "series_idle_intervals",
+        "buffer_intervals",
+        "[export]",
+    ] {
+        assert!(long.contains(key), "{key} missing");
+    }
+    assert!(long.contains("--version"));
+}
+
+#[test]
+fn version_and_print_config_flags() {
+    let e = Cli::try_parse_from(["syscope", "--version"]).unwrap_err();
+    assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+    assert!(cli(&["--print-config"]).print_config);
+    assert!(!cli(&[]).print_config);
+    Cli::command().debug_assert();
+}
+
+#[test]
+#[ignore = "prints --help; run with --ignored --nocapture"]
+fn show_help() {
+    println!("{}", help("--help"));
+}

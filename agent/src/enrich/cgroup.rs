@@ -1,0 +1,555 @@
+//! cgroup v2 ids to cgroup paths and container ids.
+//!
+//! The kernel programs key series by `bpf_get_current_cgroup_id()`: the inode
+//! number of the task's cgroup directory in the cgroup2 filesystem (kernfs).
+//! There is no syscall that turns such an id back into a path, so the resolver
+//! walks the cgroup2 tree and indexes directories by inode, caching the result
+//! and rescanning, rate limited, when an id it has not seen shows up.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// At most this many cgroups are indexed, so a host with a runaway number of
+/// cgroups cannot make the agent's memory grow without bound.
+pub const MAX_ENTRIES: usize = 65_536;
+
+/// Default minimum time between two tree walks.
+pub const DEFAULT_MIN_RESCAN: Duration = Duration::from_secs(1);
+
+/// What a cgroup id resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupInfo {
+    /// Path relative to the cgroup2 mount, e.g.
+    /// `/system.slice/docker-<id>.scope`; `/` for the root cgroup.
+    pub path: String,
+    /// The container's 64-hex id, if the path is a known container layout.
+    pub container_id: Option<String>,
+}
+
+impl CgroupInfo {
+    fn new(path: String) -> Self {
+        let container_id = container_id_from_path(&path);
+        CgroupInfo { path, container_id }
+    }
+}
+
+/// Resolves cgroup ids to [`CgroupInfo`], caching what it has seen.
+#[derive(Debug)]
+pub struct CgroupResolver {
+    /// Where cgroup2 is mounted; `None` disables resolution.
+    mount: Option<PathBuf>,
+    /// Inode of the mount's own directory (the root cgroup), if it could be
+    /// read.
+    root_ino: Option<u64>,
+    root_info: Arc<CgroupInfo>,
+    min_rescan: Duration,
+    last_scan: Option<Instant>,
+    cache: HashMap<u64, Arc<CgroupInfo>>,
+    max_entries: usize,
+    warned_full: bool,
+}
+
+impl CgroupResolver {
+    /// A resolver for this host's cgroup2 mount, found in
+    /// `/proc/self/mountinfo`. Without one (a pure cgroup v1 host) every id
+    /// resolves to `None`, which is said once here rather than per lookup.
+    pub fn new() -> Self {
+        let mount = fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|text| cgroup2_mount_from_mountinfo(&text));
+        match mount {
+            Some(mount) => Self::with_root(mount, DEFAULT_MIN_RESCAN),
+            None => {
+                tracing::warn!("no cgroup2 mount found: cgroup ids will not be resolved to paths");
+                Self::build(None, DEFAULT_MIN_RESCAN)
+            }
+        }
+    }
+
+    /// A resolver for the cgroup2 tree at `root`, walking it at most once per
+    /// `min_rescan`. Any directory tree works, which is what the tests use.
+    pub fn with_root(root: impl Into<PathBuf>, min_rescan: Duration) -> Self {
+        Self::build(Some(root.into()), min_rescan)
+    }
+
+    fn build(mount: Option<PathBuf>, min_rescan: Duration) -> Self {
+        let root_ino = mount
+            .as_deref()
+            .and_then(|m| fs::metadata(m).ok())
+            .map(|md| md.ino());
+        CgroupResolver {
+            mount,
+            root_ino,
+            root_info: Arc::new(CgroupInfo::new("/".to_string())),
+            min_rescan,
+            last_scan: None,
+            cache: HashMap::new(),
+            max_entries: MAX_ENTRIES,
+            warned_full: false,
+        }
+    }
+
+    /// The cgroup2 mount this resolver reads, if any.
+    pub fn mount(&self) -> Option<&Path> {
+        self.mount.as_deref()
+    }
+
+    /// The path and container of cgroup `id`, or `None` if it is not (yet)
+    /// known. A miss triggers a tree walk unless one ran within `min_rescan`,
+    /// so a flood of unknown (or bogus) ids costs one walk per interval.
+    pub fn resolve(&mut self, id: u64) -> Option<Arc<CgroupInfo>> {
+        self.mount.as_ref()?;
+        // kernfs gives the root cgroup id 1; also accept the mount's inode in
+        // case the "mount" is some other tree (tests, bind mounts).
+        if id == 1 || Some(id) == self.root_ino {
+            return Some(self.root_info.clone());
+        }
+        if let Some(info) = self.cache.get(&id) {
+            return Some(info.clone());
+        }
+        let due = self
+            .last_scan
+            .is_none_or(|last| last.elapsed() >= self.min_rescan);
+        if !due {
+            return None;
+        }
+        self.rescan();
+        self.cache.get(&id).cloned()
+    }
+
+    /// Rebuilds the cache from the tree, so removed cgroups drop out. Entries
+    /// whose path did not change keep their `Arc`.
+    fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let Some(mount) = self.mount.clone() else {
+            return;
+        };
+        let mut old = std::mem::take(&mut self.cache);
+        let mut fresh = HashMap::new();
+        let mut full = false;
+        // Depth-first with an explicit stack: (directory, its cgroup path).
+        let mut stack = vec![(mount.clone(), String::new())];
+        let mut root_readable = false;
+        'walk: while let Some((dir, path)) = stack.pop() {
+            // A cgroup removed mid-walk fails to read; skip it.
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            if dir == mount {
+                root_readable = true;
+            }
+            for entry in entries.flatten() {
+                // cgroup directories are the only directories in cgroupfs
+                // (control files are regular files); never follow symlinks.
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                if fresh.len() >= self.max_entries {
+                    full = true;
+                    break 'walk;
+                }
+                let child = format!("{path}/{}", entry.file_name().to_string_lossy());
+                // readdir's d_ino is the kernfs inode, the same number stat
+                // reports, so no stat per cgroup is needed.
+                let ino = entry.ino();
+                let info = match old.remove(&ino) {
+                    Some(info) if info.path == child => info,
+                    _ => Arc::new(CgroupInfo::new(child.clone())),
+                };
+                fresh.insert(ino, info);
+                stack.push((entry.path(), child));
+            }
+        }
+        if !root_readable {
+            // The mount itself is unreadable (gone, permissions): keep what we
+            // had rather than forget every cgroup.
+            tracing::debug!(mount = %mount.display(), "cgroup2 mount unreadable, keeping cache");
+            self.cache = old;
+            return;
+        }
+        if full && !self.warned_full {
+            self.warned_full = true;
+            tracing::warn!(
+                max = self.max_entries,
+                "more cgroups than the resolver indexes; some cgroup ids stay unresolved"
+            );
+        }
+        self.cache = fresh;
+    }
+}
+
+impl Default for CgroupResolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The mount point of the cgroup2 filesystem described by `mountinfo` (the
+/// text of `/proc/<pid>/mountinfo`), preferring a mount of the hierarchy's
+/// root over a bind mount of a subtree.
+pub fn cgroup2_mount_from_mountinfo(mountinfo: &str) -> Option<PathBuf> {
+    let mut fallback = None;
+    for line in mountinfo.lines() {
+        // id parent major:minor root mount-point options [optional...] - fstype source super-options
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 7 {
+            continue;
+        }
+        // The optional fields vary in number; " - " ends them.
+        let Some(sep) = fields.iter().skip(6).position(|&f| f == "-") else {
+            continue;
+        };
+        if fields.get(6 + sep + 1) != Some(&"cgroup2") {
+            continue;
+        }
+        let mount = PathBuf::from(unescape_mountinfo(fields[4]));
+        if fields[3] == "/" {
+            return Some(mount);
+        }
+        fallback.get_or_insert(mount);
+    }
+    fallback
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = &bytes[i + 1..i + 4];
+            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                if let Ok(b) = u8::try_from(value) {
+                    out.push(b);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Prefixes of per-container cgroup directories: docker (systemd driver),
+/// containerd's CRI plugin, CRI-O, podman. Their `-conmon-` siblings hold the
+/// runtime's monitor process, not the container, and do not match because
+/// what follows the prefix is then not a bare id.
+const CONTAINER_PREFIXES: [&str; 4] = ["docker-", "cri-containerd-", "crio-", "libpod-"];
+
+/// The container id in a cgroup path, if the path follows a known container
+/// runtime layout: `docker-<id>.scope`, `cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `libpod-<id>.scope` (with or without `.scope`, as the
+/// cgroupfs drivers name them), or a bare `<id>` directory (`/docker/<id>`,
+/// `/kubepods/burstable/pod<uid>/<id>`). `<id>` is 64 lowercase hex digits.
+///
+/// The innermost match wins, so processes in sub-cgroups a container creates
+/// for itself (systemd inside a container) still count as that container.
+pub fn container_id_from_path(path: &str) -> Option<String> {
+    path.rsplit('/')
+        .find_map(container_id_from_segment)
+        .map(str::to_string)
+}
+
+fn container_id_from_segment(segment: &str) -> Option<&str> {
+    let name = segment.strip_suffix(".scope").unwrap_or(segment);
+    if is_container_id(name) {
+        return Some(name);
+    }
+    CONTAINER_PREFIXES
+        .iter()
+        .filter_map(|prefix| name.strip_prefix(prefix))
+        .find(|id| is_container_id(id))
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const ID: &str = "3f7c1b0e9a2d4c6b8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
+
+    #[test]
+    fn container_ids_in_known_layouts() {
+        let paths = [
+            format!("/docker/{ID}"),
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/system.slice/cri-containerd-{ID}.scope"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/\
+                 kubepods-burstable-pod0b7c5c1a_4f2e_4d3b_9a8c_1e2f3a4b5c6d.slice/\
+                 cri-containerd-{ID}.scope"
+            ),
+            format!("/kubepods/burstable/pod0b7c5c1a-4f2e-4d3b-9a8c-1e2f3a4b5c6d/{ID}"),
+            format!("/kubepods/besteffort/pod0b7c5c1a-4f2e-4d3b-9a8c-1e2f3a4b5c6d/crio-{ID}"),
+            format!(
+                "/kubepods.slice/kubepods-pod0b7c5c1a_4f2e_4d3b_9a8c_1e2f3a4b5c6d.slice/\
+                 crio-{ID}.scope"
+            ),
+            format!("/machine.slice/libpod-{ID}.scope"),
+            format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"),
+            // A container running its own systemd: a sub-cgroup of the scope.
+            format!("/system.slice/docker-{ID}.scope/init.scope"),
+            format!("/system.slice/docker-{ID}.scope/system.slice/nginx.service"),
+        ];
+        for path in paths {
+            assert_eq!(container_id_from_path(&path).as_deref(), Some(ID), "{path}");
+        }
+    }
+
+    #[test]
+    fn no_container_id_elsewhere() {
+        let paths = [
+            "/".to_string(),
+            String::new(),
+            "/system.slice/sshd.service".to_string(),
+            "/user.slice/user-0.slice/session-1.scope".to_string(),
+            "/system.slice/docker.service".to_string(),
+            "/kubepods.slice/kubepods-burstable.slice".to_string(),
+            // The runtime monitors beside the container are not the container.
+            format!("/kubepods.slice/kubepods-besteffort.slice/crio-conmon-{ID}.scope"),
+            format!("/machine.slice/libpod-conmon-{ID}.scope"),
+            // Not 64 lowercase hex digits.
+            format!("/docker/{}", &ID[..63]),
+            format!("/docker/{ID}0"),
+            format!("/docker/{}", ID.to_uppercase()),
+            format!("/system.slice/docker-{}.scope", &ID[1..]),
+            format!("/system.slice/unknown-{ID}.scope"),
+        ];
+        for path in paths {
+            assert_eq!(container_id_from_path(&path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_hybrid_and_pure_v2() {
+        let hybrid = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount_from_mountinfo(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        // Optional fields (shared:N) before the separator.
+        let v2 = "\
+22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 master:3 - cgroup2 cgroup2 rw,nsdelegate
+";
+        assert_eq!(
+            cgroup2_mount_from_mountinfo(v2),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+    }
+
+    #[test]
+    fn mountinfo_prefers_root_and_unescapes() {
+        let text = "\
+50 24 0:30 /kubepods /host\\040cg rw - cgroup2 cgroup2 rw
+51 24 0:30 / /mnt/cgroup\\040v2 rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount_from_mountinfo(text),
+            Some(PathBuf::from("/mnt/cgroup v2"))
+        );
+        let only_subtree = "50 24 0:30 /kubepods /host\\040cg rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount_from_mountinfo(only_subtree),
+            Some(PathBuf::from("/host cg"))
+        );
+    }
+
+    #[test]
+    fn mountinfo_without_cgroup2() {
+        let text = "\
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+garbage
+41 31 0:38 / /weird rw,relatime cgroup2 cgroup2 rw
+";
+        assert_eq!(cgroup2_mount_from_mountinfo(text), None);
+        assert_eq!(cgroup2_mount_from_mountinfo(""), None);
+    }
+
+    #[test]
+    fn unescape_edge_cases() {
+        assert_eq!(unescape_mountinfo(r"a\040b"), "a b");
+        assert_eq!(unescape_mountinfo(r"tab\011x\134"), "tab\tx\\");
+        assert_eq!(unescape_mountinfo(r"end\04"), r"end\04");
+        assert_eq!(unescape_mountinfo(r"\"), r"\");
+        assert_eq!(unescape_mountinfo(r"\999"), r"\999");
+    }
+
+    /// A directory tree under the temp dir, removed on drop.
+    struct TempTree(PathBuf);
+
+    impl TempTree {
+        fn new() -> Self {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "syscope-cgroup-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempTree(dir)
+        }
+
+        fn mkdir(&self, rel: &str) -> u64 {
+            let p = self.0.join(rel.trim_start_matches('/'));
+            fs::create_dir_all(&p).unwrap();
+            fs::metadata(&p).unwrap().ino()
+        }
+    }
+
+    impl Drop for TempTree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn resolves_a_tree() {
+        let tree = TempTree::new();
+        let docker = format!("/system.slice/docker-{ID}.scope");
+        let sshd = tree.mkdir("/system.slice/sshd.service");
+        let system = tree.mkdir("/system.slice");
+        let container = tree.mkdir(&docker);
+        let nested = tree.mkdir(&format!("{docker}/init.scope"));
+        // Control files are not cgroups.
+        fs::write(tree.0.join("system.slice/cgroup.procs"), "").unwrap();
+        let file_ino = fs::metadata(tree.0.join("system.slice/cgroup.procs"))
+            .unwrap()
+            .ino();
+
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::ZERO);
+        let root_ino = fs::metadata(&tree.0).unwrap().ino();
+        for id in [1, root_ino] {
+            let info = r.resolve(id).unwrap();
+            assert_eq!(info.path, "/");
+            assert_eq!(info.container_id, None);
+        }
+        let info = r.resolve(sshd).unwrap();
+        assert_eq!(info.path, "/system.slice/sshd.service");
+        assert_eq!(info.container_id, None);
+        assert_eq!(r.resolve(system).unwrap().path, "/system.slice");
+        let info = r.resolve(container).unwrap();
+        assert_eq!(info.path, docker);
+        assert_eq!(info.container_id.as_deref(), Some(ID));
+        let info = r.resolve(nested).unwrap();
+        assert_eq!(info.path, format!("{docker}/init.scope"));
+        assert_eq!(info.container_id.as_deref(), Some(ID));
+        assert_eq!(r.resolve(file_ino), None);
+        assert_eq!(r.cache.len(), 4);
+    }
+
+    #[test]
+    fn rescans_are_rate_limited() {
+        let tree = TempTree::new();
+        let a = tree.mkdir("/a");
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::from_secs(3600));
+        assert_eq!(r.resolve(a).unwrap().path, "/a");
+        // A cgroup created after the walk stays unknown until the interval
+        // has passed, however often it is asked for.
+        let b = tree.mkdir("/b");
+        for _ in 0..100 {
+            assert_eq!(r.resolve(b), None);
+        }
+        // Known ids are still answered from the cache.
+        assert_eq!(r.resolve(a).unwrap().path, "/a");
+        // Once the interval has passed, the next miss walks again.
+        r.min_rescan = Duration::ZERO;
+        assert_eq!(r.resolve(b).unwrap().path, "/b");
+    }
+
+    #[test]
+    fn rescan_drops_removed_cgroups_and_keeps_arcs() {
+        let tree = TempTree::new();
+        let a = tree.mkdir("/a");
+        let b = tree.mkdir("/b");
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::ZERO);
+        let a_info = r.resolve(a).unwrap();
+        assert!(r.resolve(b).is_some());
+        // Create before removing: ext4 and tmpfs reuse a freed inode at once
+        // (kernfs does not reuse cgroup ids, so the real tree is unaffected).
+        let c = tree.mkdir("/c");
+        fs::remove_dir(tree.0.join("b")).unwrap();
+        assert_eq!(r.resolve(c).unwrap().path, "/c");
+        assert!(!r.cache.contains_key(&b), "removed cgroup still cached");
+        // The surviving entry is the same allocation as before the rescan.
+        assert!(Arc::ptr_eq(&a_info, &r.resolve(a).unwrap()));
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let tree = TempTree::new();
+        for i in 0..10 {
+            tree.mkdir(&format!("/d{i}"));
+        }
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::ZERO);
+        r.max_entries = 4;
+        r.resolve(u64::MAX);
+        assert_eq!(r.cache.len(), 4);
+        assert!(r.warned_full);
+    }
+
+    #[test]
+    fn unreadable_mount_keeps_cache() {
+        let tree = TempTree::new();
+        let a = tree.mkdir("/a");
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::ZERO);
+        assert!(r.resolve(a).is_some());
+        r.mount = Some(tree.0.join("does-not-exist"));
+        assert_eq!(r.resolve(u64::MAX), None);
+        assert_eq!(r.resolve(a).unwrap().path, "/a");
+    }
+
+    #[test]
+    fn no_mount_resolves_nothing() {
+        let mut r = CgroupResolver::build(None, Duration::ZERO);
+        assert_eq!(r.mount(), None);
+        assert_eq!(r.resolve(1), None);
+        assert_eq!(r.resolve(12345), None);
+    }
+
+    /// Resolves this test process's own cgroup on the real cgroup2 mount;
+    /// skipped on hosts without one.
+    #[test]
+    fn resolves_own_cgroup() {
+        let Some(mount) = fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|t| cgroup2_mount_from_mountinfo(&t))
+        else {
+            eprintln!("no cgroup2 mount; skipping");
+            return;
+        };
+        let cgroup = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) else {
+            eprintln!("no cgroup v2 line in /proc/self/cgroup; skipping");
+            return;
+        };
+        // Outside our cgroup namespace's view (or a cgroup removed under
+        // us), the path cannot be joined onto the mount.
+        let Ok(md) = fs::metadata(mount.join(path.trim_start_matches('/'))) else {
+            eprintln!("cannot stat {path} under {}; skipping", mount.display());
+            return;
+        };
+        let mut r = CgroupResolver::new();
+        assert_eq!(r.mount(), Some(mount.as_path()));
+        let info = r.resolve(md.ino()).expect("own cgroup resolves");
+        assert_eq!(info.path, path);
+    }
+}

@@ -1,0 +1,522 @@
+//! One OTLP metrics export over gRPC or HTTP/protobuf, with failures mapped
+//! to [`ExportError`] so the pipeline can tell "retry" from "drop".
+
+use std::error::Error as StdError;
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    metrics_service_client::MetricsServiceClient, ExportMetricsPartialSuccess,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message as _;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, warn};
+
+use super::{ExportError, Settings};
+use crate::config::{Compression, Protocol};
+
+const USER_AGENT: &str = concat!("syscope/", env!("CARGO_PKG_VERSION"));
+
+/// Longest response-body excerpt kept in an error (it ends up in a log line).
+const BODY_SNIPPET: usize = 256;
+
+/// Neither tonic nor reqwest is built with a TLS feature here, so an https
+/// endpoint could never connect; saying so at startup beats retrying forever.
+const TLS_SUPPORTED: bool = false;
+
+/// Sends export requests to one collector. Cheap to keep: the gRPC channel
+/// and the HTTP connection pool are reused across calls.
+#[derive(Debug)]
+pub struct Client {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Grpc(GrpcSender),
+    Http(HttpSender),
+}
+
+impl Client {
+    /// Validates endpoint and headers and prepares the transport. Nothing
+    /// connects yet: a collector that is down is not a startup error. Must be
+    /// called inside a tokio runtime (the gRPC channel spawns its worker).
+    pub fn new(settings: &Settings) -> Result<Self, ExportError> {
+        let inner = match settings.protocol {
+            Protocol::Grpc => Inner::Grpc(GrpcSender::new(settings)?),
+            Protocol::HttpProtobuf => Inner::Http(HttpSender::new(settings)?),
+        };
+        Ok(Self { inner })
+    }
+
+    /// Where requests go, for logs.
+    pub fn target(&self) -> &str {
+        match &self.inner {
+            Inner::Grpc(g) => &g.endpoint,
+            Inner::Http(h) => &h.url,
+        }
+    }
+
+    /// Sends one request. A partial success (some points rejected) is logged
+    /// and reported as success: resending would not help.
+    pub async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Result<(), ExportError> {
+        match &mut self.inner {
+            Inner::Grpc(g) => g.send(req).await,
+            Inner::Http(h) => h.send(req).await,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GrpcSender {
+    client: MetricsServiceClient<Channel>,
+    metadata: MetadataMap,
+    timeout: Duration,
+    endpoint: String,
+}
+
+impl GrpcSender {
+    fn new(settings: &Settings) -> Result<Self, ExportError> {
+        let endpoint = settings.grpc_endpoint().to_owned();
+        check_scheme(&endpoint)?;
+        let invalid = |reason: String| ExportError::InvalidEndpoint {
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| invalid(error_chain(&e)))?
+            .user_agent(USER_AGENT)
+            .map_err(|e| invalid(error_chain(&e)))?
+            .connect_timeout(settings.timeout)
+            .timeout(settings.timeout)
+            // Lazy: the first export connects, and the channel reconnects by
+            // itself after the collector restarts.
+            .connect_lazy();
+        let client = with_compression(MetricsServiceClient::new(channel), settings.compression);
+        Ok(Self {
+            client,
+            metadata: grpc_metadata(&settings.headers)?,
+            timeout: settings.timeout,
+            endpoint,
+        })
+    }
+
+    async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Result<(), ExportError> {
+        let mut request = tonic::Request::new(req.clone());
+        *request.metadata_mut() = self.metadata.clone();
+        // Tells the server our deadline (grpc-timeout); the local timeout
+        // below is what actually bounds the call.
+        request.set_timeout(self.timeout);
+        let response = tokio::time::timeout(self.timeout, self.client.export(request))
+            .await
+            .map_err(|_| ExportError::Timeout(self.timeout))?
+            .map_err(|status| status_error(&status, &self.endpoint))?;
+        log_partial_success(response.into_inner().partial_success);
+        Ok(())
+    }
+}
+
+/// gRPC payload compression. tonic is built without its "gzip" feature, so
+/// `CompressionEncoding::Gzip` does not exist in this build; once the feature
+/// is enabled the Gzip arm becomes
+/// `client.send_compressed(tonic::codec::CompressionEncoding::Gzip)`.
+fn with_compression(
+    client: MetricsServiceClient<Channel>,
+    compression: Compression,
+) -> MetricsServiceClient<Channel> {
+    match compression {
+        Compression::None => client,
+        Compression::Gzip => {
+            warn!(
+                "gzip compression for OTLP/gRPC is not available in this build \
+                 (tonic lacks its \"gzip\" feature); sending uncompressed"
+            );
+            client
+        }
+    }
+}
+
+fn grpc_metadata(headers: &[(String, String)]) -> Result<MetadataMap, ExportError> {
+    let mut metadata = MetadataMap::new();
+    for (name, value) in headers {
+        let invalid = |reason: &str| ExportError::InvalidHeader {
+            name: name.clone(),
+            reason: reason.to_owned(),
+        };
+        // gRPC metadata keys are lowercase on the wire; HTTP/2 rejects others.
+        let key = MetadataKey::<Ascii>::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|_| invalid("not a valid gRPC metadata key"))?;
+        let value = MetadataValue::<Ascii>::try_from(value.trim())
+            .map_err(|_| invalid("value is not valid ASCII metadata"))?;
+        metadata.append(key, value);
+    }
+    Ok(metadata)
+}
+
+/// Maps a tonic status. Statuses decoded from a server never carry a
+/// source error; one with a source was made locally from a transport error
+/// (refused, reset, GOAWAY...), whatever code tonic picked (often Unknown):
+/// a network failure, so retryable, not the collector's verdict.
+fn status_error(status: &tonic::Status, endpoint: &str) -> ExportError {
+    if status.source().is_some() {
+        return match status.code() {
+            tonic::Code::Unavailable => ExportError::Connect {
+                endpoint: endpoint.to_owned(),
+                message: status_chain(status),
+            },
+            code => ExportError::Transport(format!("{code:?}: {}", status_chain(status))),
+        };
+    }
+    ExportError::Status {
+        code: status.code(),
+        message: status.message().to_owned(),
+        retry_after: rpc_retry_delay(status.details()),
+    }
+}
+
+#[derive(Debug)]
+struct HttpSender {
+    client: reqwest::Client,
+    url: String,
+    /// User headers plus Content-Type/Content-Encoding, built once.
+    headers: HeaderMap,
+    gzip: bool,
+    timeout: Duration,
+}
+
+impl HttpSender {
+    fn new(settings: &Settings) -> Result<Self, ExportError> {
+        let url = settings.http_url();
+        check_scheme(&url)?;
+        reqwest::Url::parse(&url).map_err(|e| ExportError::InvalidEndpoint {
+            endpoint: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let gzip = settings.compression == Compression::Gzip;
+        let mut headers = http_headers(&settings.headers)?;
+        // Inserted last so a user header cannot make the body undecodable.
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        if gzip {
+            headers.insert(
+                reqwest::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+        } else {
+            headers.remove(reqwest::header::CONTENT_ENCODING);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(settings.timeout)
+            .build()
+            .map_err(|e| ExportError::Transport(error_chain(&e)))?;
+        Ok(Self {
+            client,
+            url,
+            headers,
+            gzip,
+            timeout: settings.timeout,
+        })
+    }
+
+    async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Result<(), ExportError> {
+        let body = encode_body(req, self.gzip)?;
+        let response = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .timeout(self.timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.reqwest_error(&e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let protobuf = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-protobuf"));
+        let body = response.bytes().await;
+        if status.is_success() {
+            // The export is delivered even if the body cannot be read.
+            if let Ok(body) = body {
+                if protobuf {
+                    if let Ok(resp) = ExportMetricsServiceResponse::decode(body) {
+                        log_partial_success(resp.partial_success);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut body = body.map(|b| error_body(&b, protobuf)).unwrap_or_default();
+        if body.is_empty() {
+            // "HTTP 503: Service Unavailable" reads better than "HTTP 503: ".
+            body = status.canonical_reason().unwrap_or_default().to_owned();
+        }
+        Err(ExportError::Http {
+            status: status.as_u16(),
+            body,
+            retry_after,
+        })
+    }
+
+    fn reqwest_error(&self, err: &reqwest::Error) -> ExportError {
+        if err.is_timeout() {
+            ExportError::Timeout(self.timeout)
+        } else if err.is_connect() {
+            ExportError::Connect {
+                endpoint: self.url.clone(),
+                message: error_chain(err),
+            }
+        } else {
+            ExportError::Transport(error_chain(err))
+        }
+    }
+}
+
+fn http_headers(headers: &[(String, String)]) -> Result<HeaderMap, ExportError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let invalid = |reason: &str| ExportError::InvalidHeader {
+            name: name.clone(),
+            reason: reason.to_owned(),
+        };
+        let key = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|_| invalid("not a valid HTTP header name"))?;
+        let mut value =
+            HeaderValue::from_str(value.trim()).map_err(|_| invalid("not a valid header value"))?;
+        // These usually carry credentials: keep them out of Debug output.
+        value.set_sensitive(true);
+        map.append(key, value);
+    }
+    Ok(map)
+}
+
+fn encode_body(req: &ExportMetricsServiceRequest, gzip: bool) -> Result<Vec<u8>, ExportError> {
+    let raw = req.encode_to_vec();
+    if !gzip {
+        return Ok(raw);
+    }
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    encoder
+        .write_all(&raw)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| ExportError::Encode(format!("gzip: {e}")))
+}
+
+/// Error bodies are a `google.rpc.Status` when protobuf (OTLP/HTTP spec);
+/// otherwise whatever text the server (or a proxy in front) sent.
+fn error_body(body: &[u8], protobuf: bool) -> String {
+    if protobuf {
+        if let Ok(status) = RpcStatus::decode(body) {
+            if !status.message.is_empty() {
+                return truncate(&status.message);
+            }
+        }
+    }
+    truncate(&String::from_utf8_lossy(body))
+}
+
+fn truncate(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(BODY_SNIPPET) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+fn check_scheme(endpoint: &str) -> Result<(), ExportError> {
+    let reason = if endpoint.starts_with("http://") {
+        return Ok(());
+    } else if endpoint.starts_with("https://") {
+        if TLS_SUPPORTED {
+            return Ok(());
+        }
+        "https is not supported: this build has no TLS support"
+    } else {
+        "must start with http:// (or https://)"
+    };
+    Err(ExportError::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+fn log_partial_success(partial: Option<ExportMetricsPartialSuccess>) {
+    let Some(partial) = partial else { return };
+    if partial.rejected_data_points > 0 {
+        warn!(
+            rejected_data_points = partial.rejected_data_points,
+            message = %partial.error_message,
+            "collector rejected part of an export"
+        );
+    } else if !partial.error_message.is_empty() {
+        debug!(message = %partial.error_message, "collector sent a warning with an export");
+    }
+}
+
+/// An error and its sources on one line: reqwest's and tonic's top-level
+/// messages alone ("error sending request") hide the cause.
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let msg = cause.to_string();
+        if !text.contains(&msg) {
+            text.push_str(": ");
+            text.push_str(&msg);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A status's own Display dumps its source with `Debug`; this keeps the
+/// message and the sources' plain text.
+fn status_chain(status: &tonic::Status) -> String {
+    match status.source() {
+        Some(source) if status.message().is_empty() => error_chain(source),
+        Some(source) => {
+            let causes = error_chain(source);
+            if causes.contains(status.message()) {
+                causes
+            } else {
+                format!("{}: {causes}", status.message())
+            }
+        }
+        None => status.message().to_owned(),
+    }
+}
+
+/// `Retry-After`: delta-seconds or an IMF-fixdate (RFC 9110 10.2.3).
+pub(super) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_imf_fixdate(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses "Sun, 06 Nov 1994 08:49:37 GMT", the only date format servers
+/// may send.
+fn parse_imf_fixdate(value: &str) -> Option<SystemTime> {
+    let (_, rest) = value.split_once(", ")?;
+    let mut parts = rest.split(' ');
+    let day: u32 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut clock = parts.next()?.split(':');
+    let hour: u64 = clock.next()?.parse().ok()?;
+    let minute: u64 = clock.next()?.parse().ok()?;
+    let second: u64 = clock.next()?.parse().ok()?;
+    if parts.next()? != "GMT"
+        || parts.next().is_some()
+        || clock.next().is_some()
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = if year >= 0 { year } else { year - 399 } / 400;
+    let year_of_era = year - era * 400;
+    let month_from_march = (i64::from(month) + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `google.rpc.Status`, the error body of OTLP/HTTP and the payload of
+/// gRPC status details. Declared here: only three fields are needed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct ProtoAny {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`: how a throttling server says when to come back.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// The `RetryInfo` delay among a gRPC status's details, if any (what
+/// opentelemetry-rust honours for throttling).
+fn rpc_retry_delay(details: &[u8]) -> Option<Duration> {
+    if details.is_empty() {
+        return None;
+    }
+    let status = RpcStatus::decode(details).ok()?;
+    status
+        .details
+        .iter()
+        .find(|any| any.type_url.ends_with("/google.rpc.RetryInfo"))
+        .and_then(|any| RetryInfo::decode(any.value.as_slice()).ok())
+        .and_then(|info| info.retry_delay)
+        .and_then(|d| {
+            let secs = u64::try_from(d.seconds).ok()?;
+            let nanos = u32::try_from(d.nanos).ok()?;
+            Some(Duration::new(secs, 0).saturating_add(Duration::from_nanos(nanos.into())))
+        })
+}

@@ -1,0 +1,513 @@
+//! The export task: a bounded buffer of unsent intervals, sent oldest first,
+//! retried with exponential backoff while the collector is unreachable.
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::{Client, ExportError, Settings};
+use crate::telemetry::SelfStats;
+
+/// Failing for this many export intervals makes the exporter unhealthy; a
+/// collector restart should not flap a health check.
+const UNHEALTHY_AFTER_INTERVALS: u32 = 3;
+
+/// After the grace period the task gets this long to finish its bookkeeping
+/// before it is aborted.
+const SHUTDOWN_MARGIN: Duration = Duration::from_millis(50);
+
+/// Bound for any configured delay, so deadline arithmetic cannot overflow.
+const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
+
+/// `now + d` without the overflow panic of `Instant + Duration`.
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(MAX_DELAY))
+        .unwrap_or(now)
+}
+
+type Request = Arc<ExportMetricsServiceRequest>;
+
+/// State shared by the handle (submit, health) and the task (send).
+#[derive(Debug)]
+struct Shared {
+    /// Unsent intervals, oldest first. The front is the one being sent: it
+    /// stays here until delivered so that overflow can still drop it and
+    /// shutdown counts it as unsent.
+    queue: Mutex<VecDeque<Request>>,
+    capacity: usize,
+    /// Wakes the idle task on submit.
+    wake: Notify,
+    stats: Arc<SelfStats>,
+    health: Mutex<HealthState>,
+    unhealthy_after: Duration,
+    /// Set once a full buffer was reported; cleared when the backlog drains,
+    /// so a long outage warns about dropping once, not every interval.
+    overflow_warned: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    last_success: Option<SystemTime>,
+    consecutive_failures: u64,
+    failing_since: Option<(Instant, SystemTime)>,
+    last_error: Option<String>,
+}
+
+/// Never panics on a poisoned lock: the data (a queue, counters) stays
+/// consistent at every await-free step, so the last value is usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn front(&self) -> Option<Request> {
+        lock(&self.queue).front().cloned()
+    }
+
+    /// Removes `req` if it is still the front (overflow may have dropped it
+    /// while it was being sent). Returns whether it was, and how many remain.
+    fn remove_front(&self, req: &Request) -> (bool, usize) {
+        let mut queue = lock(&self.queue);
+        let removed = queue.front().is_some_and(|front| Arc::ptr_eq(front, req));
+        if removed {
+            queue.pop_front();
+        }
+        SelfStats::set(&self.stats.export_buffered_intervals, queue.len() as u64);
+        (removed, queue.len())
+    }
+
+    fn buffered(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    fn status(&self) -> ExportStatus {
+        let health = lock(&self.health);
+        let healthy = health
+            .failing_since
+            .is_none_or(|(since, _)| since.elapsed() < self.unhealthy_after);
+        ExportStatus {
+            healthy,
+            last_success: health.last_success,
+            consecutive_failures: health.consecutive_failures,
+            failing_since: health.failing_since.map(|(_, at)| at),
+            last_error: health.last_error.clone(),
+            buffered: self.buffered(),
+        }
+    }
+
+    fn record_success(&self) {
+        let mut health = lock(&self.health);
+        health.last_success = Some(SystemTime::now());
+        health.consecutive_failures = 0;
+        health.failing_since = None;
+        health.last_error = None;
+    }
+
+    fn record_failure(&self, err: &ExportError) {
+        let mut health = lock(&self.health);
+        health.consecutive_failures += 1;
+        health
+            .failing_since
+            .get_or_insert_with(|| (Instant::now(), SystemTime::now()));
+        health.last_error = Some(err.to_string());
+    }
+}
+
+/// A point-in-time view of the exporter, for a health endpoint.
+#[derive(Clone, Debug)]
+pub struct ExportStatus {
+    /// False once exports have failed (retryably or not) for more than
+    /// three export intervals without a success.
+    pub healthy: bool,
+    pub last_success: Option<SystemTime>,
+    /// Failed attempts since the last success (each retry counts).
+    pub consecutive_failures: u64,
+    pub failing_since: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub buffered: usize,
+}
+
+/// A cloneable read-only view of the exporter's health, for a health
+/// endpoint that lives apart from the collect loop owning the handle.
+#[derive(Clone, Debug)]
+pub struct ExportHealth {
+    shared: Arc<Shared>,
+}
+
+impl ExportHealth {
+    pub fn is_healthy(&self) -> bool {
+        self.shared.status().healthy
+    }
+
+    pub fn status(&self) -> ExportStatus {
+        self.shared.status()
+    }
+}
+
+/// Feeds the export task. Not `Clone`: [`ExportHandle::shutdown`] consumes
+/// it, so nothing can submit after shutdown started.
+#[derive(Debug)]
+pub struct ExportHandle {
+    shared: Arc<Shared>,
+    /// The shutdown deadline; `None` while running. Dropping the handle
+    /// closes the channel, which stops the task without a flush.
+    shutdown: watch::Sender<Option<Instant>>,
+    task: JoinHandle<()>,
+}
+
+/// Starts the export task on the current tokio runtime. Fails only on bad
+/// settings (endpoint, headers); an unreachable collector is retried.
+pub fn spawn(settings: Settings, stats: Arc<SelfStats>) -> Result<ExportHandle, ExportError> {
+    let client = Client::new(&settings)?;
+    let capacity = settings.buffer_intervals.max(1);
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::with_capacity(capacity)),
+        capacity,
+        wake: Notify::new(),
+        stats,
+        health: Mutex::new(HealthState::default()),
+        unhealthy_after: settings
+            .interval
+            .saturating_mul(UNHEALTHY_AFTER_INTERVALS)
+            .min(MAX_DELAY),
+        overflow_warned: AtomicBool::new(false),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(None);
+    let worker = Worker {
+        shared: Arc::clone(&shared),
+        client,
+        backoff: Backoff::new(settings.initial_backoff, settings.max_backoff),
+        warn_every: settings.interval,
+        shutdown: shutdown_rx,
+        outage: None,
+        dropped_mark: 0,
+    };
+    debug!(
+        target = worker.client.target(),
+        protocol = ?settings.protocol,
+        buffer_intervals = capacity,
+        "OTLP metrics export started"
+    );
+    let task = tokio::spawn(worker.run());
+    Ok(ExportHandle {
+        shared,
+        shutdown,
+        task,
+    })
+}
+
+impl ExportHandle {
+    /// Queues one interval's request without waiting. When the buffer is
+    /// full the oldest interval is dropped: recent data is worth more.
+    pub fn submit(&self, req: ExportMetricsServiceRequest) {
+        let stats = &self.shared.stats;
+        let dropped = {
+            let mut queue = lock(&self.shared.queue);
+            let dropped = if queue.len() >= self.shared.capacity {
+                queue.pop_front()
+            } else {
+                None
+            };
+            queue.push_back(Arc::new(req));
+            SelfStats::set(&stats.export_buffered_intervals, queue.len() as u64);
+            dropped.is_some()
+        };
+        if dropped {
+            SelfStats::add(&stats.export_dropped_intervals, 1);
+            // Later drops are counted in the task's periodic "still failing"
+            // warning and in the recovery summary.
+            if !self.shared.overflow_warned.swap(true, Ordering::Relaxed) {
+                warn!(
+                    buffer_intervals = self.shared.capacity,
+                    "OTLP export buffer full: dropping the oldest unsent intervals"
+                );
+            } else {
+                debug!("OTLP export buffer full: dropped the oldest unsent interval");
+            }
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// Intervals waiting to be sent (including one in flight).
+    pub fn buffered(&self) -> usize {
+        self.shared.buffered()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.shared.status().healthy
+    }
+
+    pub fn status(&self) -> ExportStatus {
+        self.shared.status()
+    }
+
+    /// A cloneable read-only view for a health endpoint: it cannot submit,
+    /// and the task still stops when this handle is shut down or dropped.
+    pub fn health(&self) -> ExportHealth {
+        ExportHealth {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Stops accepting intervals and tries to deliver everything buffered
+    /// within `grace`. Returns how many intervals were left unsent.
+    pub async fn shutdown(self, grace: Duration) -> usize {
+        let deadline = after(grace);
+        // Fails only if the task already ended; the count below still holds.
+        let _ = self.shutdown.send(Some(deadline));
+        self.shared.wake.notify_one();
+        let mut task = self.task;
+        // The task stops itself at the deadline between attempts; a send in
+        // flight (up to `timeout` long) is cut off here instead. Its request
+        // is still in the queue, so it counts as unsent.
+        let hard_stop = deadline.checked_add(SHUTDOWN_MARGIN).unwrap_or(deadline);
+        if tokio::time::timeout_at(hard_stop, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+        }
+        let left = self.shared.buffered();
+        SelfStats::set(&self.shared.stats.export_buffered_intervals, left as u64);
+        if left > 0 {
+            error!(
+                unsent_intervals = left,
+                ?grace,
+                "OTLP export shut down with intervals unsent"
+            );
+        } else {
+            info!("OTLP export shut down, everything delivered");
+        }
+        left
+    }
+}
+
+/// The outage being ridden out: for one warning per interval instead of one
+/// per retry, and for the recovery summary.
+#[derive(Debug)]
+struct Outage {
+    since: Instant,
+    attempts: u64,
+    last_warning: Instant,
+    dropped_before: u64,
+    delivered: u64,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    client: Client,
+    backoff: Backoff,
+    warn_every: Duration,
+    shutdown: watch::Receiver<Option<Instant>>,
+    outage: Option<Outage>,
+    /// `export_dropped_intervals` when things were last fine, so an outage
+    /// summary includes drops from just before its first failed attempt.
+    dropped_mark: u64,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        loop {
+            // Also marks the value seen, so `changed()` below waits for news.
+            let deadline = *self.shutdown.borrow_and_update();
+            let Some(req) = self.shared.front() else {
+                if deadline.is_some() {
+                    return;
+                }
+                tokio::select! {
+                    () = self.shared.wake.notified() => {}
+                    changed = self.shutdown.changed() => {
+                        if changed.is_err() {
+                            return; // handle dropped without shutdown
+                        }
+                    }
+                }
+                continue;
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            let started = Instant::now();
+            let result = self.client.send(&req).await;
+            let delay = match result {
+                Ok(()) => {
+                    self.on_success(&req, started.elapsed());
+                    continue;
+                }
+                Err(err) if err.is_retryable() => self.on_retryable(&err),
+                Err(err) => {
+                    self.on_rejected(&req, &err);
+                    continue;
+                }
+            };
+            // Never sleep past the shutdown deadline: the grace is for sending.
+            let wake_at = match deadline {
+                Some(d) => after(delay).min(d),
+                None => after(delay),
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake_at) => {}
+                // Shutdown began: use the grace for one more attempt now.
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_success(&mut self, req: &Request, took: Duration) {
+        let stats = &self.shared.stats;
+        SelfStats::add(&stats.export_successes, 1);
+        SelfStats::set(
+            &stats.export_duration_us,
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        );
+        self.shared.record_success();
+        self.backoff.reset();
+        let (_, left) = self.shared.remove_front(req);
+        if left == 0 {
+            self.shared.overflow_warned.store(false, Ordering::Relaxed);
+        }
+        debug!(took_us = took.as_micros(), "OTLP export delivered");
+        if let Some(outage) = &mut self.outage {
+            outage.delivered += 1;
+            // Recovered once the backlog is drained, not at the first success.
+            if left == 0 {
+                info!(
+                    recovered_intervals = outage.delivered,
+                    dropped_intervals = SelfStats::get(&stats.export_dropped_intervals)
+                        .saturating_sub(outage.dropped_before),
+                    failed_attempts = outage.attempts,
+                    outage = ?outage.since.elapsed(),
+                    "OTLP export recovered: buffered intervals delivered"
+                );
+                self.outage = None;
+            }
+        }
+        if self.outage.is_none() {
+            self.dropped_mark = SelfStats::get(&stats.export_dropped_intervals);
+        }
+    }
+
+    /// Counts and logs a retryable failure; returns how long to wait.
+    fn on_retryable(&mut self, err: &ExportError) -> Duration {
+        let stats = &self.shared.stats;
+        SelfStats::add(&stats.export_failures, 1);
+        self.shared.record_failure(err);
+        let delay = self.backoff.next();
+        // A server's Retry-After wins over our schedule, within our bound.
+        let delay = err.retry_after().map_or(delay, |d| d.min(self.backoff.max));
+        let now = Instant::now();
+        let buffered = self.shared.buffered();
+        match &mut self.outage {
+            None => {
+                warn!(
+                    error = %err,
+                    buffered_intervals = buffered,
+                    retry_in = ?delay,
+                    "OTLP export failed; buffering intervals and retrying"
+                );
+                self.outage = Some(Outage {
+                    since: now,
+                    attempts: 1,
+                    last_warning: now,
+                    dropped_before: self.dropped_mark,
+                    delivered: 0,
+                });
+            }
+            Some(outage) => {
+                outage.attempts += 1;
+                if now.duration_since(outage.last_warning) >= self.warn_every {
+                    outage.last_warning = now;
+                    warn!(
+                        error = %err,
+                        failed_attempts = outage.attempts,
+                        failing_for = ?outage.since.elapsed(),
+                        buffered_intervals = buffered,
+                        dropped_intervals = SelfStats::get(&stats.export_dropped_intervals)
+                            .saturating_sub(outage.dropped_before),
+                        "OTLP export still failing"
+                    );
+                } else {
+                    debug!(error = %err, retry_in = ?delay, "OTLP export retry failed");
+                }
+            }
+        }
+        delay
+    }
+
+    /// The collector refused this request for good (bad data, auth...):
+    /// resending cannot help, so the interval is dropped.
+    fn on_rejected(&mut self, req: &Request, err: &ExportError) {
+        let stats = &self.shared.stats;
+        SelfStats::add(&stats.export_failures, 1);
+        self.shared.record_failure(err);
+        // The collector answered, so it is up: no reason to wait before the next.
+        self.backoff.reset();
+        let (removed, _) = self.shared.remove_front(req);
+        // If overflow already dropped it, it was counted then.
+        if removed {
+            SelfStats::add(&stats.export_dropped_intervals, 1);
+        }
+        error!(error = %err, "OTLP export rejected by the collector; dropping the interval");
+    }
+}
+
+/// Exponential backoff with +-20 % jitter, so many agents restarted
+/// together do not retry in lockstep.
+#[derive(Debug)]
+pub(super) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    pub(super) fn new(initial: Duration, max: Duration) -> Self {
+        // A zero start would never grow: retry in a tight loop.
+        let initial = initial.clamp(Duration::from_millis(1), MAX_DELAY);
+        let seed = RandomState::new().build_hasher().finish();
+        Self {
+            initial,
+            max: max.clamp(initial, MAX_DELAY),
+            current: initial,
+            rng: seed | 1,
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.current = self.initial;
+    }
+
+    pub(super) fn next(&mut self) -> Duration {
+        let base = self.current;
+        self.current = base.saturating_mul(2).min(self.max);
+        let jittered = base.as_secs_f64() * (0.8 + 0.4 * self.random_unit());
+        Duration::try_from_secs_f64(jittered)
+            .unwrap_or(base)
+            .min(self.max)
+    }
+
+    /// xorshift64*: plenty for jitter, and no extra dependency.
+    fn random_unit(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

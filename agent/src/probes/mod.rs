@@ -1,0 +1,331 @@
+//! Loading and attaching the kernel programs.
+//!
+//! Everything that depends on the running kernel is decided here, once, at
+//! load time: privileges, BTF offsets, map sizes, and which hook to use
+//! (`tp_btf` when the kernel allows it, `raw_syscalls` tracepoints otherwise).
+
+pub mod btf;
+pub mod privilege;
+
+use std::path::Path;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{BtfTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use syscope_common::{counter, globals, names, Histogram, SeriesKey};
+use tracing::{info, warn};
+
+use crate::enrich::syscalls::{syscall_nr, Arch};
+
+/// The kernel programs, built by build.rs from `ebpf/`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/syscope.bpf.o"));
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Which hooks carry the syscall programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// `tp_btf/sys_enter` + `tp_btf/sys_exit` (BTF-enabled raw tracepoints).
+    BtfTracepoint,
+    /// `tracepoint/raw_syscalls/sys_enter` + `sys_exit` (via tracefs).
+    Tracepoint,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::BtfTracepoint => "tp_btf",
+            AttachMode::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// Sizes of the kernel maps (entries) and other load-time choices.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub kernel_series: u32,
+    pub kernel_error_series: u32,
+    pub kernel_threads: u32,
+    /// Force a hook instead of probing (tests, benchmarks).
+    pub force_mode: Option<AttachMode>,
+    /// Attach only the trivial programs (the benchmark's floor).
+    pub floor_only: bool,
+}
+
+/// Errors loading or attaching: each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Privilege(#[from] privilege::PrivilegeError),
+    #[error(
+        "kernel BTF not found at {VMLINUX_BTF}: syscope needs a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4 have it)"
+    )]
+    NoBtf,
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[from] btf::BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("attaching the syscall programs failed with both tp_btf ({btf}) and tracepoints ({tp})")]
+    Attach { btf: String, tp: String },
+    #[error("eBPF object is missing {0}")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// The loaded programs and the maps userspace reads. Dropping it detaches.
+pub struct Probes {
+    pub mode: AttachMode,
+    pub hist: HashMap<MapData, SeriesKey, Histogram>,
+    pub errors: HashMap<MapData, SeriesKey, u64>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub map_sizes: MapSizes,
+    /// Owns the programs and their links; `None` once detached. The maps
+    /// above are separate file descriptors and stay readable after that.
+    ebpf: Option<Ebpf>,
+}
+
+/// Configured capacity of each kernel map, reported in self-metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
+    pub hist: u32,
+    pub errors: u32,
+    pub threads: u32,
+}
+
+impl MapSizes {
+    /// Kernel memory the maps preallocate (values + keys; hash overhead not
+    /// included), for the startup log and the docs.
+    pub fn approx_bytes(&self) -> u64 {
+        let hist = (std::mem::size_of::<Histogram>() + std::mem::size_of::<SeriesKey>()) as u64;
+        let err = (8 + std::mem::size_of::<SeriesKey>()) as u64;
+        let thr = (4 + std::mem::size_of::<syscope_common::ThreadState>()) as u64;
+        self.hist as u64 * hist + self.errors as u64 * err + self.threads as u64 * thr
+    }
+}
+
+/// Load the object, set load-time constants, attach, and hand over the maps.
+pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
+    privilege::check()?;
+    privilege::raise_memlock();
+    if !Path::new(VMLINUX_BTF).exists() {
+        return Err(ProbeError::NoBtf);
+    }
+    let kbtf = btf::Btf::from_file(Path::new(VMLINUX_BTF))?;
+    let leader_off = kbtf.member_offset("task_struct", "group_leader")?;
+    let comm_off = kbtf.member_offset("task_struct", "comm")?;
+    let (enter_id_off, exit_ret_off) = tracepoint_offsets();
+    let arch = Arch::current();
+    let nr = |name| syscall_nr(arch, name).unwrap_or(u32::MAX);
+    let self_tgid = std::process::id();
+
+    let sizes = MapSizes {
+        hist: opts.kernel_series,
+        errors: opts.kernel_error_series,
+        threads: opts.kernel_threads,
+    };
+    let (nr_execve, nr_execveat, nr_prctl) = (nr("execve"), nr("execveat"), nr("prctl"));
+    let mut ebpf = EbpfLoader::new()
+        .override_global(globals::SELF_TGID, &self_tgid, true)
+        .override_global(globals::TASK_GROUP_LEADER_OFF, &leader_off, true)
+        .override_global(globals::TASK_COMM_OFF, &comm_off, true)
+        .override_global(globals::TP_ENTER_ID_OFF, &enter_id_off, true)
+        .override_global(globals::TP_EXIT_RET_OFF, &exit_ret_off, true)
+        .override_global(globals::NR_EXECVE, &nr_execve, true)
+        .override_global(globals::NR_EXECVEAT, &nr_execveat, true)
+        .override_global(globals::NR_PRCTL, &nr_prctl, true)
+        .map_max_entries(names::HIST_MAP, sizes.hist)
+        .map_max_entries(names::ERRORS_MAP, sizes.errors)
+        .map_max_entries(names::THREADS_MAP, sizes.threads)
+        .load(OBJECT)
+        .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
+
+    let mode = if opts.floor_only {
+        attach_btf(&mut ebpf, names::FLOOR_ENTER, names::FLOOR_EXIT).map_err(|btf| {
+            ProbeError::Attach {
+                btf,
+                tp: "not tried (floor programs are tp_btf only)".into(),
+            }
+        })?;
+        AttachMode::BtfTracepoint
+    } else {
+        attach_syscalls(&mut ebpf, opts.force_mode)?
+    };
+    info!(
+        hook = mode.as_str(),
+        kernel_map_bytes = sizes.approx_bytes(),
+        hist_entries = sizes.hist,
+        error_entries = sizes.errors,
+        thread_entries = sizes.threads,
+        "syscall probes attached"
+    );
+
+    let take = |ebpf: &mut Ebpf, name: &'static str| {
+        ebpf.take_map(name).ok_or(ProbeError::Missing(name))
+    };
+    let hist = HashMap::try_from(take(&mut ebpf, names::HIST_MAP)?)
+        .map_err(|source| ProbeError::Map { name: names::HIST_MAP, source })?;
+    let errors = HashMap::try_from(take(&mut ebpf, names::ERRORS_MAP)?)
+        .map_err(|source| ProbeError::Map { name: names::ERRORS_MAP, source })?;
+    let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS_MAP)?)
+        .map_err(|source| ProbeError::Map { name: names::COUNTERS_MAP, source })?;
+    Ok(Probes {
+        mode,
+        hist,
+        errors,
+        counters,
+        map_sizes: sizes,
+        ebpf: Some(ebpf),
+    })
+}
+
+impl Probes {
+    /// Detach and unload the programs; the maps stay readable for a final read.
+    pub fn detach(&mut self) {
+        if self.ebpf.take().is_some() {
+            info!("syscall probes detached");
+        }
+    }
+
+    /// The kernel's own counters, summed over CPUs, indexed by `counter::*`.
+    pub fn read_counters(&self) -> [u64; counter::COUNT as usize] {
+        let mut out = [0u64; counter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(v) = self.counters.get(&(i as u32), 0) {
+                *slot = v.iter().sum();
+            }
+        }
+        out
+    }
+}
+
+fn attach_syscalls(ebpf: &mut Ebpf, force: Option<AttachMode>) -> Result<AttachMode, ProbeError> {
+    let btf_err = if force != Some(AttachMode::Tracepoint) {
+        match attach_btf(ebpf, names::BTF_ENTER, names::BTF_EXIT) {
+            Ok(()) => return Ok(AttachMode::BtfTracepoint),
+            Err(e) if force == Some(AttachMode::BtfTracepoint) => {
+                return Err(ProbeError::Attach {
+                    btf: e,
+                    tp: "not tried (tp_btf forced)".into(),
+                })
+            }
+            Err(e) => {
+                warn!(error = %e, "tp_btf syscall hooks unavailable, falling back to raw_syscalls tracepoints");
+                e
+            }
+        }
+    } else {
+        "not tried (tracepoint forced)".to_string()
+    };
+    ensure_tracefs();
+    attach_tp(ebpf).map_err(|tp| ProbeError::Attach { btf: btf_err, tp })?;
+    Ok(AttachMode::Tracepoint)
+}
+
+fn attach_btf(ebpf: &mut Ebpf, enter: &str, exit: &str) -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
+    for (prog, hook) in [(enter, "sys_enter"), (exit, "sys_exit")] {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("no program {prog}"))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        p.load(hook, &btf).map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
+        p.attach().map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
+    }
+    Ok(())
+}
+
+fn attach_tp(ebpf: &mut Ebpf) -> Result<(), String> {
+    for (prog, hook) in [(names::TP_ENTER, "sys_enter"), (names::TP_EXIT, "sys_exit")] {
+        let p: &mut TracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("no program {prog}"))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        p.load().map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
+        p.attach("raw_syscalls", hook)
+            .map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
+    }
+    Ok(())
+}
+
+/// An error with its sources, so "permission denied" deep inside is shown.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Tracepoint attachment reads tracepoint ids from tracefs; mount it if the
+/// host has not (needs CAP_SYS_ADMIN; failure surfaces in the attach error).
+fn ensure_tracefs() {
+    if Path::new(TRACEFS).join("events").exists() {
+        return;
+    }
+    let r = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", TRACEFS])
+        .status();
+    match r {
+        Ok(s) if s.success() => info!(path = TRACEFS, "mounted tracefs"),
+        _ => warn!(path = TRACEFS, "tracefs is not mounted and could not be mounted"),
+    }
+}
+
+/// Offsets of `id` (sys_enter) and `ret` (sys_exit) in the raw_syscalls
+/// tracepoint records, from their format files; the long-stable defaults
+/// when tracefs is not readable (only the fallback hook uses them).
+fn tracepoint_offsets() -> (u32, u32) {
+    let read = |event: &str, field: &str, default: u32| {
+        let path = format!("{TRACEFS}/events/raw_syscalls/{event}/format");
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| format_field_offset(&text, field))
+            .unwrap_or(default)
+    };
+    (read("sys_enter", "id", 8), read("sys_exit", "ret", 16))
+}
+
+/// Parse `field:long id;\toffset:8;\tsize:8;...` lines of a tracefs format file.
+pub fn format_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let name = decl.split_whitespace().last()?.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        rest.split(';')
+            .find_map(|p| p.trim().strip_prefix("offset:"))
+            .and_then(|o| o.trim().parse().ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tracepoint_format() {
+        let f = "name: sys_exit\nID: 23\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+                 \tfield:long id;\toffset:8;\tsize:8;\tsigned:1;\n\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n";
+        assert_eq!(format_field_offset(f, "ret"), Some(16));
+        assert_eq!(format_field_offset(f, "id"), Some(8));
+        assert_eq!(format_field_offset(f, "args"), None);
+        let e = "\tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;\n";
+        assert_eq!(format_field_offset(e, "args"), Some(16));
+    }
+}

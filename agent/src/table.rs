@@ -1,0 +1,152 @@
+//! The live terminal view, when no OTLP endpoint is configured: the busiest
+//! workload x syscall pairs of the last interval, computed from the same
+//! series that would be exported.
+
+use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::Duration};
+
+use crate::aggregate::{quantile::quantile_s, Aggregator, HistValue};
+
+/// One row: a workload x syscall over the last interval.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub workload: String,
+    pub syscall: Arc<str>,
+    pub rate: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub error_ratio: f64,
+}
+
+type RowKey = (Arc<str>, Option<Arc<str>>, Arc<str>);
+
+/// The `limit` busiest rows of the interval that just ended.
+pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
+    let secs = agg
+        .interval_end
+        .duration_since(agg.interval_start)
+        .unwrap_or(Duration::from_secs(1))
+        .as_secs_f64()
+        .max(1e-3);
+    let mut errors: HashMap<RowKey, u64> = HashMap::new();
+    for (a, s) in &agg.errors.series {
+        if let Some(d) = s.delta {
+            *errors
+                .entry((a.exe.clone(), a.container.clone(), a.syscall.clone()))
+                .or_default() += d;
+        }
+    }
+    let mut rows: Vec<(u64, Row)> = agg
+        .latency
+        .series
+        .iter()
+        .filter_map(|(a, s)| {
+            let d: &HistValue = s.delta.as_ref()?;
+            let n = d.count();
+            if n == 0 {
+                return None;
+            }
+            let errs = errors
+                .get(&(a.exe.clone(), a.container.clone(), a.syscall.clone()))
+                .copied()
+                .unwrap_or(0);
+            let workload = match &a.container {
+                Some(c) => format!("{}@{}", a.exe, &c[..c.len().min(12)]),
+                None => a.exe.to_string(),
+            };
+            Some((
+                n,
+                Row {
+                    workload,
+                    syscall: a.syscall.clone(),
+                    rate: n as f64 / secs,
+                    p50: quantile_s(d, 0.5).unwrap_or(0.0),
+                    p99: quantile_s(d, 0.99).unwrap_or(0.0),
+                    p999: quantile_s(d, 0.999).unwrap_or(0.0),
+                    error_ratio: errs as f64 / n as f64,
+                },
+            ))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.workload.cmp(&b.1.workload)));
+    rows.into_iter().take(limit).map(|(_, r)| r).collect()
+}
+
+/// A duration in seconds, short and human: 812ns, 4.1µs, 20.0ms, 1.20s.
+pub fn fmt_duration(s: f64) -> String {
+    if s < 1e-6 {
+        format!("{:.0}ns", s * 1e9)
+    } else if s < 1e-3 {
+        format!("{:.1}µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1}ms", s * 1e3)
+    } else {
+        format!("{s:.2}s")
+    }
+}
+
+/// Render the table (with a header line of agent health).
+pub fn render(rows: &[Row], header: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(
+        out,
+        "{:<28} {:<18} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "WORKLOAD", "SYSCALL", "RATE/s", "P50", "P99", "P99.9", "ERR%"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<18} {:>10.1} {:>9} {:>9} {:>9} {:>7.2}",
+            truncate(&r.workload, 28),
+            truncate(&r.syscall, 18),
+            r.rate,
+            fmt_duration(r.p50),
+            fmt_duration(r.p99),
+            fmt_duration(r.p999),
+            r.error_ratio * 100.0
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no syscalls measured in this interval)");
+    }
+    out
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(std::iter::once('…')).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_compact() {
+        assert_eq!(fmt_duration(812e-9), "812ns");
+        assert_eq!(fmt_duration(4.1e-6), "4.1µs");
+        assert_eq!(fmt_duration(0.02), "20.0ms");
+        assert_eq!(fmt_duration(1.2), "1.20s");
+    }
+
+    #[test]
+    fn renders_rows() {
+        let r = Row {
+            workload: "nginx@0123456789ab".into(),
+            syscall: "openat".into(),
+            rate: 12.5,
+            p50: 2e-6,
+            p99: 1e-4,
+            p999: 2e-3,
+            error_ratio: 0.25,
+        };
+        let t = render(&[r], "syscope");
+        assert!(t.contains("nginx@0123456789ab"));
+        assert!(t.contains("openat"));
+        assert!(t.contains("25.00"));
+    }
+}

@@ -1,0 +1,118 @@
+//! Running the real agent binary for a test.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Root (or CAP_BPF + CAP_PERFMON) is needed to load programs; say so and
+/// skip otherwise. CI runs as root, so there these tests always run.
+pub fn require_root() -> bool {
+    // SAFETY: no arguments, cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: loading eBPF programs needs root (CAP_BPF, CAP_PERFMON)");
+        return false;
+    }
+    true
+}
+
+pub fn agent_bin() -> PathBuf {
+    std::env::var_os("SYSCOPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| syscope_tests::workspace_root().join("target/release/syscope"))
+}
+
+/// The agent as a child process; stdout and stderr captured; SIGKILLed on drop.
+pub struct Agent {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn drain(r: impl Read + Send + 'static, buf: Arc<Mutex<String>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            let mut b = buf.lock().unwrap();
+            b.push_str(&line);
+            b.push('\n');
+        }
+    });
+}
+
+impl Agent {
+    /// Start with `args` and extra `env` (OTEL_* from the test's own
+    /// environment are removed), and wait until the probes are attached.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let bin = agent_bin();
+        assert!(bin.exists(), "{} missing: run `cargo xtask build`", bin.display());
+        let mut cmd = Command::new(&bin);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("SYSCOPE_LOG", "info").env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn syscope");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        drain(child.stdout.take().unwrap(), stdout.clone());
+        drain(child.stderr.take().unwrap(), stderr.clone());
+        let agent = Agent { child, stdout, stderr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !agent.stderr().contains("probes attached") {
+            if let Some(st) = agent.exit_status() {
+                panic!("syscope exited ({st}) before attaching:\n{}", agent.stderr());
+            }
+            assert!(Instant::now() < deadline, "syscope did not attach:\n{}", agent.stderr());
+            thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn exit_status(&self) -> Option<ExitStatus> {
+        // try_wait needs &mut; poll /proc instead to keep &self.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        stat.contains(") Z ").then(ExitStatus::default)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    /// SIGTERM, then wait (up to 30 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "syscope did not exit after SIGTERM:\n{}", self.stderr());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,281 @@
+//! `cargo xtask bench`: what syscope costs per syscall, side by side with the
+//! floor (trivial programs on the same hooks) and bpftrace, in one run.
+//!
+//! A tight getppid loop (one real syscall per iteration, done by the
+//! `syscope-workload` binary) is timed with nothing attached, with the floor,
+//! with syscope, and with bpftrace keeping a per-syscall latency `hist()`.
+//! Configurations are measured in alternating passes and each reports the
+//! median, so drift on a noisy machine hits them all alike. The agent's CPU
+//! (from /proc/<pid>/stat) and peak RSS are taken over the loaded window.
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+const BPFTRACE_PROGRAM: &str = "tracepoint:raw_syscalls:sys_enter { @start[tid] = nsecs; } \
+     tracepoint:raw_syscalls:sys_exit /@start[tid]/ { @lat[args->id] = hist(nsecs - @start[tid]); delete(@start[tid]); }";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tracer {
+    None,
+    Floor,
+    Syscope,
+    Bpftrace,
+}
+
+impl Tracer {
+    fn label(self) -> &'static str {
+        match self {
+            Tracer::None => "no tracing",
+            Tracer::Floor => "floor (empty tp_btf enter+exit)",
+            Tracer::Syscope => "syscope",
+            Tracer::Bpftrace => "bpftrace hist() per syscall",
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct Sample {
+    ns_per_call: Vec<f64>,
+    cpu_pct: Vec<f64>,
+    rss_kib: u64,
+}
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    if !crate::is_root() {
+        bail!("the benchmark attaches eBPF programs: run it as root");
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let (passes, runs, iters) = if quick { (1, 3, 2_000_000u64) } else { (2, 5, 5_000_000u64) };
+    let agent = root.join("target/release/syscope");
+    let workload = root.join("target/release/syscope-workload");
+    let tracers = [Tracer::None, Tracer::Floor, Tracer::Syscope, Tracer::Bpftrace];
+    let mut samples = vec![Sample::default(); tracers.len()];
+
+    for pass in 0..passes {
+        for (ti, &t) in tracers.iter().enumerate() {
+            eprintln!("pass {}/{passes}: {}", pass + 1, t.label());
+            let mut child = start_tracer(t, &agent)?;
+            for _ in 0..runs {
+                let before = child.as_ref().map(|c| cpu_ticks(c.id())).transpose()?;
+                let t0 = Instant::now();
+                let ns = run_loop(&workload, iters)?;
+                let wall = t0.elapsed().as_secs_f64();
+                samples[ti].ns_per_call.push(ns);
+                if let (Some(c), Some(b)) = (child.as_ref(), before) {
+                    let ticks = cpu_ticks(c.id())? - b;
+                    samples[ti].cpu_pct.push(ticks as f64 / clk_tck() / wall * 100.0);
+                    samples[ti].rss_kib = samples[ti].rss_kib.max(peak_rss_kib(c.id())?);
+                }
+            }
+            if let Some(c) = child.as_mut() {
+                stop(c);
+            }
+        }
+    }
+
+    let med: Vec<f64> = samples.iter().map(|s| median(&s.ns_per_call)).collect();
+    let base = med[0];
+    let added = |i: usize| med[i] - base;
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| configuration | ns/syscall (median) | added ns/syscall | agent CPU % of a core | agent peak RSS |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|");
+    for (i, t) in tracers.iter().enumerate() {
+        let cpu = if samples[i].cpu_pct.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", median(&samples[i].cpu_pct))
+        };
+        let rss = if samples[i].rss_kib == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1} MiB", samples[i].rss_kib as f64 / 1024.0)
+        };
+        let _ = writeln!(
+            table,
+            "| {} | {:.0} | {} | {} | {} |",
+            t.label(),
+            med[i],
+            if i == 0 { "-".into() } else { format!("{:+.0}", added(i)) },
+            cpu,
+            rss
+        );
+    }
+    let (floor, sys, bpft) = (added(1), added(2), added(3));
+    let rate = 1e9 / med[2];
+    let sys_cpu = median(&samples[2].cpu_pct);
+    let sys_rss = samples[2].rss_kib as f64 / 1024.0;
+    let checks = [
+        ("syscope added / floor added <= 1.5", sys / floor, 1.5),
+        ("syscope added / bpftrace added <= 0.5", sys / bpft, 0.5),
+        ("syscope agent CPU % of one core <= 1", sys_cpu, 1.0),
+        ("syscope peak RSS MiB <= 64", sys_rss, 64.0),
+    ];
+    let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "Syscall rate under syscope: {:.2} M/s ({} runs x {} getppid calls per configuration and pass, {} passes).",
+        rate / 1e6,
+        runs,
+        iters,
+        passes
+    );
+    let _ = writeln!(table);
+    let _ = writeln!(table, "| target | measured | limit | result |");
+    let _ = writeln!(table, "|---|---:|---:|---|");
+    for (name, v, lim) in checks {
+        let _ = writeln!(
+            table,
+            "| {name} | {v:.2} | {lim} | {} |",
+            if v <= lim { "met" } else { "MISSED" }
+        );
+    }
+    println!("{table}");
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let mut json = String::from("{\n  \"configurations\": [\n");
+    for (i, t) in tracers.iter().enumerate() {
+        let _ = writeln!(
+            json,
+            "    {{\"name\": \"{}\", \"ns_per_syscall\": {:.1}, \"runs\": {:?}, \"agent_cpu_pct\": {:?}, \"agent_peak_rss_kib\": {}}}{}",
+            t.label(),
+            med[i],
+            samples[i].ns_per_call.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
+            samples[i].cpu_pct.iter().map(|v| (v * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+            samples[i].rss_kib,
+            if i + 1 < tracers.len() { "," } else { "" }
+        );
+    }
+    let _ = writeln!(
+        json,
+        "  ],\n  \"ratio_syscope_to_floor\": {:.3},\n  \"ratio_syscope_to_bpftrace\": {:.3}\n}}",
+        sys / floor,
+        sys / bpft
+    );
+    std::fs::write(dir.join("results.json"), json)?;
+    std::fs::write(dir.join("results.md"), &table)?;
+    eprintln!("wrote {} and results.md", dir.join("results.json").display());
+    Ok(())
+}
+
+fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
+    let (mut cmd, ready) = match t {
+        Tracer::None => return Ok(None),
+        Tracer::Floor | Tracer::Syscope => {
+            let mut c = Command::new(agent);
+            // Table mode, so no exporter runs; a short interval so the
+            // agent's per-interval work is inside the measured window.
+            c.args(["--interval", "1s", "--log", "info"]);
+            if t == Tracer::Floor {
+                c.arg("--bench-floor");
+            }
+            c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+            c.env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+            (c, "probes attached")
+        }
+        Tracer::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.args(["-e", BPFTRACE_PROGRAM]);
+            (c, "Attaching")
+        }
+    };
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {:?}", t))?;
+    // Wait for the "attached" line, then keep draining stderr in the background.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && line.contains(&ready) {
+                let _ = tx.send(());
+                sent = true;
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        bail!("{:?} did not report attaching within 60 s", t);
+    }
+    thread::sleep(Duration::from_millis(500));
+    Ok(Some(child))
+}
+
+fn stop(c: &mut Child) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn run_loop(workload: &Path, iters: u64) -> Result<f64> {
+    // Pinned to the last CPU so runs compare like with like.
+    let cpu = (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) - 1).to_string();
+    let out = Command::new("taskset")
+        .args(["-c", &cpu])
+        .arg(workload)
+        .args(["getppid", &iters.to_string()])
+        .output()
+        .context("running the getppid loop (taskset from util-linux)")?;
+    if !out.status.success() {
+        bail!("workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ns_per_call="))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no ns_per_call in workload output: {text}"))
+}
+
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised comm; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0))
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
