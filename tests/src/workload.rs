@@ -98,7 +98,10 @@ pub fn spawn_named(name: &str, args: &[&str]) -> Child {
     }
     let mut tries = 0;
     loop {
+        // Cargo's LD_LIBRARY_PATH would make the dynamic loader probe its
+        // directories (failing openat/newfstatat calls): not the workload's truth.
         let spawned = Command::new(&exe)
+            .env_remove("LD_LIBRARY_PATH")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -46,7 +46,8 @@ fn failing_calls_counted_exactly_grpc() {
     // Cumulative: later points repeat the same total, never more.
     let all = errors_of(&pts, &name, "openat", "ENOENT");
     assert!(all.iter().all(|&v| v <= 37.0), "{all:?}");
-    let sum = select(&pts, "syscall.errors", &[("process.executable.name", &name)]).next().unwrap();
+    let by_name = [("process.executable.name", name.as_str())];
+    let sum = select(&pts, "syscall.errors", &by_name).next().unwrap();
     assert!(matches!(
         sum.value,
         syscope_tests::PointValue::Sum { monotonic: true, temporality: Temporality::Cumulative, .. }
@@ -95,7 +96,8 @@ fn failing_calls_counted_exactly_http_gzip_delta() {
     std::thread::sleep(Duration::from_millis(2500));
     let pts2 = rx.points();
     assert_eq!(total(&pts2), 41.0);
-    let p = select(&pts, "syscall.errors", &[("process.executable.name", &name)]).next().unwrap();
+    let by_name = [("process.executable.name", name.as_str())];
+    let p = select(&pts, "syscall.errors", &by_name).next().unwrap();
     assert!(matches!(p.value, syscope_tests::PointValue::Sum { temporality: Temporality::Delta, .. }));
     assert_eq!(p.resource.get("service.name").map(String::as_str), Some("syscope-it"));
 }

@@ -128,13 +128,13 @@ impl<V: Value> MetricSeries<V> {
         self.folded.len() as u64 + self.folded_saturated
     }
 
-    fn record(&mut self, attrs: Attrs, d: &V, now: SystemTime) {
+    fn record(&mut self, attrs: Attrs, d: &V, start: SystemTime) {
         let target = if let Some(s) = self.series.get_mut(&attrs) {
             s
         } else if self.series.len() + 1 < self.limit {
             // One slot is kept for the overflow series: at most `limit` in all.
             self.series.entry(attrs).or_insert_with(|| Series {
-                start: now,
+                start,
                 cumulative: V::default(),
                 delta: None,
                 idle: 0,
@@ -148,7 +148,7 @@ impl<V: Value> MetricSeries<V> {
                 }
             }
             self.overflow.get_or_insert_with(|| Series {
-                start: now,
+                start,
                 cumulative: V::default(),
                 delta: None,
                 idle: 0,
@@ -219,6 +219,9 @@ impl Aggregator {
         self.interval_end = now;
         self.latency.begin_interval(self.max_idle);
         self.errors.begin_interval(self.max_idle);
+        // A new series' cumulative window starts where this interval did:
+        // its first events happened after that.
+        let start = self.interval_start;
         for (k, d) in &deltas.hist {
             let attrs = self.attrs(k, cgroups, false);
             let v = HistValue {
@@ -226,11 +229,11 @@ impl Aggregator {
                 zero: d.zero,
                 buckets: d.buckets.clone(),
             };
-            self.latency.record(attrs, &v, now);
+            self.latency.record(attrs, &v, start);
         }
         for (k, n) in &deltas.errors {
             let attrs = self.attrs(k, cgroups, true);
-            self.errors.record(attrs, n, now);
+            self.errors.record(attrs, n, start);
         }
     }
 

@@ -129,13 +129,7 @@ fn with_compression(
 ) -> MetricsServiceClient<Channel> {
     match compression {
         Compression::None => client,
-        Compression::Gzip => {
-            warn!(
-                "gzip compression for OTLP/gRPC is not available in this build \
-                 (tonic lacks its \"gzip\" feature); sending uncompressed"
-            );
-            client
-        }
+        Compression::Gzip => client.send_compressed(tonic::codec::CompressionEncoding::Gzip),
     }
 }
 

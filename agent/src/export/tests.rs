@@ -135,7 +135,8 @@ impl MetricsService for GrpcCollector {
 
 async fn start_grpc(listener: TcpListener) -> (GrpcCollector, JoinHandle<()>) {
     let collector = GrpcCollector::default();
-    let service = MetricsServiceServer::new(collector.clone());
+    let service = MetricsServiceServer::new(collector.clone())
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .serve_with_incoming(service, TcpIncoming::from(listener))
@@ -479,13 +480,9 @@ async fn grpc_send_delivers_request_and_headers() {
     server.abort();
 }
 
-/// tonic lacks its "gzip" feature in this build: Gzip must still deliver
-/// (uncompressed) rather than fail. Once the feature is on (and
-/// `with_compression` sends gzip), this server must `accept_compressed(Gzip)`
-/// (a plain tonic server answers Unimplemented) and the test should assert
-/// `grpc-encoding: gzip` in the received metadata.
+/// Gzip over gRPC: the request says `grpc-encoding: gzip` and decodes.
 #[tokio::test]
-async fn grpc_gzip_setting_still_delivers() {
+async fn grpc_gzip_is_sent_compressed() {
     let (collector, addr, server) = grpc_collector().await;
     let s = Settings {
         compression: Compression::Gzip,
@@ -494,6 +491,11 @@ async fn grpc_gzip_setting_still_delivers() {
     let mut client = Client::new(&s).unwrap();
     client.send(&request(7)).await.unwrap();
     assert_eq!(collector.tags(), tags(7..=7));
+    let received = collector.received.lock().unwrap()[0].headers.clone();
+    assert_eq!(
+        received.get("grpc-encoding").and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
     server.abort();
 }
 

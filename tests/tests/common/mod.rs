@@ -1,4 +1,5 @@
 //! Running the real agent binary for a test.
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::{
     io::{BufRead, BufReader, Read},
