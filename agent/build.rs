@@ -61,7 +61,8 @@ fn main() {
     // The outer cargo's settings are for the host build, not the BPF one.
     for (k, _) in env::vars_os() {
         let k = k.to_string_lossy();
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS"
+        if k.starts_with("CARGO_") && k != "CARGO_HOME"
+            || k == "RUSTFLAGS"
             || k == "RUSTC_WRAPPER"
             || k == "RUSTC_WORKSPACE_WRAPPER"
         {

@@ -83,7 +83,8 @@ impl Pipeline {
         for k in &evict.errors {
             let _ = self.probes.errors.remove(k);
         }
-        self.agg.ingest(&deltas, &mut self.cgroups, SystemTime::now());
+        self.agg
+            .ingest(&deltas, &mut self.cgroups, SystemTime::now());
         self.record_kernel_counters();
         let s = &self.stats;
         SelfStats::set(&s.series_latency, self.agg.latency.len() as u64);
@@ -98,7 +99,11 @@ impl Pipeline {
         for (i, (&cur, last)) in now.iter().zip(self.last_kernel.iter()).enumerate() {
             SelfStats::set(&self.stats.kernel[i], cur);
             let grew = cur.saturating_sub(*last);
-            let full = [counter::HIST_MAP_FULL, counter::ERROR_MAP_FULL, counter::THREAD_MAP_FULL];
+            let full = [
+                counter::HIST_MAP_FULL,
+                counter::ERROR_MAP_FULL,
+                counter::THREAD_MAP_FULL,
+            ];
             if grew > 0 && full.contains(&(i as u32)) {
                 // Once per interval per map, never silent.
                 warn!(
@@ -111,7 +116,10 @@ impl Pipeline {
         self.last_kernel = now;
     }
 
-    pub fn request(&self) -> Option<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest> {
+    pub fn request(
+        &self,
+    ) -> Option<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>
+    {
         otlp::build_request(&self.agg, &self.resource)
     }
 }
@@ -135,13 +143,18 @@ pub async fn run(cfg: Config, floor_only: bool) -> anyhow::Result<()> {
         .context("setting up the OTLP exporter")?;
     let sdk = telemetry::init_sdk(&cfg, stats.clone()).context("setting up self-metrics")?;
     match &cfg.export {
-        Some(e) => info!(endpoint = %e.endpoint, protocol = ?e.protocol, interval = ?cfg.interval, "exporting over OTLP"),
-        None => info!(interval = ?cfg.interval, "no OTLP endpoint configured: printing a live table"),
+        Some(e) => {
+            info!(endpoint = %e.endpoint, protocol = ?e.protocol, interval = ?cfg.interval, "exporting over OTLP")
+        }
+        None => {
+            info!(interval = ?cfg.interval, "no OTLP endpoint configured: printing a live table")
+        }
     }
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -38,7 +38,10 @@ impl HistDelta {
             _ => &Histogram::ZERO,
         };
         let mut buckets = Box::new([0u64; NUM_BUCKETS]);
-        for (d, (c, p)) in buckets.iter_mut().zip(cur.buckets.iter().zip(prev.buckets.iter())) {
+        for (d, (c, p)) in buckets
+            .iter_mut()
+            .zip(cur.buckets.iter().zip(prev.buckets.iter()))
+        {
             *d = c.wrapping_sub(*p) as u64;
         }
         HistDelta {
@@ -105,7 +108,11 @@ impl DeltaTracker {
         for (k, cur) in hist {
             let prev = self.hist.remove(&k);
             let d = HistDelta::between(prev.as_ref().map(|p| &p.value), &cur);
-            let idle = if d.is_empty() { prev.map_or(0, |p| p.idle) + 1 } else { 0 };
+            let idle = if d.is_empty() {
+                prev.map_or(0, |p| p.idle) + 1
+            } else {
+                0
+            };
             if idle >= self.evict_after {
                 ev.hist.push(k);
                 continue;
@@ -121,7 +128,11 @@ impl DeltaTracker {
         for (k, cur) in errors {
             let prev = self.errors.remove(&k);
             let d = counter_delta(prev.as_ref().map(|p| p.value), cur);
-            let idle = if d == 0 { prev.map_or(0, |p| p.idle) + 1 } else { 0 };
+            let idle = if d == 0 {
+                prev.map_or(0, |p| p.idle) + 1
+            } else {
+                0
+            };
             if idle >= self.evict_after {
                 ev.errors.push(k);
                 continue;
@@ -141,7 +152,12 @@ mod tests {
     use super::*;
 
     fn key(nr: u32) -> SeriesKey {
-        SeriesKey { cgroup_id: 1, comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0", nr, errno: 0 }
+        SeriesKey {
+            cgroup_id: 1,
+            comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0",
+            nr,
+            errno: 0,
+        }
     }
 
     fn hist(sum: u64, idx: usize, n: u32) -> Histogram {
@@ -167,7 +183,11 @@ mod tests {
     #[test]
     fn counter_reset_counts_from_zero() {
         assert_eq!(counter_delta(Some(10), 15), 5);
-        assert_eq!(counter_delta(Some(10), 3), 3, "entry recreated: 3 new events");
+        assert_eq!(
+            counter_delta(Some(10), 3),
+            3,
+            "entry recreated: 3 new events"
+        );
         assert_eq!(counter_delta(None, 7), 7);
         let mut t = DeltaTracker::new(3);
         t.update([(key(1), hist(1000, 5, 10))], []);

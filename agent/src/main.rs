@@ -30,7 +30,10 @@ fn main() -> ExitCode {
     }
     // One thread is plenty: the work is one map read per interval and the
     // exporter's I/O; it keeps the agent's CPU and memory small.
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("syscope: starting the runtime: {e}");

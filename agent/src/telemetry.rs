@@ -149,13 +149,24 @@ pub fn init_sdk(cfg: &Config, stats: Arc<SelfStats>) -> anyhow::Result<Option<Sd
         .with_reader(reader)
         .with_resource(
             res.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-                .with_attribute(KeyValue::new("host.name", crate::aggregate::otlp::hostname()))
+                .with_attribute(KeyValue::new(
+                    "host.name",
+                    crate::aggregate::otlp::hostname(),
+                ))
                 .build(),
         )
         .build();
     register(&provider, stats);
     Ok(Some(provider))
 }
+
+/// name, unit, description, and how to read it.
+type CounterDef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SelfStats) -> u64,
+);
 
 fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
     let meter = provider.meter("syscope");
@@ -170,7 +181,10 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
                 (counter::ERROR_MAP_FULL, "errors"),
                 (counter::THREAD_MAP_FULL, "threads"),
             ] {
-                o.observe(SelfStats::get(&s.kernel[i as usize]), &[KeyValue::new("map", map)]);
+                o.observe(
+                    SelfStats::get(&s.kernel[i as usize]),
+                    &[KeyValue::new("map", map)],
+                );
             }
         })
         .build();
@@ -180,26 +194,41 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
         .with_unit("{entry}")
         .with_description("Entries in the kernel aggregation maps.")
         .with_callback(move |o| {
-            o.observe(SelfStats::get(&s.kernel_hist_entries), &[KeyValue::new("map", "latency")]);
-            o.observe(SelfStats::get(&s.kernel_error_entries), &[KeyValue::new("map", "errors")]);
+            o.observe(
+                SelfStats::get(&s.kernel_hist_entries),
+                &[KeyValue::new("map", "latency")],
+            );
+            o.observe(
+                SelfStats::get(&s.kernel_error_entries),
+                &[KeyValue::new("map", "errors")],
+            );
         })
         .build();
-    let simple_counters: [(&'static str, &'static str, &'static str, fn(&SelfStats) -> u64); 5] = [
-        (names::KERNEL_EVENTS, "{syscall}", "Syscalls measured in the kernel.", |s| {
-            SelfStats::get(&s.kernel[counter::EVENTS as usize])
-        }),
+    let simple_counters: [CounterDef; 5] = [
+        (
+            names::KERNEL_EVENTS,
+            "{syscall}",
+            "Syscalls measured in the kernel.",
+            |s| SelfStats::get(&s.kernel[counter::EVENTS as usize]),
+        ),
         (
             names::KERNEL_UNMATCHED,
             "{event}",
             "Syscall exits without a recorded entry (in flight at attach, or evicted).",
             |s| SelfStats::get(&s.kernel[counter::EXIT_WITHOUT_ENTER as usize]),
         ),
-        (names::EXPORT_FAILURES, "{attempt}", "Failed OTLP export attempts.", |s| {
-            SelfStats::get(&s.export_failures)
-        }),
-        (names::EXPORT_SUCCESSES, "{request}", "Delivered OTLP export requests.", |s| {
-            SelfStats::get(&s.export_successes)
-        }),
+        (
+            names::EXPORT_FAILURES,
+            "{attempt}",
+            "Failed OTLP export attempts.",
+            |s| SelfStats::get(&s.export_failures),
+        ),
+        (
+            names::EXPORT_SUCCESSES,
+            "{request}",
+            "Delivered OTLP export requests.",
+            |s| SelfStats::get(&s.export_successes),
+        ),
         (
             names::EXPORT_DROPPED,
             "{interval}",
@@ -220,11 +249,19 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
     let _ = meter
         .u64_observable_counter(names::SERIES_OVERFLOW)
         .with_unit("{series}")
-        .with_description("Attribute sets folded into the overflow series by the cardinality limit.")
+        .with_description(
+            "Attribute sets folded into the overflow series by the cardinality limit.",
+        )
         .with_callback(move |o| {
             let m = |n: &'static str| [KeyValue::new("metric", n)];
-            o.observe(SelfStats::get(&s.series_folded_latency), &m("syscall.duration"));
-            o.observe(SelfStats::get(&s.series_folded_errors), &m("syscall.errors"));
+            o.observe(
+                SelfStats::get(&s.series_folded_latency),
+                &m("syscall.duration"),
+            );
+            o.observe(
+                SelfStats::get(&s.series_folded_errors),
+                &m("syscall.errors"),
+            );
         })
         .build();
     let s = stats.clone();
@@ -257,13 +294,19 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
         .f64_observable_gauge(names::COLLECT_DURATION)
         .with_unit("s")
         .with_description("Duration of the last read of the kernel maps.")
-        .with_callback(move |o| o.observe(SelfStats::get(&s.collect_duration_us) as f64 * 1e-6, &[]))
+        .with_callback(move |o| {
+            o.observe(SelfStats::get(&s.collect_duration_us) as f64 * 1e-6, &[])
+        })
         .build();
 }
 
 /// Shut the SDK pipeline down (final self-metrics export) within `grace`.
 pub async fn shutdown_sdk(provider: SdkMeterProvider, grace: Duration) {
-    let r = tokio::time::timeout(grace, tokio::task::spawn_blocking(move || provider.shutdown())).await;
+    let r = tokio::time::timeout(
+        grace,
+        tokio::task::spawn_blocking(move || provider.shutdown()),
+    )
+    .await;
     if !matches!(r, Ok(Ok(Ok(())))) {
         tracing::debug!("self-metrics pipeline did not shut down cleanly within the grace period");
     }

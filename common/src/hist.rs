@@ -11,8 +11,8 @@
 //!
 //! Range: buckets cover (14.9 ns, 16384 s]; shorter durations count in the
 //! zero bucket (`zero_threshold` = 2^-26 s), longer ones in the last bucket.
-//! Relative error of a value reported at its bucket's midpoint: at most
-//! (2^(1/8) - 1) / (2^(1/8) + 1) = 4.33 %.
+//! Relative error of a value reported from its bucket (lo, hi] as
+//! 2·lo·hi/(lo+hi): at most (2^(1/8) - 1) / (2^(1/8) + 1) = 4.33 %.
 
 /// OTLP exponential histogram scale: 2^SCALE buckets per power of two.
 pub const SCALE: i32 = 3;
@@ -138,7 +138,11 @@ mod tests {
     #[test]
     fn msb_matches_leading_zeros() {
         for shift in 0..64 {
-            for v in [1u64 << shift, (1u64 << shift) | 1, (1u64 << shift).wrapping_mul(3) >> 1] {
+            for v in [
+                1u64 << shift,
+                (1u64 << shift) | 1,
+                (1u64 << shift).wrapping_mul(3) >> 1,
+            ] {
                 if v != 0 {
                     assert_eq!(msb(v), 63 - v.leading_zeros(), "v={v}");
                 }
@@ -192,10 +196,19 @@ mod tests {
         assert_eq!(bucket_index(15), Bucket::Index(0));
         assert_eq!(bucket_index(u64::MAX), Bucket::Index(NUM_BUCKETS - 1));
         // 16384 s is the last bucket's upper bound.
-        assert_eq!(bucket_index(16_384_000_000_000), Bucket::Index(NUM_BUCKETS - 1));
-        assert_eq!(otlp_index(16_384_000_000_000), Some(OTLP_INDEX_OFFSET + NUM_BUCKETS as i32 - 1));
+        assert_eq!(
+            bucket_index(16_384_000_000_000),
+            Bucket::Index(NUM_BUCKETS - 1)
+        );
+        assert_eq!(
+            otlp_index(16_384_000_000_000),
+            Some(OTLP_INDEX_OFFSET + NUM_BUCKETS as i32 - 1)
+        );
         assert!((ZERO_THRESHOLD_S - 2f64.powi(-26)).abs() < 1e-30);
-        assert_eq!(MAX_TRACKED_S, 2f64.powf((OTLP_INDEX_OFFSET + NUM_BUCKETS as i32) as f64 / 8.0));
+        assert_eq!(
+            MAX_TRACKED_S,
+            2f64.powf((OTLP_INDEX_OFFSET + NUM_BUCKETS as i32) as f64 / 8.0)
+        );
     }
 
     #[test]

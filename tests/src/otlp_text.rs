@@ -110,7 +110,7 @@ impl ExpHistogram {
         self.zero_count + self.bucket_counts.iter().sum::<u64>()
     }
 
-    /// The q-quantile (0 < q <= 1) in the metric's unit: the midpoint of the bucket holding
+    /// The q-quantile (0 < q <= 1) in the metric's unit: the representative value (2·lo·hi/(lo+hi)) of the bucket holding
     /// rank ceil(q * total), or 0 for the zero bucket. NaN when the histogram is empty.
     /// Resolution is the bucket width (about 9% at scale 3), so compare with a tolerance.
     pub fn quantile(&self, q: f64) -> f64 {
@@ -127,7 +127,9 @@ impl ExpHistogram {
             seen += n;
             if seen >= rank {
                 let (lo, hi) = self.bucket_bounds(pos);
-                return (lo + hi) / 2.0;
+                // Equal worst-case relative error at both ends of the bucket:
+                // (base - 1) / (base + 1), 4.33 % at scale 3.
+                return 2.0 * lo * hi / (lo + hi);
             }
         }
         unreachable!("rank is at most the total")
@@ -659,7 +661,7 @@ mod tests {
     }
 
     #[test]
-    fn quantile_picks_bucket_midpoint() {
+    fn quantile_picks_bucket_representative() {
         let h = ExpHistogram {
             temporality: Temporality::Cumulative,
             count: 11,
@@ -673,7 +675,7 @@ mod tests {
         };
         let mid = |pos| {
             let (lo, hi) = h.bucket_bounds(pos);
-            (lo + hi) / 2.0
+            2.0 * lo * hi / (lo + hi)
         };
         assert_eq!(h.quantile(0.05), 0.0); // rank 1: zero bucket
         assert_eq!(h.quantile(0.2), mid(0)); // rank 3

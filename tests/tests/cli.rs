@@ -17,14 +17,20 @@ fn syscope(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run syscope");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn invalid_flag_value_exits_2_naming_the_flag() {
     let (code, err) = syscope(&["--protocol", "carrier-pigeon"], &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--protocol") && err.contains("carrier-pigeon"), "{err}");
+    assert!(
+        err.contains("--protocol") && err.contains("carrier-pigeon"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -48,7 +54,10 @@ fn unknown_file_key_exits_2_naming_the_key() {
 
 #[test]
 fn help_documents_the_environment() {
-    let out = Command::new(common::agent_bin()).arg("--help").output().unwrap();
+    let out = Command::new(common::agent_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     for var in [
@@ -79,7 +88,10 @@ fn missing_capabilities_are_named() {
         .expect("setpriv (util-linux)");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "{err}"
+    );
     let out = Command::new("setpriv")
         .args(["--bounding-set", "-perfmon,-sys_admin", "--"])
         .arg(common::agent_bin())

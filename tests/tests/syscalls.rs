@@ -15,7 +15,7 @@ use syscope_tests::{run_named, select, unique_name, MetricPoint, Receiver, Tempo
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Relative error of a value reported from a scale-3 bucket (see
-/// common/src/hist.rs): (2^(1/8) - 1) / (2^(1/8) + 1).
+/// common/src/hist.rs): (2^(1/8) - 1) / (2^(1/8) + 1) = 4.33 %.
 const BUCKET_ERR: f64 = 0.0433;
 
 fn errors_of(points: &[MetricPoint], exe: &str, syscall: &str, errno: &str) -> Vec<f64> {
@@ -39,10 +39,15 @@ fn failing_calls_counted_exactly_grpc() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = Agent::start(&["--endpoint", &rx.grpc_endpoint(), "--interval", "1s"], &[]);
+    let _agent = Agent::start(
+        &["--endpoint", &rx.grpc_endpoint(), "--interval", "1s"],
+        &[],
+    );
     let name = unique_name("failgrpc");
     run_named(&name, &["fail-open", "37"]);
-    let pts = rx.wait_for(WAIT, |p| errors_of(p, &name, "openat", "ENOENT").last() == Some(&37.0));
+    let pts = rx.wait_for(WAIT, |p| {
+        errors_of(p, &name, "openat", "ENOENT").last() == Some(&37.0)
+    });
     // Cumulative: later points repeat the same total, never more.
     let all = errors_of(&pts, &name, "openat", "ENOENT");
     assert!(all.iter().all(|&v| v <= 37.0), "{all:?}");
@@ -50,14 +55,21 @@ fn failing_calls_counted_exactly_grpc() {
     let sum = select(&pts, "syscall.errors", &by_name).next().unwrap();
     assert!(matches!(
         sum.value,
-        syscope_tests::PointValue::Sum { monotonic: true, temporality: Temporality::Cumulative, .. }
+        syscope_tests::PointValue::Sum {
+            monotonic: true,
+            temporality: Temporality::Cumulative,
+            ..
+        }
     ));
     assert_eq!(sum.unit, "{error}");
     // The latency histogram saw every one of them (plus the loader's opens).
     let h = select(
         &pts,
         "syscall.duration",
-        &[("process.executable.name", &name), ("syscall.name", "openat")],
+        &[
+            ("process.executable.name", &name),
+            ("syscall.name", "openat"),
+        ],
     )
     .last()
     .and_then(|p| p.exp_histogram().cloned())
@@ -65,7 +77,10 @@ fn failing_calls_counted_exactly_grpc() {
     assert!(h.count >= 37, "count {}", h.count);
     let p = select(&pts, "syscall.duration", &[]).next().unwrap();
     assert_eq!(p.unit, "s");
-    assert_eq!(p.resource.get("service.name").map(String::as_str), Some("syscope"));
+    assert_eq!(
+        p.resource.get("service.name").map(String::as_str),
+        Some("syscope")
+    );
     assert!(p.resource.contains_key("host.name"));
     assert_eq!(p.resource.get("os.type").map(String::as_str), Some("linux"));
 }
@@ -98,8 +113,17 @@ fn failing_calls_counted_exactly_http_gzip_delta() {
     assert_eq!(total(&pts2), 41.0);
     let by_name = [("process.executable.name", name.as_str())];
     let p = select(&pts, "syscall.errors", &by_name).next().unwrap();
-    assert!(matches!(p.value, syscope_tests::PointValue::Sum { temporality: Temporality::Delta, .. }));
-    assert_eq!(p.resource.get("service.name").map(String::as_str), Some("syscope-it"));
+    assert!(matches!(
+        p.value,
+        syscope_tests::PointValue::Sum {
+            temporality: Temporality::Delta,
+            ..
+        }
+    ));
+    assert_eq!(
+        p.resource.get("service.name").map(String::as_str),
+        Some("syscope-it")
+    );
 }
 
 /// Sleeps of a known duration show that duration within the bucket error.
@@ -109,7 +133,10 @@ fn sleep_latency_within_bucket_error() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = Agent::start(&["--endpoint", &rx.grpc_endpoint(), "--interval", "1s"], &[]);
+    let _agent = Agent::start(
+        &["--endpoint", &rx.grpc_endpoint(), "--interval", "1s"],
+        &[],
+    );
     let name = unique_name("sleep");
     let out = run_named(&name, &["sleep", "25", "20"]);
     // The workload's own measurement of each sleep: the truth.
@@ -122,25 +149,39 @@ fn sleep_latency_within_bucket_error() {
         .map(|v| v.parse::<f64>().unwrap() * 1e-9)
         .collect();
     truth.sort_by(f64::total_cmp);
-    let attrs = [("process.executable.name", name.as_str()), ("syscall.name", "clock_nanosleep")];
+    let attrs = [
+        ("process.executable.name", name.as_str()),
+        ("syscall.name", "clock_nanosleep"),
+    ];
     let pts = rx.wait_for(WAIT, |p| {
         select(p, "syscall.duration", &attrs)
             .last()
             .and_then(|p| p.exp_histogram())
             .is_some_and(|h| h.count == 25)
     });
-    let h = select(&pts, "syscall.duration", &attrs).last().unwrap().exp_histogram().unwrap().clone();
+    let h = select(&pts, "syscall.duration", &attrs)
+        .last()
+        .unwrap()
+        .exp_histogram()
+        .unwrap()
+        .clone();
     assert_eq!(h.scale, 3);
     for q in [0.5, 0.99] {
         let want = truth[((q * truth.len() as f64).ceil() as usize).max(1) - 1];
         let got = h.quantile(q);
         let err = (got - want).abs() / want;
         // The kernel sees the syscall itself, the workload a few µs more.
-        assert!(err <= BUCKET_ERR + 0.002, "q={q}: got {got}, truth {want}, error {err:.4}");
+        assert!(
+            err <= BUCKET_ERR + 0.002,
+            "q={q}: got {got}, truth {want}, error {err:.4}"
+        );
     }
     let mean_truth = truth.iter().sum::<f64>() / truth.len() as f64;
     let mean = h.sum.unwrap() / h.count as f64;
-    assert!((mean - mean_truth).abs() / mean_truth < 0.01, "mean {mean} vs {mean_truth}");
+    assert!(
+        (mean - mean_truth).abs() / mean_truth < 0.01,
+        "mean {mean} vs {mean_truth}"
+    );
 }
 
 /// Past the series limit, new attribute sets fold into one series marked
@@ -152,7 +193,14 @@ fn cardinality_limit_folds_into_overflow_series() {
     }
     let rx = Receiver::start();
     let _agent = Agent::start(
-        &["--endpoint", &rx.grpc_endpoint(), "--interval", "1s", "--max-series", "4"],
+        &[
+            "--endpoint",
+            &rx.grpc_endpoint(),
+            "--interval",
+            "1s",
+            "--max-series",
+            "4",
+        ],
         &[],
     );
     let name = unique_name("distinct");
@@ -160,12 +208,21 @@ fn cardinality_limit_folds_into_overflow_series() {
     let overflow = [("otel.metric.overflow", "true")];
     let pts = rx.wait_for(WAIT, |p| {
         select(p, "syscall.errors", &overflow).next().is_some()
-            && select(p, "syscope.series.overflow", &[("metric", "syscall.errors")])
-                .any(|p| p.number().unwrap_or(0.0) > 0.0)
+            && select(
+                p,
+                "syscope.series.overflow",
+                &[("metric", "syscall.errors")],
+            )
+            .any(|p| p.number().unwrap_or(0.0) > 0.0)
     });
     // Never more than the limit of series per metric in one export.
-    let last_time = select(&pts, "syscall.errors", &[]).map(|p| p.time_unix_nano).max().unwrap();
-    let n = select(&pts, "syscall.errors", &[]).filter(|p| p.time_unix_nano == last_time).count();
+    let last_time = select(&pts, "syscall.errors", &[])
+        .map(|p| p.time_unix_nano)
+        .max()
+        .unwrap();
+    let n = select(&pts, "syscall.errors", &[])
+        .filter(|p| p.time_unix_nano == last_time)
+        .count();
     assert!(n <= 4, "{n} series of syscall.errors in one export");
     assert!(select(&pts, "syscall.duration", &overflow).next().is_some());
 }
@@ -180,20 +237,35 @@ fn late_collector_receives_buffered_intervals() {
     let [grpc, http] = syscope_tests::free_ports::<2>();
     let endpoint = format!("http://127.0.0.1:{grpc}");
     let agent = Agent::start(
-        &["--endpoint", &endpoint, "--interval", "1s", "--temporality", "delta", "--buffer-intervals", "60"],
+        &[
+            "--endpoint",
+            &endpoint,
+            "--interval",
+            "1s",
+            "--temporality",
+            "delta",
+            "--buffer-intervals",
+            "60",
+        ],
         &[],
     );
     let name = unique_name("late");
     run_named(&name, &["fail-open", "23"]);
     // Several intervals with nobody listening.
     std::thread::sleep(Duration::from_secs(4));
-    assert!(agent.is_running(), "the agent must survive a missing collector");
+    assert!(
+        agent.is_running(),
+        "the agent must survive a missing collector"
+    );
     let rx = Receiver::start_on(grpc, http);
     let total = |p: &[MetricPoint]| errors_of(p, &name, "openat", "ENOENT").iter().sum::<f64>();
     rx.wait_for(WAIT, |p| total(p) >= 23.0);
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(total(&rx.points()), 23.0);
-    assert!(agent.stderr().contains("export"), "a warning about the failed exports");
+    assert!(
+        agent.stderr().contains("export"),
+        "a warning about the failed exports"
+    );
 }
 
 /// SIGTERM: detach, collect and export one last time before exiting.
@@ -203,12 +275,17 @@ fn sigterm_exports_the_last_interval() {
         return;
     }
     let rx = Receiver::start();
-    let mut agent = Agent::start(&["--endpoint", &rx.grpc_endpoint(), "--interval", "1h"], &[]);
+    let mut agent = Agent::start(
+        &["--endpoint", &rx.grpc_endpoint(), "--interval", "1h"],
+        &[],
+    );
     let name = unique_name("term");
     run_named(&name, &["fail-open", "11"]);
     let status = agent.terminate();
     assert!(status.success(), "exit status {status}");
-    let pts = rx.wait_for(WAIT, |p| errors_of(p, &name, "openat", "ENOENT").last() == Some(&11.0));
+    let pts = rx.wait_for(WAIT, |p| {
+        errors_of(p, &name, "openat", "ENOENT").last() == Some(&11.0)
+    });
     assert_eq!(errors_of(&pts, &name, "openat", "ENOENT"), vec![11.0]);
 }
 
@@ -229,12 +306,18 @@ fn live_table_without_endpoint() {
         let row_ok = |l: &&str| {
             l.starts_with(&name)
                 && l.contains("openat")
-                && l.split_whitespace().last().and_then(|v| v.parse::<f64>().ok()).is_some_and(|e| e > 99.0)
+                && l.split_whitespace()
+                    .last()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|e| e > 99.0)
         };
         if out.lines().any(|l| row_ok(&l)) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no table row for {name}:\n{out}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no table row for {name}:\n{out}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

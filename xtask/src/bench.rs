@@ -53,10 +53,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         bail!("the benchmark attaches eBPF programs: run it as root");
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let (passes, runs, iters) = if quick { (1, 3, 2_000_000u64) } else { (2, 5, 5_000_000u64) };
+    let (passes, runs, iters) = if quick {
+        (1, 3, 2_000_000u64)
+    } else {
+        (2, 5, 5_000_000u64)
+    };
     let agent = root.join("target/release/syscope");
     let workload = root.join("target/release/syscope-workload");
-    let tracers = [Tracer::None, Tracer::Floor, Tracer::Syscope, Tracer::Bpftrace];
+    let tracers = [
+        Tracer::None,
+        Tracer::Floor,
+        Tracer::Syscope,
+        Tracer::Bpftrace,
+    ];
     let mut samples = vec![Sample::default(); tracers.len()];
 
     for pass in 0..passes {
@@ -71,7 +80,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 samples[ti].ns_per_call.push(ns);
                 if let (Some(c), Some(b)) = (child.as_ref(), before) {
                     let ticks = cpu_ticks(c.id())? - b;
-                    samples[ti].cpu_pct.push(ticks as f64 / clk_tck() / wall * 100.0);
+                    samples[ti]
+                        .cpu_pct
+                        .push(ticks as f64 / clk_tck() / wall * 100.0);
                     samples[ti].rss_kib = samples[ti].rss_kib.max(peak_rss_kib(c.id())?);
                 }
             }
@@ -106,7 +117,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "| {} | {:.0} | {} | {} | {} |",
             t.label(),
             med[i],
-            if i == 0 { "-".into() } else { format!("{:+.0}", added(i)) },
+            if i == 0 {
+                "-".into()
+            } else {
+                format!("{:+.0}", added(i))
+            },
             cpu,
             rss
         );
@@ -164,7 +179,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     );
     std::fs::write(dir.join("results.json"), json)?;
     std::fs::write(dir.join("results.md"), &table)?;
-    eprintln!("wrote {} and results.md", dir.join("results.json").display());
+    eprintln!(
+        "wrote {} and results.md",
+        dir.join("results.json").display()
+    );
     Ok(())
 }
 
@@ -232,7 +250,11 @@ fn stop(c: &mut Child) {
 
 fn run_loop(workload: &Path, iters: u64) -> Result<f64> {
     // Pinned to the last CPU so runs compare like with like.
-    let cpu = (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) - 1).to_string();
+    let cpu = (std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        - 1)
+    .to_string();
     let out = Command::new("taskset")
         .args(["-c", &cpu])
         .arg(workload)

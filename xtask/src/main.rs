@@ -45,7 +45,9 @@ fn main() -> ExitCode {
         Some("build") => setup().and_then(|_| build()),
         Some("run") => setup().and_then(|_| build()).and_then(|_| run(&args[1..])),
         Some("test") => setup().and_then(|_| build()).and_then(|_| test()),
-        Some("bench") => setup().and_then(|_| build()).and_then(|_| bench::run(&root(), &args[1..])),
+        Some("bench") => setup()
+            .and_then(|_| build())
+            .and_then(|_| bench::run(&root(), &args[1..])),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);
@@ -61,7 +63,10 @@ fn main() -> ExitCode {
 }
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn sh(cmd: &mut Command) -> Result<()> {
@@ -85,7 +90,9 @@ fn cargo() -> Command {
 fn cargo_bin_dir() -> PathBuf {
     env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo")
+        })
         .join("bin")
 }
 
@@ -120,12 +127,19 @@ fn setup() -> Result<()> {
         .unwrap_or(false);
     if !have {
         sh(cargo()
-            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+            ])
             .args(["--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22")
             .env(
                 "PATH",
-                format!("/usr/lib/llvm-22/bin:{}", env::var("PATH").unwrap_or_default()),
+                format!(
+                    "/usr/lib/llvm-22/bin:{}",
+                    env::var("PATH").unwrap_or_default()
+                ),
             ))?;
     }
 
@@ -137,8 +151,11 @@ fn setup() -> Result<()> {
         if !venv.join("bin/pip").exists() {
             sh(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
         }
-        sh(Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", &format!("rotel=={ROTEL_VERSION}")]))?;
+        sh(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            &format!("rotel=={ROTEL_VERSION}"),
+        ]))?;
         let lib = std::fs::read_dir(venv.join("lib"))?
             .filter_map(|e| e.ok())
             .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
@@ -150,9 +167,15 @@ fn setup() -> Result<()> {
 }
 
 fn build() -> Result<()> {
-    sh(cargo()
-        .current_dir(root())
-        .args(["build", "--release", "-p", "syscope", "-p", "syscope-tests", "--bins"]))?;
+    sh(cargo().current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "syscope",
+        "-p",
+        "syscope-tests",
+        "--bins",
+    ]))?;
     eprintln!("agent: {}", root().join("target/release/syscope").display());
     Ok(())
 }
@@ -168,9 +191,15 @@ fn test() -> Result<()> {
     sh(Command::new("rustfmt")
         .args(["--edition", "2021", "--check"])
         .arg(r.join("ebpf/src/main.rs")))?;
-    sh(cargo()
-        .current_dir(&r)
-        .args(["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    sh(cargo().current_dir(&r).args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // Unit tests (no privileges needed), then the integration tests on the
     // real kernel, one at a time: they share the kernel's syscall hooks.
     sh(cargo()
@@ -181,7 +210,15 @@ fn test() -> Result<()> {
     }
     sh(cargo()
         .current_dir(&r)
-        .args(["test", "--release", "-p", "syscope-tests", "--tests", "--", "--test-threads=1"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "syscope-tests",
+            "--tests",
+            "--",
+            "--test-threads=1",
+        ])
         .env("SYSCOPE_BIN", r.join("target/release/syscope"))
         .env("SYSCOPE_ROTEL", r.join(".venv/bin/rotel-agent")))?;
     Ok(())

@@ -325,7 +325,10 @@ mod tests {
         m.begin_interval(2);
         assert!(m.series.contains_key(&attrs(1)));
         m.begin_interval(2);
-        assert!(!m.series.contains_key(&attrs(1)), "idle for 3 > 2 intervals");
+        assert!(
+            !m.series.contains_key(&attrs(1)),
+            "idle for 3 > 2 intervals"
+        );
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub fn hostname() -> String {
 }
 
 fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn attributes(a: &Attrs) -> Vec<KeyValue> {
@@ -128,14 +130,18 @@ fn points<'a, V>(
         .series
         .iter()
         .filter_map(move |(a, s)| pick(s).map(|(t, v)| (attributes(a), t, v)));
-    let overflow = m
-        .overflow
-        .iter()
-        .filter_map(move |s| pick(s).map(|(t, v)| (vec![kv_bool(names::ATTR_OVERFLOW, true)], t, v)));
+    let overflow = m.overflow.iter().filter_map(move |s| {
+        pick(s).map(|(t, v)| (vec![kv_bool(names::ATTR_OVERFLOW, true)], t, v))
+    });
     regular.chain(overflow)
 }
 
-fn exp_point(attrs: Vec<KeyValue>, start: u64, time: u64, h: &HistValue) -> ExponentialHistogramDataPoint {
+fn exp_point(
+    attrs: Vec<KeyValue>,
+    start: u64,
+    time: u64,
+    h: &HistValue,
+) -> ExponentialHistogramDataPoint {
     // Send only the populated span of buckets; offset keeps indexes exact.
     let first = h.buckets.iter().position(|&n| n != 0);
     let last = h.buckets.iter().rposition(|&n| n != 0);
@@ -261,7 +267,10 @@ mod tests {
 
     fn request(t: Temporality, rounds: usize) -> ExportMetricsServiceRequest {
         let mut agg = Aggregator::new(t, 100, 10);
-        let mut cg = CgroupResolver::with_root("/nonexistent-cgroup-root", std::time::Duration::from_secs(3600));
+        let mut cg = CgroupResolver::with_root(
+            "/nonexistent-cgroup-root",
+            std::time::Duration::from_secs(3600),
+        );
         for _ in 0..rounds {
             agg.ingest(&deltas(), &mut cg, SystemTime::now());
         }
@@ -278,36 +287,63 @@ mod tests {
         let rm = &req.resource_metrics[0];
         let res = rm.resource.as_ref().unwrap();
         assert!(res.attributes.contains(&kv_str("service.name", "svc")));
-        assert!(res.attributes.contains(&kv_str("deployment.environment.name", "test")));
+        assert!(res
+            .attributes
+            .contains(&kv_str("deployment.environment.name", "test")));
         let m = &rm.scope_metrics[0].metrics;
         assert_eq!(m[0].name, "syscall.duration");
         assert_eq!(m[0].unit, "s");
-        let Some(metric::Data::ExponentialHistogram(h)) = &m[0].data else { panic!() };
+        let Some(metric::Data::ExponentialHistogram(h)) = &m[0].data else {
+            panic!()
+        };
         let p = &h.data_points[0];
         assert_eq!(p.count, 6, "cumulative over two intervals");
         assert_eq!(p.scale, 3);
         let b = p.positive.as_ref().unwrap();
         assert_eq!(b.bucket_counts, vec![6]);
         // 20 ms = 0.02 s lies in bucket offset: 2^(o/8) < 0.02 <= 2^((o+1)/8).
-        let (lo, hi) = ((b.offset as f64 / 8.0).exp2(), ((b.offset + 1) as f64 / 8.0).exp2());
+        let (lo, hi) = (
+            (b.offset as f64 / 8.0).exp2(),
+            ((b.offset + 1) as f64 / 8.0).exp2(),
+        );
         assert!(lo < 0.02 && 0.02 <= hi, "{lo} {hi}");
-        assert!(p.attributes.contains(&kv_str("syscall.name", "read")) || cfg!(not(target_arch = "x86_64")));
-        assert!(p.attributes.contains(&kv_str("process.executable.name", "curl")));
+        assert!(
+            p.attributes.contains(&kv_str("syscall.name", "read"))
+                || cfg!(not(target_arch = "x86_64"))
+        );
+        assert!(p
+            .attributes
+            .contains(&kv_str("process.executable.name", "curl")));
         assert_eq!(m[1].name, "syscall.errors");
         assert_eq!(m[1].unit, "{error}");
-        let Some(metric::Data::Sum(s)) = &m[1].data else { panic!() };
+        let Some(metric::Data::Sum(s)) = &m[1].data else {
+            panic!()
+        };
         assert!(s.is_monotonic);
-        assert_eq!(s.aggregation_temporality, AggregationTemporality::Cumulative as i32);
-        assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsInt(10)));
-        assert!(s.data_points[0].attributes.contains(&kv_str("error.type", "ENOENT")));
+        assert_eq!(
+            s.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        assert_eq!(
+            s.data_points[0].value,
+            Some(number_data_point::Value::AsInt(10))
+        );
+        assert!(s.data_points[0]
+            .attributes
+            .contains(&kv_str("error.type", "ENOENT")));
     }
 
     #[test]
     fn delta_sends_only_this_interval() {
         let req = request(Temporality::Delta, 2);
         let m = &req.resource_metrics[0].scope_metrics[0].metrics;
-        let Some(metric::Data::ExponentialHistogram(h)) = &m[0].data else { panic!() };
+        let Some(metric::Data::ExponentialHistogram(h)) = &m[0].data else {
+            panic!()
+        };
         assert_eq!(h.data_points[0].count, 3);
-        assert_eq!(h.aggregation_temporality, AggregationTemporality::Delta as i32);
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Delta as i32
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! Percentiles from exponential buckets, for the live table. Each value is
-//! reported at its bucket's arithmetic midpoint, so the relative error is at
-//! most (2^(1/8) - 1) / (2^(1/8) + 1) = 4.33 % (see `syscope_common::hist`).
+//! Percentiles from exponential buckets, for the live table. A bucket
+//! (lo, hi] is reported at 2·lo·hi/(lo+hi), the point whose worst relative
+//! error to any value in the bucket is smallest: (2^(1/8) - 1) / (2^(1/8) + 1)
+//! = 4.33 % (the arithmetic midpoint would be off by up to 4.53 %).
 
 use syscope_common::hist::{OTLP_INDEX_OFFSET, SCALE, ZERO_THRESHOLD_S};
 
@@ -13,6 +14,12 @@ pub fn bucket_bounds_s(index: i32) -> (f64, f64) {
         (index as f64 / per_octave).exp2(),
         ((index + 1) as f64 / per_octave).exp2(),
     )
+}
+
+/// The value reported for bucket (lo, hi]: equal worst-case relative error
+/// at both ends.
+pub fn representative(lo: f64, hi: f64) -> f64 {
+    2.0 * lo * hi / (lo + hi)
 }
 
 /// The `q` quantile (0..=1) in seconds; `None` for an empty histogram.
@@ -31,7 +38,7 @@ pub fn quantile_s(h: &HistValue, q: f64) -> Option<f64> {
         seen += n;
         if seen >= rank {
             let (lo, hi) = bucket_bounds_s(OTLP_INDEX_OFFSET + i as i32);
-            return Some((lo + hi) / 2.0);
+            return Some(representative(lo, hi));
         }
     }
     None
@@ -65,7 +72,10 @@ mod tests {
             let exact = values[((q * values.len() as f64).ceil() as usize) - 1] as f64 * 1e-9;
             let got = quantile_s(&h, q).unwrap();
             let err = (got - exact).abs() / exact;
-            assert!(err <= MAX_REL_ERR, "q={q} exact={exact} got={got} err={err}");
+            assert!(
+                err <= MAX_REL_ERR,
+                "q={q} exact={exact} got={got} err={err}"
+            );
         }
     }
 
@@ -75,7 +85,10 @@ mod tests {
         while v < 1_000_000_000_000 {
             let got = quantile_s(&hist_of(&[v]), 0.5).unwrap();
             let exact = v as f64 * 1e-9;
-            assert!((got - exact).abs() / exact <= MAX_REL_ERR, "v={v} got={got}");
+            assert!(
+                (got - exact).abs() / exact <= MAX_REL_ERR,
+                "v={v} got={got}"
+            );
             v = v * 1001 / 1000 + 1;
         }
     }

@@ -119,7 +119,8 @@ impl Btf {
         };
         for id in 1..btf.recs.len() {
             let r = btf.recs[id];
-            if r.name_off != 0 && matches!(r.kind, KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64)
+            if r.name_off != 0
+                && matches!(r.kind, KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64)
             {
                 let name = btf.str_at(r.name_off).to_string();
                 btf.by_name.entry((r.kind, name)).or_insert(id as u32);
@@ -163,7 +164,10 @@ impl Btf {
             }
             if m_name == 0 {
                 let t = self.skip_modifiers(m_type);
-                if matches!(self.recs.get(t as usize).map(|r| r.kind), Some(KIND_STRUCT | KIND_UNION)) {
+                if matches!(
+                    self.recs.get(t as usize).map(|r| r.kind),
+                    Some(KIND_STRUCT | KIND_UNION)
+                ) {
                     if let Some(o) = self.find_member(t, member, base_bits + m_off)? {
                         return Ok(Some(o));
                     }
@@ -242,7 +246,11 @@ mod tests {
         assert!(comm > 0 && leader > 0 && comm != leader);
         assert_eq!(leader % 8, 0, "a pointer is 8-byte aligned");
         // sk_buff drop reasons: the first is fixed by the kernel ABI.
-        assert_eq!(btf.enum_value("skb_drop_reason", "SKB_NOT_DROPPED_YET").unwrap(), 0);
+        assert_eq!(
+            btf.enum_value("skb_drop_reason", "SKB_NOT_DROPPED_YET")
+                .unwrap(),
+            0
+        );
         assert!(btf.member_offset("task_struct", "no_such_member").is_err());
     }
 }

@@ -69,7 +69,9 @@ pub enum ProbeError {
     Btf(#[from] btf::BtfError),
     #[error("loading the eBPF object: {0}")]
     Load(#[source] aya::EbpfError),
-    #[error("attaching the syscall programs failed with both tp_btf ({btf}) and tracepoints ({tp})")]
+    #[error(
+        "attaching the syscall programs failed with both tp_btf ({btf}) and tracepoints ({tp})"
+    )]
     Attach { btf: String, tp: String },
     #[error("eBPF object is missing {0}")]
     Missing(&'static str),
@@ -168,15 +170,26 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         "syscall probes attached"
     );
 
-    let take = |ebpf: &mut Ebpf, name: &'static str| {
-        ebpf.take_map(name).ok_or(ProbeError::Missing(name))
-    };
-    let hist = HashMap::try_from(take(&mut ebpf, names::HIST_MAP)?)
-        .map_err(|source| ProbeError::Map { name: names::HIST_MAP, source })?;
-    let errors = HashMap::try_from(take(&mut ebpf, names::ERRORS_MAP)?)
-        .map_err(|source| ProbeError::Map { name: names::ERRORS_MAP, source })?;
-    let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS_MAP)?)
-        .map_err(|source| ProbeError::Map { name: names::COUNTERS_MAP, source })?;
+    let take =
+        |ebpf: &mut Ebpf, name: &'static str| ebpf.take_map(name).ok_or(ProbeError::Missing(name));
+    let hist =
+        HashMap::try_from(take(&mut ebpf, names::HIST_MAP)?).map_err(|source| ProbeError::Map {
+            name: names::HIST_MAP,
+            source,
+        })?;
+    let errors = HashMap::try_from(take(&mut ebpf, names::ERRORS_MAP)?).map_err(|source| {
+        ProbeError::Map {
+            name: names::ERRORS_MAP,
+            source,
+        }
+    })?;
+    let counters =
+        PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS_MAP)?).map_err(|source| {
+            ProbeError::Map {
+                name: names::COUNTERS_MAP,
+                source,
+            }
+        })?;
     Ok(Probes {
         mode,
         hist,
@@ -238,8 +251,10 @@ fn attach_btf(ebpf: &mut Ebpf, enter: &str, exit: &str) -> Result<(), String> {
             .ok_or_else(|| format!("no program {prog}"))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        p.load(hook, &btf).map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
-        p.attach().map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
+        p.load(hook, &btf)
+            .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
+        p.attach()
+            .map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
     }
     Ok(())
 }
@@ -251,7 +266,8 @@ fn attach_tp(ebpf: &mut Ebpf) -> Result<(), String> {
             .ok_or_else(|| format!("no program {prog}"))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        p.load().map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
+        p.load()
+            .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
         p.attach("raw_syscalls", hook)
             .map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
     }
@@ -281,7 +297,10 @@ fn ensure_tracefs() {
         .status();
     match r {
         Ok(s) if s.success() => info!(path = TRACEFS, "mounted tracefs"),
-        _ => warn!(path = TRACEFS, "tracefs is not mounted and could not be mounted"),
+        _ => warn!(
+            path = TRACEFS,
+            "tracefs is not mounted and could not be mounted"
+        ),
     }
 }
 

@@ -116,7 +116,11 @@ mod tests {
         assert_eq!(missing_caps(1 << CAP_PERFMON), vec!["CAP_BPF"]);
         assert!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
         assert!(missing_caps(1 << CAP_SYS_ADMIN).is_empty());
-        let msg = PrivilegeError::Missing { missing: "CAP_PERFMON".into(), have: 0 }.to_string();
+        let msg = PrivilegeError::Missing {
+            missing: "CAP_PERFMON".into(),
+            have: 0,
+        }
+        .to_string();
         assert!(msg.contains("CAP_PERFMON"), "{msg}");
     }
 

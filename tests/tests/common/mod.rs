@@ -49,9 +49,16 @@ impl Agent {
     /// environment are removed), and wait until the probes are attached.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let bin = agent_bin();
-        assert!(bin.exists(), "{} missing: run `cargo xtask build`", bin.display());
+        assert!(
+            bin.exists(),
+            "{} missing: run `cargo xtask build`",
+            bin.display()
+        );
         let mut cmd = Command::new(&bin);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("OTEL_") {
                 cmd.env_remove(k);
@@ -66,13 +73,24 @@ impl Agent {
         let stderr = Arc::new(Mutex::new(String::new()));
         drain(child.stdout.take().unwrap(), stdout.clone());
         drain(child.stderr.take().unwrap(), stderr.clone());
-        let agent = Agent { child, stdout, stderr };
+        let agent = Agent {
+            child,
+            stdout,
+            stderr,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !agent.stderr().contains("probes attached") {
             if let Some(st) = agent.exit_status() {
-                panic!("syscope exited ({st}) before attaching:\n{}", agent.stderr());
+                panic!(
+                    "syscope exited ({st}) before attaching:\n{}",
+                    agent.stderr()
+                );
             }
-            assert!(Instant::now() < deadline, "syscope did not attach:\n{}", agent.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "syscope did not attach:\n{}",
+                agent.stderr()
+            );
             thread::sleep(Duration::from_millis(50));
         }
         agent
@@ -105,7 +123,11 @@ impl Agent {
             if let Some(st) = self.child.try_wait().expect("wait") {
                 return st;
             }
-            assert!(Instant::now() < deadline, "syscope did not exit after SIGTERM:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "syscope did not exit after SIGTERM:\n{}",
+                self.stderr()
+            );
             thread::sleep(Duration::from_millis(50));
         }
     }
