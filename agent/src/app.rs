@@ -77,6 +77,8 @@ impl Pipeline {
         SelfStats::set(&self.stats.kernel_hist_entries, hist.len() as u64);
         SelfStats::set(&self.stats.kernel_error_entries, errors.len() as u64);
         let (deltas, evict) = self.tracker.update(hist, errors);
+        let events: u64 = deltas.hist.iter().map(|(_, d)| d.count()).sum();
+        SelfStats::add(&self.stats.events, events);
         for k in &evict.hist {
             let _ = self.probes.hist.remove(k);
         }
@@ -125,15 +127,23 @@ impl Pipeline {
 }
 
 /// Run until a signal; returns after the final export.
-/// `floor_only`: attach the benchmark's empty programs instead (see xtask bench).
-pub async fn run(cfg: Config, floor_only: bool) -> anyhow::Result<()> {
+/// How to attach, from the command line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Force a hook instead of probing (`--hook`).
+    pub force_mode: Option<probes::AttachMode>,
+    /// Attach the benchmark's empty programs instead (see xtask bench).
+    pub floor_only: bool,
+}
+
+pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let stats = Arc::new(SelfStats::default());
     let probes = probes::load(&LoadOptions {
         kernel_series: cfg.limits.kernel_series,
         kernel_error_series: cfg.limits.kernel_error_series,
         kernel_threads: cfg.limits.kernel_threads,
-        force_mode: None,
-        floor_only,
+        force_mode: opts.force_mode,
+        floor_only: opts.floor_only,
     })?;
     let mut pipe = Pipeline::new(&cfg, probes, stats.clone());
     let exporter = cfg

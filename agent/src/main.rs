@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use syscope::config::{self, Cli, ProcessEnv};
+use syscope::{
+    config::{self, Cli, ProcessEnv},
+    probes::AttachMode,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,7 +43,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(syscope::app::run(cfg, cli.bench_floor)) {
+    match rt.block_on(syscope::app::run(
+        cfg,
+        syscope::app::RunOptions {
+            force_mode: match cli.hook.as_str() {
+                "tp_btf" => Some(AttachMode::BtfTracepoint),
+                "tracepoint" => Some(AttachMode::Tracepoint),
+                _ => None,
+            },
+            floor_only: cli.bench_floor,
+        },
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -36,6 +36,8 @@ pub struct SelfStats {
     pub export_duration_us: AtomicU64,
     /// Duration of the last collection, in microseconds (a gauge).
     pub collect_duration_us: AtomicU64,
+    /// Syscalls measured (from the histograms' counts).
+    pub events: AtomicU64,
     /// The kernel's counters (`syscope_common::counter`), totals since load.
     pub kernel: [AtomicU64; counter::COUNT as usize],
     /// Entries in the kernel latency / error maps at the last read (gauges).
@@ -65,7 +67,7 @@ impl SelfStats {
         let g = |a: &AtomicU64| Self::get(a);
         format!(
             "events={} map_full(hist={} errors={} threads={}) series(latency={} errors={} folded={}) collect={}µs",
-            g(&self.kernel[counter::EVENTS as usize]),
+            g(&self.events),
             g(&self.kernel[counter::HIST_MAP_FULL as usize]),
             g(&self.kernel[counter::ERROR_MAP_FULL as usize]),
             g(&self.kernel[counter::THREAD_MAP_FULL as usize]),
@@ -209,7 +211,7 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
             names::KERNEL_EVENTS,
             "{syscall}",
             "Syscalls measured in the kernel.",
-            |s| SelfStats::get(&s.kernel[counter::EVENTS as usize]),
+            |s| SelfStats::get(&s.events),
         ),
         (
             names::KERNEL_UNMATCHED,

@@ -81,16 +81,15 @@ pub mod counter {
     /// Syscall exits seen without a matching entry (in flight at attach time,
     /// or the thread's state was evicted from the LRU map).
     pub const EXIT_WITHOUT_ENTER: u32 = 3;
-    /// Syscalls measured (each one exit with a matching entry).
-    pub const EVENTS: u32 = 4;
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 4;
     pub const NAMES: [&str; COUNT as usize] = [
         "hist_map_full",
         "error_map_full",
         "thread_map_full",
         "exit_without_enter",
-        "events",
     ];
+    // Syscalls measured are not counted here: the histograms already hold
+    // that number, and a counter would cost every syscall a map update.
 }
 
 /// Names of the read-only globals the loader sets before loading the object.

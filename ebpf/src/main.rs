@@ -173,7 +173,6 @@ fn on_exit(ret: i64) {
         key.errno = (-ret) as u32;
         record_error(&key);
     }
-    bump(counter::EVENTS);
 }
 
 /// `lock *(u64 *)p += v`: an atomic add whose result is unused (BPF_ATOMIC

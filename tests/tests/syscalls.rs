@@ -85,6 +85,40 @@ fn failing_calls_counted_exactly_grpc() {
     assert_eq!(p.resource.get("os.type").map(String::as_str), Some("linux"));
 }
 
+/// The fallback hook (raw_syscalls tracepoints) counts exactly the same.
+#[test]
+fn failing_calls_counted_exactly_tracepoint_fallback() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let agent = Agent::start(
+        &[
+            "--endpoint",
+            &rx.grpc_endpoint(),
+            "--interval",
+            "1s",
+            "--hook",
+            "tracepoint",
+        ],
+        &[],
+    );
+    assert!(
+        agent.stderr().contains("hook=\"tracepoint\""),
+        "{}",
+        agent.stderr()
+    );
+    let name = unique_name("failtp");
+    run_named(&name, &["fail-open", "29"]);
+    rx.wait_for(WAIT, |p| {
+        errors_of(p, &name, "openat", "ENOENT").last() == Some(&29.0)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(errors_of(&rx.points(), &name, "openat", "ENOENT")
+        .iter()
+        .all(|&v| v == 29.0));
+}
+
 /// The same truth over HTTP/protobuf with gzip and delta temporality: the
 /// deltas add up to exactly N.
 #[test]
@@ -225,6 +259,51 @@ fn cardinality_limit_folds_into_overflow_series() {
         .count();
     assert!(n <= 4, "{n} series of syscall.errors in one export");
     assert!(select(&pts, "syscall.duration", &overflow).next().is_some());
+}
+
+/// A kernel map too small for the workloads: the dropped updates are counted
+/// in the agent's own metrics and logged, and the agent keeps running.
+#[test]
+fn full_kernel_map_is_counted_not_silent() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let dir = std::env::temp_dir().join(format!("syscope-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("small.toml");
+    std::fs::write(
+        &cfg,
+        "[limits]\nkernel_series = 4\nkernel_error_series = 4\n",
+    )
+    .unwrap();
+    let agent = Agent::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--endpoint",
+            &rx.grpc_endpoint(),
+            "--interval",
+            "1s",
+        ],
+        &[],
+    );
+    let name = unique_name("full");
+    run_named(&name, &["distinct", "16"]);
+    let full = |map: &'static str| {
+        move |p: &[MetricPoint]| {
+            select(p, "syscope.kernel.map.full", &[("map", map)])
+                .any(|p| p.number().unwrap_or(0.0) > 0.0)
+        }
+    };
+    rx.wait_for(WAIT, |p| full("latency")(p) && full("errors")(p));
+    assert!(
+        agent.stderr().contains("kernel map full"),
+        "{}",
+        agent.stderr()
+    );
+    assert!(agent.is_running());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A collector that comes up late still receives the intervals buffered while

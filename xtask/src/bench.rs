@@ -58,6 +58,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     } else {
         (2, 5, 5_000_000u64)
     };
+    // bpftrace (and syscope's fallback hook) find tracepoints through tracefs.
+    if !Path::new("/sys/kernel/tracing/events").exists() {
+        crate::sh(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
+    }
     let agent = root.join("target/release/syscope");
     let workload = root.join("target/release/syscope-workload");
     let tracers = [
@@ -72,19 +76,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         for (ti, &t) in tracers.iter().enumerate() {
             eprintln!("pass {}/{passes}: {}", pass + 1, t.label());
             let mut child = start_tracer(t, &agent)?;
+            // Agent CPU over the whole loaded window of this pass (ticks are
+            // 10 ms: one window of several seconds resolves well under 1 %).
+            let before = child.as_ref().map(|c| cpu_ticks(c.id())).transpose()?;
+            let t0 = Instant::now();
             for _ in 0..runs {
-                let before = child.as_ref().map(|c| cpu_ticks(c.id())).transpose()?;
-                let t0 = Instant::now();
-                let ns = run_loop(&workload, iters)?;
-                let wall = t0.elapsed().as_secs_f64();
-                samples[ti].ns_per_call.push(ns);
-                if let (Some(c), Some(b)) = (child.as_ref(), before) {
-                    let ticks = cpu_ticks(c.id())? - b;
-                    samples[ti]
-                        .cpu_pct
-                        .push(ticks as f64 / clk_tck() / wall * 100.0);
-                    samples[ti].rss_kib = samples[ti].rss_kib.max(peak_rss_kib(c.id())?);
-                }
+                samples[ti].ns_per_call.push(run_loop(&workload, iters)?);
+            }
+            let wall = t0.elapsed().as_secs_f64();
+            if let (Some(c), Some(b)) = (child.as_ref(), before) {
+                let ticks = cpu_ticks(c.id())? - b;
+                samples[ti]
+                    .cpu_pct
+                    .push(ticks as f64 / clk_tck() / wall * 100.0);
+                samples[ti].rss_kib = samples[ti].rss_kib.max(peak_rss_kib(c.id())?);
             }
             if let Some(c) = child.as_mut() {
                 stop(c);
@@ -207,19 +212,30 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
             (c, "Attaching")
         }
     };
+    // syscope logs to stderr, bpftrace announces itself on stdout: watch that
+    // stream for the "attached" line, then keep draining it.
+    let watch_stdout = t == Tracer::Bpftrace;
+    let (out, err) = if watch_stdout {
+        (Stdio::piped(), Stdio::null())
+    } else {
+        (Stdio::null(), Stdio::piped())
+    };
     let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
         .stdin(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {:?}", t))?;
-    // Wait for the "attached" line, then keep draining stderr in the background.
-    let stderr = child.stderr.take().unwrap();
+    let stream: Box<dyn std::io::Read + Send> = if watch_stdout {
+        Box::new(child.stdout.take().unwrap())
+    } else {
+        Box::new(child.stderr.take().unwrap())
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let ready = ready.to_string();
     thread::spawn(move || {
         let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if !sent && line.contains(&ready) {
                 let _ = tx.send(());
                 sent = true;

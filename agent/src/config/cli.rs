@@ -69,6 +69,10 @@ pub struct Cli {
     #[arg(long)]
     pub print_config: bool,
 
+    /// Syscall hooks: auto (tp_btf, else raw_syscalls tracepoints), tp_btf or tracepoint
+    #[arg(long, value_name = "HOOK", value_parser = ["auto", "tp_btf", "tracepoint"], default_value = "auto")]
+    pub hook: String,
+
     /// Benchmark only: attach empty programs on the same hooks (the floor)
     #[arg(long, hide = true)]
     pub bench_floor: bool,
