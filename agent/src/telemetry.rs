@@ -115,7 +115,7 @@ pub fn init_sdk(cfg: &Config, stats: Arc<SelfStats>) -> anyhow::Result<Option<Sd
             }
             let b = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
-                .with_endpoint(ex.endpoint.clone())
+                .with_endpoint(ex.grpc_endpoint())
                 .with_timeout(ex.timeout)
                 .with_metadata(md);
             let b = match ex.compression {

@@ -94,7 +94,8 @@ fn process_comm() -> [u8; COMM_LEN] {
         let comm_off = global(&TASK_COMM_OFF) as usize;
         if leader_off != 0 && comm_off != 0 {
             if let Ok(leader) = bpf_probe_read_kernel(task.add(leader_off) as *const *const u8) {
-                if let Ok(comm) = bpf_probe_read_kernel(leader.add(comm_off) as *const [u8; COMM_LEN])
+                if let Ok(comm) =
+                    bpf_probe_read_kernel(leader.add(comm_off) as *const [u8; COMM_LEN])
                 {
                     return comm;
                 }
@@ -184,7 +185,9 @@ unsafe fn add64(p: *mut u64, v: u64) {
 
 #[inline(always)]
 unsafe fn add32(p: *mut u32, v: u32) {
-    unsafe { core::arch::asm!("lock *(u32 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v as u64) };
+    unsafe {
+        core::arch::asm!("lock *(u32 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v as u64)
+    };
 }
 
 #[inline(always)]

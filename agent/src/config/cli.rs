@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(short = 'c', long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Collector base URL, http:// or https://; without one, a live table is shown
+    /// Collector base URL, http:// (TLS is not supported yet); without one, a live table is shown
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 

@@ -54,7 +54,7 @@ pub(super) const SYSCOPE_CONFIG: &str = "SYSCOPE_CONFIG";
 pub(super) const DOCS: &[(&str, &str)] = &[
     (
         ENDPOINT,
-        "Collector base URL, http:// or https:// (like --endpoint). Setting it enables export;\n\
+        "Collector base URL, http:// (like --endpoint; no TLS yet). Setting it enables export;\n\
          with http/protobuf, metrics are POSTed to <endpoint>/v1/metrics.",
     ),
     (

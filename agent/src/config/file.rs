@@ -24,7 +24,7 @@ table_rows = 20            # rows in the live table (shown when there is no endp
 
 [export]
 # Without an endpoint here or in the environment, syscope shows a live table.
-endpoint = "http://localhost:4317"  # collector base URL, http:// or https://
+endpoint = "http://localhost:4317"  # collector base URL, http:// (no TLS yet)
 # Full metrics URL, used as-is instead of endpoint (http/protobuf: no /v1/metrics appended).
 # metrics_endpoint = "http://localhost:4318/v1/metrics"
 protocol = "grpc"            # or "http/protobuf" (POSTs to <endpoint>/v1/metrics)

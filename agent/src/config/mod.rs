@@ -169,15 +169,12 @@ impl ExportConfig {
     /// URL to POST to with http/protobuf: the metrics endpoint as-is, else
     /// `<endpoint>/v1/metrics` as the OTLP spec builds it.
     pub fn http_url(&self) -> String {
-        match &self.metrics_endpoint {
-            Some(url) => url.clone(),
-            None => format!("{}/v1/metrics", self.endpoint.trim_end_matches('/')),
-        }
+        crate::export::http_url(&self.endpoint, self.metrics_endpoint.as_deref())
     }
 
     /// gRPC target: per the OTLP spec the metrics endpoint wins here too.
     pub fn grpc_endpoint(&self) -> &str {
-        self.metrics_endpoint.as_deref().unwrap_or(&self.endpoint)
+        crate::export::grpc_endpoint(&self.endpoint, self.metrics_endpoint.as_deref())
     }
 }
 
@@ -688,9 +685,17 @@ fn temporality(key: &str, raw: &str) -> Result<Temporality, ConfigError> {
 fn endpoint(key: &str, raw: &str) -> Result<String, ConfigError> {
     let url = raw.trim();
     let lower = url.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("http://")
-        .or_else(|| lower.strip_prefix("https://"));
+    if lower.starts_with("https://") {
+        // Said here, with the key, rather than by the exporter at startup.
+        return Err(invalid(
+            key,
+            format!(
+                "https (TLS) is not supported by this build, got {raw:?}; \
+                 export over http:// to a local OpenTelemetry Collector that forwards with TLS"
+            ),
+        ));
+    }
+    let rest = lower.strip_prefix("http://");
     match rest {
         Some(rest)
             if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
@@ -699,7 +704,7 @@ fn endpoint(key: &str, raw: &str) -> Result<String, ConfigError> {
         }
         _ => Err(invalid(
             key,
-            format!("expected an http:// or https:// URL with a host, got {raw:?}"),
+            format!("expected an http:// URL with a host, got {raw:?}"),
         )),
     }
 }

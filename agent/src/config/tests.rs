@@ -85,11 +85,25 @@ fn endpoint_env_beats_file() {
 #[test]
 fn endpoint_flag_beats_env() {
     let c = ok(
-        &["--endpoint", "https://cli:4317"],
+        &["--endpoint", "http://cli:4317"],
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")],
         FILE_EP,
     );
-    assert_eq!(export(&c).endpoint, "https://cli:4317");
+    assert_eq!(export(&c).endpoint, "http://cli:4317");
+}
+
+#[test]
+fn https_is_refused_naming_the_key() {
+    let err = load(
+        &cli(&[]),
+        &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && err.contains("TLS"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -943,4 +957,13 @@ fn version_and_print_config_flags() {
 #[ignore = "prints --help; run with --ignored --nocapture"]
 fn show_help() {
     println!("{}", help("--help"));
+}
+
+/// The example shipped in docs/ is the one `--help` prints: one source.
+#[test]
+fn shipped_example_matches_help() {
+    assert_eq!(
+        include_str!("../../../docs/syscope.example.toml"),
+        EXAMPLE_TOML
+    );
 }

@@ -69,17 +69,28 @@ impl Settings {
     /// The URL an HTTP/protobuf export is POSTed to: the metrics endpoint
     /// as given, else `<endpoint>/v1/metrics` without a doubled slash.
     pub fn http_url(&self) -> String {
-        match &self.metrics_endpoint {
-            Some(url) => url.clone(),
-            None => format!("{}/v1/metrics", self.endpoint.trim_end_matches('/')),
-        }
+        http_url(&self.endpoint, self.metrics_endpoint.as_deref())
     }
 
     /// The gRPC target: only scheme and authority matter to gRPC, the path
     /// is the RPC's own.
     pub fn grpc_endpoint(&self) -> &str {
-        self.metrics_endpoint.as_deref().unwrap_or(&self.endpoint)
+        grpc_endpoint(&self.endpoint, self.metrics_endpoint.as_deref())
     }
+}
+
+/// The HTTP/protobuf URL: the metrics endpoint as given, else
+/// `<endpoint>/v1/metrics` (OTLP spec).
+pub fn http_url(endpoint: &str, metrics_endpoint: Option<&str>) -> String {
+    match metrics_endpoint {
+        Some(url) => url.to_owned(),
+        None => format!("{}/v1/metrics", endpoint.trim_end_matches('/')),
+    }
+}
+
+/// The gRPC target: per the OTLP spec the metrics endpoint wins here too.
+pub fn grpc_endpoint<'a>(endpoint: &'a str, metrics_endpoint: Option<&'a str>) -> &'a str {
+    metrics_endpoint.unwrap_or(endpoint)
 }
 
 /// Why an export (or building the exporter) failed.
