@@ -120,6 +120,8 @@ pub mod names {
     pub const BTF_EXIT: &str = "sys_exit_btf";
     pub const TP_ENTER: &str = "sys_enter_tp";
     pub const TP_EXIT: &str = "sys_exit_tp";
+    pub const BTF_THREAD_EXIT: &str = "thread_exit_btf";
+    pub const TP_THREAD_EXIT: &str = "thread_exit_tp";
     /// Trivial programs on the same hooks, for the benchmark's floor.
     pub const FLOOR_ENTER: &str = "floor_enter_btf";
     pub const FLOOR_EXIT: &str = "floor_exit_btf";

@@ -279,6 +279,27 @@ pub fn sys_exit_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A thread is gone: drop its state now, so a thread that later reuses the
+/// id starts clean (with its own process name) and the map has room.
+#[inline(always)]
+fn on_thread_exit() {
+    let _ = THREADS.remove(bpf_get_current_pid_tgid() as u32);
+}
+
+// tp_btf/sched_process_exit runs in the exiting task (every thread, not only
+// the last one of a process).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn thread_exit_btf(_ctx: BtfTracePointContext) -> i32 {
+    on_thread_exit();
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn thread_exit_tp(_ctx: TracePointContext) -> u32 {
+    on_thread_exit();
+    0
+}
+
 /// The benchmark's floor: programs on the same hooks that do nothing.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn floor_enter_btf(_ctx: BtfTracePointContext) -> i32 {

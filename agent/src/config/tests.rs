@@ -183,10 +183,10 @@ fn endpoint_needs_http_scheme() {
 fn endpoint_scheme_case_insensitive_and_trimmed() {
     let c = ok(
         &[],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", " HTTPS://c:443 ")],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", " HTTP://c:4317 ")],
         "",
     );
-    assert_eq!(export(&c).endpoint, "HTTPS://c:443");
+    assert_eq!(export(&c).endpoint, "HTTP://c:4317");
 }
 
 // --- http_url ---

@@ -245,7 +245,12 @@ fn attach_syscalls(ebpf: &mut Ebpf, force: Option<AttachMode>) -> Result<AttachM
 
 fn attach_btf(ebpf: &mut Ebpf, enter: &str, exit: &str) -> Result<(), String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
-    for (prog, hook) in [(enter, "sys_enter"), (exit, "sys_exit")] {
+    let hooks = [(enter, "sys_enter"), (exit, "sys_exit")];
+    // Thread-exit cleanup goes with the real programs, not the floor's.
+    let cleanup =
+        (enter == names::BTF_ENTER).then_some((names::BTF_THREAD_EXIT, "sched_process_exit"));
+    let mut done: Vec<&str> = vec![];
+    let attach_one = |ebpf: &mut Ebpf, prog: &str, hook: &str| -> Result<(), String> {
         let p: &mut BtfTracePoint = ebpf
             .program_mut(prog)
             .ok_or_else(|| format!("no program {prog}"))?
@@ -255,6 +260,20 @@ fn attach_btf(ebpf: &mut Ebpf, enter: &str, exit: &str) -> Result<(), String> {
             .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
         p.attach()
             .map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
+        Ok(())
+    };
+    for (prog, hook) in hooks.into_iter().chain(cleanup) {
+        if let Err(e) = attach_one(ebpf, prog, hook) {
+            // All or nothing: a half-attached set next to the fallback's
+            // programs would count syscalls twice.
+            for p in done.iter().chain(std::iter::once(&prog)) {
+                if let Some(Ok(p)) = ebpf.program_mut(p).map(<&mut BtfTracePoint>::try_from) {
+                    let _ = p.unload();
+                }
+            }
+            return Err(e);
+        }
+        done.push(prog);
     }
     Ok(())
 }
