@@ -104,9 +104,9 @@ pub struct MapSizes {
 }
 
 impl MapSizes {
-    /// Kernel memory the maps preallocate (values + keys; hash overhead not
-    /// included), for the startup log and the docs.
-    pub fn approx_bytes(&self) -> u64 {
+    /// Bytes of keys and values the maps preallocate; the kernel's own
+    /// accounting (fdinfo `memlock`) adds its per-element overhead (~10 %).
+    pub fn key_value_bytes(&self) -> u64 {
         let hist = (std::mem::size_of::<Histogram>() + std::mem::size_of::<SeriesKey>()) as u64;
         let err = (8 + std::mem::size_of::<SeriesKey>()) as u64;
         let thr = (4 + std::mem::size_of::<syscope_common::ThreadState>()) as u64;
@@ -163,7 +163,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     };
     info!(
         hook = mode.as_str(),
-        kernel_map_bytes = sizes.approx_bytes(),
+        map_key_value_bytes = sizes.key_value_bytes(),
         hist_entries = sizes.hist,
         error_entries = sizes.errors,
         thread_entries = sizes.threads,
