@@ -179,10 +179,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     pipe.probes.detach();
     cycle(&mut pipe, exporter.as_ref(), &cfg);
     if let Some(ex) = exporter {
-        let left = ex.shutdown(remaining(deadline)).await;
-        if left > 0 {
-            warn!(unsent = left, "intervals left unsent at shutdown");
-        }
+        // Logs an error itself when intervals are left unsent.
+        ex.shutdown(remaining(deadline)).await;
     }
     if let Some(p) = sdk {
         telemetry::shutdown_sdk(p, remaining(deadline)).await;
