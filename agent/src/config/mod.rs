@@ -700,7 +700,8 @@ fn endpoint(key: &str, raw: &str) -> Result<String, ConfigError> {
         Some(rest)
             if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
         {
-            Ok(url.to_owned())
+            // Schemes are case-insensitive; the transports expect lowercase.
+            Ok(format!("http://{}", &url["http://".len()..]))
         }
         _ => Err(invalid(
             key,

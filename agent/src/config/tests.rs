@@ -186,7 +186,7 @@ fn endpoint_scheme_case_insensitive_and_trimmed() {
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", " HTTP://c:4317 ")],
         "",
     );
-    assert_eq!(export(&c).endpoint, "HTTP://c:4317");
+    assert_eq!(export(&c).endpoint, "http://c:4317");
 }
 
 // --- http_url ---
