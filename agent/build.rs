@@ -97,18 +97,7 @@ fn choose_route() -> Route {
         let rustc = env::var_os("SYSCOPE_BPF_RUSTC")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/bin/rustc"));
-        let has_core = Command::new(&rustc)
-            .args(["--print", "sysroot"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| {
-                let sysroot = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                Path::new(&sysroot)
-                    .join("lib/rustlib/bpfel-unknown-none/lib")
-                    .is_dir()
-            })
-            .unwrap_or(false);
+        let has_core = sysroot_has(Command::new(&rustc), "lib/rustlib/bpfel-unknown-none/lib");
         has_core.then_some(Route::Debian { rustc })
     };
     match env::var("SYSCOPE_BPF_TOOLCHAIN").as_deref() {
@@ -121,19 +110,9 @@ fn choose_route() -> Route {
     if let Some(r) = debian() {
         return r;
     }
-    let nightly_has_src = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--print", "sysroot"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            let sysroot = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            Path::new(&sysroot)
-                .join("lib/rustlib/src/rust/library/core")
-                .is_dir()
-        })
-        .unwrap_or(false);
-    if nightly_has_src {
+    let mut nightly = Command::new("rustup");
+    nightly.args(["run", "nightly", "rustc"]);
+    if sysroot_has(nightly, "lib/rustlib/src/rust/library/core") {
         return Route::Nightly;
     }
     panic!(
@@ -141,4 +120,18 @@ fn choose_route() -> Route {
          libstd-rust-web-dev-bpf (or rustup nightly with rust-src), and bpf-linker; \
          `cargo xtask setup` does this"
     );
+}
+
+/// Whether the sysroot `rustc` (the command) reports contains directory `rel`.
+fn sysroot_has(mut rustc: Command, rel: &str) -> bool {
+    rustc
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            let sysroot = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Path::new(&sysroot).join(rel).is_dir()
+        })
+        .unwrap_or(false)
 }
