@@ -37,6 +37,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(cfg: &Config, probes: Probes, stats: Arc<SelfStats>) -> Self {
+        let sizes = probes.map_sizes;
+        SelfStats::set(&stats.kernel_hist_capacity, sizes.hist.into());
+        SelfStats::set(&stats.kernel_error_capacity, sizes.errors.into());
+        SelfStats::set(&stats.kernel_thread_capacity, sizes.threads.into());
+        SelfStats::set(&stats.series_limit, cfg.limits.max_series_per_metric as u64);
         Pipeline {
             probes,
             // Kernel entries idle this long are deleted to make room; their

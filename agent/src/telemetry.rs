@@ -40,6 +40,12 @@ pub struct SelfStats {
     pub events: AtomicU64,
     /// The kernel's counters (`syscope_common::counter`), totals since load.
     pub kernel: [AtomicU64; counter::COUNT as usize],
+    /// Configured limits, reported so dashboards can show use against them:
+    /// kernel map capacities (latency, errors, threads) and series per metric.
+    pub kernel_hist_capacity: AtomicU64,
+    pub kernel_error_capacity: AtomicU64,
+    pub kernel_thread_capacity: AtomicU64,
+    pub series_limit: AtomicU64,
     /// Entries in the kernel latency / error maps at the last read (gauges).
     pub kernel_hist_entries: AtomicU64,
     pub kernel_error_entries: AtomicU64,
@@ -83,6 +89,8 @@ impl SelfStats {
 pub mod names {
     pub const KERNEL_MAP_FULL: &str = "syscope.kernel.map.full";
     pub const KERNEL_MAP_ENTRIES: &str = "syscope.kernel.map.entries";
+    pub const KERNEL_MAP_CAPACITY: &str = "syscope.kernel.map.capacity";
+    pub const SERIES_LIMIT: &str = "syscope.series.limit";
     pub const KERNEL_EVENTS: &str = "syscope.kernel.events";
     pub const KERNEL_UNMATCHED: &str = "syscope.kernel.exits_unmatched";
     pub const SERIES_ACTIVE: &str = "syscope.series.active";
@@ -205,6 +213,33 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
                 &[KeyValue::new("map", "errors")],
             );
         })
+        .build();
+    let s = stats.clone();
+    let _ = meter
+        .u64_observable_gauge(names::KERNEL_MAP_CAPACITY)
+        .with_unit("{entry}")
+        .with_description("Configured capacity of the kernel maps.")
+        .with_callback(move |o| {
+            o.observe(
+                SelfStats::get(&s.kernel_hist_capacity),
+                &[KeyValue::new("map", "latency")],
+            );
+            o.observe(
+                SelfStats::get(&s.kernel_error_capacity),
+                &[KeyValue::new("map", "errors")],
+            );
+            o.observe(
+                SelfStats::get(&s.kernel_thread_capacity),
+                &[KeyValue::new("map", "threads")],
+            );
+        })
+        .build();
+    let s = stats.clone();
+    let _ = meter
+        .u64_observable_gauge(names::SERIES_LIMIT)
+        .with_unit("{series}")
+        .with_description("Series kept per metric before folding into the overflow series.")
+        .with_callback(move |o| o.observe(SelfStats::get(&s.series_limit), &[]))
         .build();
     let simple_counters: [CounterDef; 5] = [
         (

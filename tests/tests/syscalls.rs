@@ -296,7 +296,12 @@ fn full_kernel_map_is_counted_not_silent() {
                 .any(|p| p.number().unwrap_or(0.0) > 0.0)
         }
     };
-    rx.wait_for(WAIT, |p| full("latency")(p) && full("errors")(p));
+    let pts = rx.wait_for(WAIT, |p| full("latency")(p) && full("errors")(p));
+    // The configured limit is reported next to the drops.
+    let cap = select(&pts, "syscope.kernel.map.capacity", &[("map", "latency")])
+        .last()
+        .and_then(|p| p.number());
+    assert_eq!(cap, Some(4.0));
     assert!(
         agent.stderr().contains("kernel map full"),
         "{}",

@@ -18,7 +18,7 @@ use std::{
 use syscope_common::{hist::NUM_BUCKETS, SeriesKey};
 
 use crate::{
-    collect::{Deltas, HistDelta},
+    collect::Deltas,
     config::Temporality,
     enrich::{self, cgroup::CgroupResolver, syscalls::Arch},
 };
@@ -52,13 +52,6 @@ impl Default for HistValue {
 }
 
 impl HistValue {
-    pub fn add(&mut self, d: &HistDelta) {
-        self.sum_ns += d.sum_ns;
-        self.zero += d.zero;
-        for (a, b) in self.buckets.iter_mut().zip(d.buckets.iter()) {
-            *a += b;
-        }
-    }
     pub fn add_value(&mut self, d: &HistValue) {
         self.sum_ns += d.sum_ns;
         self.zero += d.zero;
