@@ -46,6 +46,9 @@ struct Sample {
     ns_per_call: Vec<f64>,
     cpu_pct: Vec<f64>,
     rss_kib: u64,
+    /// (run_time_ns, run_cnt) per attached program, from fdinfo, in the
+    /// extra pass with kernel.bpf_stats_enabled (which adds its own cost).
+    prog_stats: Vec<(u64, u64)>,
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -96,6 +99,26 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             }
         }
     }
+
+    // One more short syscope run with the kernel's per-program statistics on:
+    // apart from the main passes, since the statistics cost time themselves.
+    {
+        let _ = Command::new("sysctl")
+            .args(["-qw", "kernel.bpf_stats_enabled=1"])
+            .status();
+        let mut child = start_tracer(Tracer::Syscope, &agent)?;
+        run_loop(&workload, iters)?;
+        if let Some(c) = child.as_ref() {
+            samples[2].prog_stats = prog_stats(c.id());
+        }
+        if let Some(c) = child.as_mut() {
+            stop(c);
+        }
+        let _ = Command::new("sysctl")
+            .args(["-qw", "kernel.bpf_stats_enabled=0"])
+            .status();
+    }
+    let clock_ns = clock_read_ns();
 
     let med: Vec<f64> = samples.iter().map(|s| median(&s.ns_per_call)).collect();
     let base = med[0];
@@ -149,6 +172,21 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         runs,
         iters,
         passes
+    );
+    let _ = writeln!(
+        table,
+        "One clock read in userspace (vDSO clock_gettime; bpf_ktime_get_ns reads the same clocksource): {clock_ns:.1} ns; a latency needs two."
+    );
+    let progs: Vec<String> = samples[2]
+        .prog_stats
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(t, n)| format!("{:.0} ns x {n}", *t as f64 / *n as f64))
+        .collect();
+    let _ = writeln!(
+        table,
+        "syscope programs with kernel.bpf_stats_enabled (average run time, stats overhead included): {}.",
+        progs.join(", ")
     );
     let _ = writeln!(table);
     let _ = writeln!(table, "| target | measured | limit | result |");
@@ -285,6 +323,33 @@ fn run_loop(workload: &Path, iters: u64) -> Result<f64> {
         .find_map(|l| l.trim().strip_prefix("ns_per_call="))
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no ns_per_call in workload output: {text}"))
+}
+
+/// (run_time_ns, run_cnt) of every BPF program the process holds.
+fn prog_stats(pid: u32) -> Vec<(u64, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return vec![];
+    };
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|t| t.contains("prog_type:"))
+        .filter_map(|t| Some((field(&t, "run_time_ns:")?, field(&t, "run_cnt:")?)))
+        .collect()
+}
+
+/// Cost of one monotonic clock read, the floor of any latency measurement.
+fn clock_read_ns() -> f64 {
+    let n = 10_000_000u32;
+    let t0 = Instant::now();
+    let mut last = t0;
+    for _ in 0..n {
+        last = std::hint::black_box(Instant::now());
+    }
+    (last - t0).as_nanos() as f64 / f64::from(n)
 }
 
 fn cpu_ticks(pid: u32) -> Result<u64> {
