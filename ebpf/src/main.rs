@@ -113,7 +113,7 @@ fn on_enter(nr: i64) {
     }
     let tid = pid_tgid as u32;
     if let Some(st) = THREADS.get_ptr_mut(tid) {
-        // Hot path: the thread is known, two stores and no helper call.
+        // Hot path: the thread is known: two stores and the clock read.
         // SAFETY: valid map value pointer; only this thread writes its entry.
         unsafe {
             (*st).nr = nr as u32;
