@@ -14,25 +14,44 @@ use syscope_common::{hist::NUM_BUCKETS, Histogram, SeriesKey};
 /// What happened in one interval, per kernel key.
 #[derive(Debug, Default)]
 pub struct Deltas {
-    pub hist: Vec<(SeriesKey, HistDelta)>,
+    pub hist: Vec<(SeriesKey, HistValue)>,
     pub errors: Vec<(SeriesKey, u64)>,
 }
 
-/// One interval's worth of a latency histogram.
+/// Latency histogram counts in the kernel's layout (`syscope_common::hist`),
+/// widened to u64: one interval's delta, or an accumulation of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistDelta {
+pub struct HistValue {
     pub sum_ns: u64,
     pub zero: u64,
     pub buckets: Box<[u64; NUM_BUCKETS]>,
 }
 
-impl HistDelta {
+impl Default for HistValue {
+    fn default() -> Self {
+        HistValue {
+            sum_ns: 0,
+            zero: 0,
+            buckets: Box::new([0; NUM_BUCKETS]),
+        }
+    }
+}
+
+impl HistValue {
     pub fn count(&self) -> u64 {
         self.zero + self.buckets.iter().sum::<u64>()
     }
 
+    pub fn add(&mut self, d: &HistValue) {
+        self.sum_ns += d.sum_ns;
+        self.zero += d.zero;
+        for (a, b) in self.buckets.iter_mut().zip(d.buckets.iter()) {
+            *a += b;
+        }
+    }
+
     /// Delta from `prev` to `cur`; `None` prev (or a reset) means all of `cur`.
-    pub fn between(prev: Option<&Histogram>, cur: &Histogram) -> HistDelta {
+    pub fn between(prev: Option<&Histogram>, cur: &Histogram) -> HistValue {
         let prev = match prev {
             Some(p) if p.sum_ns <= cur.sum_ns => p,
             _ => &Histogram::ZERO,
@@ -44,7 +63,7 @@ impl HistDelta {
         {
             *d = c.wrapping_sub(*p) as u64;
         }
-        HistDelta {
+        HistValue {
             sum_ns: cur.sum_ns - prev.sum_ns,
             zero: cur.zero.wrapping_sub(prev.zero) as u64,
             buckets,
@@ -107,7 +126,7 @@ impl DeltaTracker {
         let mut seen_h = HashMap::with_capacity(self.hist.len());
         for (k, cur) in hist {
             let prev = self.hist.remove(&k);
-            let d = HistDelta::between(prev.as_ref().map(|p| &p.value), &cur);
+            let d = HistValue::between(prev.as_ref().map(|p| &p.value), &cur);
             let idle = if d.is_empty() {
                 prev.map_or(0, |p| p.idle) + 1
             } else {
@@ -203,7 +222,7 @@ mod tests {
         prev.zero = u32::MAX;
         let mut cur = hist(2_000, 0, 3);
         cur.zero = 1;
-        let d = HistDelta::between(Some(&prev), &cur);
+        let d = HistValue::between(Some(&prev), &cur);
         assert_eq!(d.buckets[0], 5);
         assert_eq!(d.zero, 2);
     }

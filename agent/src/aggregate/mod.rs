@@ -15,7 +15,9 @@ use std::{
     time::SystemTime,
 };
 
-use syscope_common::{hist::NUM_BUCKETS, SeriesKey};
+use syscope_common::SeriesKey;
+
+pub use crate::collect::HistValue;
 
 use crate::{
     collect::Deltas,
@@ -33,44 +35,13 @@ pub struct Attrs {
     pub error: Option<Arc<str>>,
 }
 
-/// Accumulated latency histogram (dense buckets, `syscope_common::hist` layout).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistValue {
-    pub sum_ns: u64,
-    pub zero: u64,
-    pub buckets: Box<[u64; NUM_BUCKETS]>,
-}
-
-impl Default for HistValue {
-    fn default() -> Self {
-        HistValue {
-            sum_ns: 0,
-            zero: 0,
-            buckets: Box::new([0; NUM_BUCKETS]),
-        }
-    }
-}
-
-impl HistValue {
-    pub fn add_value(&mut self, d: &HistValue) {
-        self.sum_ns += d.sum_ns;
-        self.zero += d.zero;
-        for (a, b) in self.buckets.iter_mut().zip(d.buckets.iter()) {
-            *a += b;
-        }
-    }
-    pub fn count(&self) -> u64 {
-        self.zero + self.buckets.iter().sum::<u64>()
-    }
-}
-
 /// Values a series can hold.
 pub trait Value: Default + Clone {
     fn merge(&mut self, other: &Self);
 }
 impl Value for HistValue {
     fn merge(&mut self, other: &Self) {
-        self.add_value(other)
+        self.add(other)
     }
 }
 impl Value for u64 {
@@ -217,12 +188,7 @@ impl Aggregator {
         let start = self.interval_start;
         for (k, d) in &deltas.hist {
             let attrs = self.attrs(k, cgroups, false);
-            let v = HistValue {
-                sum_ns: d.sum_ns,
-                zero: d.zero,
-                buckets: d.buckets.clone(),
-            };
-            self.latency.record(attrs, &v, start);
+            self.latency.record(attrs, d, start);
         }
         for (k, n) in &deltas.errors {
             let attrs = self.attrs(k, cgroups, true);

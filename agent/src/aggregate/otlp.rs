@@ -250,7 +250,7 @@ mod tests {
     }
 
     fn deltas() -> Deltas {
-        let mut d = crate::collect::HistDelta {
+        let mut d = crate::collect::HistValue {
             sum_ns: 20_000_000 * 3,
             zero: 0,
             buckets: Box::new([0; syscope_common::hist::NUM_BUCKETS]),
