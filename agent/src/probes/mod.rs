@@ -106,7 +106,7 @@ pub struct MapSizes {
 impl MapSizes {
     /// Bytes of keys and values the maps preallocate; the kernel's own
     /// accounting (fdinfo `memlock`) adds its per-element overhead: 7.5 MiB
-    /// against 6.2 MiB of keys and values with the defaults (see README).
+    /// against 5.9 MiB of keys and values with the defaults (see README).
     pub fn key_value_bytes(&self) -> u64 {
         let hist = (std::mem::size_of::<Histogram>() + std::mem::size_of::<SeriesKey>()) as u64;
         let err = (8 + std::mem::size_of::<SeriesKey>()) as u64;
