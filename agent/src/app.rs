@@ -13,9 +13,11 @@ use syscope_common::counter;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
+use syscope_common::tcp::TcpKey;
+
 use crate::{
-    aggregate::{otlp, Aggregator},
-    collect::DeltaTracker,
+    aggregate::{otlp, Aggregator, TCP_HISTS},
+    collect::{DeltaTracker, Deltas, ListenerTracker},
     config::Config,
     enrich::cgroup::CgroupResolver,
     export::{self, ExportHandle},
@@ -28,6 +30,8 @@ use crate::{
 pub struct Pipeline {
     pub probes: Probes,
     pub tracker: DeltaTracker,
+    pub tcp_tracker: DeltaTracker<TcpKey>,
+    pub listeners: ListenerTracker,
     pub agg: Aggregator,
     pub cgroups: CgroupResolver,
     pub stats: Arc<SelfStats>,
@@ -42,11 +46,20 @@ impl Pipeline {
         SelfStats::set(&stats.kernel_error_capacity, sizes.errors.into());
         SelfStats::set(&stats.kernel_thread_capacity, sizes.threads.into());
         SelfStats::set(&stats.series_limit, cfg.limits.max_series_per_metric as u64);
+        if probes.tcp.is_some() {
+            let t = sizes.tcp;
+            SelfStats::set(&stats.kernel_socket_capacity, t.sockets.into());
+            SelfStats::set(&stats.kernel_listener_capacity, t.listeners.into());
+            SelfStats::set(&stats.kernel_tcp_hist_capacity, t.hist.into());
+            SelfStats::set(&stats.kernel_tcp_count_capacity, t.counts.into());
+        }
         Pipeline {
             probes,
             // Kernel entries idle this long are deleted to make room; their
             // series live on in userspace for series_idle_intervals.
             tracker: DeltaTracker::new(cfg.limits.series_idle_intervals.max(2)),
+            tcp_tracker: DeltaTracker::new(cfg.limits.series_idle_intervals.max(2)),
+            listeners: ListenerTracker::default(),
             agg: Aggregator::new(
                 cfg.temporality,
                 cfg.limits.max_series_per_metric,
@@ -90,15 +103,52 @@ impl Pipeline {
         for k in &evict.errors {
             let _ = self.probes.errors.remove(k);
         }
+        let tcp = self.collect_tcp();
         self.agg
-            .ingest(&deltas, &mut self.cgroups, SystemTime::now());
+            .ingest(&deltas, &tcp, &mut self.cgroups, SystemTime::now());
         self.record_kernel_counters();
         let s = &self.stats;
+        for (i, m) in self.agg.tcp_hist.iter().enumerate() {
+            SelfStats::set(&s.series_tcp[i], m.len() as u64);
+            SelfStats::set(&s.series_folded_tcp[i], m.folded());
+        }
+        for (i, m) in self.agg.tcp_counts.iter().enumerate() {
+            SelfStats::set(&s.series_tcp[TCP_HISTS + i], m.len() as u64);
+            SelfStats::set(&s.series_folded_tcp[TCP_HISTS + i], m.folded());
+        }
         SelfStats::set(&s.series_latency, self.agg.latency.len() as u64);
         SelfStats::set(&s.series_errors, self.agg.errors.len() as u64);
         SelfStats::set(&s.series_folded_latency, self.agg.latency.folded());
         SelfStats::set(&s.series_folded_errors, self.agg.errors.folded());
         SelfStats::set(&s.collect_duration_us, t0.elapsed().as_micros() as u64);
+    }
+
+    /// Read the TCP maps (and the listeners' drop counters) into deltas.
+    fn collect_tcp(&mut self) -> Deltas<TcpKey> {
+        self.probes.poll_listeners();
+        let Some(maps) = self.probes.tcp.as_mut() else {
+            return Deltas::default();
+        };
+        let hist: Vec<_> = maps.hist.iter().filter_map(Result::ok).collect();
+        let counts: Vec<_> = maps.counts.iter().filter_map(Result::ok).collect();
+        let listeners: Vec<_> = maps.listeners.iter().filter_map(Result::ok).collect();
+        let s = &self.stats;
+        SelfStats::set(&s.kernel_tcp_hist_entries, hist.len() as u64);
+        SelfStats::set(&s.kernel_tcp_count_entries, counts.len() as u64);
+        SelfStats::set(&s.kernel_listener_entries, listeners.len() as u64);
+        let (mut deltas, evict) = self.tcp_tracker.update(hist, counts);
+        for k in &evict.hist {
+            let _ = maps.hist.remove(k);
+        }
+        for k in &evict.errors {
+            let _ = maps.counts.remove(k);
+        }
+        let (drops, closed) = self.listeners.update(listeners);
+        for sk in &closed {
+            let _ = maps.listeners.remove(sk);
+        }
+        deltas.errors.extend(drops);
+        deltas
     }
 
     fn record_kernel_counters(&mut self) {
@@ -110,6 +160,10 @@ impl Pipeline {
                 counter::HIST_MAP_FULL,
                 counter::ERROR_MAP_FULL,
                 counter::THREAD_MAP_FULL,
+                counter::TCP_HIST_MAP_FULL,
+                counter::TCP_COUNT_MAP_FULL,
+                counter::SOCK_MAP_FULL,
+                counter::LISTEN_MAP_FULL,
             ];
             if grew > 0 && full.contains(&(i as u32)) {
                 // Once per interval per map, never silent.
@@ -149,6 +203,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         kernel_threads: cfg.limits.kernel_threads,
         force_mode: opts.force_mode,
         floor_only: opts.floor_only,
+        syscalls: cfg.probes.syscalls,
+        tcp: cfg.probes.tcp.then_some(probes::TcpSizes {
+            sockets: cfg.limits.kernel_sockets,
+            listeners: cfg.limits.kernel_listeners,
+            hist: cfg.limits.kernel_tcp_series,
+            counts: cfg.limits.kernel_tcp_counters,
+        }),
     })?;
     let mut pipe = Pipeline::new(&cfg, probes, stats.clone());
     let exporter = cfg
@@ -211,10 +272,14 @@ fn cycle(pipe: &mut Pipeline, exporter: Option<&ExportHandle>, cfg: &Config) {
             let header = format!(
                 "syscope {} | hook={} | {}",
                 humantime::format_rfc3339_seconds(SystemTime::now()),
-                pipe.probes.mode.as_str(),
+                pipe.probes.mode.map_or("off", |m| m.as_str()),
                 pipe.stats.summary()
             );
             print!("{}", table::render(&rows, &header));
+            if pipe.probes.tcp.is_some() {
+                let (rows, totals) = table::tcp_rows(&pipe.agg, cfg.table_rows);
+                print!("{}", table::render_tcp(&rows, &totals));
+            }
         }
     }
 }

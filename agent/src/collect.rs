@@ -7,15 +7,29 @@
 //! are u32 and wrap; wrapping subtraction gives the right delta as long as
 //! fewer than 2^32 events land in one bucket of one series per interval.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, hash::Hash};
 
-use syscope_common::{hist::NUM_BUCKETS, Histogram, SeriesKey};
+use syscope_common::{
+    hist::NUM_BUCKETS,
+    tcp::{count_kind, ListenState, TcpKey},
+    Histogram, SeriesKey,
+};
 
-/// What happened in one interval, per kernel key.
-#[derive(Debug, Default)]
-pub struct Deltas {
-    pub hist: Vec<(SeriesKey, HistValue)>,
-    pub errors: Vec<(SeriesKey, u64)>,
+/// What happened in one interval, per kernel key: histograms and counters
+/// (syscall errors, or the TCP counters).
+#[derive(Debug)]
+pub struct Deltas<K = SeriesKey> {
+    pub hist: Vec<(K, HistValue)>,
+    pub errors: Vec<(K, u64)>,
+}
+
+impl<K> Default for Deltas<K> {
+    fn default() -> Self {
+        Deltas {
+            hist: vec![],
+            errors: vec![],
+        }
+    }
 }
 
 /// Latency histogram counts in the kernel's layout (`syscope_common::hist`),
@@ -91,20 +105,29 @@ struct Prev<V> {
 
 /// Turns successive reads of the maps into deltas, and picks the entries
 /// idle long enough to be evicted from the kernel maps.
-pub struct DeltaTracker {
-    hist: HashMap<SeriesKey, Prev<Histogram>>,
-    errors: HashMap<SeriesKey, Prev<u64>>,
+pub struct DeltaTracker<K = SeriesKey> {
+    hist: HashMap<K, Prev<Histogram>>,
+    errors: HashMap<K, Prev<u64>>,
     evict_after: u32,
 }
 
 /// Keys to delete from the kernel maps (idle for `evict_after` intervals).
-#[derive(Debug, Default)]
-pub struct Evictions {
-    pub hist: Vec<SeriesKey>,
-    pub errors: Vec<SeriesKey>,
+#[derive(Debug)]
+pub struct Evictions<K = SeriesKey> {
+    pub hist: Vec<K>,
+    pub errors: Vec<K>,
 }
 
-impl DeltaTracker {
+impl<K> Default for Evictions<K> {
+    fn default() -> Self {
+        Evictions {
+            hist: vec![],
+            errors: vec![],
+        }
+    }
+}
+
+impl<K: Copy + Eq + Hash> DeltaTracker<K> {
     pub fn new(evict_after: u32) -> Self {
         DeltaTracker {
             hist: HashMap::new(),
@@ -118,9 +141,9 @@ impl DeltaTracker {
     /// recreated entry counts from zero).
     pub fn update(
         &mut self,
-        hist: impl IntoIterator<Item = (SeriesKey, Histogram)>,
-        errors: impl IntoIterator<Item = (SeriesKey, u64)>,
-    ) -> (Deltas, Evictions) {
+        hist: impl IntoIterator<Item = (K, Histogram)>,
+        errors: impl IntoIterator<Item = (K, u64)>,
+    ) -> (Deltas<K>, Evictions<K>) {
         let mut out = Deltas::default();
         let mut ev = Evictions::default();
         let mut seen_h = HashMap::with_capacity(self.hist.len());
@@ -163,6 +186,51 @@ impl DeltaTracker {
         }
         self.errors = seen_e;
         (out, ev)
+    }
+}
+
+/// Listener drop counters (read from each listening socket) to deltas.
+#[derive(Default)]
+pub struct ListenerTracker {
+    last: HashMap<u64, u32>,
+}
+
+impl ListenerTracker {
+    /// Feed one read of the LISTENERS map; returns the drops of this
+    /// interval per workload x port (as `count_kind::LISTEN_DROP` keys) and
+    /// the closed listeners to delete from the map.
+    pub fn update(
+        &mut self,
+        listeners: impl IntoIterator<Item = (u64, ListenState)>,
+    ) -> (Vec<(TcpKey, u64)>, Vec<u64>) {
+        let mut out: HashMap<TcpKey, u64> = HashMap::new();
+        let mut closed = vec![];
+        let mut seen = HashMap::new();
+        for (sk, l) in listeners {
+            // A listener enters the map when it starts listening, with a
+            // fresh counter: first sight counts from zero.
+            let prev = self.last.get(&sk).copied().unwrap_or(0);
+            let d = l.drops.wrapping_sub(prev) as u64;
+            if d > 0 {
+                let key = TcpKey {
+                    cgroup_id: l.cgroup_id,
+                    comm: l.comm,
+                    addr: [0; 16],
+                    port: l.port,
+                    kind: count_kind::LISTEN_DROP,
+                    _pad: 0,
+                    code: 0,
+                };
+                *out.entry(key).or_default() += d;
+            }
+            if l.closed != 0 {
+                closed.push(sk);
+            } else {
+                seen.insert(sk, l.drops);
+            }
+        }
+        self.last = seen;
+        (out.into_iter().collect(), closed)
     }
 }
 
@@ -239,5 +307,40 @@ mod tests {
         // After deletion the kernel recreates the entry from zero.
         let (d, _) = t.update([(key(1), hist(7, 1, 1))], []);
         assert_eq!(d.hist[0].1.count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    fn l(drops: u32, closed: u8) -> ListenState {
+        ListenState {
+            cgroup_id: 1,
+            comm: *b"srv\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            drops,
+            port: 8080,
+            closed,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn listener_drops_become_deltas_and_closed_ones_are_deleted() {
+        let mut t = ListenerTracker::default();
+        let (d, c) = t.update([(1, l(3, 0)), (2, l(0, 0))]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].1, 3);
+        assert_eq!(d[0].0.port, 8080);
+        assert!(c.is_empty());
+        let (d, _) = t.update([(1, l(3, 0))]);
+        assert!(d.is_empty(), "no change, no delta");
+        // Two listeners of one workload and port add up; a closed one
+        // reports its final count and is handed back for deletion.
+        let (d, c) = t.update([(1, l(5, 1)), (2, l(4, 0))]);
+        assert_eq!(d[0].1, 2 + 4);
+        assert_eq!(c, vec![1]);
+        let (d, _) = t.update([(2, l(4, 0))]);
+        assert!(d.is_empty());
     }
 }

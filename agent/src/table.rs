@@ -4,7 +4,9 @@
 
 use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::Duration};
 
-use crate::aggregate::{quantile::quantile_s, Aggregator, HistValue};
+use syscope_common::tcp::{count_kind, hist_kind};
+
+use crate::aggregate::{quantile::quantile_s, Aggregator, HistValue, TcpAttrs};
 
 /// One row: a workload x syscall over the last interval.
 #[derive(Debug, Clone)]
@@ -22,12 +24,7 @@ type RowKey = (Arc<str>, Option<Arc<str>>, Arc<str>);
 
 /// The `limit` busiest rows of the interval that just ended.
 pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
-    let secs = agg
-        .interval_end
-        .duration_since(agg.interval_start)
-        .unwrap_or(Duration::from_secs(1))
-        .as_secs_f64()
-        .max(1e-3);
+    let secs = interval_secs(agg);
     let mut errors: HashMap<RowKey, u64> = HashMap::new();
     for (a, s) in &agg.errors.series {
         if let Some(d) = s.delta {
@@ -70,6 +67,173 @@ pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
         .collect();
     rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.workload.cmp(&b.1.workload)));
     rows.into_iter().take(limit).map(|(_, r)| r).collect()
+}
+
+/// One row of the TCP section: a workload's server port, or a peer it
+/// connects to, over the last interval.
+#[derive(Debug, Clone)]
+pub struct TcpRow {
+    pub workload: String,
+    /// `server`, `client` (requests) or `connect`.
+    pub kind: &'static str,
+    /// `:port` for servers, `address:port` for peers.
+    pub endpoint: String,
+    pub rate: f64,
+    pub p50: f64,
+    pub p99: f64,
+    /// Connect failures (connect rows only).
+    pub errors: u64,
+}
+
+/// Interval totals of the TCP counters, for the section's header line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpTotals {
+    pub retransmits: u64,
+    pub resets_sent: u64,
+    pub resets_received: u64,
+    pub listen_drops: u64,
+}
+
+fn interval_secs(agg: &Aggregator) -> f64 {
+    agg.interval_end
+        .duration_since(agg.interval_start)
+        .unwrap_or(Duration::from_secs(1))
+        .as_secs_f64()
+        .max(1e-3)
+}
+
+fn tcp_workload(a: &TcpAttrs) -> String {
+    let exe = a.exe.as_deref().unwrap_or("?");
+    match &a.container {
+        Some(c) => format!("{exe}@{}", &c[..c.len().min(12)]),
+        None => exe.to_string(),
+    }
+}
+
+fn tcp_endpoint(a: &TcpAttrs) -> String {
+    let port = a.port.map_or("?".to_string(), |p| p.to_string());
+    match &a.address {
+        Some(addr) if addr.contains(':') => format!("[{addr}]:{port}"),
+        Some(addr) => format!("{addr}:{port}"),
+        None => format!(":{port}"),
+    }
+}
+
+/// The `limit` busiest ports and peers of the interval that just ended.
+pub fn tcp_rows(agg: &Aggregator, limit: usize) -> (Vec<TcpRow>, TcpTotals) {
+    let secs = interval_secs(agg);
+    let mut errors: HashMap<(String, String), u64> = HashMap::new();
+    let connect_errors = &agg.tcp_counts[count_kind::CONNECT_ERROR as usize - 1];
+    for (a, s) in &connect_errors.series {
+        if let Some(d) = s.delta {
+            *errors
+                .entry((tcp_workload(a), tcp_endpoint(a)))
+                .or_default() += d;
+        }
+    }
+    let mut rows: Vec<(u64, TcpRow)> = vec![];
+    for (kind, label) in [
+        (hist_kind::SERVER_REQUEST, "server"),
+        (hist_kind::CLIENT_REQUEST, "client"),
+        (hist_kind::CONNECT, "connect"),
+    ] {
+        for (a, s) in &agg.tcp_hist[kind as usize - 1].series {
+            let Some(d) = s.delta.as_ref() else { continue };
+            let n = d.count();
+            let (workload, endpoint) = (tcp_workload(a), tcp_endpoint(a));
+            let errs = if kind == hist_kind::CONNECT {
+                errors
+                    .remove(&(workload.clone(), endpoint.clone()))
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            rows.push((
+                n + errs,
+                TcpRow {
+                    workload,
+                    kind: label,
+                    endpoint,
+                    rate: n as f64 / secs,
+                    p50: quantile_s(d, 0.5).unwrap_or(0.0),
+                    p99: quantile_s(d, 0.99).unwrap_or(0.0),
+                    errors: errs,
+                },
+            ));
+        }
+    }
+    // Peers that only failed have no connect histogram: show them too.
+    for ((workload, endpoint), errs) in errors {
+        rows.push((
+            errs,
+            TcpRow {
+                workload,
+                kind: "connect",
+                endpoint,
+                rate: 0.0,
+                p50: 0.0,
+                p99: 0.0,
+                errors: errs,
+            },
+        ));
+    }
+    rows.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| a.1.workload.cmp(&b.1.workload))
+            .then_with(|| a.1.endpoint.cmp(&b.1.endpoint))
+    });
+    let total = |kind: u8| -> u64 {
+        agg.tcp_counts[kind as usize - 1]
+            .series
+            .values()
+            .chain(agg.tcp_counts[kind as usize - 1].overflow.iter())
+            .filter_map(|s| s.delta)
+            .sum()
+    };
+    let totals = TcpTotals {
+        retransmits: total(count_kind::RETRANSMIT),
+        resets_sent: total(count_kind::RESET_SENT),
+        resets_received: total(count_kind::RESET_RECEIVED),
+        listen_drops: total(count_kind::LISTEN_DROP),
+    };
+    let rows = rows.into_iter().take(limit).map(|(_, r)| r).collect();
+    (rows, totals)
+}
+
+/// Render the TCP section.
+pub fn render_tcp(rows: &[TcpRow], t: &TcpTotals) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "TCP: retransmits={} resets(sent={} received={}) listen_drops={}",
+        t.retransmits, t.resets_sent, t.resets_received, t.listen_drops
+    );
+    if rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "(no TCP requests or connects measured in this interval)"
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<28} {:<8} {:<24} {:>10} {:>9} {:>9} {:>7}",
+        "WORKLOAD", "KIND", "PORT/PEER", "RATE/s", "P50", "P99", "ERRORS"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<8} {:<24} {:>10.1} {:>9} {:>9} {:>7}",
+            truncate(&r.workload, 28),
+            r.kind,
+            truncate(&r.endpoint, 24),
+            r.rate,
+            fmt_duration(r.p50),
+            fmt_duration(r.p99),
+            r.errors
+        );
+    }
+    out
 }
 
 /// A duration in seconds, short and human: 812ns, 4.1µs, 20.0ms, 1.20s.
@@ -131,6 +295,39 @@ mod tests {
         assert_eq!(fmt_duration(4.1e-6), "4.1µs");
         assert_eq!(fmt_duration(0.02), "20.0ms");
         assert_eq!(fmt_duration(1.2), "1.20s");
+    }
+
+    #[test]
+    fn renders_tcp_rows() {
+        let r = TcpRow {
+            workload: "curl".into(),
+            kind: "connect",
+            endpoint: "10.0.0.1:443".into(),
+            rate: 2.0,
+            p50: 1e-3,
+            p99: 2e-3,
+            errors: 3,
+        };
+        let t = render_tcp(
+            &[r],
+            &TcpTotals {
+                retransmits: 7,
+                ..Default::default()
+            },
+        );
+        assert!(t.contains("retransmits=7"));
+        assert!(t.contains("10.0.0.1:443"));
+        assert!(t.contains("connect"));
+        let a = TcpAttrs {
+            exe: None,
+            container: None,
+            address: Some("::1".into()),
+            port: Some(80),
+            error: None,
+            direction: None,
+        };
+        assert_eq!(tcp_endpoint(&a), "[::1]:80");
+        assert_eq!(tcp_workload(&a), "?");
     }
 
     #[test]

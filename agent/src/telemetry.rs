@@ -18,7 +18,13 @@ use opentelemetry_sdk::{
 };
 use syscope_common::counter;
 
-use crate::config::{Compression, Config, Protocol};
+use crate::{
+    aggregate::{
+        otlp::{TCP_COUNT_METRICS, TCP_HIST_METRICS},
+        TCP_COUNTS, TCP_HISTS,
+    },
+    config::{Compression, Config, Protocol},
+};
 
 /// Counters every stage updates. Plain atomics: cheap on the hot paths,
 /// readable from the SDK callbacks without locks.
@@ -55,6 +61,44 @@ pub struct SelfStats {
     pub series_errors: AtomicU64,
     pub series_folded_latency: AtomicU64,
     pub series_folded_errors: AtomicU64,
+    /// TCP maps: capacities and entries at the last read.
+    pub kernel_socket_capacity: AtomicU64,
+    pub kernel_listener_capacity: AtomicU64,
+    pub kernel_tcp_hist_capacity: AtomicU64,
+    pub kernel_tcp_count_capacity: AtomicU64,
+    pub kernel_tcp_hist_entries: AtomicU64,
+    pub kernel_tcp_count_entries: AtomicU64,
+    pub kernel_listener_entries: AtomicU64,
+    /// TCP series per metric (histograms by `hist_kind - 1`, then counters
+    /// by `count_kind - 1`): live, and folded into overflow since start.
+    pub series_tcp: [AtomicU64; TCP_METRIC_SLOTS],
+    pub series_folded_tcp: [AtomicU64; TCP_METRIC_SLOTS],
+}
+
+/// Slots of [`SelfStats::series_tcp`].
+pub const TCP_METRIC_SLOTS: usize = TCP_HISTS + TCP_COUNTS;
+
+/// Metric name of each TCP slot (tcp.resets appears twice: both directions).
+pub fn tcp_metric_name(slot: usize) -> &'static str {
+    if slot < TCP_HISTS {
+        TCP_HIST_METRICS[slot].0
+    } else {
+        TCP_COUNT_METRICS[slot - TCP_HISTS].0
+    }
+}
+
+/// Sum per metric name over the TCP slots of `a`.
+fn per_tcp_metric(a: &[AtomicU64; TCP_METRIC_SLOTS]) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = vec![];
+    for (i, v) in a.iter().enumerate() {
+        let name = tcp_metric_name(i);
+        let v = SelfStats::get(v);
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => *t += v,
+            None => out.push((name, v)),
+        }
+    }
+    out
 }
 
 impl SelfStats {
@@ -190,6 +234,10 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
                 (counter::HIST_MAP_FULL, "latency"),
                 (counter::ERROR_MAP_FULL, "errors"),
                 (counter::THREAD_MAP_FULL, "threads"),
+                (counter::TCP_HIST_MAP_FULL, "tcp_hist"),
+                (counter::TCP_COUNT_MAP_FULL, "tcp_counters"),
+                (counter::SOCK_MAP_FULL, "sockets"),
+                (counter::LISTEN_MAP_FULL, "listeners"),
             ] {
                 o.observe(
                     SelfStats::get(&s.kernel[i as usize]),
@@ -212,6 +260,13 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
                 SelfStats::get(&s.kernel_error_entries),
                 &[KeyValue::new("map", "errors")],
             );
+            for (v, map) in [
+                (&s.kernel_tcp_hist_entries, "tcp_hist"),
+                (&s.kernel_tcp_count_entries, "tcp_counters"),
+                (&s.kernel_listener_entries, "listeners"),
+            ] {
+                o.observe(SelfStats::get(v), &[KeyValue::new("map", map)]);
+            }
         })
         .build();
     let s = stats.clone();
@@ -232,6 +287,14 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
                 SelfStats::get(&s.kernel_thread_capacity),
                 &[KeyValue::new("map", "threads")],
             );
+            for (v, map) in [
+                (&s.kernel_tcp_hist_capacity, "tcp_hist"),
+                (&s.kernel_tcp_count_capacity, "tcp_counters"),
+                (&s.kernel_socket_capacity, "sockets"),
+                (&s.kernel_listener_capacity, "listeners"),
+            ] {
+                o.observe(SelfStats::get(v), &[KeyValue::new("map", map)]);
+            }
         })
         .build();
     let s = stats.clone();
@@ -299,6 +362,9 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
                 SelfStats::get(&s.series_folded_errors),
                 &m("syscall.errors"),
             );
+            for (name, v) in per_tcp_metric(&s.series_folded_tcp) {
+                o.observe(v, &m(name));
+            }
         })
         .build();
     let s = stats.clone();
@@ -310,6 +376,9 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
             let m = |n: &'static str| [KeyValue::new("metric", n)];
             o.observe(SelfStats::get(&s.series_latency), &m("syscall.duration"));
             o.observe(SelfStats::get(&s.series_errors), &m("syscall.errors"));
+            for (name, v) in per_tcp_metric(&s.series_tcp) {
+                o.observe(v, &m(name));
+            }
         })
         .build();
     let s = stats.clone();

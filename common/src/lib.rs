@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod hist;
+pub mod tcp;
 
 pub use hist::{bucket_index, Bucket};
 
@@ -81,12 +82,24 @@ pub mod counter {
     /// Syscall exits seen without a matching entry (in flight at attach time,
     /// or the thread's state was evicted from the LRU map).
     pub const EXIT_WITHOUT_ENTER: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// A new TCP histogram series (connect, request, RTT) did not fit.
+    pub const TCP_HIST_MAP_FULL: u32 = 4;
+    /// A new TCP counter series (connect errors, retransmits, resets) did not fit.
+    pub const TCP_COUNT_MAP_FULL: u32 = 5;
+    /// A socket's state could not be stored (it is not measured).
+    pub const SOCK_MAP_FULL: u32 = 6;
+    /// A listener could not be tracked (its drops are not counted).
+    pub const LISTEN_MAP_FULL: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const NAMES: [&str; COUNT as usize] = [
         "hist_map_full",
         "error_map_full",
         "thread_map_full",
         "exit_without_enter",
+        "tcp_hist_map_full",
+        "tcp_count_map_full",
+        "sock_map_full",
+        "listen_map_full",
     ];
     // Syscalls measured are not counted here: the histograms already hold
     // that number, and a counter would cost every syscall a map update.
@@ -108,6 +121,17 @@ pub mod globals {
     pub const NR_EXECVE: &str = "NR_EXECVE";
     pub const NR_EXECVEAT: &str = "NR_EXECVEAT";
     pub const NR_PRCTL: &str = "NR_PRCTL";
+    /// Socket field offsets, from BTF at load time (see `tcp`).
+    pub const SK_FAMILY_OFF: &str = "SK_FAMILY_OFF";
+    pub const SK_NUM_OFF: &str = "SK_NUM_OFF";
+    pub const SK_DPORT_OFF: &str = "SK_DPORT_OFF";
+    pub const SK_DADDR_OFF: &str = "SK_DADDR_OFF";
+    pub const SK_V6_DADDR_OFF: &str = "SK_V6_DADDR_OFF";
+    pub const SK_ERR_OFF: &str = "SK_ERR_OFF";
+    pub const SK_DROPS_OFF: &str = "SK_DROPS_OFF";
+    pub const TCP_SRTT_OFF: &str = "TCP_SRTT_OFF";
+    /// Minimum time between two RTT samples of one socket, in ns.
+    pub const RTT_SAMPLE_NS: &str = "RTT_SAMPLE_NS";
 }
 
 /// Map and program names in the eBPF object.
@@ -125,6 +149,23 @@ pub mod names {
     /// Trivial programs on the same hooks, for the benchmark's floor.
     pub const FLOOR_ENTER: &str = "floor_enter_btf";
     pub const FLOOR_EXIT: &str = "floor_exit_btf";
+    pub const SOCKS_MAP: &str = "SOCKS";
+    pub const LISTENERS_MAP: &str = "LISTENERS";
+    pub const TCP_HIST_MAP: &str = "TCP_HIST";
+    pub const TCP_COUNTS_MAP: &str = "TCP_COUNTS";
+    /// tp_btf programs on the socket and TCP tracepoints, with their hooks.
+    pub const TCP_PROGRAMS: [(&str, &str); 6] = [
+        ("tcp_state_btf", "inet_sock_set_state"),
+        ("sock_send_btf", "sock_send_length"),
+        ("sock_recv_btf", "sock_recv_length"),
+        ("tcp_retransmit_btf", "tcp_retransmit_skb"),
+        ("tcp_send_reset_btf", "tcp_send_reset"),
+        ("tcp_receive_reset_btf", "tcp_receive_reset"),
+    ];
+    pub const TCP_DESTROY: (&str, &str) = ("tcp_destroy_btf", "tcp_destroy_sock");
+    /// Not attached: run by the agent (BPF_PROG_TEST_RUN) once per listener
+    /// per interval to read its drop counter.
+    pub const LISTEN_POLL: &str = "listen_poll";
 }
 
 #[cfg(feature = "user")]
@@ -133,4 +174,7 @@ mod pod {
     unsafe impl aya::Pod for super::ThreadState {}
     unsafe impl aya::Pod for super::SeriesKey {}
     unsafe impl aya::Pod for super::Histogram {}
+    unsafe impl aya::Pod for super::tcp::TcpKey {}
+    unsafe impl aya::Pod for super::tcp::SockState {}
+    unsafe impl aya::Pod for super::tcp::ListenState {}
 }

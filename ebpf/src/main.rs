@@ -21,12 +21,18 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    programs::{BtfTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use syscope_common::{
-    counter, hist::NUM_BUCKETS, Bucket, Histogram, SeriesKey, ThreadState, COMM_LEN,
+    counter,
+    hist::NUM_BUCKETS,
+    tcp::{
+        count_kind, hist_kind, phase, role, state, ListenState, SockState, TcpKey, AF_INET,
+        AF_INET6,
+    },
+    Bucket, Histogram, SeriesKey, ThreadState, COMM_LEN,
 };
 
 // Load-time constants (see syscope_common::globals); the loader overrides them.
@@ -46,6 +52,25 @@ static NR_EXECVE: u32 = u32::MAX;
 static NR_EXECVEAT: u32 = u32::MAX;
 #[no_mangle]
 static NR_PRCTL: u32 = u32::MAX;
+// Socket field offsets (struct sock / sock_common / tcp_sock), from BTF.
+#[no_mangle]
+static SK_FAMILY_OFF: u32 = 0;
+#[no_mangle]
+static SK_NUM_OFF: u32 = 0;
+#[no_mangle]
+static SK_DPORT_OFF: u32 = 0;
+#[no_mangle]
+static SK_DADDR_OFF: u32 = 0;
+#[no_mangle]
+static SK_V6_DADDR_OFF: u32 = 0;
+#[no_mangle]
+static SK_ERR_OFF: u32 = 0;
+#[no_mangle]
+static SK_DROPS_OFF: u32 = 0;
+#[no_mangle]
+static TCP_SRTT_OFF: u32 = 0;
+#[no_mangle]
+static RTT_SAMPLE_NS: u64 = 1_000_000_000;
 
 // Sizes below are defaults; the loader sets the configured ones.
 /// Threads with a syscall in flight (or recently made one). LRU: threads that
@@ -67,8 +92,23 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map(name = "ZERO_HIST")]
 static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
 
+/// Tracked TCP sockets (see `syscope_common::tcp`). LRU: a socket whose
+/// destruction we miss ages out instead of leaking.
+#[map(name = "SOCKS")]
+static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(32768, 0);
+
+/// Listening sockets, for their drop counters.
+#[map(name = "LISTENERS")]
+static LISTENERS: HashMap<u64, ListenState> = HashMap::with_max_entries(1024, 0);
+
+#[map(name = "TCP_HIST")]
+static TCP_HIST: HashMap<TcpKey, Histogram> = HashMap::with_max_entries(2048, 0);
+
+#[map(name = "TCP_COUNTS")]
+static TCP_COUNTS: HashMap<TcpKey, u64> = HashMap::with_max_entries(4096, 0);
+
 #[inline(always)]
-fn global(v: &'static u32) -> u32 {
+fn global<T: Copy>(v: &'static T) -> T {
     // SAFETY: a valid static; volatile so the compiler does not fold the
     // placeholder value the loader replaces.
     unsafe { core::ptr::read_volatile(v) }
@@ -192,7 +232,19 @@ unsafe fn add32(p: *mut u32, v: u32) {
 
 #[inline(always)]
 fn record_latency(key: &SeriesKey, ns: u64) {
-    let h = match SYSCALL_HIST.get_ptr_mut(key) {
+    hist_add(&SYSCALL_HIST, key, ns, counter::HIST_MAP_FULL);
+}
+
+#[inline(always)]
+fn record_error(key: &SeriesKey) {
+    count_add(&SYSCALL_ERRORS, key, counter::ERROR_MAP_FULL);
+}
+
+/// Add one duration to the histogram of `key`, creating it if needed;
+/// `full` is the counter bumped when the map has no room.
+#[inline(always)]
+fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u32) {
+    let h = match map.get_ptr_mut(key) {
         Some(h) => h,
         None => {
             let Some(zero) = ZERO_HIST.get_ptr(0) else {
@@ -200,14 +252,14 @@ fn record_latency(key: &SeriesKey, ns: u64) {
             };
             // SAFETY: valid map value pointer, never written.
             let zero = unsafe { &*zero };
-            if let Err(e) = SYSCALL_HIST.insert(key, zero, BPF_NOEXIST as u64) {
+            if let Err(e) = map.insert(key, zero, BPF_NOEXIST as u64) {
                 // -EEXIST: another CPU created it first; anything else: full.
                 if e != -17 {
-                    bump(counter::HIST_MAP_FULL);
+                    bump(full);
                     return;
                 }
             }
-            match SYSCALL_HIST.get_ptr_mut(key) {
+            match map.get_ptr_mut(key) {
                 Some(h) => h,
                 None => return,
             }
@@ -230,21 +282,22 @@ fn record_latency(key: &SeriesKey, ns: u64) {
     }
 }
 
+/// Add one to the counter of `key`, creating it if needed.
 #[inline(always)]
-fn record_error(key: &SeriesKey) {
-    if let Some(c) = SYSCALL_ERRORS.get_ptr_mut(key) {
+fn count_add<K>(map: &HashMap<K, u64>, key: &K, full: u32) {
+    if let Some(c) = map.get_ptr_mut(key) {
         // SAFETY: valid map value pointer, shared between CPUs.
         unsafe { add64(c, 1) };
         return;
     }
-    match SYSCALL_ERRORS.insert(key, 1u64, BPF_NOEXIST as u64) {
+    match map.insert(key, 1u64, BPF_NOEXIST as u64) {
         Ok(()) => {}
         Err(-17) => {
-            if let Some(c) = SYSCALL_ERRORS.get_ptr_mut(key) {
+            if let Some(c) = map.get_ptr_mut(key) {
                 unsafe { add64(c, 1) };
             }
         }
-        Err(_) => bump(counter::ERROR_MAP_FULL),
+        Err(_) => bump(full),
     }
 }
 
@@ -297,6 +350,310 @@ pub fn thread_exit_btf(_ctx: BtfTracePointContext) -> i32 {
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn thread_exit_tp(_ctx: TracePointContext) -> u32 {
     on_thread_exit();
+    0
+}
+
+// ---------------------------------------------------------------------------
+// TCP: sockets are tracked by kernel address from connect, accept or listen
+// (inet_sock_set_state), measured on the send/recv paths of the socket layer,
+// and forgotten on destruction (tcp_destroy_sock; LRU as a backstop).
+
+/// Read a `T` at `base + off` in kernel memory.
+#[inline(always)]
+fn kread<T>(base: u64, off: u32) -> Option<T> {
+    // SAFETY: the probe helper fails cleanly on a bad address.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// Peer address (v4-mapped for IPv4) and port of a socket.
+#[inline(always)]
+fn sk_peer(sk: u64) -> ([u8; 16], u16) {
+    let mut addr = [0u8; 16];
+    match kread::<u16>(sk, global(&SK_FAMILY_OFF)) {
+        Some(AF_INET) => {
+            if let Some(a) = kread::<[u8; 4]>(sk, global(&SK_DADDR_OFF)) {
+                addr[10] = 0xff;
+                addr[11] = 0xff;
+                addr[12] = a[0];
+                addr[13] = a[1];
+                addr[14] = a[2];
+                addr[15] = a[3];
+            }
+        }
+        Some(AF_INET6) => {
+            if let Some(a) = kread::<[u8; 16]>(sk, global(&SK_V6_DADDR_OFF)) {
+                addr = a;
+            }
+        }
+        _ => {}
+    }
+    let port = u16::from_be(kread::<u16>(sk, global(&SK_DPORT_OFF)).unwrap_or(0));
+    (addr, port)
+}
+
+#[inline(always)]
+fn sk_local_port(sk: u64) -> u16 {
+    kread::<u16>(sk, global(&SK_NUM_OFF)).unwrap_or(0)
+}
+
+#[inline(always)]
+fn tcp_key(st: &SockState, kind: u8, with_addr: bool) -> TcpKey {
+    TcpKey {
+        cgroup_id: st.cgroup_id,
+        comm: st.comm,
+        addr: if with_addr { st.addr } else { [0; 16] },
+        port: st.port,
+        kind,
+        _pad: 0,
+        code: 0,
+    }
+}
+
+#[inline(always)]
+fn tcp_hist(key: &TcpKey, ns: u64) {
+    hist_add(&TCP_HIST, key, ns, counter::TCP_HIST_MAP_FULL);
+}
+
+#[inline(always)]
+fn tcp_count(key: &TcpKey) {
+    count_add(&TCP_COUNTS, key, counter::TCP_COUNT_MAP_FULL);
+}
+
+/// Sample the smoothed RTT of `sk` into the RTT histogram.
+#[inline(always)]
+fn sample_rtt(sk: u64, st: &mut SockState, now: u64) {
+    st.rtt_sampled_ns = now;
+    // srtt_us holds the smoothed RTT in microseconds, left-shifted by 3.
+    if let Some(srtt) = kread::<u32>(sk, global(&TCP_SRTT_OFF)) {
+        if srtt != 0 {
+            tcp_hist(
+                &tcp_key(st, hist_kind::RTT, false),
+                (srtt as u64 >> 3) * 1000,
+            );
+        }
+    }
+}
+
+#[inline(always)]
+fn on_state(sk: u64, old: i32, new: i32) {
+    if new == state::SYN_SENT {
+        // connect(): in the connecting process's context.
+        let (addr, port) = sk_peer(sk);
+        let st = SockState {
+            t_start: unsafe { bpf_ktime_get_ns() },
+            rtt_sampled_ns: 0,
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            comm: process_comm(),
+            addr,
+            port,
+            role: role::CLIENT,
+            phase: phase::IDLE,
+            _pad: 0,
+        };
+        if SOCKS.insert(sk, st, BPF_ANY as u64).is_err() {
+            bump(counter::SOCK_MAP_FULL);
+        }
+    } else if old == state::SYN_SENT {
+        // Handshake done or failed, in softirq: the owner is in the entry.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let Some(st) = SOCKS.get_ptr_mut(sk) else {
+            return;
+        };
+        // SAFETY: valid map value pointer.
+        let st = unsafe { &mut *st };
+        if new == state::ESTABLISHED {
+            if st.t_start != 0 && now >= st.t_start {
+                tcp_hist(&tcp_key(st, hist_kind::CONNECT, true), now - st.t_start);
+            }
+            st.t_start = 0;
+            sample_rtt(sk, st, now);
+        } else if new == state::CLOSE {
+            // The kernel sets sk_err before moving to CLOSE (refused, timed
+            // out, unreachable); 0 means the application gave up first.
+            let err = kread::<i32>(sk, global(&SK_ERR_OFF)).unwrap_or(0);
+            let mut key = tcp_key(st, count_kind::CONNECT_ERROR, true);
+            key.code = err.unsigned_abs();
+            tcp_count(&key);
+            st.t_start = 0;
+        }
+    } else if old == state::SYN_RECV && new == state::ESTABLISHED {
+        // An accepted connection, in softirq: the owner is filled in by the
+        // first process that reads or writes it.
+        let st = SockState {
+            t_start: 0,
+            rtt_sampled_ns: 0,
+            cgroup_id: 0,
+            comm: [0; COMM_LEN],
+            addr: [0; 16],
+            port: sk_local_port(sk),
+            role: role::SERVER,
+            phase: phase::IDLE,
+            _pad: 0,
+        };
+        if SOCKS.insert(sk, st, BPF_ANY as u64).is_err() {
+            bump(counter::SOCK_MAP_FULL);
+        }
+    } else if new == state::LISTEN {
+        // listen(): in the listening process's context.
+        let l = ListenState {
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            comm: process_comm(),
+            drops: kread::<u32>(sk, global(&SK_DROPS_OFF)).unwrap_or(0),
+            port: sk_local_port(sk),
+            closed: 0,
+            _pad: 0,
+        };
+        if LISTENERS.insert(&sk, &l, BPF_ANY as u64).is_err() {
+            bump(counter::LISTEN_MAP_FULL);
+        }
+    } else if old == state::LISTEN && new == state::CLOSE {
+        // The listener goes away: keep its final count for the agent, which
+        // deletes the entry after reading it.
+        if let Some(l) = LISTENERS.get_ptr_mut(&sk) {
+            // SAFETY: valid map value pointer.
+            unsafe {
+                if let Some(d) = kread::<u32>(sk, global(&SK_DROPS_OFF)) {
+                    (*l).drops = d;
+                }
+                (*l).closed = 1;
+            }
+        }
+    }
+}
+
+// tp_btf/inet_sock_set_state: (const struct sock *sk, int oldstate, int newstate)
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcp_state_btf(ctx: BtfTracePointContext) -> i32 {
+    on_state(ctx.arg::<u64>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2));
+    0
+}
+
+/// A read (`sent == false`) or write of `ret` bytes on socket `sk`.
+#[inline(always)]
+fn on_io(sk: u64, ret: i32, sent: bool) {
+    if ret <= 0 {
+        return;
+    }
+    // Only sockets we track: one lookup is all an untracked socket costs.
+    let Some(st) = SOCKS.get_ptr_mut(sk) else {
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: valid map value pointer; concurrent writers of one socket only
+    // race on which request boundary they see first.
+    let st = unsafe { &mut *st };
+    if st.comm[0] == 0 {
+        st.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        st.comm = process_comm();
+    }
+    // A request starts with the first byte one way and ends with the first
+    // byte back: server sockets read requests, client sockets write them.
+    let (req_dir, kind, with_addr) = if st.role == role::SERVER {
+        (phase::READ, hist_kind::SERVER_REQUEST, false)
+    } else {
+        (phase::WRITTEN, hist_kind::CLIENT_REQUEST, true)
+    };
+    let dir = if sent { phase::WRITTEN } else { phase::READ };
+    if dir == req_dir {
+        if st.phase != req_dir {
+            st.phase = req_dir;
+            st.t_start = now;
+        }
+    } else {
+        if st.phase == req_dir && st.t_start != 0 && now >= st.t_start {
+            tcp_hist(&tcp_key(st, kind, with_addr), now - st.t_start);
+        }
+        st.phase = dir;
+    }
+    if now.wrapping_sub(st.rtt_sampled_ns) >= global(&RTT_SAMPLE_NS) {
+        sample_rtt(sk, st, now);
+    }
+}
+
+// tp_btf/sock_send_length: (struct sock *sk, int ret, int flags)
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_btf(ctx: BtfTracePointContext) -> i32 {
+    on_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), true);
+    0
+}
+
+const MSG_PEEK: i32 = 2;
+
+// tp_btf/sock_recv_length: (struct sock *sk, int ret, int flags)
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn sock_recv_btf(ctx: BtfTracePointContext) -> i32 {
+    // A peek leaves the bytes for the real read: not a request boundary.
+    if ctx.arg::<i32>(2) & MSG_PEEK == 0 {
+        on_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), false);
+    }
+    0
+}
+
+/// Count a per-socket event under the socket's owner, or under no workload
+/// and port 0 when the socket is not tracked (or there is none).
+#[inline(always)]
+fn sock_event(sk: u64, kind: u8) {
+    let key = match SOCKS.get_ptr(sk) {
+        // SAFETY: valid map value pointer.
+        Some(st) if sk != 0 => tcp_key(unsafe { &*st }, kind, false),
+        _ => TcpKey {
+            cgroup_id: 0,
+            comm: [0; COMM_LEN],
+            addr: [0; 16],
+            port: 0,
+            kind,
+            _pad: 0,
+            code: 0,
+        },
+    };
+    tcp_count(&key);
+}
+
+// tp_btf/tcp_retransmit_skb: (const struct sock *sk, const struct sk_buff *skb, int err)
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
+    sock_event(ctx.arg::<u64>(0), count_kind::RETRANSMIT);
+    0
+}
+
+// tp_btf/tcp_send_reset: (const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason)
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset_btf(ctx: BtfTracePointContext) -> i32 {
+    sock_event(ctx.arg::<u64>(0), count_kind::RESET_SENT);
+    0
+}
+
+// tp_btf/tcp_receive_reset: (struct sock *sk)
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
+    sock_event(ctx.arg::<u64>(0), count_kind::RESET_RECEIVED);
+    0
+}
+
+// tp_btf/tcp_destroy_sock: (struct sock *sk). After the last reset or
+// retransmit of the socket, so those still find its owner.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = SOCKS.remove(&ctx.arg::<u64>(0));
+    0
+}
+
+/// Run by the agent (BPF_PROG_TEST_RUN, args[0] = a listener's address from
+/// LISTENERS): copy the listener's drop counter into its entry. Only
+/// addresses the kernel itself put there are read, and never after close.
+#[raw_tracepoint]
+pub fn listen_poll(ctx: RawTracePointContext) -> i32 {
+    let sk = ctx.arg::<u64>(0);
+    if let Some(l) = LISTENERS.get_ptr_mut(&sk) {
+        // SAFETY: valid map value pointer.
+        unsafe {
+            if (*l).closed == 0 {
+                if let Some(d) = kread::<u32>(sk, global(&SK_DROPS_OFF)) {
+                    (*l).drops = d;
+                }
+            }
+        }
+    }
     0
 }
 

@@ -11,11 +11,16 @@ pub mod quantile;
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::Hash,
+    net::Ipv6Addr,
     sync::Arc,
     time::SystemTime,
 };
 
-use syscope_common::SeriesKey;
+use syscope_common::{
+    tcp::{count_kind, TcpKey},
+    SeriesKey,
+};
 
 pub use crate::collect::HistValue;
 
@@ -34,6 +39,27 @@ pub struct Attrs {
     /// errno name, for `syscall.errors` only.
     pub error: Option<Arc<str>>,
 }
+
+/// The exported attributes of a TCP series; which are set depends on the
+/// metric (see `otlp::TCP_METRICS`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TcpAttrs {
+    /// None when the socket's owner is unknown (not tracked, or no socket).
+    pub exe: Option<Arc<str>>,
+    pub container: Option<Arc<str>>,
+    /// Peer address, for client-side metrics.
+    pub address: Option<Arc<str>>,
+    /// Server port; None when unknown.
+    pub port: Option<u16>,
+    /// errno name, for `tcp.connect.errors`.
+    pub error: Option<Arc<str>>,
+    /// `transmit` | `receive`, for `tcp.resets`.
+    pub direction: Option<&'static str>,
+}
+
+/// Number of TCP histogram / counter metrics (`hist_kind`, `count_kind`).
+pub const TCP_HISTS: usize = 4;
+pub const TCP_COUNTS: usize = 5;
 
 /// Values a series can hold.
 pub trait Value: Default + Clone {
@@ -64,19 +90,19 @@ pub struct Series<V> {
 /// limit, new attribute sets fold into one overflow series
 /// (`otel.metric.overflow=true`), as the OpenTelemetry SDKs do.
 #[derive(Debug)]
-pub struct MetricSeries<V> {
-    pub series: HashMap<Attrs, Series<V>>,
+pub struct MetricSeries<V, A = Attrs> {
+    pub series: HashMap<A, Series<V>>,
     pub overflow: Option<Series<V>>,
     /// Distinct attribute sets folded into the overflow series since start
     /// (saturates at FOLDED_CAP to stay bounded).
-    folded: HashSet<Attrs>,
+    folded: HashSet<A>,
     folded_saturated: u64,
     limit: usize,
 }
 
 const FOLDED_CAP: usize = 65_536;
 
-impl<V: Value> MetricSeries<V> {
+impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
     fn new(limit: usize) -> Self {
         MetricSeries {
             series: HashMap::new(),
@@ -92,7 +118,7 @@ impl<V: Value> MetricSeries<V> {
         self.folded.len() as u64 + self.folded_saturated
     }
 
-    fn record(&mut self, attrs: Attrs, d: &V, start: SystemTime) {
+    fn record(&mut self, attrs: A, d: &V, start: SystemTime) {
         let target = if let Some(s) = self.series.get_mut(&attrs) {
             s
         } else if self.series.len() + 1 < self.limit {
@@ -149,6 +175,10 @@ impl<V: Value> MetricSeries<V> {
 pub struct Aggregator {
     pub latency: MetricSeries<HistValue>,
     pub errors: MetricSeries<u64>,
+    /// TCP histograms, indexed by `hist_kind - 1`.
+    pub tcp_hist: [MetricSeries<HistValue, TcpAttrs>; TCP_HISTS],
+    /// TCP counters, indexed by `count_kind - 1`.
+    pub tcp_counts: [MetricSeries<u64, TcpAttrs>; TCP_COUNTS],
     pub temporality: Temporality,
     /// End of the previous interval (start of the current delta window).
     pub interval_start: SystemTime,
@@ -166,6 +196,8 @@ impl Aggregator {
         Aggregator {
             latency: MetricSeries::new(max_series),
             errors: MetricSeries::new(max_series),
+            tcp_hist: std::array::from_fn(|_| MetricSeries::new(max_series)),
+            tcp_counts: std::array::from_fn(|_| MetricSeries::new(max_series)),
             temporality,
             interval_start: now,
             interval_end: now,
@@ -177,12 +209,39 @@ impl Aggregator {
         }
     }
 
-    /// Fold one interval's deltas in.
-    pub fn ingest(&mut self, deltas: &Deltas, cgroups: &mut CgroupResolver, now: SystemTime) {
+    /// Fold one interval's deltas in (syscalls, then TCP).
+    pub fn ingest(
+        &mut self,
+        deltas: &Deltas,
+        tcp: &Deltas<TcpKey>,
+        cgroups: &mut CgroupResolver,
+        now: SystemTime,
+    ) {
         self.interval_start = self.interval_end;
         self.interval_end = now;
         self.latency.begin_interval(self.max_idle);
         self.errors.begin_interval(self.max_idle);
+        for m in &mut self.tcp_hist {
+            m.begin_interval(self.max_idle);
+        }
+        for m in &mut self.tcp_counts {
+            m.begin_interval(self.max_idle);
+        }
+        let start = self.interval_start;
+        for (k, d) in &tcp.hist {
+            let i = k.kind as usize;
+            if (1..=TCP_HISTS).contains(&i) {
+                let attrs = self.tcp_attrs(k, cgroups);
+                self.tcp_hist[i - 1].record(attrs, d, start);
+            }
+        }
+        for (k, n) in &tcp.errors {
+            let i = k.kind as usize;
+            if (1..=TCP_COUNTS).contains(&i) {
+                let attrs = self.tcp_attrs(k, cgroups);
+                self.tcp_counts[i - 1].record(attrs, n, start);
+            }
+        }
         // A new series' cumulative window starts where this interval did:
         // its first events happened after that.
         let start = self.interval_start;
@@ -193,6 +252,47 @@ impl Aggregator {
         for (k, n) in &deltas.errors {
             let attrs = self.attrs(k, cgroups, true);
             self.errors.record(attrs, n, start);
+        }
+    }
+
+    fn tcp_attrs(&mut self, k: &TcpKey, cgroups: &mut CgroupResolver) -> TcpAttrs {
+        let exe = (k.comm[0] != 0).then(|| {
+            self.names
+                .entry(k.comm)
+                .or_insert_with(|| comm_to_str(&k.comm).into())
+                .clone()
+        });
+        let container = (k.cgroup_id != 0)
+            .then(|| cgroups.resolve(k.cgroup_id))
+            .flatten()
+            .and_then(|c| c.container_id.as_deref().map(Arc::from));
+        let address = (k.addr != [0; 16]).then(|| Arc::from(addr_to_string(&k.addr)));
+        let error = (k.kind == count_kind::CONNECT_ERROR).then(|| {
+            self.errno_names
+                .entry(k.code)
+                .or_insert_with(|| match k.code {
+                    // The application closed the socket before the
+                    // handshake completed: no network error.
+                    0 => "cancelled".into(),
+                    c => match enrich::errno::errno_name(c) {
+                        Some(n) => n.into(),
+                        None => format!("errno_{c}").into(),
+                    },
+                })
+                .clone()
+        });
+        let direction = match k.kind {
+            count_kind::RESET_SENT => Some("transmit"),
+            count_kind::RESET_RECEIVED => Some("receive"),
+            _ => None,
+        };
+        TcpAttrs {
+            exe,
+            container,
+            address,
+            port: (k.port != 0).then_some(k.port),
+            error,
+            direction,
         }
     }
 
@@ -229,6 +329,15 @@ impl Aggregator {
             container,
             error,
         }
+    }
+}
+
+/// An address from the kernel (IPv6, IPv4 v4-mapped) in its usual text form.
+pub fn addr_to_string(a: &[u8; 16]) -> String {
+    let v6 = Ipv6Addr::from(*a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => v6.to_string(),
     }
 }
 
@@ -288,6 +397,18 @@ mod tests {
             !m.series.contains_key(&attrs(1)),
             "idle for 3 > 2 intervals"
         );
+    }
+
+    #[test]
+    fn addresses_print_as_v4_or_v6() {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(addr_to_string(&a), "127.0.0.1");
+        let mut b = [0u8; 16];
+        b[15] = 1;
+        assert_eq!(addr_to_string(&b), "::1");
     }
 
     #[test]

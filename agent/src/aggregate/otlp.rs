@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::{
 };
 use syscope_common::hist::{OTLP_INDEX_OFFSET, SCALE, ZERO_THRESHOLD_S};
 
-use super::{Aggregator, Attrs, HistValue, Series};
+use super::{Aggregator, Attrs, HistValue, MetricSeries, Series, TcpAttrs};
 use crate::config::{ResourceConfig, Temporality};
 
 /// Metric names and units, in one place.
@@ -27,6 +27,93 @@ pub mod names {
     pub const ATTR_CONTAINER: &str = "container.id";
     pub const ATTR_ERROR: &str = "error.type";
     pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
+    pub const ATTR_SERVER_ADDRESS: &str = "server.address";
+    pub const ATTR_SERVER_PORT: &str = "server.port";
+    pub const ATTR_DIRECTION: &str = "network.io.direction";
+}
+
+/// TCP histograms by `hist_kind - 1`: name, description (unit `s`).
+pub const TCP_HIST_METRICS: [(&str, &str); super::TCP_HISTS] = [
+    (
+        "tcp.connect.duration",
+        "Time from SYN sent to connection established, per workload and server.",
+    ),
+    (
+        "tcp.server.request.duration",
+        "Server sockets: first byte of a request read to first byte of the response written.",
+    ),
+    (
+        "tcp.client.request.duration",
+        "Client sockets: first byte of a request written to first byte of the response read.",
+    ),
+    (
+        "tcp.rtt",
+        "Smoothed round-trip time of connections, sampled at most once per second per socket.",
+    ),
+];
+
+/// TCP counters by `count_kind - 1`: name, unit, description. Resets sent
+/// and received are one metric told apart by `network.io.direction`.
+pub const TCP_COUNT_METRICS: [(&str, &str, &str); super::TCP_COUNTS] = [
+    (
+        "tcp.connect.errors",
+        "{error}",
+        "Connects that failed, by cause (errno).",
+    ),
+    (
+        "tcp.retransmits",
+        "{segment}",
+        "Retransmitted TCP segments.",
+    ),
+    ("tcp.resets", "{reset}", "TCP resets sent and received."),
+    ("tcp.resets", "{reset}", "TCP resets sent and received."),
+    (
+        "tcp.listen.drops",
+        "{connection}",
+        "Connections dropped by a listener (accept queue full), per port.",
+    ),
+];
+
+/// Attribute sets that become OTLP attributes.
+pub trait ToAttributes {
+    fn to_attributes(&self) -> Vec<KeyValue>;
+}
+
+impl ToAttributes for Attrs {
+    fn to_attributes(&self) -> Vec<KeyValue> {
+        attributes(self)
+    }
+}
+
+impl ToAttributes for TcpAttrs {
+    fn to_attributes(&self) -> Vec<KeyValue> {
+        let mut kv = vec![];
+        if let Some(e) = &self.exe {
+            kv.push(kv_str(names::ATTR_EXE, &**e));
+        }
+        if let Some(c) = &self.container {
+            kv.push(kv_str(names::ATTR_CONTAINER, &**c));
+        }
+        if let Some(a) = &self.address {
+            kv.push(kv_str(names::ATTR_SERVER_ADDRESS, &**a));
+        }
+        if let Some(p) = self.port {
+            kv.push(KeyValue {
+                key: names::ATTR_SERVER_PORT.into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(p.into())),
+                }),
+                ..Default::default()
+            });
+        }
+        if let Some(e) = &self.error {
+            kv.push(kv_str(names::ATTR_ERROR, &**e));
+        }
+        if let Some(d) = self.direction {
+            kv.push(kv_str(names::ATTR_DIRECTION, d));
+        }
+        kv
+    }
 }
 
 pub fn kv_str(k: &str, v: impl Into<String>) -> KeyValue {
@@ -115,9 +202,9 @@ fn attributes(a: &Attrs) -> Vec<KeyValue> {
 
 /// The series to export this interval and the value to send for each:
 /// cumulative sends every live series, delta only the changed ones.
-fn points<'a, V>(
+fn points<'a, V, A: ToAttributes>(
     agg: &'a Aggregator,
-    m: &'a super::MetricSeries<V>,
+    m: &'a MetricSeries<V, A>,
 ) -> impl Iterator<Item = (Vec<KeyValue>, u64, &'a V)> + 'a {
     let start_delta = nanos(agg.interval_start);
     let pick = move |s: &'a Series<V>| -> Option<(u64, &'a V)> {
@@ -129,7 +216,7 @@ fn points<'a, V>(
     let regular = m
         .series
         .iter()
-        .filter_map(move |(a, s)| pick(s).map(|(t, v)| (attributes(a), t, v)));
+        .filter_map(move |(a, s)| pick(s).map(|(t, v)| (a.to_attributes(), t, v)));
     let overflow = m.overflow.iter().filter_map(move |s| {
         pick(s).map(|(t, v)| (vec![kv_bool(names::ATTR_OVERFLOW, true)], t, v))
     });
@@ -214,6 +301,57 @@ pub fn build_request(agg: &Aggregator, resource: &Resource) -> Option<ExportMetr
             ..Default::default()
         });
     }
+    for (m, (name, description)) in agg.tcp_hist.iter().zip(TCP_HIST_METRICS) {
+        let data_points: Vec<_> = points(agg, m)
+            .map(|(a, start, h)| exp_point(a, start, time, h))
+            .collect();
+        if !data_points.is_empty() {
+            metrics.push(Metric {
+                name: name.into(),
+                description: description.into(),
+                unit: "s".into(),
+                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points,
+                    aggregation_temporality: temporality(agg.temporality),
+                })),
+                ..Default::default()
+            });
+        }
+    }
+    for (m, (name, unit, description)) in agg.tcp_counts.iter().zip(TCP_COUNT_METRICS) {
+        let data_points: Vec<_> = points(agg, m)
+            .map(|(a, start, n)| NumberDataPoint {
+                attributes: a,
+                start_time_unix_nano: start,
+                time_unix_nano: time,
+                value: Some(number_data_point::Value::AsInt(*n as i64)),
+                ..Default::default()
+            })
+            .collect();
+        if data_points.is_empty() {
+            continue;
+        }
+        // Two kinds share one metric (tcp.resets): one metric, all points.
+        if let Some(Metric {
+            data: Some(metric::Data::Sum(sum)),
+            ..
+        }) = metrics.iter_mut().find(|x| x.name == name)
+        {
+            sum.data_points.extend(data_points);
+            continue;
+        }
+        metrics.push(Metric {
+            name: name.into(),
+            description: description.into(),
+            unit: unit.into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points,
+                aggregation_temporality: temporality(agg.temporality),
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        });
+    }
     if metrics.is_empty() {
         return None;
     }
@@ -265,6 +403,73 @@ mod tests {
         }
     }
 
+    fn tcp_key(kind: u8, port: u16) -> syscope_common::tcp::TcpKey {
+        let mut addr = [0u8; 16];
+        addr[10..].copy_from_slice(&[0xff, 0xff, 10, 1, 2, 3]);
+        syscope_common::tcp::TcpKey {
+            cgroup_id: 0,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            addr,
+            port,
+            kind,
+            _pad: 0,
+            code: 111,
+        }
+    }
+
+    fn tcp_deltas() -> Deltas<syscope_common::tcp::TcpKey> {
+        use syscope_common::tcp::{count_kind, hist_kind};
+        let mut d = deltas().hist.remove(0).1;
+        d.sum_ns /= 3;
+        d.buckets.iter_mut().for_each(|b| *b /= 3);
+        Deltas {
+            hist: vec![(tcp_key(hist_kind::CONNECT, 443), d)],
+            errors: vec![
+                (tcp_key(count_kind::CONNECT_ERROR, 443), 2),
+                (tcp_key(count_kind::RESET_SENT, 443), 1),
+                (tcp_key(count_kind::RESET_RECEIVED, 443), 4),
+            ],
+        }
+    }
+
+    #[test]
+    fn tcp_metrics_carry_their_attributes() {
+        let req = request(Temporality::Delta, 1);
+        let m = &req.resource_metrics[0].scope_metrics[0].metrics;
+        let connect = m.iter().find(|m| m.name == "tcp.connect.duration").unwrap();
+        let Some(metric::Data::ExponentialHistogram(h)) = &connect.data else {
+            panic!()
+        };
+        let a = &h.data_points[0].attributes;
+        assert!(a.contains(&kv_str("server.address", "10.1.2.3")));
+        assert!(a.contains(&kv_str("process.executable.name", "curl")));
+        assert!(a.iter().any(|kv| kv.key == "server.port"
+            && kv.value.as_ref().unwrap().value == Some(any_value::Value::IntValue(443))));
+        let errs = m.iter().find(|m| m.name == "tcp.connect.errors").unwrap();
+        let Some(metric::Data::Sum(s)) = &errs.data else {
+            panic!()
+        };
+        assert!(s.data_points[0]
+            .attributes
+            .contains(&kv_str("error.type", "ECONNREFUSED")));
+        // Resets both ways in one metric, told apart by direction.
+        assert_eq!(m.iter().filter(|m| m.name == "tcp.resets").count(), 1);
+        let resets = m.iter().find(|m| m.name == "tcp.resets").unwrap();
+        let Some(metric::Data::Sum(s)) = &resets.data else {
+            panic!()
+        };
+        assert_eq!(s.data_points.len(), 2);
+        let rx = s
+            .data_points
+            .iter()
+            .find(|p| {
+                p.attributes
+                    .contains(&kv_str("network.io.direction", "receive"))
+            })
+            .unwrap();
+        assert_eq!(rx.value, Some(number_data_point::Value::AsInt(4)));
+    }
+
     fn request(t: Temporality, rounds: usize) -> ExportMetricsServiceRequest {
         let mut agg = Aggregator::new(t, 100, 10);
         let mut cg = CgroupResolver::with_root(
@@ -272,7 +477,7 @@ mod tests {
             std::time::Duration::from_secs(3600),
         );
         for _ in 0..rounds {
-            agg.ingest(&deltas(), &mut cg, SystemTime::now());
+            agg.ingest(&deltas(), &tcp_deltas(), &mut cg, SystemTime::now());
         }
         let res = resource(&ResourceConfig {
             service_name: "svc".into(),

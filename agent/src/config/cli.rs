@@ -65,6 +65,10 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub table_rows: Option<String>,
 
+    /// Probe sets to attach, comma separated: syscalls, tcp (default both)
+    #[arg(long, value_name = "LIST")]
+    pub probes: Option<String>,
+
     /// Print the resolved configuration as TOML (header values redacted) and exit
     #[arg(long)]
     pub print_config: bool,

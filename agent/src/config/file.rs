@@ -21,6 +21,7 @@ temporality = "cumulative" # cumulative | delta | lowmemory (= delta)
 log = "info"               # log filter, RUST_LOG syntax
 shutdown_grace = "5s"      # time allowed for the last export on shutdown
 table_rows = 20            # rows in the live table (shown when there is no endpoint)
+probes = ["syscalls", "tcp"] # probe sets to attach: syscalls, tcp
 
 [export]
 # Without an endpoint here or in the environment, syscope shows a live table.
@@ -44,6 +45,10 @@ kernel_series = 4096         # kernel latency map entries
 kernel_error_series = 4096   # kernel error map entries
 kernel_threads = 16384       # kernel map entries for threads inside a syscall
 series_idle_intervals = 10   # series not updated for this many intervals are dropped
+kernel_sockets = 32768       # kernel map entries for tracked TCP sockets (LRU)
+kernel_tcp_series = 2048     # kernel TCP histogram map entries (connect, request, RTT)
+kernel_tcp_counters = 4096   # kernel TCP counter map entries (connect errors, retransmits, resets)
+kernel_listeners = 1024      # kernel map entries for listening sockets (listen drops)
 "#;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -59,6 +64,8 @@ pub(super) struct FileConfig {
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_rows: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<FileExport>,
     #[serde(default)]
@@ -110,6 +117,14 @@ pub(super) struct FileLimits {
     pub kernel_threads: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series_idle_intervals: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_sockets: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_tcp_series: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_tcp_counters: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_listeners: Option<u32>,
 }
 
 pub(super) fn read(path: &Path) -> Result<FileConfig, ConfigError> {

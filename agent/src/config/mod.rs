@@ -128,6 +128,8 @@ pub struct Config {
     /// tracing-subscriber `EnvFilter` directives, already checked to parse.
     pub log: String,
     pub table_rows: usize,
+    /// Probe sets to attach.
+    pub probes: ProbeSets,
     /// Non-fatal findings, for main to log once tracing is set up (load()
     /// runs before the subscriber exists, so it cannot log them itself).
     pub warnings: Vec<String>,
@@ -227,6 +229,70 @@ pub struct LimitsConfig {
     pub kernel_threads: u32,
     /// Series not updated for this many intervals are dropped.
     pub series_idle_intervals: u32,
+    /// Kernel map entries for tracked TCP sockets (LRU).
+    pub kernel_sockets: u32,
+    /// Kernel TCP histogram map entries.
+    pub kernel_tcp_series: u32,
+    /// Kernel TCP counter map entries.
+    pub kernel_tcp_counters: u32,
+    /// Kernel listening socket map entries.
+    pub kernel_listeners: u32,
+}
+
+/// Which sets of kernel programs to attach (`probes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSets {
+    pub syscalls: bool,
+    pub tcp: bool,
+}
+
+impl Default for ProbeSets {
+    fn default() -> Self {
+        ProbeSets {
+            syscalls: true,
+            tcp: true,
+        }
+    }
+}
+
+impl ProbeSets {
+    pub fn names(&self) -> Vec<String> {
+        let mut v = vec![];
+        if self.syscalls {
+            v.push("syscalls".to_owned());
+        }
+        if self.tcp {
+            v.push("tcp".to_owned());
+        }
+        v
+    }
+
+    fn parse<'a>(key: &str, items: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
+        let mut p = ProbeSets {
+            syscalls: false,
+            tcp: false,
+        };
+        for item in items {
+            match item.trim() {
+                "syscalls" => p.syscalls = true,
+                "tcp" => p.tcp = true,
+                "" => {}
+                other => {
+                    return Err(invalid(
+                        key,
+                        format!("unknown probe set `{other}` (expected syscalls, tcp)"),
+                    ))
+                }
+            }
+        }
+        if !p.syscalls && !p.tcp {
+            return Err(invalid(
+                key,
+                "at least one probe set is needed (syscalls, tcp)",
+            ));
+        }
+        Ok(p)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -237,6 +303,10 @@ impl Default for LimitsConfig {
             kernel_error_series: 4096,
             kernel_threads: 16384,
             series_idle_intervals: 10,
+            kernel_sockets: 32768,
+            kernel_tcp_series: 2048,
+            kernel_tcp_counters: 4096,
+            kernel_listeners: 1024,
         }
     }
 }
@@ -253,6 +323,7 @@ impl Default for Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             log: DEFAULT_LOG.to_owned(),
             table_rows: DEFAULT_TABLE_ROWS,
+            probes: ProbeSets::default(),
             warnings: Vec::new(),
         }
     }
@@ -270,6 +341,7 @@ impl Config {
             log: Some(self.log.clone()),
             shutdown_grace: Some(fmt_d(self.shutdown_grace)),
             table_rows: Some(self.table_rows),
+            probes: Some(self.probes.names()),
             export: self.export.as_ref().map(|e| FileExport {
                 endpoint: Some(e.endpoint.clone()),
                 metrics_endpoint: e.metrics_endpoint.clone(),
@@ -295,6 +367,10 @@ impl Config {
                 kernel_error_series: Some(self.limits.kernel_error_series),
                 kernel_threads: Some(self.limits.kernel_threads),
                 series_idle_intervals: Some(self.limits.series_idle_intervals),
+                kernel_sockets: Some(self.limits.kernel_sockets),
+                kernel_tcp_series: Some(self.limits.kernel_tcp_series),
+                kernel_tcp_counters: Some(self.limits.kernel_tcp_counters),
+                kernel_listeners: Some(self.limits.kernel_listeners),
             },
         };
         let header = if self.export.is_none() {
@@ -440,6 +516,24 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
             1,
         )?
         .unwrap_or(defaults.series_idle_intervals),
+        kernel_sockets: file_count("limits.kernel_sockets", fl.kernel_sockets, 1)?
+            .unwrap_or(defaults.kernel_sockets),
+        kernel_tcp_series: file_count("limits.kernel_tcp_series", fl.kernel_tcp_series, 1)?
+            .unwrap_or(defaults.kernel_tcp_series),
+        kernel_tcp_counters: file_count("limits.kernel_tcp_counters", fl.kernel_tcp_counters, 1)?
+            .unwrap_or(defaults.kernel_tcp_counters),
+        kernel_listeners: file_count("limits.kernel_listeners", fl.kernel_listeners, 1)?
+            .unwrap_or(defaults.kernel_listeners),
+    };
+
+    let probes = if let Some(v) = &cli.probes {
+        ProbeSets::parse("--probes", v.split(','))?
+    } else if let Some(v) = vars.get(env::SYSCOPE_PROBES) {
+        ProbeSets::parse(env::SYSCOPE_PROBES, v.split(','))?
+    } else if let Some(v) = &file.probes {
+        ProbeSets::parse("probes", v.iter().map(String::as_str))?
+    } else {
+        ProbeSets::default()
     };
 
     let resource = resolve_resource(cli, vars, file.resource)?;
@@ -453,6 +547,7 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
         shutdown_grace,
         log,
         table_rows,
+        probes,
         warnings,
     })
 }

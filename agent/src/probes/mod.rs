@@ -6,6 +6,9 @@
 
 pub mod btf;
 pub mod privilege;
+mod tcp;
+
+pub use tcp::{TcpMaps, TcpSizes};
 
 use std::path::Path;
 
@@ -53,6 +56,10 @@ pub struct LoadOptions {
     pub force_mode: Option<AttachMode>,
     /// Attach only the trivial programs (the benchmark's floor).
     pub floor_only: bool,
+    /// Attach the syscall programs.
+    pub syscalls: bool,
+    /// Attach the TCP programs, with these map sizes.
+    pub tcp: Option<tcp::TcpSizes>,
 }
 
 /// Errors loading or attaching: each says what to do about it.
@@ -85,7 +92,10 @@ pub enum ProbeError {
 
 /// The loaded programs and the maps userspace reads. Dropping it detaches.
 pub struct Probes {
-    pub mode: AttachMode,
+    /// The syscall hook in use; `None` when the syscall set is off.
+    pub mode: Option<AttachMode>,
+    /// TCP maps, when the TCP set is attached.
+    pub tcp: Option<TcpMaps>,
     pub hist: HashMap<MapData, SeriesKey, Histogram>,
     pub errors: HashMap<MapData, SeriesKey, u64>,
     pub counters: PerCpuArray<MapData, u64>,
@@ -101,6 +111,7 @@ pub struct MapSizes {
     pub hist: u32,
     pub errors: u32,
     pub threads: u32,
+    pub tcp: tcp::TcpSizes,
 }
 
 impl MapSizes {
@@ -111,7 +122,10 @@ impl MapSizes {
         let hist = (std::mem::size_of::<Histogram>() + std::mem::size_of::<SeriesKey>()) as u64;
         let err = (8 + std::mem::size_of::<SeriesKey>()) as u64;
         let thr = (4 + std::mem::size_of::<syscope_common::ThreadState>()) as u64;
-        self.hist as u64 * hist + self.errors as u64 * err + self.threads as u64 * thr
+        self.hist as u64 * hist
+            + self.errors as u64 * err
+            + self.threads as u64 * thr
+            + self.tcp.key_value_bytes()
     }
 }
 
@@ -130,11 +144,26 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let nr = |name| syscall_nr(arch, name).unwrap_or(u32::MAX);
     let self_tgid = std::process::id();
 
+    // A set that is off keeps its maps (they are in the object) at one entry.
+    let on = |yes: bool, n: u32| if yes { n } else { 1 };
+    let sys = opts.syscalls || opts.floor_only;
     let sizes = MapSizes {
-        hist: opts.kernel_series,
-        errors: opts.kernel_error_series,
-        threads: opts.kernel_threads,
+        hist: on(sys, opts.kernel_series),
+        errors: on(sys, opts.kernel_error_series),
+        threads: on(sys, opts.kernel_threads),
+        tcp: opts.tcp.unwrap_or(tcp::TcpSizes::OFF),
     };
+    let sk = match opts.tcp {
+        Some(_) if !opts.floor_only => match tcp::SockOffsets::from_btf(&kbtf) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!(error = %e, "TCP probes disabled: socket fields not found in kernel BTF");
+                None
+            }
+        },
+        _ => None,
+    };
+    let sk_off = sk.unwrap_or_default();
     let (nr_execve, nr_execveat, nr_prctl) = (nr("execve"), nr("execveat"), nr("prctl"));
     let mut ebpf = EbpfLoader::new()
         .override_global(globals::SELF_TGID, &self_tgid, true)
@@ -145,9 +174,22 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global(globals::NR_EXECVE, &nr_execve, true)
         .override_global(globals::NR_EXECVEAT, &nr_execveat, true)
         .override_global(globals::NR_PRCTL, &nr_prctl, true)
+        .override_global(globals::SK_FAMILY_OFF, &sk_off.family, true)
+        .override_global(globals::SK_NUM_OFF, &sk_off.num, true)
+        .override_global(globals::SK_DPORT_OFF, &sk_off.dport, true)
+        .override_global(globals::SK_DADDR_OFF, &sk_off.daddr, true)
+        .override_global(globals::SK_V6_DADDR_OFF, &sk_off.v6_daddr, true)
+        .override_global(globals::SK_ERR_OFF, &sk_off.err, true)
+        .override_global(globals::SK_DROPS_OFF, &sk_off.drops, true)
+        .override_global(globals::TCP_SRTT_OFF, &sk_off.srtt, true)
+        .override_global(globals::RTT_SAMPLE_NS, &tcp::RTT_SAMPLE_NS, true)
         .map_max_entries(names::HIST_MAP, sizes.hist)
         .map_max_entries(names::ERRORS_MAP, sizes.errors)
         .map_max_entries(names::THREADS_MAP, sizes.threads)
+        .map_max_entries(names::SOCKS_MAP, sizes.tcp.sockets)
+        .map_max_entries(names::LISTENERS_MAP, sizes.tcp.listeners)
+        .map_max_entries(names::TCP_HIST_MAP, sizes.tcp.hist)
+        .map_max_entries(names::TCP_COUNTS_MAP, sizes.tcp.counts)
         .load(OBJECT)
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
 
@@ -158,18 +200,52 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
                 tp: "not tried (floor programs are tp_btf only)".into(),
             }
         })?;
-        AttachMode::BtfTracepoint
+        Some(AttachMode::BtfTracepoint)
+    } else if opts.syscalls {
+        Some(attach_syscalls(&mut ebpf, opts.force_mode)?)
     } else {
-        attach_syscalls(&mut ebpf, opts.force_mode)?
+        None
     };
-    info!(
-        hook = mode.as_str(),
-        map_key_value_bytes = sizes.key_value_bytes(),
-        hist_entries = sizes.hist,
-        error_entries = sizes.errors,
-        thread_entries = sizes.threads,
-        "syscall probes attached"
-    );
+    if let Some(mode) = mode {
+        info!(
+            hook = mode.as_str(),
+            map_key_value_bytes = sizes.key_value_bytes(),
+            hist_entries = sizes.hist,
+            error_entries = sizes.errors,
+            thread_entries = sizes.threads,
+            "syscall probes attached"
+        );
+    }
+    let tcp = match sk {
+        Some(_) => match tcp::attach(&mut ebpf) {
+            Ok(()) => {
+                info!(
+                    sockets = sizes.tcp.sockets,
+                    listeners = sizes.tcp.listeners,
+                    hist_entries = sizes.tcp.hist,
+                    counter_entries = sizes.tcp.counts,
+                    "TCP probes attached"
+                );
+                Some(TcpMaps::take(&mut ebpf)?)
+            }
+            // Syscall SLIs are still worth having on a kernel that lacks
+            // one of the socket tracepoints.
+            Err(e) if opts.syscalls => {
+                warn!(error = %e, "TCP probes unavailable; continuing with syscalls only");
+                None
+            }
+            Err(e) => {
+                return Err(ProbeError::Attach {
+                    btf: e,
+                    tp: "not tried (TCP probes are tp_btf only)".into(),
+                })
+            }
+        },
+        None if !opts.syscalls && !opts.floor_only => {
+            return Err(ProbeError::Missing("socket field offsets in kernel BTF"))
+        }
+        None => None,
+    };
 
     let take =
         |ebpf: &mut Ebpf, name: &'static str| ebpf.take_map(name).ok_or(ProbeError::Missing(name));
@@ -193,6 +269,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         })?;
     Ok(Probes {
         mode,
+        tcp,
         hist,
         errors,
         counters,
@@ -205,7 +282,15 @@ impl Probes {
     /// Detach and unload the programs; the maps stay readable for a final read.
     pub fn detach(&mut self) {
         if self.ebpf.take().is_some() {
-            info!("syscall probes detached");
+            info!("probes detached");
+        }
+    }
+
+    /// Refresh every open listener's drop counter in the LISTENERS map
+    /// (nothing to do once detached: closed listeners carry final counts).
+    pub fn poll_listeners(&mut self) {
+        if let (Some(ebpf), Some(tcp)) = (self.ebpf.as_ref(), self.tcp.as_ref()) {
+            tcp.poll_listeners(ebpf);
         }
     }
 

@@ -1,0 +1,118 @@
+//! TCP socket SLIs: the kernel/user contract for connect latency and errors,
+//! request latency per port, RTT, retransmits, resets and listen drops.
+//!
+//! Sockets are tracked by their kernel address from the moment they start
+//! connecting, are accepted, or start listening; until then (sockets older
+//! than the agent) they are not measured.
+
+use crate::COMM_LEN;
+
+/// What a [`TcpKey`] in the histogram map measures.
+pub mod hist_kind {
+    /// SYN sent to established (`tcp.connect.duration`).
+    pub const CONNECT: u8 = 1;
+    /// Server socket: first request byte read to first response byte written.
+    pub const SERVER_REQUEST: u8 = 2;
+    /// Client socket: first request byte written to first response byte read.
+    pub const CLIENT_REQUEST: u8 = 3;
+    /// Smoothed RTT, sampled.
+    pub const RTT: u8 = 4;
+}
+
+/// What a [`TcpKey`] in the counter map counts.
+pub mod count_kind {
+    /// A connect that failed; `code` is the errno (0: closed by the
+    /// application before it completed).
+    pub const CONNECT_ERROR: u8 = 1;
+    pub const RETRANSMIT: u8 = 2;
+    pub const RESET_SENT: u8 = 3;
+    pub const RESET_RECEIVED: u8 = 4;
+    /// Listen drops: read from the listener's counter, not a kernel map key.
+    pub const LISTEN_DROP: u8 = 5;
+}
+
+/// Role of a tracked socket.
+pub mod role {
+    pub const CLIENT: u8 = 1;
+    pub const SERVER: u8 = 2;
+}
+
+/// Request/response phase of a tracked socket.
+pub mod phase {
+    pub const IDLE: u8 = 0;
+    /// Bytes were read and nothing written since.
+    pub const READ: u8 = 1;
+    /// Bytes were written and nothing read since.
+    pub const WRITTEN: u8 = 2;
+}
+
+/// Linux TCP states (include/net/tcp_states.h), stable ABI.
+pub mod state {
+    pub const ESTABLISHED: i32 = 1;
+    pub const SYN_SENT: i32 = 2;
+    pub const SYN_RECV: i32 = 3;
+    pub const CLOSE: i32 = 7;
+    pub const LISTEN: i32 = 10;
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Key of the TCP histogram and counter maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TcpKey {
+    pub cgroup_id: u64,
+    /// Process name (group leader's comm); zero when the socket's owner is
+    /// unknown (e.g. a reset sent for a port nobody listens on).
+    pub comm: [u8; COMM_LEN],
+    /// Peer (server) address as IPv6, IPv4 as `::ffff:a.b.c.d`; all zero when
+    /// the metric carries no address.
+    pub addr: [u8; 16],
+    /// Server port (host order): the peer's for client sockets, the local
+    /// one for server sockets; 0 when unknown.
+    pub port: u16,
+    /// `hist_kind::*` or `count_kind::*`.
+    pub kind: u8,
+    pub _pad: u8,
+    /// errno for `count_kind::CONNECT_ERROR`, else 0.
+    pub code: u32,
+}
+const _: () = assert!(core::mem::size_of::<TcpKey>() == 48);
+
+/// Per-socket state, keyed by the socket's kernel address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockState {
+    /// Connect start (client, until established) or start of the current
+    /// request phase, in `bpf_ktime_get_ns` time.
+    pub t_start: u64,
+    /// When RTT was last sampled (0: never).
+    pub rtt_sampled_ns: u64,
+    /// Owner: cgroup and process name, from the connecting process or the
+    /// first one to read or write an accepted socket.
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+    /// Peer address (client sockets), as in [`TcpKey::addr`].
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub role: u8,
+    pub phase: u8,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SockState>() == 64);
+
+/// A listening socket, keyed by its kernel address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenState {
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+    /// The listener's `sk_drops` at the last poll (or at close).
+    pub drops: u32,
+    pub port: u16,
+    /// 1 once the listener closed: `drops` is final, the agent deletes it.
+    pub closed: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<ListenState>() == 32);
