@@ -130,6 +130,11 @@ pub mod globals {
     pub const SK_ERR_OFF: &str = "SK_ERR_OFF";
     pub const SK_DROPS_OFF: &str = "SK_DROPS_OFF";
     pub const TCP_SRTT_OFF: &str = "TCP_SRTT_OFF";
+    /// sk_buff.head, sk_buff.end and skb_shared_info.gso_segs: the segment
+    /// count of a retransmitted skb.
+    pub const SKB_HEAD_OFF: &str = "SKB_HEAD_OFF";
+    pub const SKB_END_OFF: &str = "SKB_END_OFF";
+    pub const SHINFO_GSO_SEGS_OFF: &str = "SHINFO_GSO_SEGS_OFF";
     /// Minimum time between two RTT samples of one socket, in ns.
     pub const RTT_SAMPLE_NS: &str = "RTT_SAMPLE_NS";
 }
@@ -154,15 +159,18 @@ pub mod names {
     pub const TCP_HIST_MAP: &str = "TCP_HIST";
     pub const TCP_COUNTS_MAP: &str = "TCP_COUNTS";
     /// tp_btf programs on the socket and TCP tracepoints, with their hooks.
-    pub const TCP_PROGRAMS: [(&str, &str); 6] = [
+    pub const TCP_PROGRAMS: [(&str, &str); 5] = [
         ("tcp_state_btf", "inet_sock_set_state"),
         ("sock_send_btf", "sock_send_length"),
         ("sock_recv_btf", "sock_recv_length"),
-        ("tcp_retransmit_btf", "tcp_retransmit_skb"),
         ("tcp_send_reset_btf", "tcp_send_reset"),
         ("tcp_receive_reset_btf", "tcp_receive_reset"),
     ];
     pub const TCP_DESTROY: (&str, &str) = ("tcp_destroy_btf", "tcp_destroy_sock");
+    /// tcp_retransmit_skb gained an `err` argument in Linux 6.10 (and fires
+    /// on failed attempts too); older kernels get the two-argument program.
+    pub const TCP_RETRANSMIT: (&str, &str) = ("tcp_retransmit_btf", "tcp_retransmit_skb");
+    pub const TCP_RETRANSMIT_OLD: &str = "tcp_retransmit_old_btf";
     /// Not attached: run by the agent (BPF_PROG_TEST_RUN) once per listener
     /// per interval to read its drop counter.
     pub const LISTEN_POLL: &str = "listen_poll";

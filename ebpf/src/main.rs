@@ -71,6 +71,12 @@ static SK_DROPS_OFF: u32 = 0;
 static TCP_SRTT_OFF: u32 = 0;
 #[no_mangle]
 static RTT_SAMPLE_NS: u64 = 1_000_000_000;
+#[no_mangle]
+static SKB_HEAD_OFF: u32 = 0;
+#[no_mangle]
+static SKB_END_OFF: u32 = 0;
+#[no_mangle]
+static SHINFO_GSO_SEGS_OFF: u32 = 0;
 
 // Sizes below are defaults; the loader sets the configured ones.
 /// Threads with a syscall in flight (or recently made one). LRU: threads that
@@ -285,16 +291,21 @@ fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u32) {
 /// Add one to the counter of `key`, creating it if needed.
 #[inline(always)]
 fn count_add<K>(map: &HashMap<K, u64>, key: &K, full: u32) {
+    count_add_n(map, key, 1, full)
+}
+
+#[inline(always)]
+fn count_add_n<K>(map: &HashMap<K, u64>, key: &K, n: u64, full: u32) {
     if let Some(c) = map.get_ptr_mut(key) {
         // SAFETY: valid map value pointer, shared between CPUs.
-        unsafe { add64(c, 1) };
+        unsafe { add64(c, n) };
         return;
     }
-    match map.insert(key, 1u64, BPF_NOEXIST as u64) {
+    match map.insert(key, n, BPF_NOEXIST as u64) {
         Ok(()) => {}
         Err(-17) => {
             if let Some(c) = map.get_ptr_mut(key) {
-                unsafe { add64(c, 1) };
+                unsafe { add64(c, n) };
             }
         }
         Err(_) => bump(full),
@@ -593,6 +604,11 @@ pub fn sock_recv_btf(ctx: BtfTracePointContext) -> i32 {
 /// and port 0 when the socket is not tracked (or there is none).
 #[inline(always)]
 fn sock_event(sk: u64, kind: u8) {
+    sock_event_n(sk, kind, 1)
+}
+
+#[inline(always)]
+fn sock_event_n(sk: u64, kind: u8, n: u64) {
     let key = match SOCKS.get_ptr(sk) {
         // SAFETY: valid map value pointer.
         Some(st) if sk != 0 => tcp_key(unsafe { &*st }, kind, false),
@@ -606,20 +622,61 @@ fn sock_event(sk: u64, kind: u8) {
             code: 0,
         },
     };
-    tcp_count(&key);
+    count_add_n(&TCP_COUNTS, &key, n, counter::TCP_COUNT_MAP_FULL);
+}
+
+/// Segments in a (retransmitted) TCP skb: skb_shinfo(skb)->gso_segs, which
+/// TCP keeps at 1 for a single segment.
+#[inline(always)]
+fn skb_segs(skb: u64) -> u64 {
+    let head = kread::<u64>(skb, global(&SKB_HEAD_OFF)).unwrap_or(0);
+    let end = kread::<u32>(skb, global(&SKB_END_OFF)).unwrap_or(0);
+    if head == 0 || end == 0 {
+        return 1;
+    }
+    match kread::<u16>(head + end as u64, global(&SHINFO_GSO_SEGS_OFF)) {
+        Some(n) if n > 0 => n as u64,
+        _ => 1,
+    }
 }
 
 // tp_btf/tcp_retransmit_skb: (const struct sock *sk, const struct sk_buff *skb, int err)
+// Fires for failed attempts too (err != 0): those put nothing on the wire.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
-    sock_event(ctx.arg::<u64>(0), count_kind::RETRANSMIT);
+    if ctx.arg::<i32>(2) == 0 {
+        let skb = ctx.arg::<u64>(1);
+        sock_event_n(ctx.arg::<u64>(0), count_kind::RETRANSMIT, skb_segs(skb));
+    }
+    0
+}
+
+// Before 6.10: (const struct sock *sk, const struct sk_buff *skb), success only.
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_old_btf(ctx: BtfTracePointContext) -> i32 {
+    let skb = ctx.arg::<u64>(1);
+    sock_event_n(ctx.arg::<u64>(0), count_kind::RETRANSMIT, skb_segs(skb));
     0
 }
 
 // tp_btf/tcp_send_reset: (const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason)
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset_btf(ctx: BtfTracePointContext) -> i32 {
-    sock_event(ctx.arg::<u64>(0), count_kind::RESET_SENT);
+    let (sk, skb) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    if sk != 0 && skb == 0 {
+        // An active reset (close with SO_LINGER 0, abort): the closing
+        // process is current. An accepted socket that was never read or
+        // written learns its owner here.
+        if let Some(st) = SOCKS.get_ptr_mut(sk) {
+            // SAFETY: valid map value pointer.
+            let st = unsafe { &mut *st };
+            if st.comm[0] == 0 {
+                st.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+                st.comm = process_comm();
+            }
+        }
+    }
+    sock_event(sk, count_kind::RESET_SENT);
     0
 }
 

@@ -63,6 +63,9 @@ pub struct SockOffsets {
     pub err: u32,
     pub drops: u32,
     pub srtt: u32,
+    pub skb_head: u32,
+    pub skb_end: u32,
+    pub gso_segs: u32,
 }
 
 impl SockOffsets {
@@ -79,6 +82,9 @@ impl SockOffsets {
             err: btf.member_offset("sock", "sk_err")?,
             drops: btf.member_offset("sock", "sk_drops")?,
             srtt: btf.member_offset("tcp_sock", "srtt_us")?,
+            skb_head: btf.member_offset("sk_buff", "head")?,
+            skb_end: btf.member_offset("sk_buff", "end")?,
+            gso_segs: btf.member_offset("skb_shared_info", "gso_segs")?,
         })
     }
 }
@@ -91,19 +97,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
         .iter()
         .chain(std::iter::once(&names::TCP_DESTROY));
     for &(prog, hook) in all {
-        let r = (|| -> Result<(), String> {
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| format!("no program {prog}"))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-            p.load(hook, &btf)
-                .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
-            p.attach()
-                .map_err(|e| format!("attach {prog} to {hook}: {}", error_chain(&e)))?;
-            Ok(())
-        })();
-        if let Err(e) = r {
+        if let Err(e) = attach_one(ebpf, &btf, prog, hook) {
             for p in done.iter().chain(std::iter::once(&prog)) {
                 if let Some(Ok(p)) = ebpf.program_mut(p).map(<&mut BtfTracePoint>::try_from) {
                     let _ = p.unload();
@@ -113,6 +107,19 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
         }
         done.push(prog);
     }
+    // The retransmit hook's arguments changed across kernels: try the
+    // current form, then the older one.
+    let (prog, hook) = names::TCP_RETRANSMIT;
+    if let Err(new) = attach_one(ebpf, &btf, prog, hook) {
+        if let Err(old) = attach_one(ebpf, &btf, names::TCP_RETRANSMIT_OLD, hook) {
+            for p in &done {
+                if let Some(Ok(p)) = ebpf.program_mut(p).map(<&mut BtfTracePoint>::try_from) {
+                    let _ = p.unload();
+                }
+            }
+            return Err(format!("{new}; {old}"));
+        }
+    }
     let poll: &mut RawTracePoint = ebpf
         .program_mut(names::LISTEN_POLL)
         .ok_or_else(|| format!("no program {}", names::LISTEN_POLL))?
@@ -120,6 +127,19 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
         .map_err(|e: aya::programs::ProgramError| e.to_string())?;
     poll.load()
         .map_err(|e| format!("load {}: {}", names::LISTEN_POLL, error_chain(&e)))?;
+    Ok(())
+}
+
+fn attach_one(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result<(), String> {
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| format!("no program {prog}"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    p.load(hook, btf)
+        .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
+    p.attach()
+        .map_err(|e| format!("attach {prog} to {hook}: {}", error_chain(&e)))?;
     Ok(())
 }
 

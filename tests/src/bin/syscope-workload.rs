@@ -11,6 +11,22 @@
 //!   list                 prints the `distinct` table without running it
 //!   wait-signal          prints `ready`, then blocks until SIGTERM, SIGINT or SIGUSR1
 //!
+//! TCP commands (IPv4; each prints `port=<p>` and its own measurements):
+//!   tcp-refused <n>                n connects to a closed loopback port, each ECONNREFUSED
+//!   tcp-connect <n>                n connects to a loopback listener (accepted, closed)
+//!   tcp-reqresp <c> <r> <ms>       c connections x r requests; the server answers after ms;
+//!                                  prints `client_ns=` and `server_ns=` per request
+//!   tcp-listen-flood <n>           n connects to a backlog-0 listener never accepted; prints
+//!                                  `listen_drops=` (the netns's TcpExt ListenDrops delta)
+//!   tcp-reset                      the server closes with SO_LINGER 0; the client sees the RST
+//!   tcp-echo-server <ip> <port> <bytes>  answers every read with <bytes> bytes, forever
+//!   tcp-lossy <ip> <port> <n> <netns> <iface> <ms>
+//!                                  n exchanges with an echo server, then one while <iface> in
+//!                                  <netns> is down for <ms>; prints `total_retrans=` and the
+//!                                  `rtt_min_us=`/`rtt_max_us=` TCP_INFO showed
+//!
+//! `--netns <name>` first joins the network namespace /run/netns/<name>.
+//!
 //! `--start-after <ms>` first waits with ppoll(2) (a syscall no command uses) so the agent can
 //! attach without the wait polluting the measured syscalls. Exit status: 0 done, 2 usage,
 //! 3 a syscall did not behave as expected.
@@ -301,6 +317,14 @@ fn wait_signal() {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--netns") {
+        let name = args
+            .get(i + 1)
+            .cloned()
+            .unwrap_or_else(|| usage("--netns NAME"));
+        tcp::join_netns(&name);
+        args.drain(i..i + 2);
+    }
     let mut delay = 0;
     if let Some(i) = args.iter().position(|a| a == "--start-after") {
         delay = num(args.get(i + 1), "--start-after");
@@ -328,6 +352,338 @@ fn main() {
         "getppid" => getppid(num(args.get(1), "n")),
         "distinct" => distinct(num(args.get(1), "k")),
         "wait-signal" => wait_signal(),
+        "tcp-refused" => tcp::refused(num(args.get(1), "n")),
+        "tcp-connect" => tcp::connect(num(args.get(1), "n")),
+        "tcp-reqresp" => tcp::reqresp(
+            num(args.get(1), "connections"),
+            num(args.get(2), "requests"),
+            num(args.get(3), "ms"),
+        ),
+        "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n")),
+        "tcp-reset" => tcp::reset(),
+        "tcp-echo-server" => tcp::echo_server(
+            args.get(1).unwrap_or_else(|| usage("ip")),
+            num(args.get(2), "port"),
+            num(args.get(3), "bytes"),
+        ),
+        "tcp-lossy" => tcp::lossy(
+            args.get(1).unwrap_or_else(|| usage("ip")),
+            num(args.get(2), "port"),
+            num(args.get(3), "n"),
+            args.get(4).unwrap_or_else(|| usage("netns")),
+            args.get(5).unwrap_or_else(|| usage("iface")),
+            num(args.get(6), "ms"),
+        ),
         _ => usage("unknown command"),
+    }
+}
+
+/// TCP workloads: real sockets with a known truth.
+mod tcp {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    use super::fail;
+
+    const REQ: usize = 64;
+
+    pub fn join_netns(name: &str) {
+        let path = format!("/run/netns/{name}");
+        let f = std::fs::File::open(&path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+        // SAFETY: a valid namespace fd; the process is still single-threaded.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            fail(&format!(
+                "setns {path}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+
+    fn loopback_listener(backlog: i32) -> TcpListener {
+        let l =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| fail(&e.to_string()));
+        // std listens with 128; re-listen with the backlog asked for.
+        // SAFETY: listen(2) on a socket we own.
+        unsafe { libc::listen(l.as_raw_fd(), backlog) };
+        l
+    }
+
+    fn port(l: &TcpListener) -> u16 {
+        l.local_addr().unwrap().port()
+    }
+
+    pub fn refused(n: u64) {
+        // A port that was just free: nobody listens there now.
+        let p = port(&loopback_listener(1));
+        for _ in 0..n {
+            match TcpStream::connect((Ipv4Addr::LOCALHOST, p)) {
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+                r => fail(&format!("connect to closed port {p}: {r:?}")),
+            }
+        }
+        println!("port={p}");
+    }
+
+    pub fn connect(n: u64) {
+        let l = loopback_listener(128);
+        let p = port(&l);
+        let acceptor = std::thread::spawn(move || {
+            for _ in 0..n {
+                let _ = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
+            }
+        });
+        for _ in 0..n {
+            let s = TcpStream::connect((Ipv4Addr::LOCALHOST, p))
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            drop(s);
+        }
+        acceptor.join().unwrap();
+        println!("port={p}");
+    }
+
+    pub fn reqresp(conns: u64, reqs: u64, ms: u64) {
+        let l = loopback_listener(128);
+        let p = port(&l);
+        let delay = Duration::from_millis(ms);
+        let server = std::thread::spawn(move || {
+            let mut took = vec![];
+            for _ in 0..conns {
+                let (mut s, _) = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
+                let mut buf = [0u8; REQ];
+                loop {
+                    match s.read_exact(&mut buf) {
+                        Ok(()) => {}
+                        Err(_) => break, // client closed
+                    }
+                    let t0 = Instant::now();
+                    std::thread::sleep(delay);
+                    s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
+                    took.push(t0.elapsed().as_nanos().to_string());
+                }
+            }
+            took
+        });
+        let mut took = vec![];
+        for _ in 0..conns {
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, p))
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            s.set_nodelay(true).unwrap();
+            let mut buf = [7u8; REQ];
+            for _ in 0..reqs {
+                let t0 = Instant::now();
+                s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
+                s.read_exact(&mut buf)
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                took.push(t0.elapsed().as_nanos().to_string());
+            }
+            let _ = s.shutdown(Shutdown::Write);
+        }
+        let server_took = server.join().unwrap();
+        println!("port={p}");
+        println!("client_ns={}", took.join(","));
+        println!("server_ns={}", server_took.join(","));
+    }
+
+    /// TcpExt ListenDrops of this network namespace.
+    fn listen_drops() -> u64 {
+        let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+        let mut lines = text.lines();
+        while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+            if !names.starts_with("TcpExt:") {
+                continue;
+            }
+            let i = names.split_whitespace().position(|n| n == "ListenDrops");
+            if let Some(v) = i.and_then(|i| values.split_whitespace().nth(i)) {
+                return v.parse().unwrap_or(0);
+            }
+        }
+        fail("no TcpExt ListenDrops in /proc/net/netstat")
+    }
+
+    pub fn listen_flood(n: u64) {
+        let before = listen_drops();
+        let l = loopback_listener(0);
+        let p = port(&l);
+        let mut clients = vec![];
+        for _ in 0..n {
+            // SAFETY: plain socket calls on a descriptor we own.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+                let sa = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: p.to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                libc::connect(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of_val(&sa) as u32,
+                );
+                clients.push(fd);
+            }
+        }
+        // SYNs the full queue drops are retransmitted (1 s, then 3 s): wait
+        // for the first round, then stop the clients before counting.
+        std::thread::sleep(Duration::from_millis(1500));
+        for fd in clients {
+            // SAFETY: our descriptor.
+            unsafe { libc::close(fd) };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let drops = listen_drops() - before;
+        drop(l);
+        println!("port={p}");
+        println!("listen_drops={drops}");
+    }
+
+    pub fn reset() {
+        let l = loopback_listener(8);
+        let p = port(&l);
+        let mut c =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, p)).unwrap_or_else(|e| fail(&e.to_string()));
+        let (s, _) = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt with a valid linger struct.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const _ as *const libc::c_void,
+                std::mem::size_of_val(&linger) as u32,
+            )
+        };
+        drop(s); // RST
+        let mut buf = [0u8; 8];
+        match c.read(&mut buf) {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {}
+            r => fail(&format!("expected ECONNRESET, got {r:?}")),
+        }
+        println!("port={p}");
+    }
+
+    pub fn echo_server(ip: &str, port: u16, bytes: usize) {
+        let l = TcpListener::bind((ip, port))
+            .unwrap_or_else(|e| fail(&format!("bind {ip}:{port}: {e}")));
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_nodelay(true);
+                let reply = vec![1u8; bytes];
+                let mut buf = [0u8; REQ];
+                while s.read_exact(&mut buf).is_ok() {
+                    if s.write_all(&reply).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    /// tcpi_rtt (µs) and tcpi_total_retrans of a socket.
+    fn tcp_info(s: &TcpStream) -> (u32, u32) {
+        // SAFETY: getsockopt into a zeroed, correctly sized tcp_info.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as u32;
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                &mut info as *mut _ as *mut libc::c_void,
+                &mut len,
+            );
+            (info.tcpi_rtt, info.tcpi_total_retrans)
+        }
+    }
+
+    fn ip_link(netns: &str, iface: &str, state: &str) {
+        let st = std::process::Command::new("ip")
+            .args(["-n", netns, "link", "set", iface, state])
+            .status()
+            .unwrap_or_else(|e| fail(&format!("ip: {e}")));
+        if !st.success() {
+            fail(&format!("ip -n {netns} link set {iface} {state} failed"));
+        }
+    }
+
+    pub fn lossy(ip: &str, port: u16, n: u64, netns: &str, iface: &str, ms: u64) {
+        let addr: SocketAddr = format!("{ip}:{port}")
+            .parse()
+            .unwrap_or_else(|_| fail("address"));
+        let mut s =
+            TcpStream::connect(addr).unwrap_or_else(|e| fail(&format!("connect {addr}: {e}")));
+        s.set_nodelay(true).unwrap();
+        let (mut lo, mut hi) = (u32::MAX, 0);
+        let mut seen = |s: &TcpStream| {
+            let (rtt, _) = tcp_info(s);
+            lo = lo.min(rtt);
+            hi = hi.max(rtt);
+        };
+        seen(&s);
+        let req = [9u8; REQ];
+        let mut reply = vec![];
+        let exchange = |s: &mut TcpStream, reply: &mut Vec<u8>| {
+            s.write_all(&req).unwrap_or_else(|e| fail(&e.to_string()));
+            let mut chunk = [0u8; 65536];
+            // One reply is whatever the server sends per request: read until
+            // the socket has been quiet for a moment.
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let got = s
+                .read(&mut chunk)
+                .unwrap_or_else(|e| fail(&format!("read: {e}")));
+            reply.extend_from_slice(&chunk[..got]);
+        };
+        let start = Instant::now();
+        for _ in 0..n {
+            exchange(&mut s, &mut reply);
+            seen(&s);
+        }
+        // Keep exchanging for at least 2.5 s so RTT is sampled more than once.
+        while start.elapsed() < Duration::from_millis(2500) {
+            exchange(&mut s, &mut reply);
+            seen(&s);
+        }
+        // Drain what is still in flight from the last replies.
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut sink = [0u8; 65536];
+        while let Ok(k) = s.read(&mut sink) {
+            if k == 0 {
+                break;
+            }
+        }
+        let (_, before) = tcp_info(&s);
+        ip_link(netns, iface, "down");
+        s.write_all(&req).unwrap_or_else(|e| fail(&e.to_string()));
+        std::thread::sleep(Duration::from_millis(ms));
+        ip_link(netns, iface, "up");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let got = s
+            .read(&mut sink)
+            .unwrap_or_else(|e| fail(&format!("read after outage: {e}")));
+        if got == 0 {
+            fail("connection closed during the outage");
+        }
+        let (_, after) = tcp_info(&s);
+        if after <= before {
+            fail("no retransmission during the outage");
+        }
+        let (_, total) = tcp_info(&s);
+        drop(s);
+        println!("total_retrans={total}");
+        println!("rtt_min_us={lo}");
+        println!("rtt_max_us={hi}");
     }
 }
