@@ -7,6 +7,11 @@
 //! Configurations are measured in alternating passes and each reports the
 //! median, so drift on a noisy machine hits them all alike. The agent's CPU
 //! (from /proc/<pid>/stat) and peak RSS are taken over the loaded window.
+//!
+//! Then the same for TCP: a loopback request/response load (64-byte requests
+//! on one kept-alive connection, and one request per new connection) with no
+//! agent, syscope's TCP programs alone, all of syscope, and bpftrace timing
+//! connects and server requests on the same tracepoints.
 
 use std::{
     fmt::Write as _,
@@ -22,12 +27,23 @@ use anyhow::{bail, Context, Result};
 const BPFTRACE_PROGRAM: &str = "tracepoint:raw_syscalls:sys_enter { @start[tid] = nsecs; } \
      tracepoint:raw_syscalls:sys_exit /@start[tid]/ { @lat[args->id] = hist(nsecs - @start[tid]); delete(@start[tid]); }";
 
+/// The nearest bpftrace equivalent of syscope's TCP set: connect latency and
+/// server request latency per process, and retransmits.
+const BPFTRACE_TCP_PROGRAM: &str = "tracepoint:sock:inet_sock_set_state /args->newstate == 2/ { @conn[args->skaddr] = nsecs; } \
+     tracepoint:sock:inet_sock_set_state /args->oldstate == 2 && @conn[args->skaddr]/ { @connect[comm] = hist(nsecs - @conn[args->skaddr]); delete(@conn[args->skaddr]); } \
+     tracepoint:sock:sock_recv_length /args->ret > 0 && args->protocol == 6/ { @rx[args->sk] = nsecs; } \
+     tracepoint:sock:sock_send_length /args->ret > 0 && @rx[args->sk]/ { @request[comm] = hist(nsecs - @rx[args->sk]); delete(@rx[args->sk]); } \
+     tracepoint:tcp:tcp_retransmit_skb { @retransmits[comm] = count(); } \
+     tracepoint:tcp:tcp_destroy_sock { delete(@rx[args->skaddr]); }";
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tracer {
     None,
     Floor,
     Syscope,
     Bpftrace,
+    SyscopeTcp,
+    BpftraceTcp,
 }
 
 impl Tracer {
@@ -37,6 +53,8 @@ impl Tracer {
             Tracer::Floor => "floor (empty tp_btf enter+exit)",
             Tracer::Syscope => "syscope",
             Tracer::Bpftrace => "bpftrace hist() per syscall",
+            Tracer::SyscopeTcp => "syscope TCP programs alone",
+            Tracer::BpftraceTcp => "bpftrace connect + request hist()",
         }
     }
 }
@@ -198,6 +216,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             if v <= lim { "met" } else { "MISSED" }
         );
     }
+    let (tcp_table, tcp_json) = tcp_section(&agent, &workload, quick)?;
+    table.push('\n');
+    table.push_str(&tcp_table);
     println!("{table}");
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -216,7 +237,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let _ = writeln!(
         json,
-        "  ],\n  \"ratio_syscope_to_floor\": {:.3},\n  \"ratio_syscope_to_bpftrace\": {:.3}\n}}",
+        "  ],\n  \"ratio_syscope_to_floor\": {:.3},\n  \"ratio_syscope_to_bpftrace\": {:.3},\n  \"tcp\": {tcp_json}\n}}",
         sys / floor,
         sys / bpft
     );
@@ -229,10 +250,139 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The TCP load under each configuration, in alternating passes; returns the
+/// markdown table and a JSON object.
+fn tcp_section(agent: &Path, workload: &Path, quick: bool) -> Result<(String, String)> {
+    let (passes, runs, keepalive_n, connect_n) = if quick {
+        (1, 3, 20_000u64, 2_000u64)
+    } else {
+        (2, 5, 50_000u64, 5_000u64)
+    };
+    let tracers = [
+        Tracer::None,
+        Tracer::SyscopeTcp,
+        Tracer::Syscope,
+        Tracer::BpftraceTcp,
+    ];
+    // Per tracer: ns/request kept alive, ns/request with a new connection
+    // each, agent CPU % over the window.
+    let mut keep = vec![vec![]; tracers.len()];
+    let mut conn = vec![vec![]; tracers.len()];
+    let mut cpu = vec![vec![]; tracers.len()];
+    for pass in 0..passes {
+        for (ti, &t) in tracers.iter().enumerate() {
+            eprintln!("tcp pass {}/{passes}: {}", pass + 1, t.label());
+            let mut child = start_tracer(t, agent)?;
+            let before = child.as_ref().map(|c| cpu_ticks(c.id())).transpose()?;
+            let t0 = Instant::now();
+            for _ in 0..runs {
+                keep[ti].push(run_tcp_load(workload, "keepalive", keepalive_n)?);
+                conn[ti].push(run_tcp_load(workload, "connect", connect_n)?);
+            }
+            let wall = t0.elapsed().as_secs_f64();
+            if let (Some(c), Some(b)) = (child.as_ref(), before) {
+                let ticks = cpu_ticks(c.id())? - b;
+                cpu[ti].push(ticks as f64 / clk_tck() / wall * 100.0);
+            }
+            if let Some(c) = child.as_mut() {
+                stop(c);
+            }
+        }
+    }
+    let mk: Vec<f64> = keep.iter().map(|v| median(v)).collect();
+    let mc: Vec<f64> = conn.iter().map(|v| median(v)).collect();
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "TCP loopback request/response (64 B each way; {runs} runs x {keepalive_n} kept-alive requests and x {connect_n} one-request connections per configuration and pass, {passes} passes):"
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| configuration | µs/request kept alive | added | µs/request new connection | added | agent CPU % of a core |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
+    let pct = |v: f64, base: f64| (v - base) / base * 100.0;
+    for (i, tr) in tracers.iter().enumerate() {
+        let added = |m: &[f64]| {
+            if i == 0 {
+                "-".to_string()
+            } else {
+                format!("{:+.0} ns ({:+.1} %)", m[i] - m[0], pct(m[i], m[0]))
+            }
+        };
+        let c = if cpu[i].is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", median(&cpu[i]))
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {:.2} | {} | {:.2} | {} | {} |",
+            tr.label(),
+            mk[i] / 1e3,
+            added(&mk),
+            mc[i] / 1e3,
+            added(&mc),
+            c
+        );
+    }
+    let tcp_alone = pct(mk[1], mk[0]);
+    let ratio_keep = (mk[2] - mk[0]) / (mk[3] - mk[0]);
+    let ratio_conn = (mc[2] - mc[0]) / (mc[3] - mc[0]);
+    let checks = [
+        ("TCP programs alone: added % of kept-alive request latency <= 2", tcp_alone, 2.0),
+        ("all of syscope added / bpftrace added, kept alive <= 0.5", ratio_keep, 0.5),
+        ("all of syscope added / bpftrace added, new connections <= 0.5", ratio_conn, 0.5),
+    ];
+    let _ = writeln!(t);
+    let _ = writeln!(t, "| target | measured | limit | result |");
+    let _ = writeln!(t, "|---|---:|---:|---|");
+    for (name, v, lim) in checks {
+        let _ = writeln!(
+            t,
+            "| {name} | {v:.2} | {lim} | {} |",
+            if v <= lim { "met" } else { "MISSED" }
+        );
+    }
+    let mut json = String::from("{\"configurations\": [");
+    for (i, tr) in tracers.iter().enumerate() {
+        let _ = write!(
+            json,
+            "{}{{\"name\": \"{}\", \"ns_per_request_keepalive\": {:.0}, \"ns_per_request_connect\": {:.0}, \"agent_cpu_pct\": {:?}}}",
+            if i > 0 { ", " } else { "" },
+            tr.label(),
+            mk[i],
+            mc[i],
+            cpu[i].iter().map(|v| (v * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+        );
+    }
+    let _ = write!(
+        json,
+        "], \"tcp_alone_added_pct\": {tcp_alone:.3}, \"ratio_syscope_to_bpftrace_keepalive\": {ratio_keep:.3}, \"ratio_syscope_to_bpftrace_connect\": {ratio_conn:.3}}}"
+    );
+    Ok((t, json))
+}
+
+fn run_tcp_load(workload: &Path, mode: &str, n: u64) -> Result<f64> {
+    let out = Command::new(workload)
+        .args(["tcp-load", mode, &n.to_string()])
+        .output()
+        .context("running the TCP load")?;
+    if !out.status.success() {
+        bail!("tcp load failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ns_per_request="))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no ns_per_request in workload output: {text}"))
+}
+
 fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
     let (mut cmd, ready) = match t {
         Tracer::None => return Ok(None),
-        Tracer::Floor | Tracer::Syscope => {
+        Tracer::Floor | Tracer::Syscope | Tracer::SyscopeTcp => {
             let mut c = Command::new(agent);
             // Table mode, so no exporter runs; a short interval so the
             // agent's per-interval work is inside the measured window.
@@ -240,19 +390,27 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
             if t == Tracer::Floor {
                 c.arg("--bench-floor");
             }
+            if t == Tracer::SyscopeTcp {
+                c.args(["--probes", "tcp"]);
+            }
             c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
             c.env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
             (c, "probes attached")
         }
-        Tracer::Bpftrace => {
+        Tracer::Bpftrace | Tracer::BpftraceTcp => {
             let mut c = Command::new("bpftrace");
-            c.args(["-e", BPFTRACE_PROGRAM]);
+            let prog = if t == Tracer::Bpftrace {
+                BPFTRACE_PROGRAM
+            } else {
+                BPFTRACE_TCP_PROGRAM
+            };
+            c.args(["-e", prog]);
             (c, "Attaching")
         }
     };
     // syscope logs to stderr, bpftrace announces itself on stdout: watch that
     // stream for the "attached" line, then keep draining it.
-    let watch_stdout = t == Tracer::Bpftrace;
+    let watch_stdout = matches!(t, Tracer::Bpftrace | Tracer::BpftraceTcp);
     let (out, err) = if watch_stdout {
         (Stdio::piped(), Stdio::null())
     } else {

@@ -25,6 +25,10 @@
 //!                                  <netns> is down for <ms>; prints `total_retrans=` and the
 //!                                  `rtt_min_us=`/`rtt_max_us=` TCP_INFO showed
 //!
+//!   tcp-load keepalive <n>         n 64-byte request/responses on one loopback connection
+//!   tcp-load connect <n>           n loopback connections, one request/response each;
+//!                                  both print `ns_per_request=` (the benchmark's load)
+//!
 //! `--netns <name>` first joins the network namespace /run/netns/<name>.
 //!
 //! `--start-after <ms>` first waits with ppoll(2) (a syscall no command uses) so the agent can
@@ -361,6 +365,10 @@ fn main() {
         ),
         "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n")),
         "tcp-reset" => tcp::reset(),
+        "tcp-load" => tcp::load(
+            args.get(1).unwrap_or_else(|| usage("keepalive | connect")),
+            num(args.get(2), "n"),
+        ),
         "tcp-echo-server" => tcp::echo_server(
             args.get(1).unwrap_or_else(|| usage("ip")),
             num(args.get(2), "port"),
@@ -539,6 +547,43 @@ mod tcp {
         drop(l);
         println!("port={p}");
         println!("listen_drops={drops}");
+    }
+
+    /// The benchmark's load: a server thread answering every 64-byte request
+    /// at once, a client timing n requests (kept alive, or one per connection).
+    pub fn load(mode: &str, n: u64) {
+        let per_conn = match mode {
+            "keepalive" => n,
+            "connect" => 1,
+            _ => super::usage("tcp-load keepalive|connect <n>"),
+        };
+        let l = loopback_listener(1024);
+        let p = port(&l);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_nodelay(true);
+                let mut buf = [0u8; REQ];
+                while s.read_exact(&mut buf).is_ok() {
+                    if s.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut buf = [3u8; REQ];
+        let t0 = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, p)).unwrap_or_else(|e| fail(&e.to_string()));
+            s.set_nodelay(true).unwrap();
+            for _ in 0..per_conn.min(n - done) {
+                s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
+                s.read_exact(&mut buf).unwrap_or_else(|e| fail(&e.to_string()));
+                done += 1;
+            }
+        }
+        println!("ns_per_request={}", t0.elapsed().as_nanos() as f64 / n as f64);
     }
 
     pub fn reset() {
