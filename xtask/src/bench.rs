@@ -331,9 +331,21 @@ fn tcp_section(agent: &Path, workload: &Path, quick: bool) -> Result<(String, St
     let ratio_keep = (mk[2] - mk[0]) / (mk[3] - mk[0]);
     let ratio_conn = (mc[2] - mc[0]) / (mc[3] - mc[0]);
     let checks = [
-        ("TCP programs alone: added % of kept-alive request latency <= 2", tcp_alone, 2.0),
-        ("all of syscope added / bpftrace added, kept alive <= 0.5", ratio_keep, 0.5),
-        ("all of syscope added / bpftrace added, new connections <= 0.5", ratio_conn, 0.5),
+        (
+            "TCP programs alone: added % of kept-alive request latency <= 2",
+            tcp_alone,
+            2.0,
+        ),
+        (
+            "all of syscope added / bpftrace added, kept alive <= 0.5",
+            ratio_keep,
+            0.5,
+        ),
+        (
+            "all of syscope added / bpftrace added, new connections <= 0.5",
+            ratio_conn,
+            0.5,
+        ),
     ];
     let _ = writeln!(t);
     let _ = writeln!(t, "| target | measured | limit | result |");

@@ -14,7 +14,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: the BPF-capable rustc with its prebuilt `core`, the LLVM
-/// that bpf-linker links against, and bpftrace for the benchmark.
+/// that bpf-linker links against, bpftrace for the benchmark, and iproute2
+/// (ip, tc) for the TCP tests' network namespaces.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -24,6 +25,7 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "bpftrace",
     "python3-venv",
+    "iproute2",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const ROTEL_VERSION: &str = "0.0.1a15";

@@ -967,3 +967,28 @@ fn shipped_example_matches_help() {
         EXAMPLE_TOML
     );
 }
+
+#[test]
+fn probe_sets_precedence_and_errors() {
+    assert_eq!(ok(&[], &[], "").probes, ProbeSets::default());
+    let c = ok(&["--probes", "tcp"], &[("SYSCOPE_PROBES", "syscalls")], "");
+    assert_eq!(
+        c.probes,
+        ProbeSets {
+            syscalls: false,
+            tcp: true
+        }
+    );
+    let c = ok(&[], &[("SYSCOPE_PROBES", "syscalls")], "probes = [\"tcp\"]");
+    assert!(c.probes.syscalls && !c.probes.tcp);
+    let c = ok(&[], &[], "probes = [\"tcp\"]");
+    assert!(!c.probes.syscalls && c.probes.tcp);
+    assert!(err(&["--probes", "tcp,udp"], &[], "").contains("--probes: unknown probe set `udp`"));
+    assert!(err(&[], &[("SYSCOPE_PROBES", ",")], "").contains("SYSCOPE_PROBES: at least one"));
+    assert!(err(&[], &[], "probes = []").contains("probes: at least one"));
+    let e = err(&[], &[], "[limits]\nkernel_sockets = 0");
+    assert!(
+        e.contains("limits.kernel_sockets: must be at least 1"),
+        "{e}"
+    );
+}

@@ -460,11 +460,8 @@ mod tcp {
             for _ in 0..conns {
                 let (mut s, _) = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
                 let mut buf = [0u8; REQ];
-                loop {
-                    match s.read_exact(&mut buf) {
-                        Ok(()) => {}
-                        Err(_) => break, // client closed
-                    }
+                // Until the client closes.
+                while s.read_exact(&mut buf).is_ok() {
                     let t0 = Instant::now();
                     std::thread::sleep(delay);
                     s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
@@ -575,15 +572,20 @@ mod tcp {
         let t0 = Instant::now();
         let mut done = 0;
         while done < n {
-            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, p)).unwrap_or_else(|e| fail(&e.to_string()));
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, p))
+                .unwrap_or_else(|e| fail(&e.to_string()));
             s.set_nodelay(true).unwrap();
             for _ in 0..per_conn.min(n - done) {
                 s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
-                s.read_exact(&mut buf).unwrap_or_else(|e| fail(&e.to_string()));
+                s.read_exact(&mut buf)
+                    .unwrap_or_else(|e| fail(&e.to_string()));
                 done += 1;
             }
         }
-        println!("ns_per_request={}", t0.elapsed().as_nanos() as f64 / n as f64);
+        println!(
+            "ns_per_request={}",
+            t0.elapsed().as_nanos() as f64 / n as f64
+        );
     }
 
     pub fn reset() {
