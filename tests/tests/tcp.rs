@@ -117,6 +117,32 @@ fn refused_connects_counted_exactly_and_connects_timed() {
     assert!(last_number(&pts, "tcp.connect.errors", &by[..2]).is_none());
 }
 
+/// The same over IPv6: the peer address is read from the IPv6 fields.
+#[test]
+fn refused_connects_over_ipv6() {
+    if !require_root() {
+        return;
+    }
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let rx = Receiver::start();
+    let _agent = start_agent(&rx);
+    let name = unique_name("refuse6");
+    let out = run_named(&name, &["tcp-refused", "7", "::1"]);
+    let port = field(&out, "port");
+    let by = [
+        ("process.executable.name", name.as_str()),
+        ("server.port", port.as_str()),
+        ("server.address", "::1"),
+        ("error.type", "ECONNREFUSED"),
+    ];
+    rx.wait_for(WAIT, |p| {
+        last_number(p, "tcp.connect.errors", &by) == Some(7.0)
+    });
+}
+
 /// A server answering after 20 ms: both sides' request latency within the
 /// bucket error of what the workload measured, for several requests on each
 /// of several connections.
@@ -168,6 +194,7 @@ fn request_latency_server_and_client_side() {
         }
         let mean = truth.iter().sum::<f64>() / n as f64;
         let got = h.sum.expect("sum") / n as f64;
+        eprintln!("{metric}: {n} requests, mean {got:.6} s (workload measured {mean:.6} s)");
         assert!(
             (got - mean).abs() / mean < 0.02,
             "{metric} mean: got {got}, workload measured {mean}"
@@ -222,6 +249,7 @@ fn listen_drops_match_the_kernel_counter() {
     let port = field(&out, "port");
     let want: f64 = field(&out, "listen_drops").parse().unwrap();
     assert!(want > 0.0, "the flood caused no drops: {out:?}");
+    eprintln!("listen drops: kernel ListenDrops delta {want}");
     let by = [
         ("process.executable.name", name.as_str()),
         ("server.port", port.as_str()),
@@ -271,7 +299,8 @@ fn linger_zero_close_is_a_reset_each_way() {
 
 /// Two namespaces joined by a veth pair; the server side shapes its replies
 /// with a token bucket (tbf: netem is not built here), which makes the RTT
-/// milliseconds. The client's retransmits during a link outage match the
+/// milliseconds. The client's retransmits while the server's address is gone
+/// (packets arrive and are dropped silently) match the
 /// kernel's own tcpi_total_retrans exactly, and every RTT sample lies within
 /// what TCP_INFO showed on the same socket (within the bucket error).
 #[test]
@@ -374,6 +403,11 @@ fn retransmits_and_rtt_over_a_veth_pair() {
     assert!(
         mean >= lo * (1.0 - BUCKET_ERR) && mean <= hi * (1.0 + BUCKET_ERR),
         "mean RTT {mean} outside [{lo}, {hi}]"
+    );
+    eprintln!(
+        "retransmits: {retrans} (tcpi_total_retrans) = syscope; RTT: TCP_INFO [{lo:.6}, {hi:.6}] s, \
+         syscope {} samples, mean {mean:.6} s",
+        h.count
     );
     // The shaping shows: milliseconds, not the microseconds of a bare veth.
     assert!(hi > 0.005, "TCP_INFO RTT never exceeded 5 ms: {hi}");

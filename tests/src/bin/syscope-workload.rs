@@ -12,7 +12,8 @@
 //!   wait-signal          prints `ready`, then blocks until SIGTERM, SIGINT or SIGUSR1
 //!
 //! TCP commands (IPv4; each prints `port=<p>` and its own measurements):
-//!   tcp-refused <n>                n connects to a closed loopback port, each ECONNREFUSED
+//!   tcp-refused <n> [ip]           n connects to a closed port on loopback (127.0.0.1, or
+//!                                  e.g. ::1), each ECONNREFUSED
 //!   tcp-connect <n>                n connects to a loopback listener (accepted, closed)
 //!   tcp-reqresp <c> <r> <ms>       c connections x r requests; the server answers after ms;
 //!                                  prints `client_ns=` and `server_ns=` per request
@@ -21,8 +22,9 @@
 //!   tcp-reset                      the server closes with SO_LINGER 0; the client sees the RST
 //!   tcp-echo-server <ip> <port> <bytes>  answers every read with <bytes> bytes, forever
 //!   tcp-lossy <ip> <port> <n> <netns> <iface> <ms>
-//!                                  n exchanges with an echo server, then one while <iface> in
-//!                                  <netns> is down for <ms>; prints `total_retrans=` and the
+//!                                  n exchanges with an echo server, then one while the server's
+//!                                  <ip> is removed from <iface> in <netns> for <ms>; prints
+//!                                  `total_retrans=` and the
 //!                                  `rtt_min_us=`/`rtt_max_us=` TCP_INFO showed
 //!
 //!   tcp-load keepalive <n>         n 64-byte request/responses on one loopback connection
@@ -356,7 +358,10 @@ fn main() {
         "getppid" => getppid(num(args.get(1), "n")),
         "distinct" => distinct(num(args.get(1), "k")),
         "wait-signal" => wait_signal(),
-        "tcp-refused" => tcp::refused(num(args.get(1), "n")),
+        "tcp-refused" => tcp::refused(
+            num(args.get(1), "n"),
+            args.get(2).map_or("127.0.0.1", String::as_str),
+        ),
         "tcp-connect" => tcp::connect(num(args.get(1), "n")),
         "tcp-reqresp" => tcp::reqresp(
             num(args.get(1), "connections"),
@@ -422,11 +427,16 @@ mod tcp {
         l.local_addr().unwrap().port()
     }
 
-    pub fn refused(n: u64) {
+    pub fn refused(n: u64, ip: &str) {
+        let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|_| fail("bad ip"));
         // A port that was just free: nobody listens there now.
-        let p = port(&loopback_listener(1));
+        let p = TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| fail(&e.to_string()))
+            .local_addr()
+            .unwrap()
+            .port();
         for _ in 0..n {
-            match TcpStream::connect((Ipv4Addr::LOCALHOST, p)) {
+            match TcpStream::connect((ip, p)) {
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
                 r => fail(&format!("connect to closed port {p}: {r:?}")),
             }
@@ -654,13 +664,20 @@ mod tcp {
         }
     }
 
-    fn ip_link(netns: &str, iface: &str, state: &str) {
+    /// Remove or restore the server's address in its namespace. Without it
+    /// the server's namespace silently drops what arrives, while the client's
+    /// retransmissions still go out on the wire (a link down would stop them
+    /// at the sender, where they count as failed attempts, not retransmits).
+    fn server_addr(netns: &str, iface: &str, ip: &str, op: &str) {
+        let cidr = format!("{ip}/24");
         let st = std::process::Command::new("ip")
-            .args(["-n", netns, "link", "set", iface, state])
+            .args(["-n", netns, "addr", op, &cidr, "dev", iface])
             .status()
             .unwrap_or_else(|e| fail(&format!("ip: {e}")));
         if !st.success() {
-            fail(&format!("ip -n {netns} link set {iface} {state} failed"));
+            fail(&format!(
+                "ip -n {netns} addr {op} {cidr} dev {iface} failed"
+            ));
         }
     }
 
@@ -712,10 +729,10 @@ mod tcp {
             }
         }
         let (_, before) = tcp_info(&s);
-        ip_link(netns, iface, "down");
+        server_addr(netns, iface, ip, "del");
         s.write_all(&req).unwrap_or_else(|e| fail(&e.to_string()));
         std::thread::sleep(Duration::from_millis(ms));
-        ip_link(netns, iface, "up");
+        server_addr(netns, iface, ip, "add");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let got = s
             .read(&mut sink)
