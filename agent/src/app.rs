@@ -136,6 +136,7 @@ impl Pipeline {
         SelfStats::set(&s.kernel_tcp_hist_entries, hist.len() as u64);
         SelfStats::set(&s.kernel_tcp_count_entries, counts.len() as u64);
         SelfStats::set(&s.kernel_listener_entries, listeners.len() as u64);
+        SelfStats::set(&s.kernel_socket_entries, maps.socks.keys().count() as u64);
         let (mut deltas, evict) = self.tcp_tracker.update(hist, counts);
         for k in &evict.hist {
             let _ = maps.hist.remove(k);

@@ -69,6 +69,7 @@ pub struct SelfStats {
     pub kernel_tcp_hist_entries: AtomicU64,
     pub kernel_tcp_count_entries: AtomicU64,
     pub kernel_listener_entries: AtomicU64,
+    pub kernel_socket_entries: AtomicU64,
     /// TCP series per metric (histograms by `hist_kind - 1`, then counters
     /// by `count_kind - 1`): live, and folded into overflow since start.
     pub series_tcp: [AtomicU64; TCP_METRIC_SLOTS],
@@ -264,6 +265,7 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
                 (&s.kernel_tcp_hist_entries, "tcp_hist"),
                 (&s.kernel_tcp_count_entries, "tcp_counters"),
                 (&s.kernel_listener_entries, "listeners"),
+                (&s.kernel_socket_entries, "sockets"),
             ] {
                 o.observe(SelfStats::get(v), &[KeyValue::new("map", map)]);
             }

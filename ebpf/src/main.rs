@@ -408,6 +408,11 @@ fn sk_local_port(sk: u64) -> u16 {
 }
 
 #[inline(always)]
+fn is_self() -> bool {
+    (bpf_get_current_pid_tgid() >> 32) as u32 == global(&SELF_TGID)
+}
+
+#[inline(always)]
 fn tcp_key(st: &SockState, kind: u8, with_addr: bool) -> TcpKey {
     TcpKey {
         cgroup_id: st.cgroup_id,
@@ -448,7 +453,11 @@ fn sample_rtt(sk: u64, st: &mut SockState, now: u64) {
 #[inline(always)]
 fn on_state(sk: u64, old: i32, new: i32) {
     if new == state::SYN_SENT {
-        // connect(): in the connecting process's context.
+        // connect(): in the connecting process's context. The agent's own
+        // connections (to the collector) are not a workload's.
+        if is_self() {
+            return;
+        }
         let (addr, port) = sk_peer(sk);
         let st = SockState {
             t_start: unsafe { bpf_ktime_get_ns() },
@@ -506,6 +515,9 @@ fn on_state(sk: u64, old: i32, new: i32) {
         }
     } else if new == state::LISTEN {
         // listen(): in the listening process's context.
+        if is_self() {
+            return;
+        }
         let l = ListenState {
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
             comm: process_comm(),

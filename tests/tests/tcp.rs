@@ -202,6 +202,40 @@ fn request_latency_server_and_client_side() {
     }
 }
 
+fn sockets_tracked(points: &[MetricPoint]) -> Option<f64> {
+    last_number(points, "syscope.kernel.map.entries", &[("map", "sockets")])
+}
+
+/// Tracked sockets are forgotten when the kernel destroys them: held-open
+/// connections show up in the socket map, and the map shrinks back after.
+#[test]
+fn socket_state_is_cleaned_up_on_close() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let _agent = start_agent(&rx);
+    let pts = rx.wait_for(WAIT, |p| sockets_tracked(p).is_some());
+    let before = sockets_tracked(&pts).unwrap();
+    let name = unique_name("hold");
+    let n = 150.0;
+    let child = spawn_named(&name, &["tcp-hold", "150", "3500"]);
+    // Both ends of each connection are tracked while they are open.
+    rx.wait_for(WAIT, |p| {
+        sockets_tracked(p).is_some_and(|v| v >= before + 2.0 * n)
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let pts = rx.wait_for(WAIT, |p| {
+        sockets_tracked(p).is_some_and(|v| v < before + 10.0)
+    });
+    eprintln!(
+        "tracked sockets: {before} before, >= {} while held, {} after",
+        before + 2.0 * n,
+        sockets_tracked(&pts).unwrap()
+    );
+}
+
 /// A network namespace for one test, deleted on drop.
 struct Netns(String);
 

@@ -145,6 +145,8 @@ fn attach_one(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result
 
 /// The TCP maps userspace reads.
 pub struct TcpMaps {
+    /// Tracked sockets: only counted (a key walk, one syscall per entry).
+    pub socks: HashMap<MapData, u64, SockState>,
     pub hist: HashMap<MapData, TcpKey, Histogram>,
     pub counts: HashMap<MapData, TcpKey, u64>,
     pub listeners: HashMap<MapData, u64, ListenState>,
@@ -160,6 +162,7 @@ impl TcpMaps {
             HashMap::try_from(m).map_err(|source| ProbeError::Map { name, source })
         }
         Ok(TcpMaps {
+            socks: map(ebpf, names::SOCKS_MAP)?,
             hist: map(ebpf, names::TCP_HIST_MAP)?,
             counts: map(ebpf, names::TCP_COUNTS_MAP)?,
             listeners: map(ebpf, names::LISTENERS_MAP)?,

@@ -19,6 +19,7 @@
 //!                                  prints `client_ns=` and `server_ns=` per request
 //!   tcp-listen-flood <n>           n connects to a backlog-0 listener never accepted; prints
 //!                                  `listen_drops=` (the netns's TcpExt ListenDrops delta)
+//!   tcp-hold <n> <ms>              n loopback connections held open for ms, then closed
 //!   tcp-reset                      the server closes with SO_LINGER 0; the client sees the RST
 //!   tcp-echo-server <ip> <port> <bytes>  answers every read with <bytes> bytes, forever
 //!   tcp-lossy <ip> <port> <n> <netns> <iface> <ms>
@@ -370,6 +371,7 @@ fn main() {
         ),
         "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n")),
         "tcp-reset" => tcp::reset(),
+        "tcp-hold" => tcp::hold(num(args.get(1), "n"), num(args.get(2), "ms")),
         "tcp-load" => tcp::load(
             args.get(1).unwrap_or_else(|| usage("keepalive | connect")),
             num(args.get(2), "n"),
@@ -596,6 +598,23 @@ mod tcp {
             "ns_per_request={}",
             t0.elapsed().as_nanos() as f64 / n as f64
         );
+    }
+
+    pub fn hold(n: u64, ms: u64) {
+        let l = loopback_listener(1024);
+        let p = port(&l);
+        let mut held = vec![];
+        for _ in 0..n {
+            let c = TcpStream::connect((Ipv4Addr::LOCALHOST, p))
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let (s, _) = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
+            held.push((c, s));
+        }
+        println!("port={p}");
+        println!("held");
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_millis(ms));
+        drop(held);
     }
 
     pub fn reset() {
