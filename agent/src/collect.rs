@@ -192,7 +192,8 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
 /// Listener drop counters (read from each listening socket) to deltas.
 #[derive(Default)]
 pub struct ListenerTracker {
-    last: HashMap<u64, u32>,
+    /// (address, listen time) -> drops at the last read.
+    last: HashMap<(u64, u64), u32>,
 }
 
 impl ListenerTracker {
@@ -209,7 +210,8 @@ impl ListenerTracker {
         for (sk, l) in listeners {
             // A listener enters the map when it starts listening, with a
             // fresh counter: first sight counts from zero.
-            let prev = self.last.get(&sk).copied().unwrap_or(0);
+            let id = (sk, l.since_ns);
+            let prev = self.last.get(&id).copied().unwrap_or(0);
             let d = l.drops.wrapping_sub(prev) as u64;
             if d > 0 {
                 let key = TcpKey {
@@ -226,7 +228,7 @@ impl ListenerTracker {
             if l.closed != 0 {
                 closed.push(sk);
             } else {
-                seen.insert(sk, l.drops);
+                seen.insert(id, l.drops);
             }
         }
         self.last = seen;
@@ -316,6 +318,7 @@ mod listener_tests {
 
     fn l(drops: u32, closed: u8) -> ListenState {
         ListenState {
+            since_ns: 1,
             cgroup_id: 1,
             comm: *b"srv\0\0\0\0\0\0\0\0\0\0\0\0\0",
             drops,
@@ -342,5 +345,10 @@ mod listener_tests {
         assert_eq!(c, vec![1]);
         let (d, _) = t.update([(2, l(4, 0))]);
         assert!(d.is_empty());
+        // A new listener at a reused address counts from zero.
+        let mut new = l(1, 0);
+        new.since_ns = 2;
+        let (d, _) = t.update([(2, new)]);
+        assert_eq!(d[0].1, 1);
     }
 }

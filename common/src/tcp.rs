@@ -106,6 +106,9 @@ const _: () = assert!(core::mem::size_of::<SockState>() == 64);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenState {
+    /// When it started listening: tells a new listener from an old one that
+    /// had the same kernel address.
+    pub since_ns: u64,
     pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
     /// The listener's `sk_drops` at the last poll (or at close).
@@ -115,4 +118,4 @@ pub struct ListenState {
     pub closed: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<ListenState>() == 32);
+const _: () = assert!(core::mem::size_of::<ListenState>() == 40);

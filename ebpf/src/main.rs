@@ -519,6 +519,7 @@ fn on_state(sk: u64, old: i32, new: i32) {
             return;
         }
         let l = ListenState {
+            since_ns: unsafe { bpf_ktime_get_ns() },
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
             comm: process_comm(),
             drops: kread::<u32>(sk, global(&SK_DROPS_OFF)).unwrap_or(0),
