@@ -16,10 +16,11 @@ use tracing::{info, warn};
 use crate::{
     aggregate::{otlp, Aggregator},
     collect::DeltaTracker,
-    config::Config,
+    config::{Config, ProcessEnv},
     enrich::cgroup::CgroupResolver,
     export::{self, ExportHandle},
     probes::{self, LoadOptions, Probes},
+    service::Service,
     table,
     telemetry::{self, SelfStats},
 };
@@ -143,6 +144,7 @@ pub struct RunOptions {
 
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let stats = Arc::new(SelfStats::default());
+    let mut service = Service::start(&cfg.health, &ProcessEnv).await?;
     let probes = probes::load(&LoadOptions {
         kernel_series: cfg.limits.kernel_series,
         kernel_error_series: cfg.limits.kernel_error_series,
@@ -157,6 +159,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         .transpose()
         .context("setting up the OTLP exporter")?;
     let sdk = telemetry::init_sdk(&cfg, stats.clone()).context("setting up self-metrics")?;
+    service.attached(
+        pipe.probes.mode.as_str(),
+        exporter.as_ref().map(ExportHandle::health),
+    );
     match &cfg.export {
         Some(e) => {
             info!(endpoint = %e.endpoint, protocol = ?e.protocol, interval = ?cfg.interval, "exporting over OTLP")
@@ -174,6 +180,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = ticker.tick() => cycle(&mut pipe, exporter.as_ref(), &cfg),
+            () = service.watchdog() => {}
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
         }
@@ -181,6 +188,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     // Detach first so the last read holds everything up to now, then flush.
     let deadline = Instant::now() + cfg.shutdown_grace;
+    service.stopping();
     pipe.probes.detach();
     cycle(&mut pipe, exporter.as_ref(), &cfg);
     if let Some(ex) = exporter {

@@ -49,6 +49,7 @@ pub(super) const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 pub(super) const SYSCOPE_LOG: &str = "SYSCOPE_LOG";
 pub(super) const RUST_LOG: &str = "RUST_LOG";
 pub(super) const SYSCOPE_CONFIG: &str = "SYSCOPE_CONFIG";
+pub(super) const HEALTH_ADDRESS: &str = "SYSCOPE_HEALTH_ADDRESS";
 
 /// Every variable read, with its `--help` text; a test checks the two agree.
 pub(super) const DOCS: &[(&str, &str)] = &[
@@ -112,6 +113,10 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     (
         SYSCOPE_CONFIG,
         "Config file path, used when --config is not given.",
+    ),
+    (
+        HEALTH_ADDRESS,
+        "Health endpoint IP:PORT (like --health-address), or off.",
     ),
 ];
 

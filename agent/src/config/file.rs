@@ -44,6 +44,13 @@ kernel_series = 4096         # kernel latency map entries
 kernel_error_series = 4096   # kernel error map entries
 kernel_threads = 16384       # kernel map entries for threads inside a syscall
 series_idle_intervals = 10   # series not updated for this many intervals are dropped
+
+[health]
+# HTTP endpoint for probes: GET /healthz (alive), /readyz (programs attached and
+# exports succeeding, or failing for less than max_export_failure). Off by default;
+# serves health only. Use 0.0.0.0:PORT for Kubernetes probes.
+address = "127.0.0.1:9479"   # IP:PORT, or "off"
+max_export_failure = "3m"    # default: three export intervals
 "#;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -65,6 +72,8 @@ pub(super) struct FileConfig {
     pub resource: FileResource,
     #[serde(default)]
     pub limits: FileLimits,
+    #[serde(default)]
+    pub health: FileHealth,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -110,6 +119,15 @@ pub(super) struct FileLimits {
     pub kernel_threads: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series_idle_intervals: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileHealth {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_export_failure: Option<String>,
 }
 
 pub(super) fn read(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -5,6 +5,7 @@
 //! (`tp_btf` when the kernel allows it, `raw_syscalls` tracepoints otherwise).
 
 pub mod btf;
+pub mod pidns;
 pub mod privilege;
 
 use std::path::Path;
@@ -128,7 +129,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let (enter_id_off, exit_ret_off) = tracepoint_offsets();
     let arch = Arch::current();
     let nr = |name| syscall_nr(arch, name).unwrap_or(u32::MAX);
-    let self_tgid = std::process::id();
+    let self_tgid = pidns::kernel_self_tgid();
 
     let sizes = MapSizes {
         hist: opts.kernel_series,
