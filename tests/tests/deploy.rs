@@ -616,13 +616,22 @@ fn container_without_a_capability_or_the_profile_fails_naming_it() {
     for (i, (caps, seccomp, want)) in cases.into_iter().enumerate() {
         let name = format!("syscope-test-{}-nocap{i}", std::process::id());
         let _guard = ContainerName(name.clone());
-        let mut cmd = podman_run(&name, &caps, seccomp, &config, &env);
-        let out = run(cmd.stdin(Stdio::null()));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success(),
-            "caps {caps:?} seccomp {seccomp}: started:\n{err}"
-        );
+        let cmd = podman_run(&name, &caps, seccomp, &config, &env);
+        // Spawned, not waited for blindly: an agent that does start would
+        // run forever.
+        let mut agent = Agent::spawn(cmd, &[]);
+        let deadline = Instant::now() + WAIT;
+        while agent.is_running() {
+            assert!(
+                !agent.stderr().contains("probes attached") && Instant::now() < deadline,
+                "caps {caps:?} seccomp {seccomp}: started:\n{}",
+                agent.stderr()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        let status = agent.wait_exit();
+        let err = agent.stderr();
+        assert!(!status.success(), "caps {caps:?} seccomp {seccomp}:\n{err}");
         assert!(
             err.contains(&want),
             "caps {caps:?} seccomp {seccomp}: no {want:?}:\n{err}"
@@ -692,6 +701,42 @@ fn readiness_follows_the_collector() {
     }
     assert!(agent.is_running(), "{}", agent.stderr());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Health settings fail like every other setting: status 2 naming the
+/// flag, variable or key; a taken address stops the agent before it loads
+/// anything, naming health.address.
+#[test]
+fn health_settings_fail_naming_the_key() {
+    let syscope = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(agent_bin());
+        c.args(args).env_remove("SYSCOPE_HEALTH_ADDRESS");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = run(&mut c);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = syscope(&["--health-address", "localhost:80"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--health-address") && err.contains("localhost:80"),
+        "{err}"
+    );
+    let (code, err) = syscope(&[], &[("SYSCOPE_HEALTH_ADDRESS", "9479")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("SYSCOPE_HEALTH_ADDRESS"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = syscope(&["--health-address", &addr], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("health.address") && err.contains(&addr),
+        "{err}"
+    );
 }
 
 // ----------------------------------------------------------- systemd

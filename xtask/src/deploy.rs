@@ -80,6 +80,15 @@ pub fn build_image() -> Result<String> {
         .args(["-t", &name, "-f"])
         .arg(root().join("deploy/container/Containerfile"))
         .arg(&dir))?;
+    // The image this name pointed at before is now untagged: drop it (and
+    // only ours), so repeated test runs do not pile up images.
+    sh(Command::new("podman").args([
+        "image",
+        "prune",
+        "-f",
+        "--filter",
+        "label=org.opencontainers.image.title=syscope",
+    ]))?;
     let out = Command::new("podman")
         .args(["image", "inspect", "--format", "{{.Size}}", &name])
         .output()?;
