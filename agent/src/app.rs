@@ -159,10 +159,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         .transpose()
         .context("setting up the OTLP exporter")?;
     let sdk = telemetry::init_sdk(&cfg, stats.clone()).context("setting up self-metrics")?;
-    service.attached(
-        pipe.probes.mode.as_str(),
-        exporter.as_ref().map(ExportHandle::health),
-    );
     match &cfg.export {
         Some(e) => {
             info!(endpoint = %e.endpoint, protocol = ?e.protocol, interval = ?cfg.interval, "exporting over OTLP")
@@ -174,6 +170,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    // Ready only now: a SIGTERM from here on gets the final flush.
+    service.attached(
+        pipe.probes.mode.as_str(),
+        exporter.as_ref().map(ExportHandle::health),
+    );
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
