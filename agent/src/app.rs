@@ -18,10 +18,11 @@ use syscope_common::tcp::TcpKey;
 use crate::{
     aggregate::{otlp, Aggregator, TCP_HISTS},
     collect::{DeltaTracker, Deltas, ListenerTracker},
-    config::Config,
+    config::{Config, ProcessEnv},
     enrich::cgroup::CgroupResolver,
     export::{self, ExportHandle},
     probes::{self, LoadOptions, Probes},
+    service::Service,
     table,
     telemetry::{self, SelfStats},
 };
@@ -198,6 +199,7 @@ pub struct RunOptions {
 
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let stats = Arc::new(SelfStats::default());
+    let mut service = Service::start(&cfg.health, &ProcessEnv).await?;
     let probes = probes::load(&LoadOptions {
         kernel_series: cfg.limits.kernel_series,
         kernel_error_series: cfg.limits.kernel_error_series,
@@ -230,12 +232,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    // Ready only now: a SIGTERM from here on gets the final flush.
+    service.attached(
+        pipe.probes.hooks(),
+        exporter.as_ref().map(ExportHandle::health),
+    );
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => cycle(&mut pipe, exporter.as_ref(), &cfg),
+            () = service.watchdog() => {}
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
         }
@@ -243,6 +251,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     // Detach first so the last read holds everything up to now, then flush.
     let deadline = Instant::now() + cfg.shutdown_grace;
+    service.stopping();
     pipe.probes.detach();
     cycle(&mut pipe, exporter.as_ref(), &cfg);
     if let Some(ex) = exporter {

@@ -6,7 +6,8 @@
 //! (series, cardinality limits, temporality, OTLP encoding) -> `export`
 //! (OTLP transport) or `table` (live terminal view); with `config`, `enrich`
 //! (names, containers) and `telemetry` (the agent's own metrics) beside them.
-//! `app` wires them into the daemon.
+//! `app` wires them into the daemon; `service` faces the supervisor
+//! (health endpoint, systemd notifications).
 
 pub mod aggregate;
 pub mod app;
@@ -15,5 +16,6 @@ pub mod config;
 pub mod enrich;
 pub mod export;
 pub mod probes;
+pub mod service;
 pub mod table;
 pub mod telemetry;

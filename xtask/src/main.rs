@@ -4,6 +4,7 @@
 //! commands work on a fresh Debian 12 machine as root.
 
 mod bench;
+mod deploy;
 
 use std::{
     env,
@@ -26,7 +27,18 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     "python3-venv",
     "iproute2",
+    // Packaging and its tests (deploy/): the image is built and run with
+    // podman on runc (crun fails on hybrid cgroup hosts); strip and
+    // dpkg-shlibdeps for the image and the .deb.
+    "podman",
+    "runc",
+    "binutils",
+    "dpkg-dev",
 ];
+/// Renders deploy/kubernetes (kustomize) in the tests, when no kubectl is installed.
+const KUBECTL_PACKAGE: &str = "kubernetes-client";
+/// Validates the Kubernetes manifests offline, in the tests' venv.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const ROTEL_VERSION: &str = "0.0.1a15";
 
@@ -38,6 +50,8 @@ tasks:
   run [ARGS]     build, then run the agent (as root) with ARGS, e.g. `cargo xtask run -- --interval 2s`
   test           build, then lint (rustfmt, clippy), unit tests, and the integration tests on the real kernel
   bench [ARGS]   build, then the overhead benchmark (see README); `--quick` for a short run
+  image [--archive PATH]  build, then the container image (podman): localhost/syscope:<version>
+  deb            build, then the Debian package: target/deb/syscope_<version>-1_<arch>.deb
 ";
 
 fn main() -> ExitCode {
@@ -50,6 +64,12 @@ fn main() -> ExitCode {
         Some("bench") => setup()
             .and_then(|_| build())
             .and_then(|_| bench::run(&root(), &args[1..])),
+        Some("image") => setup()
+            .and_then(|_| build())
+            .and_then(|_| deploy::image(&args[1..])),
+        Some("deb") => setup()
+            .and_then(|_| build())
+            .and_then(|_| deploy::deb().map(drop)),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);
@@ -99,9 +119,14 @@ fn cargo_bin_dir() -> PathBuf {
 }
 
 fn setup() -> Result<()> {
+    let kubectl = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
+        .chain((!kubectl).then_some(KUBECTL_PACKAGE))
         .filter(|p| {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
@@ -165,6 +190,13 @@ fn setup() -> Result<()> {
             .context("rotel installed but rotel-agent not found in site-packages")?;
         std::os::unix::fs::symlink(&lib, &rotel)?;
     }
+    if !venv.join("bin/kubernetes-validate").exists() {
+        sh(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+        ]))?;
+    }
     Ok(())
 }
 
@@ -210,7 +242,8 @@ fn test() -> Result<()> {
     if !is_root() {
         eprintln!("integration tests need root (CAP_BPF, CAP_PERFMON): they will report themselves skipped");
     }
-    sh(cargo()
+    let mut integration = cargo();
+    integration
         .current_dir(&r)
         .args([
             "test",
@@ -222,6 +255,12 @@ fn test() -> Result<()> {
             "--test-threads=1",
         ])
         .env("SYSCOPE_BIN", r.join("target/release/syscope"))
-        .env("SYSCOPE_ROTEL", r.join(".venv/bin/rotel-agent")))?;
+        .env("SYSCOPE_ROTEL", r.join(".venv/bin/rotel-agent"));
+    // The packaged forms, built once here for tests/tests/deploy.rs.
+    integration.env("SYSCOPE_DEB", deploy::deb()?);
+    if is_root() {
+        integration.env("SYSCOPE_IMAGE", deploy::build_image()?);
+    }
+    sh(&mut integration)?;
     Ok(())
 }

@@ -73,6 +73,10 @@ pub struct Cli {
     #[arg(long)]
     pub print_config: bool,
 
+    /// Health endpoint IP:PORT (/healthz, /readyz), e.g. 127.0.0.1:9479; off (default) disables it
+    #[arg(long, value_name = "ADDR")]
+    pub health_address: Option<String>,
+
     /// Syscall hooks: auto (tp_btf, else raw_syscalls tracepoints), tp_btf or tracepoint
     #[arg(long, value_name = "HOOK", value_parser = ["auto", "tp_btf", "tracepoint"], default_value = "auto")]
     pub hook: String,

@@ -50,6 +50,7 @@ pub(super) const SYSCOPE_LOG: &str = "SYSCOPE_LOG";
 pub(super) const RUST_LOG: &str = "RUST_LOG";
 pub(super) const SYSCOPE_CONFIG: &str = "SYSCOPE_CONFIG";
 pub(super) const SYSCOPE_PROBES: &str = "SYSCOPE_PROBES";
+pub(super) const HEALTH_ADDRESS: &str = "SYSCOPE_HEALTH_ADDRESS";
 
 /// Every variable read, with its `--help` text; a test checks the two agree.
 pub(super) const DOCS: &[(&str, &str)] = &[
@@ -117,6 +118,10 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     (
         SYSCOPE_PROBES,
         "Probe sets to attach, comma separated: syscalls, tcp (default both).",
+    ),
+    (
+        HEALTH_ADDRESS,
+        "Health endpoint IP:PORT (like --health-address), or off.",
     ),
 ];
 

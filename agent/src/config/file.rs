@@ -49,6 +49,13 @@ kernel_sockets = 32768       # kernel map entries for tracked TCP sockets (LRU)
 kernel_tcp_series = 2048     # kernel TCP histogram map entries (connect, request, RTT)
 kernel_tcp_counters = 4096   # kernel TCP counter map entries (connect errors, retransmits, resets)
 kernel_listeners = 1024      # kernel map entries for listening sockets (listen drops)
+
+[health]
+# HTTP endpoint for probes: GET /healthz (alive), /readyz (programs attached and
+# exports succeeding, or failing for less than max_export_failure). Off by default;
+# serves health only. Use 0.0.0.0:PORT for Kubernetes probes.
+address = "127.0.0.1:9479"   # IP:PORT, or "off"
+max_export_failure = "3m"    # default: three export intervals
 "#;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -72,6 +79,8 @@ pub(super) struct FileConfig {
     pub resource: FileResource,
     #[serde(default)]
     pub limits: FileLimits,
+    #[serde(default)]
+    pub health: FileHealth,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -125,6 +134,15 @@ pub(super) struct FileLimits {
     pub kernel_tcp_counters: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_listeners: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileHealth {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_export_failure: Option<String>,
 }
 
 pub(super) fn read(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -12,6 +12,7 @@ mod file;
 mod tests;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -124,6 +125,7 @@ pub struct Config {
     pub temporality: Temporality,
     pub resource: ResourceConfig,
     pub limits: LimitsConfig,
+    pub health: HealthConfig,
     pub shutdown_grace: Duration,
     /// tracing-subscriber `EnvFilter` directives, already checked to parse.
     pub log: String,
@@ -311,6 +313,28 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The health endpoint (`[health]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Where /healthz and /readyz are served; `None` (the default): nowhere.
+    pub address: Option<SocketAddr>,
+    /// Exports may fail (and retry) this long before /readyz says not ready.
+    pub max_export_failure: Duration,
+}
+
+/// Exports failing for this many intervals make the agent not ready, unless
+/// `health.max_export_failure` says otherwise (the exporter's own rule).
+const DEFAULT_MAX_EXPORT_FAILURE_INTERVALS: u32 = 3;
+
+impl HealthConfig {
+    fn default_for(interval: Duration) -> Self {
+        HealthConfig {
+            address: None,
+            max_export_failure: interval.saturating_mul(DEFAULT_MAX_EXPORT_FAILURE_INTERVALS),
+        }
+    }
+}
+
 impl Default for Config {
     /// What `load` gives with no flags, environment or file: the live table.
     fn default() -> Self {
@@ -320,6 +344,7 @@ impl Default for Config {
             temporality: Temporality::default(),
             resource: ResourceConfig::default(),
             limits: LimitsConfig::default(),
+            health: HealthConfig::default_for(DEFAULT_TABLE_INTERVAL),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             log: DEFAULT_LOG.to_owned(),
             table_rows: DEFAULT_TABLE_ROWS,
@@ -372,6 +397,14 @@ impl Config {
                 kernel_tcp_counters: Some(self.limits.kernel_tcp_counters),
                 kernel_listeners: Some(self.limits.kernel_listeners),
             },
+            health: file::FileHealth {
+                address: Some(
+                    self.health
+                        .address
+                        .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+                ),
+                max_export_failure: Some(fmt_d(self.health.max_export_failure)),
+            },
         };
         let header = if self.export.is_none() {
             "# export disabled (no endpoint, or OTEL_SDK_DISABLED=true): live table\n"
@@ -398,6 +431,7 @@ impl Config {
             buffer_intervals: e.buffer_intervals,
             max_backoff: e.max_backoff,
             interval: self.interval,
+            max_failure: Some(self.health.max_export_failure),
             // Not user-facing: the exporter's default first retry delay.
             ..Default::default()
         })
@@ -537,6 +571,7 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
     };
 
     let resource = resolve_resource(cli, vars, file.resource)?;
+    let health = resolve_health(cli, vars, file.health, interval)?;
 
     Ok(Config {
         export,
@@ -544,6 +579,7 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
         temporality,
         resource,
         limits,
+        health,
         shutdown_grace,
         log,
         table_rows,
@@ -735,6 +771,51 @@ fn resolve_resource(
     Ok(ResourceConfig {
         service_name,
         attributes,
+    })
+}
+
+fn resolve_health(
+    cli: &Cli,
+    vars: &Vars<'_>,
+    fh: file::FileHealth,
+    interval: Duration,
+) -> Result<HealthConfig, ConfigError> {
+    let default = HealthConfig::default_for(interval);
+    let address = cli
+        .health_address
+        .as_deref()
+        .map(|v| health_address("--health-address", v))
+        .or_else(|| {
+            let v = vars.get(env::HEALTH_ADDRESS)?;
+            Some(health_address(env::HEALTH_ADDRESS, &v))
+        })
+        .or_else(|| Some(health_address("health.address", fh.address.as_deref()?)))
+        .transpose()?
+        .flatten();
+    let max_export_failure = fh
+        .max_export_failure
+        .as_deref()
+        .map(|v| duration("health.max_export_failure", v, Duration::from_millis(1)))
+        .transpose()?
+        .unwrap_or(default.max_export_failure);
+    Ok(HealthConfig {
+        address,
+        max_export_failure,
+    })
+}
+
+/// `IP:PORT`, or `off`. No host names: resolving one at startup would make
+/// the listening address depend on DNS.
+fn health_address(key: &str, raw: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let v = raw.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        invalid(
+            key,
+            format!("expected IP:PORT (e.g. 127.0.0.1:9479, 0.0.0.0:9479, [::]:9479) or off, got {raw:?}"),
+        )
     })
 }
 

@@ -992,3 +992,76 @@ fn probe_sets_precedence_and_errors() {
         "{e}"
     );
 }
+
+// --- health ---
+
+#[test]
+fn health_is_off_by_default_and_follows_precedence() {
+    let c = ok(&[], &[], "");
+    assert_eq!(c.health.address, None);
+    // Three intervals unless set.
+    assert_eq!(c.health.max_export_failure, Duration::from_secs(15));
+    let c = ok(&["--endpoint", "http://x", "--interval", "10s"], &[], "");
+    assert_eq!(c.health.max_export_failure, Duration::from_secs(30));
+    assert_eq!(
+        c.export_settings().unwrap().max_failure,
+        Some(Duration::from_secs(30))
+    );
+
+    let file = "[health]\naddress = \"127.0.0.1:1111\"\nmax_export_failure = \"90s\"\n";
+    let c = ok(&[], &[], file);
+    assert_eq!(c.health.address, Some("127.0.0.1:1111".parse().unwrap()));
+    assert_eq!(c.health.max_export_failure, Duration::from_secs(90));
+    let c = ok(&[], &[("SYSCOPE_HEALTH_ADDRESS", "[::]:2222")], file);
+    assert_eq!(c.health.address, Some("[::]:2222".parse().unwrap()));
+    let c = ok(
+        &["--health-address", "0.0.0.0:3333"],
+        &[("SYSCOPE_HEALTH_ADDRESS", "[::]:2222")],
+        file,
+    );
+    assert_eq!(c.health.address, Some("0.0.0.0:3333".parse().unwrap()));
+    // A higher layer can switch a lower one's endpoint off.
+    let c = ok(&["--health-address", "off"], &[], file);
+    assert_eq!(c.health.address, None);
+}
+
+#[test]
+fn invalid_health_values_name_the_key() {
+    let e = err(&["--health-address", "localhost:9479"], &[], "");
+    assert!(
+        e.contains("--health-address") && e.contains("localhost:9479"),
+        "{e}"
+    );
+    let e = err(&[], &[("SYSCOPE_HEALTH_ADDRESS", "9479")], "");
+    assert!(e.contains("SYSCOPE_HEALTH_ADDRESS"), "{e}");
+    let e = err(&[], &[], "[health]\naddress = \"1.2.3.4\"\n");
+    assert!(e.contains("health.address"), "{e}");
+    let e = err(&[], &[], "[health]\nmax_export_failure = \"soon\"\n");
+    assert!(e.contains("health.max_export_failure"), "{e}");
+    let e = err(&[], &[], "[health]\nadress = \"127.0.0.1:1\"\n");
+    assert!(e.contains("adress"), "{e}");
+}
+
+#[test]
+fn example_health_section_parses() {
+    let c = ok(&[], &[], EXAMPLE_TOML);
+    assert_eq!(c.health.address, Some("127.0.0.1:9479".parse().unwrap()));
+    assert_eq!(c.health.max_export_failure, Duration::from_secs(180));
+}
+
+#[test]
+fn health_round_trips_through_print_config() {
+    let original = ok(
+        &["--health-address", "[::1]:9479"],
+        &[],
+        "[health]\nmax_export_failure = \"45s\"\n",
+    );
+    assert_eq!(ok(&[], &[], &original.to_toml()), original);
+    let off = ok(&[], &[], "");
+    assert!(
+        off.to_toml().contains("address = \"off\""),
+        "{}",
+        off.to_toml()
+    );
+    assert_eq!(ok(&[], &[], &off.to_toml()), off);
+}

@@ -46,6 +46,9 @@ pub struct Settings {
     /// The export interval: "still failing" warnings are rate-limited to one
     /// per interval, and health turns bad after a few intervals of failure.
     pub interval: Duration,
+    /// How long exports may keep failing before health turns bad; `None`:
+    /// three intervals.
+    pub max_failure: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -61,6 +64,7 @@ impl Default for Settings {
             max_backoff: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(500),
             interval: Duration::from_secs(10),
+            max_failure: None,
         }
     }
 }

@@ -61,6 +61,7 @@ struct HealthState {
     last_success: Option<SystemTime>,
     consecutive_failures: u64,
     failing_since: Option<(Instant, SystemTime)>,
+    last_failure: Option<Instant>,
     last_error: Option<String>,
 }
 
@@ -103,6 +104,9 @@ impl Shared {
             last_success: health.last_success,
             consecutive_failures: health.consecutive_failures,
             failing_since: health.failing_since.map(|(_, at)| at),
+            failing_for: health.failing_since.map(|(since, _)| since.elapsed()),
+            last_failure_age: health.last_failure.map(|at| at.elapsed()),
+            max_failure: self.unhealthy_after,
             last_error: health.last_error.clone(),
             buffered: self.buffered(),
         }
@@ -119,6 +123,7 @@ impl Shared {
     fn record_failure(&self, err: &ExportError) {
         let mut health = lock(&self.health);
         health.consecutive_failures += 1;
+        health.last_failure = Some(Instant::now());
         health
             .failing_since
             .get_or_insert_with(|| (Instant::now(), SystemTime::now()));
@@ -129,13 +134,19 @@ impl Shared {
 /// A point-in-time view of the exporter, for a health endpoint.
 #[derive(Clone, Debug)]
 pub struct ExportStatus {
-    /// False once exports have failed (retryably or not) for more than
-    /// three export intervals without a success.
+    /// False once exports have failed (retryably or not) for longer than
+    /// `max_failure` without a success.
     pub healthy: bool,
     pub last_success: Option<SystemTime>,
     /// Failed attempts since the last success (each retry counts).
     pub consecutive_failures: u64,
     pub failing_since: Option<SystemTime>,
+    /// How long exports have been failing, on the monotonic clock.
+    pub failing_for: Option<Duration>,
+    /// Time since the last failed attempt (kept after a success).
+    pub last_failure_age: Option<Duration>,
+    /// The limit `failing_for` is held against (`Settings::max_failure`).
+    pub max_failure: Duration,
     pub last_error: Option<String>,
     pub buffered: usize,
 }
@@ -180,8 +191,8 @@ pub fn spawn(settings: Settings, stats: Arc<SelfStats>) -> Result<ExportHandle, 
         stats,
         health: Mutex::new(HealthState::default()),
         unhealthy_after: settings
-            .interval
-            .saturating_mul(UNHEALTHY_AFTER_INTERVALS)
+            .max_failure
+            .unwrap_or_else(|| settings.interval.saturating_mul(UNHEALTHY_AFTER_INTERVALS))
             .min(MAX_DELAY),
         overflow_warned: AtomicBool::new(false),
     });

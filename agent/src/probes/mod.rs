@@ -5,6 +5,7 @@
 //! (`tp_btf` when the kernel allows it, `raw_syscalls` tracepoints otherwise).
 
 pub mod btf;
+pub mod pidns;
 pub mod privilege;
 mod tcp;
 
@@ -142,7 +143,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let (enter_id_off, exit_ret_off) = tracepoint_offsets();
     let arch = Arch::current();
     let nr = |name| syscall_nr(arch, name).unwrap_or(u32::MAX);
-    let self_tgid = std::process::id();
+    let self_tgid = pidns::kernel_self_tgid();
 
     // A set that is off keeps its maps (they are in the object) at one entry.
     let on = |yes: bool, n: u32| if yes { n } else { 1 };
@@ -286,6 +287,17 @@ impl Probes {
     pub fn detach(&mut self) {
         if self.ebpf.take().is_some() {
             info!("probes detached");
+        }
+    }
+
+    /// What is attached, for status lines: the syscall hook and the TCP set.
+    pub fn hooks(&self) -> &'static str {
+        match (self.mode, self.tcp.is_some()) {
+            (Some(AttachMode::BtfTracepoint), true) => "tp_btf, tcp",
+            (Some(AttachMode::BtfTracepoint), false) => "tp_btf",
+            (Some(AttachMode::Tracepoint), true) => "tracepoint, tcp",
+            (Some(AttachMode::Tracepoint), false) => "tracepoint",
+            (None, _) => "tcp",
         }
     }
 

@@ -55,8 +55,16 @@ impl Agent {
             bin.display()
         );
         let mut cmd = Command::new(&bin);
-        cmd.args(args)
-            .stdout(Stdio::piped())
+        cmd.args(args);
+        let agent = Agent::spawn(cmd, env);
+        agent.wait_attached();
+        agent
+    }
+
+    /// Starts `cmd` (the agent, or a wrapper that execs it) with the same
+    /// environment and capture as [`Agent::start`], without waiting.
+    pub fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Agent {
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
         for (k, _) in std::env::vars() {
@@ -73,11 +81,17 @@ impl Agent {
         let stderr = Arc::new(Mutex::new(String::new()));
         drain(child.stdout.take().unwrap(), stdout.clone());
         drain(child.stderr.take().unwrap(), stderr.clone());
-        let agent = Agent {
+        Agent {
             child,
             stdout,
             stderr,
-        };
+        }
+    }
+
+    /// Waits (up to 30 s) until the probes are attached; panics if the
+    /// agent exits first.
+    pub fn wait_attached(&self) {
+        let agent = self;
         let deadline = Instant::now() + Duration::from_secs(30);
         while !agent.stderr().contains("probes attached") {
             if let Some(st) = agent.exit_status() {
@@ -93,7 +107,10 @@ impl Agent {
             );
             thread::sleep(Duration::from_millis(50));
         }
-        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stdout(&self) -> String {
@@ -118,6 +135,12 @@ impl Agent {
     pub fn terminate(&mut self) -> ExitStatus {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait_exit()
+    }
+
+    /// Waits (up to 30 s) for the exit status, e.g. after someone else
+    /// signalled the agent.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
