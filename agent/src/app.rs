@@ -198,6 +198,10 @@ pub struct RunOptions {
 }
 
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM while the programs load is held until the
+    // loop, which then detaches, flushes and exits cleanly.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let stats = Arc::new(SelfStats::default());
     let mut service = Service::start(&cfg.health, &ProcessEnv).await?;
     let probes = probes::load(&LoadOptions {
@@ -230,9 +234,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
 
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    // Ready only now: a SIGTERM from here on gets the final flush.
+    // Ready only now: everything is set up, and a SIGTERM gets the final flush.
     service.attached(
         pipe.probes.hooks(),
         exporter.as_ref().map(ExportHandle::health),
