@@ -79,11 +79,29 @@ pub fn raise_memlock() {
     };
     // SAFETY: plain syscall with a valid pointer to a local.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
-        warn!(
-            error = %std::io::Error::last_os_error(),
-            "could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11, which charge BPF memory to the cgroup"
-        );
+        let error = std::io::Error::last_os_error();
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        if charges_bpf_to_memcg(&release) {
+            // Nothing to fix: the limit is not consulted for BPF memory.
+            tracing::debug!(%error, "could not raise RLIMIT_MEMLOCK (not needed on this kernel)");
+        } else {
+            warn!(
+                %error,
+                kernel = release.trim(),
+                "could not raise RLIMIT_MEMLOCK; kernels before 5.11 count BPF maps against it: \
+                 loading may fail (raise it, e.g. LimitMEMLOCK= in systemd)"
+            );
+        }
     }
+}
+
+/// Kernels from 5.11 charge BPF memory to the memory cgroup instead of
+/// RLIMIT_MEMLOCK.
+fn charges_bpf_to_memcg(release: &str) -> bool {
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (major, minor) >= (5, 11)
 }
 
 /// Turn an EPERM from loading into a message about privileges.
@@ -108,6 +126,15 @@ pub fn explain_load_error(e: super::ProbeError) -> super::ProbeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memlock_matters_only_before_5_11() {
+        assert!(charges_bpf_to_memcg("6.18.0-1-cloud-amd64\n"));
+        assert!(charges_bpf_to_memcg("5.11.0"));
+        assert!(!charges_bpf_to_memcg("5.10.209-1"));
+        assert!(!charges_bpf_to_memcg("4.19.0"));
+        assert!(!charges_bpf_to_memcg(""));
+    }
 
     #[test]
     fn names_missing_capabilities() {
