@@ -331,6 +331,77 @@ fn linger_zero_close_is_a_reset_each_way() {
     }
 }
 
+/// A connect into a silent path (the peer's namespace drops what arrives)
+/// with one SYN retry: exactly one ETIMEDOUT for that peer, and its SYN
+/// retransmissions counted as the socket itself counted them.
+#[test]
+fn timed_out_connect_is_etimedout_with_its_syn_retransmits() {
+    if !require_root() {
+        return;
+    }
+    let a = Netns::new("ta");
+    let b = Netns::new("tb");
+    let (va, vb) = (format!("sct{}", std::process::id()), "sctb0".to_string());
+    sh(&[
+        "ip", "-n", &a.0, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.0,
+    ]);
+    sh(&["ip", "-n", &a.0, "addr", "add", "10.205.0.1/24", "dev", &va]);
+    let mac = "02:00:0a:cd:00:02";
+    sh(&["ip", "-n", &b.0, "link", "set", &vb, "address", mac]);
+    sh(&["ip", "-n", &a.0, "link", "set", &va, "up"]);
+    sh(&["ip", "-n", &b.0, "link", "set", &vb, "up"]);
+    // The peer address exists nowhere; a static neighbour entry puts the
+    // SYNs on the wire, where the other namespace drops them.
+    sh(&[
+        "ip",
+        "-n",
+        &a.0,
+        "neigh",
+        "add",
+        "10.205.0.2",
+        "lladdr",
+        mac,
+        "dev",
+        &va,
+        "nud",
+        "permanent",
+    ]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &a.0,
+        "sysctl",
+        "-qw",
+        "net.ipv4.tcp_syn_retries=1",
+    ]);
+    let rx = Receiver::start();
+    let _agent = start_agent(&rx);
+    let name = unique_name("timeout");
+    let out = run_named(
+        &name,
+        &["--netns", &a.0, "tcp-timeout", "10.205.0.2", "7171"],
+    );
+    let retrans: f64 = field(&out, "total_retrans").parse().unwrap();
+    assert!(retrans >= 1.0, "{out:?}");
+    let by = [
+        ("process.executable.name", name.as_str()),
+        ("server.port", "7171"),
+    ];
+    let errors = [
+        by[0],
+        by[1],
+        ("server.address", "10.205.0.2"),
+        ("error.type", "ETIMEDOUT"),
+    ];
+    let pts = rx.wait_for(WAIT, |p| {
+        last_number(p, "tcp.connect.errors", &errors) == Some(1.0)
+            && last_number(p, "tcp.retransmits", &by) == Some(retrans)
+    });
+    assert!(select(&pts, "tcp.connect.duration", &by).next().is_none());
+    eprintln!("timed out connect: 1 ETIMEDOUT, {retrans} SYN retransmits (tcpi_total_retrans)");
+}
+
 /// Two namespaces joined by a veth pair; the server side shapes its replies
 /// with a token bucket (tbf: netem is not built here), which makes the RTT
 /// milliseconds. The client's retransmits while the server's address is gone

@@ -19,6 +19,8 @@
 //!                                  prints `client_ns=` and `server_ns=` per request
 //!   tcp-listen-flood <n>           n connects to a backlog-0 listener never accepted; prints
 //!                                  `listen_drops=` (the netns's TcpExt ListenDrops delta)
+//!   tcp-timeout <ip> <port>        one connect that must fail with ETIMEDOUT; prints the
+//!                                  `total_retrans=` TCP_INFO showed while it was retried
 //!   tcp-hold <n> <ms>              n loopback connections held open for ms, then closed
 //!   tcp-reset                      the server closes with SO_LINGER 0; the client sees the RST
 //!   tcp-echo-server <ip> <port> <bytes>  answers every read with <bytes> bytes, forever
@@ -371,6 +373,10 @@ fn main() {
         ),
         "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n")),
         "tcp-reset" => tcp::reset(),
+        "tcp-timeout" => tcp::timeout(
+            args.get(1).unwrap_or_else(|| usage("ip")),
+            num(args.get(2), "port"),
+        ),
         "tcp-hold" => tcp::hold(num(args.get(1), "n"), num(args.get(2), "ms")),
         "tcp-load" => tcp::load(
             args.get(1).unwrap_or_else(|| usage("keepalive | connect")),
@@ -598,6 +604,63 @@ mod tcp {
             "ns_per_request={}",
             t0.elapsed().as_nanos() as f64 / n as f64
         );
+    }
+
+    pub fn timeout(ip: &str, port: u16) {
+        let ip: Ipv4Addr = ip.parse().unwrap_or_else(|_| fail("bad ip"));
+        // Non-blocking, so TCP_INFO can be read while the SYN is retried:
+        // the kernel zeroes the counters when the failed connect is undone.
+        // SAFETY: plain socket calls on a descriptor we own; valid structs.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            libc::connect(
+                fd,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sa) as u32,
+            );
+            let mut retrans = 0;
+            loop {
+                let mut info: libc::tcp_info = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::tcp_info>() as u32;
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    &mut info as *mut _ as *mut libc::c_void,
+                    &mut len,
+                );
+                // tcpi_state 2 = SYN_SENT.
+                if info.tcpi_state != 2 {
+                    break;
+                }
+                retrans = retrans.max(info.tcpi_total_retrans);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut err: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as u32;
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut err as *mut _ as *mut libc::c_void,
+                &mut len,
+            );
+            libc::close(fd);
+            if err != libc::ETIMEDOUT {
+                fail(&format!(
+                    "connect {ip}:{port}: expected ETIMEDOUT, got errno {err}"
+                ));
+            }
+            println!("total_retrans={retrans}");
+        }
     }
 
     pub fn hold(n: u64, ms: u64) {
