@@ -187,7 +187,6 @@ impl Pipeline {
     }
 }
 
-/// Run until a signal; returns after the final export.
 /// How to attach, from the command line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
@@ -197,6 +196,7 @@ pub struct RunOptions {
     pub floor_only: bool,
 }
 
+/// Run until a signal; returns after the final export.
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM while the programs load is held until the
     // loop, which then detaches, flushes and exits cleanly.
@@ -282,9 +282,9 @@ fn cycle(pipe: &mut Pipeline, exporter: Option<&ExportHandle>, cfg: &Config) {
         None => {
             let rows = table::rows(&pipe.agg, cfg.table_rows);
             let header = format!(
-                "syscope {} | hook={} | {}",
+                "syscope {} | probes={} | {}",
                 humantime::format_rfc3339_seconds(SystemTime::now()),
-                pipe.probes.mode.map_or("off", |m| m.as_str()),
+                pipe.probes.hooks(),
                 pipe.stats.summary()
             );
             print!("{}", table::render(&rows, &header));
