@@ -256,30 +256,17 @@ impl Aggregator {
     }
 
     fn tcp_attrs(&mut self, k: &TcpKey, cgroups: &mut CgroupResolver) -> TcpAttrs {
-        let exe = (k.comm[0] != 0).then(|| {
-            self.names
-                .entry(k.comm)
-                .or_insert_with(|| comm_to_str(&k.comm).into())
-                .clone()
-        });
+        // Zero comm / cgroup: the socket's owner is unknown.
+        let exe = (k.comm[0] != 0).then(|| self.exe(&k.comm));
         let container = (k.cgroup_id != 0)
-            .then(|| cgroups.resolve(k.cgroup_id))
-            .flatten()
-            .and_then(|c| c.container_id.as_deref().map(Arc::from));
+            .then(|| container_of(cgroups, k.cgroup_id))
+            .flatten();
         let address = (k.addr != [0; 16]).then(|| Arc::from(addr_to_string(&k.addr)));
-        let error = (k.kind == count_kind::CONNECT_ERROR).then(|| {
-            self.errno_names
-                .entry(k.code)
-                .or_insert_with(|| match k.code {
-                    // The application closed the socket before the
-                    // handshake completed: no network error.
-                    0 => "cancelled".into(),
-                    c => match enrich::errno::errno_name(c) {
-                        Some(n) => n.into(),
-                        None => format!("errno_{c}").into(),
-                    },
-                })
-                .clone()
+        let error = (k.kind == count_kind::CONNECT_ERROR).then(|| match k.code {
+            // The application closed the socket before the handshake
+            // completed: no network error.
+            0 => Arc::from("cancelled"),
+            c => self.errno(c),
         });
         let direction = match k.kind {
             count_kind::RESET_SENT => Some("transmit"),
@@ -306,23 +293,9 @@ impl Aggregator {
                 None => format!("syscall_{}", k.nr).into(),
             })
             .clone();
-        let exe = self
-            .names
-            .entry(k.comm)
-            .or_insert_with(|| comm_to_str(&k.comm).into())
-            .clone();
-        let container = cgroups
-            .resolve(k.cgroup_id)
-            .and_then(|c| c.container_id.as_deref().map(Arc::from));
-        let error = with_error.then(|| {
-            self.errno_names
-                .entry(k.errno)
-                .or_insert_with(|| match enrich::errno::errno_name(k.errno) {
-                    Some(n) => n.into(),
-                    None => format!("errno_{}", k.errno).into(),
-                })
-                .clone()
-        });
+        let exe = self.exe(&k.comm);
+        let container = container_of(cgroups, k.cgroup_id);
+        let error = with_error.then(|| self.errno(k.errno));
         Attrs {
             syscall,
             exe,
@@ -330,6 +303,31 @@ impl Aggregator {
             error,
         }
     }
+
+    /// `process.executable.name` of a kernel comm, interned.
+    fn exe(&mut self, comm: &[u8; 16]) -> Arc<str> {
+        self.names
+            .entry(*comm)
+            .or_insert_with(|| comm_to_str(comm).into())
+            .clone()
+    }
+
+    /// `error.type` of an errno, interned.
+    fn errno(&mut self, errno: u32) -> Arc<str> {
+        self.errno_names
+            .entry(errno)
+            .or_insert_with(|| match enrich::errno::errno_name(errno) {
+                Some(n) => n.into(),
+                None => format!("errno_{errno}").into(),
+            })
+            .clone()
+    }
+}
+
+fn container_of(cgroups: &mut CgroupResolver, cgroup_id: u64) -> Option<Arc<str>> {
+    cgroups
+        .resolve(cgroup_id)
+        .and_then(|c| c.container_id.as_deref().map(Arc::from))
 }
 
 /// An address from the kernel (IPv6, IPv4 v4-mapped) in its usual text form.

@@ -260,13 +260,38 @@ fn temporality(t: Temporality) -> i32 {
     }
 }
 
-/// Build this interval's request; `None` when there is nothing to send.
-pub fn build_request(agg: &Aggregator, resource: &Resource) -> Option<ExportMetricsServiceRequest> {
-    let time = nanos(agg.interval_end);
-    let hist_points: Vec<_> = points(agg, &agg.latency)
+/// An exponential histogram metric of `m`'s points; `None` without any.
+fn hist_metric<A: ToAttributes>(
+    agg: &Aggregator,
+    m: &MetricSeries<HistValue, A>,
+    time: u64,
+    name: &str,
+    description: &str,
+) -> Option<Metric> {
+    let data_points: Vec<_> = points(agg, m)
         .map(|(a, start, h)| exp_point(a, start, time, h))
         .collect();
-    let err_points: Vec<_> = points(agg, &agg.errors)
+    (!data_points.is_empty()).then(|| Metric {
+        name: name.into(),
+        description: description.into(),
+        unit: "s".into(),
+        data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+            data_points,
+            aggregation_temporality: temporality(agg.temporality),
+        })),
+        ..Default::default()
+    })
+}
+
+/// A monotonic sum metric of `m`'s points (name, unit, description);
+/// `None` without any.
+fn sum_metric<A: ToAttributes>(
+    agg: &Aggregator,
+    m: &MetricSeries<u64, A>,
+    time: u64,
+    (name, unit, description): (&str, &str, &str),
+) -> Option<Metric> {
+    let data_points: Vec<_> = points(agg, m)
         .map(|(a, start, n)| NumberDataPoint {
             attributes: a,
             start_time_unix_nano: start,
@@ -275,82 +300,59 @@ pub fn build_request(agg: &Aggregator, resource: &Resource) -> Option<ExportMetr
             ..Default::default()
         })
         .collect();
+    (!data_points.is_empty()).then(|| Metric {
+        name: name.into(),
+        description: description.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points,
+            aggregation_temporality: temporality(agg.temporality),
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    })
+}
+
+/// Build this interval's request; `None` when there is nothing to send.
+pub fn build_request(agg: &Aggregator, resource: &Resource) -> Option<ExportMetricsServiceRequest> {
+    let time = nanos(agg.interval_end);
     let mut metrics = vec![];
-    if !hist_points.is_empty() {
-        metrics.push(Metric {
-            name: names::SYSCALL_DURATION.into(),
-            description: "Duration of system calls, per workload and syscall.".into(),
-            unit: "s".into(),
-            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: hist_points,
-                aggregation_temporality: temporality(agg.temporality),
-            })),
-            ..Default::default()
-        });
-    }
-    if !err_points.is_empty() {
-        metrics.push(Metric {
-            name: names::SYSCALL_ERRORS.into(),
-            description: "System calls that returned an error, by errno.".into(),
-            unit: "{error}".into(),
-            data: Some(metric::Data::Sum(Sum {
-                data_points: err_points,
-                aggregation_temporality: temporality(agg.temporality),
-                is_monotonic: true,
-            })),
-            ..Default::default()
-        });
-    }
+    metrics.extend(hist_metric(
+        agg,
+        &agg.latency,
+        time,
+        names::SYSCALL_DURATION,
+        "Duration of system calls, per workload and syscall.",
+    ));
+    metrics.extend(sum_metric(
+        agg,
+        &agg.errors,
+        time,
+        (
+            names::SYSCALL_ERRORS,
+            "{error}",
+            "System calls that returned an error, by errno.",
+        ),
+    ));
     for (m, (name, description)) in agg.tcp_hist.iter().zip(TCP_HIST_METRICS) {
-        let data_points: Vec<_> = points(agg, m)
-            .map(|(a, start, h)| exp_point(a, start, time, h))
-            .collect();
-        if !data_points.is_empty() {
-            metrics.push(Metric {
-                name: name.into(),
-                description: description.into(),
-                unit: "s".into(),
-                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-                    data_points,
-                    aggregation_temporality: temporality(agg.temporality),
-                })),
-                ..Default::default()
-            });
-        }
+        metrics.extend(hist_metric(agg, m, time, name, description));
     }
-    for (m, (name, unit, description)) in agg.tcp_counts.iter().zip(TCP_COUNT_METRICS) {
-        let data_points: Vec<_> = points(agg, m)
-            .map(|(a, start, n)| NumberDataPoint {
-                attributes: a,
-                start_time_unix_nano: start,
-                time_unix_nano: time,
-                value: Some(number_data_point::Value::AsInt(*n as i64)),
-                ..Default::default()
-            })
-            .collect();
-        if data_points.is_empty() {
+    for (m, def) in agg.tcp_counts.iter().zip(TCP_COUNT_METRICS) {
+        let Some(new) = sum_metric(agg, m, time, def) else {
             continue;
-        }
+        };
         // Two kinds share one metric (tcp.resets): one metric, all points.
-        if let Some(Metric {
-            data: Some(metric::Data::Sum(sum)),
-            ..
-        }) = metrics.iter_mut().find(|x| x.name == name)
-        {
-            sum.data_points.extend(data_points);
-            continue;
+        match metrics.iter_mut().find(|x| x.name == new.name) {
+            Some(Metric {
+                data: Some(metric::Data::Sum(sum)),
+                ..
+            }) => {
+                if let Some(metric::Data::Sum(more)) = new.data {
+                    sum.data_points.extend(more.data_points);
+                }
+            }
+            _ => metrics.push(new),
         }
-        metrics.push(Metric {
-            name: name.into(),
-            description: description.into(),
-            unit: unit.into(),
-            data: Some(metric::Data::Sum(Sum {
-                data_points,
-                aggregation_temporality: temporality(agg.temporality),
-                is_monotonic: true,
-            })),
-            ..Default::default()
-        });
     }
     if metrics.is_empty() {
         return None;
