@@ -566,10 +566,7 @@ fn on_io(sk: u64, ret: i32, sent: bool) {
     // SAFETY: valid map value pointer; concurrent writers of one socket only
     // race on which request boundary they see first.
     let st = unsafe { &mut *st };
-    if st.comm[0] == 0 {
-        st.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-        st.comm = process_comm();
-    }
+    claim_owner(st);
     // A request starts with the first byte one way and ends with the first
     // byte back: server sockets read requests, client sockets write them.
     let (req_dir, kind, with_addr) = if st.role == role::SERVER {
@@ -613,19 +610,32 @@ pub fn sock_recv_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Count a per-socket event under the socket's owner, or under no workload
-/// and port 0 when the socket is not tracked (or there is none).
+/// An accepted socket has no owner until a process touches it: the
+/// current one, which the caller knows to be in process context.
 #[inline(always)]
-fn sock_event(sk: u64, kind: u8) {
-    sock_event_n(sk, kind, 1)
+fn claim_owner(st: &mut SockState) {
+    if st.comm[0] == 0 {
+        st.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        st.comm = process_comm();
+    }
 }
 
+/// Count `n` per-socket events under the socket's owner, or under no
+/// workload and port 0 when the socket is not tracked (or there is none).
+/// `in_process`: the caller runs in the owner's process context.
 #[inline(always)]
-fn sock_event_n(sk: u64, kind: u8, n: u64) {
-    let key = match SOCKS.get_ptr(sk) {
-        // SAFETY: valid map value pointer.
-        Some(st) if sk != 0 => tcp_key(unsafe { &*st }, kind, false),
-        _ => TcpKey {
+fn sock_event(sk: u64, kind: u8, n: u64, in_process: bool) {
+    let st = if sk != 0 { SOCKS.get_ptr_mut(sk) } else { None };
+    let key = match st {
+        Some(st) => {
+            // SAFETY: valid map value pointer.
+            let st = unsafe { &mut *st };
+            if in_process {
+                claim_owner(st);
+            }
+            tcp_key(st, kind, false)
+        }
+        None => TcpKey {
             cgroup_id: 0,
             comm: [0; COMM_LEN],
             addr: [0; 16],
@@ -659,7 +669,12 @@ fn skb_segs(skb: u64) -> u64 {
 pub fn tcp_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
     if ctx.arg::<i32>(2) == 0 {
         let skb = ctx.arg::<u64>(1);
-        sock_event_n(ctx.arg::<u64>(0), count_kind::RETRANSMIT, skb_segs(skb));
+        sock_event(
+            ctx.arg::<u64>(0),
+            count_kind::RETRANSMIT,
+            skb_segs(skb),
+            false,
+        );
     }
     0
 }
@@ -668,7 +683,12 @@ pub fn tcp_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_old_btf(ctx: BtfTracePointContext) -> i32 {
     let skb = ctx.arg::<u64>(1);
-    sock_event_n(ctx.arg::<u64>(0), count_kind::RETRANSMIT, skb_segs(skb));
+    sock_event(
+        ctx.arg::<u64>(0),
+        count_kind::RETRANSMIT,
+        skb_segs(skb),
+        false,
+    );
     0
 }
 
@@ -676,27 +696,17 @@ pub fn tcp_retransmit_old_btf(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset_btf(ctx: BtfTracePointContext) -> i32 {
     let (sk, skb) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1));
-    if sk != 0 && skb == 0 {
-        // An active reset (close with SO_LINGER 0, abort): the closing
-        // process is current. An accepted socket that was never read or
-        // written learns its owner here.
-        if let Some(st) = SOCKS.get_ptr_mut(sk) {
-            // SAFETY: valid map value pointer.
-            let st = unsafe { &mut *st };
-            if st.comm[0] == 0 {
-                st.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-                st.comm = process_comm();
-            }
-        }
-    }
-    sock_event(sk, count_kind::RESET_SENT);
+    // No skb: an active reset (close with SO_LINGER 0, abort), sent by the
+    // closing process, so an accepted socket never read or written learns
+    // its owner here.
+    sock_event(sk, count_kind::RESET_SENT, 1, skb == 0);
     0
 }
 
 // tp_btf/tcp_receive_reset: (struct sock *sk)
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
-    sock_event(ctx.arg::<u64>(0), count_kind::RESET_RECEIVED);
+    sock_event(ctx.arg::<u64>(0), count_kind::RESET_RECEIVED, 1, false);
     0
 }
 

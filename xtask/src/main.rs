@@ -16,7 +16,8 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages: the BPF-capable rustc with its prebuilt `core`, the LLVM
 /// that bpf-linker links against, bpftrace for the benchmark, and iproute2
-/// (ip, tc) for the TCP tests' network namespaces.
+/// (ip, tc) and procps (sysctl) for the TCP tests' network namespaces and
+/// the benchmark.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -27,6 +28,7 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     "python3-venv",
     "iproute2",
+    "procps",
     // Packaging and its tests (deploy/): the image is built and run with
     // podman on runc (crun fails on hybrid cgroup hosts); strip and
     // dpkg-shlibdeps for the image and the .deb.

@@ -531,24 +531,7 @@ mod tcp {
         let p = port(&l);
         let mut clients = vec![];
         for _ in 0..n {
-            // SAFETY: plain socket calls on a descriptor we own.
-            unsafe {
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
-                let sa = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as u16,
-                    sin_port: p.to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                libc::connect(
-                    fd,
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of_val(&sa) as u32,
-                );
-                clients.push(fd);
-            }
+            clients.push(connect_nonblocking(Ipv4Addr::LOCALHOST, p));
         }
         // SYNs the full queue drops are retransmitted (1 s, then 3 s): wait
         // for the first round, then stop the clients before counting.
@@ -610,42 +593,21 @@ mod tcp {
         let ip: Ipv4Addr = ip.parse().unwrap_or_else(|_| fail("bad ip"));
         // Non-blocking, so TCP_INFO can be read while the SYN is retried:
         // the kernel zeroes the counters when the failed connect is undone.
-        // SAFETY: plain socket calls on a descriptor we own; valid structs.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: port.to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(ip).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            libc::connect(
-                fd,
-                &sa as *const _ as *const libc::sockaddr,
-                std::mem::size_of_val(&sa) as u32,
-            );
-            let mut retrans = 0;
-            loop {
-                let mut info: libc::tcp_info = std::mem::zeroed();
-                let mut len = std::mem::size_of::<libc::tcp_info>() as u32;
-                libc::getsockopt(
-                    fd,
-                    libc::IPPROTO_TCP,
-                    libc::TCP_INFO,
-                    &mut info as *mut _ as *mut libc::c_void,
-                    &mut len,
-                );
-                // tcpi_state 2 = SYN_SENT.
-                if info.tcpi_state != 2 {
-                    break;
-                }
-                retrans = retrans.max(info.tcpi_total_retrans);
-                std::thread::sleep(Duration::from_millis(50));
+        let fd = connect_nonblocking(ip, port);
+        let mut retrans = 0;
+        loop {
+            let info = tcp_info(fd);
+            // tcpi_state 2 = SYN_SENT.
+            if info.tcpi_state != 2 {
+                break;
             }
-            let mut err: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as u32;
+            retrans = retrans.max(info.tcpi_total_retrans);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as u32;
+        // SAFETY: getsockopt into a local int, then close, on our descriptor.
+        unsafe {
             libc::getsockopt(
                 fd,
                 libc::SOL_SOCKET,
@@ -654,13 +616,13 @@ mod tcp {
                 &mut len,
             );
             libc::close(fd);
-            if err != libc::ETIMEDOUT {
-                fail(&format!(
-                    "connect {ip}:{port}: expected ETIMEDOUT, got errno {err}"
-                ));
-            }
-            println!("total_retrans={retrans}");
         }
+        if err != libc::ETIMEDOUT {
+            fail(&format!(
+                "connect {ip}:{port}: expected ETIMEDOUT, got errno {err}"
+            ));
+        }
+        println!("total_retrans={retrans}");
     }
 
     pub fn hold(n: u64, ms: u64) {
@@ -729,20 +691,42 @@ mod tcp {
         }
     }
 
-    /// tcpi_rtt (µs) and tcpi_total_retrans of a socket.
-    fn tcp_info(s: &TcpStream) -> (u32, u32) {
+    /// The kernel's TCP_INFO of a socket.
+    fn tcp_info(fd: std::os::fd::RawFd) -> libc::tcp_info {
         // SAFETY: getsockopt into a zeroed, correctly sized tcp_info.
         unsafe {
             let mut info: libc::tcp_info = std::mem::zeroed();
             let mut len = std::mem::size_of::<libc::tcp_info>() as u32;
             libc::getsockopt(
-                s.as_raw_fd(),
+                fd,
                 libc::IPPROTO_TCP,
                 libc::TCP_INFO,
                 &mut info as *mut _ as *mut libc::c_void,
                 &mut len,
             );
-            (info.tcpi_rtt, info.tcpi_total_retrans)
+            info
+        }
+    }
+
+    /// A non-blocking IPv4 socket with its connect started; its descriptor.
+    fn connect_nonblocking(ip: Ipv4Addr, port: u16) -> i32 {
+        // SAFETY: plain socket calls on a descriptor we own; a valid sockaddr.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            libc::connect(
+                fd,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sa) as u32,
+            );
+            fd
         }
     }
 
@@ -772,7 +756,7 @@ mod tcp {
         s.set_nodelay(true).unwrap();
         let (mut lo, mut hi) = (u32::MAX, 0);
         let mut seen = |s: &TcpStream| {
-            let (rtt, _) = tcp_info(s);
+            let rtt = tcp_info(s.as_raw_fd()).tcpi_rtt;
             lo = lo.min(rtt);
             hi = hi.max(rtt);
         };
@@ -810,7 +794,7 @@ mod tcp {
                 break;
             }
         }
-        let (_, before) = tcp_info(&s);
+        let before = tcp_info(s.as_raw_fd()).tcpi_total_retrans;
         server_addr(netns, iface, ip, "del");
         s.write_all(&req).unwrap_or_else(|e| fail(&e.to_string()));
         std::thread::sleep(Duration::from_millis(ms));
@@ -824,13 +808,12 @@ mod tcp {
         }
         // The agent may sample RTT after the outage too: count that state.
         seen(&s);
-        let (_, after) = tcp_info(&s);
+        let after = tcp_info(s.as_raw_fd()).tcpi_total_retrans;
         if after <= before {
             fail("no retransmission during the outage");
         }
-        let (_, total) = tcp_info(&s);
         drop(s);
-        println!("total_retrans={total}");
+        println!("total_retrans={after}");
         println!("rtt_min_us={lo}");
         println!("rtt_max_us={hi}");
     }
