@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod hist;
+pub mod maps;
 pub mod tcp;
 
 pub use hist::{bucket_index, Bucket};
@@ -53,7 +54,7 @@ const _: () = assert!(core::mem::size_of::<SeriesKey>() == 32);
 pub struct Histogram {
     /// Sum of all durations in nanoseconds.
     pub sum_ns: u64,
-    /// Durations below the first bucket (see [`hist::ZERO_THRESHOLD_NS`]).
+    /// Durations below the first bucket (see [`hist::ZERO_THRESHOLD_S`]).
     pub zero: u32,
     pub _pad: u32,
     /// `buckets[i]` counts OTLP bucket index `i + hist::OTLP_INDEX_OFFSET`.
@@ -71,36 +72,23 @@ impl Histogram {
 }
 
 /// Indexes of the kernel's own counters (a per-CPU array), so that nothing the
-/// kernel side drops goes unreported.
+/// kernel side drops goes unreported. The first [`maps::COUNT`] slots count
+/// updates dropped because that map was full (slot = the map's id).
 pub mod counter {
-    /// A new workload x syscall series did not fit in the latency map.
-    pub const HIST_MAP_FULL: u32 = 0;
-    /// A new workload x syscall x errno series did not fit in the error map.
-    pub const ERROR_MAP_FULL: u32 = 1;
-    /// A thread's entry state could not be stored (its syscall is not measured).
-    pub const THREAD_MAP_FULL: u32 = 2;
-    /// Syscall exits seen without a matching entry (in flight at attach time,
-    /// or the thread's state was evicted from the LRU map).
-    pub const EXIT_WITHOUT_ENTER: u32 = 3;
-    /// A new TCP histogram series (connect, request, RTT) did not fit.
-    pub const TCP_HIST_MAP_FULL: u32 = 4;
-    /// A new TCP counter series (connect errors, retransmits, resets) did not fit.
-    pub const TCP_COUNT_MAP_FULL: u32 = 5;
-    /// A socket's state could not be stored (it is not measured).
-    pub const SOCK_MAP_FULL: u32 = 6;
-    /// A listener could not be tracked (its drops are not counted).
-    pub const LISTEN_MAP_FULL: u32 = 7;
-    pub const COUNT: u32 = 8;
-    pub const NAMES: [&str; COUNT as usize] = [
-        "hist_map_full",
-        "error_map_full",
-        "thread_map_full",
-        "exit_without_enter",
-        "tcp_hist_map_full",
-        "tcp_count_map_full",
-        "sock_map_full",
-        "listen_map_full",
-    ];
+    use crate::maps;
+
+    /// Slot of "map `id` was full" (an update was dropped).
+    pub const fn map_full(id: usize) -> u32 {
+        id as u32
+    }
+    /// Syscall exits without a recorded entry for a thread that existed
+    /// before the programs were attached (its syscall was in flight then).
+    pub const EXIT_WITHOUT_ENTER: u32 = maps::COUNT as u32;
+    /// Syscall exits without a recorded entry for a thread born after the
+    /// programs were attached: its entry was evicted from the (full) LRU
+    /// thread map, so that syscall was not measured.
+    pub const THREAD_EVICTED: u32 = maps::COUNT as u32 + 1;
+    pub const COUNT: u32 = maps::COUNT as u32 + 2;
     // Syscalls measured are not counted here: the histograms already hold
     // that number, and a counter would cost every syscall a map update.
 }
@@ -139,11 +127,9 @@ pub mod globals {
     pub const RTT_SAMPLE_NS: &str = "RTT_SAMPLE_NS";
 }
 
-/// Map and program names in the eBPF object.
+/// Program names and the internal maps in the eBPF object (the measuring
+/// maps are in [`maps::MAPS`]).
 pub mod names {
-    pub const THREADS_MAP: &str = "THREADS";
-    pub const HIST_MAP: &str = "SYSCALL_HIST";
-    pub const ERRORS_MAP: &str = "SYSCALL_ERRORS";
     pub const COUNTERS_MAP: &str = "COUNTERS";
     pub const BTF_ENTER: &str = "sys_enter_btf";
     pub const BTF_EXIT: &str = "sys_exit_btf";
@@ -154,10 +140,6 @@ pub mod names {
     /// Trivial programs on the same hooks, for the benchmark's floor.
     pub const FLOOR_ENTER: &str = "floor_enter_btf";
     pub const FLOOR_EXIT: &str = "floor_exit_btf";
-    pub const SOCKS_MAP: &str = "SOCKS";
-    pub const LISTENERS_MAP: &str = "LISTENERS";
-    pub const TCP_HIST_MAP: &str = "TCP_HIST";
-    pub const TCP_COUNTS_MAP: &str = "TCP_COUNTS";
     /// tp_btf programs on the socket and TCP tracepoints, with their hooks.
     pub const TCP_PROGRAMS: [(&str, &str); 5] = [
         ("tcp_state_btf", "inet_sock_set_state"),

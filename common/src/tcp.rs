@@ -7,28 +7,59 @@
 
 use crate::COMM_LEN;
 
-/// What a [`TcpKey`] in the histogram map measures.
-pub mod hist_kind {
+/// What a [`TcpKey`] in the histogram map measures. Histogram and counter
+/// kinds are distinct types with disjoint numbers, so a key of one map can
+/// never be read as the other's.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HistKind {
     /// SYN sent to established (`tcp.connect.duration`).
-    pub const CONNECT: u8 = 1;
+    Connect = 1,
     /// Server socket: first request byte read to first response byte written.
-    pub const SERVER_REQUEST: u8 = 2;
+    ServerRequest = 2,
     /// Client socket: first request byte written to first response byte read.
-    pub const CLIENT_REQUEST: u8 = 3;
+    ClientRequest = 3,
     /// Smoothed RTT, sampled.
-    pub const RTT: u8 = 4;
+    Rtt = 4,
+}
+
+impl HistKind {
+    pub const ALL: [HistKind; 4] = [
+        HistKind::Connect,
+        HistKind::ServerRequest,
+        HistKind::ClientRequest,
+        HistKind::Rtt,
+    ];
+    pub fn from_u8(k: u8) -> Option<HistKind> {
+        Self::ALL.into_iter().find(|h| *h as u8 == k)
+    }
 }
 
 /// What a [`TcpKey`] in the counter map counts.
-pub mod count_kind {
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CountKind {
     /// A connect that failed; `code` is the errno (0: closed by the
     /// application before it completed).
-    pub const CONNECT_ERROR: u8 = 1;
-    pub const RETRANSMIT: u8 = 2;
-    pub const RESET_SENT: u8 = 3;
-    pub const RESET_RECEIVED: u8 = 4;
+    ConnectError = 16,
+    Retransmit = 17,
+    ResetSent = 18,
+    ResetReceived = 19,
     /// Listen drops: read from the listener's counter, not a kernel map key.
-    pub const LISTEN_DROP: u8 = 5;
+    ListenDrop = 20,
+}
+
+impl CountKind {
+    pub const ALL: [CountKind; 5] = [
+        CountKind::ConnectError,
+        CountKind::Retransmit,
+        CountKind::ResetSent,
+        CountKind::ResetReceived,
+        CountKind::ListenDrop,
+    ];
+    pub fn from_u8(k: u8) -> Option<CountKind> {
+        Self::ALL.into_iter().find(|c| *c as u8 == k)
+    }
 }
 
 /// Role of a tracked socket.
@@ -72,7 +103,7 @@ pub struct TcpKey {
     /// Server port (host order): the peer's for client sockets, the local
     /// one for server sockets; 0 when unknown.
     pub port: u16,
-    /// `hist_kind::*` or `count_kind::*`.
+    /// A [`HistKind`] in the histogram map, a [`CountKind`] in the counter map.
     pub kind: u8,
     pub _pad: u8,
     /// errno for `count_kind::CONNECT_ERROR`, else 0.

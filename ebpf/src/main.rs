@@ -28,8 +28,9 @@ use aya_ebpf::{
 use syscope_common::{
     counter,
     hist::NUM_BUCKETS,
+    maps::{self, MAPS},
     tcp::{
-        count_kind, hist_kind, phase, role, state, ListenState, SockState, TcpKey, AF_INET,
+        CountKind, HistKind, phase, role, state, ListenState, SockState, TcpKey, AF_INET,
         AF_INET6,
     },
     Bucket, Histogram, SeriesKey, ThreadState, COMM_LEN,
@@ -82,13 +83,16 @@ static SHINFO_GSO_SEGS_OFF: u32 = 0;
 /// Threads with a syscall in flight (or recently made one). LRU: threads that
 /// exit without us noticing age out instead of filling the map.
 #[map(name = "THREADS")]
-static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(16384, 0);
+static THREADS: LruHashMap<u32, ThreadState> =
+    LruHashMap::with_max_entries(MAPS[maps::THREADS].default_entries, 0);
 
-#[map(name = "SYSCALL_HIST")]
-static SYSCALL_HIST: HashMap<SeriesKey, Histogram> = HashMap::with_max_entries(4096, 0);
+#[map(name = "SYSCALL_LATENCY")]
+static SYSCALL_LATENCY: HashMap<SeriesKey, Histogram> =
+    HashMap::with_max_entries(MAPS[maps::SYSCALL_LATENCY].default_entries, 0);
 
 #[map(name = "SYSCALL_ERRORS")]
-static SYSCALL_ERRORS: HashMap<SeriesKey, u64> = HashMap::with_max_entries(4096, 0);
+static SYSCALL_ERRORS: HashMap<SeriesKey, u64> =
+    HashMap::with_max_entries(MAPS[maps::SYSCALL_ERRORS].default_entries, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -100,18 +104,22 @@ static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
 
 /// Tracked TCP sockets (see `syscope_common::tcp`). LRU: a socket whose
 /// destruction we miss ages out instead of leaking.
-#[map(name = "SOCKS")]
-static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(32768, 0);
+#[map(name = "SOCKETS")]
+static SOCKETS: LruHashMap<u64, SockState> =
+    LruHashMap::with_max_entries(MAPS[maps::SOCKETS].default_entries, 0);
 
 /// Listening sockets, for their drop counters.
 #[map(name = "LISTENERS")]
-static LISTENERS: HashMap<u64, ListenState> = HashMap::with_max_entries(1024, 0);
+static LISTENERS: HashMap<u64, ListenState> =
+    HashMap::with_max_entries(MAPS[maps::LISTENERS].default_entries, 0);
 
-#[map(name = "TCP_HIST")]
-static TCP_HIST: HashMap<TcpKey, Histogram> = HashMap::with_max_entries(2048, 0);
+#[map(name = "TCP_LATENCY")]
+static TCP_LATENCY: HashMap<TcpKey, Histogram> =
+    HashMap::with_max_entries(MAPS[maps::TCP_LATENCY].default_entries, 0);
 
-#[map(name = "TCP_COUNTS")]
-static TCP_COUNTS: HashMap<TcpKey, u64> = HashMap::with_max_entries(4096, 0);
+#[map(name = "TCP_COUNTERS")]
+static TCP_COUNTERS: HashMap<TcpKey, u64> =
+    HashMap::with_max_entries(MAPS[maps::TCP_COUNTERS].default_entries, 0);
 
 #[inline(always)]
 fn global<T: Copy>(v: &'static T) -> T {
@@ -174,7 +182,7 @@ fn on_enter(nr: i64) {
         comm: process_comm(),
     };
     if THREADS.insert(tid, st, BPF_ANY as u64).is_err() {
-        bump(counter::THREAD_MAP_FULL);
+        bump(counter::map_full(maps::THREADS));
         return;
     }
     if let Some(st) = THREADS.get_ptr_mut(tid) {
@@ -238,12 +246,12 @@ unsafe fn add32(p: *mut u32, v: u32) {
 
 #[inline(always)]
 fn record_latency(key: &SeriesKey, ns: u64) {
-    hist_add(&SYSCALL_HIST, key, ns, counter::HIST_MAP_FULL);
+    hist_add(&SYSCALL_LATENCY, key, ns, counter::map_full(maps::SYSCALL_LATENCY));
 }
 
 #[inline(always)]
 fn record_error(key: &SeriesKey) {
-    count_add(&SYSCALL_ERRORS, key, counter::ERROR_MAP_FULL);
+    count_add(&SYSCALL_ERRORS, key, counter::map_full(maps::SYSCALL_ERRORS));
 }
 
 /// Add one duration to the histogram of `key`, creating it if needed;
@@ -427,12 +435,12 @@ fn tcp_key(st: &SockState, kind: u8, with_addr: bool) -> TcpKey {
 
 #[inline(always)]
 fn tcp_hist(key: &TcpKey, ns: u64) {
-    hist_add(&TCP_HIST, key, ns, counter::TCP_HIST_MAP_FULL);
+    hist_add(&TCP_LATENCY, key, ns, counter::map_full(maps::TCP_LATENCY));
 }
 
 #[inline(always)]
 fn tcp_count(key: &TcpKey) {
-    count_add(&TCP_COUNTS, key, counter::TCP_COUNT_MAP_FULL);
+    count_add(&TCP_COUNTERS, key, counter::map_full(maps::TCP_COUNTERS));
 }
 
 /// Sample the smoothed RTT of `sk` into the RTT histogram.
@@ -443,7 +451,7 @@ fn sample_rtt(sk: u64, st: &mut SockState, now: u64) {
     if let Some(srtt) = kread::<u32>(sk, global(&TCP_SRTT_OFF)) {
         if srtt != 0 {
             tcp_hist(
-                &tcp_key(st, hist_kind::RTT, false),
+                &tcp_key(st, HistKind::Rtt as u8, false),
                 (srtt as u64 >> 3) * 1000,
             );
         }
@@ -470,20 +478,20 @@ fn on_state(sk: u64, old: i32, new: i32) {
             phase: phase::IDLE,
             _pad: 0,
         };
-        if SOCKS.insert(sk, st, BPF_ANY as u64).is_err() {
-            bump(counter::SOCK_MAP_FULL);
+        if SOCKETS.insert(sk, st, BPF_ANY as u64).is_err() {
+            bump(counter::map_full(maps::SOCKETS));
         }
     } else if old == state::SYN_SENT {
         // Handshake done or failed, in softirq: the owner is in the entry.
         let now = unsafe { bpf_ktime_get_ns() };
-        let Some(st) = SOCKS.get_ptr_mut(sk) else {
+        let Some(st) = SOCKETS.get_ptr_mut(sk) else {
             return;
         };
         // SAFETY: valid map value pointer.
         let st = unsafe { &mut *st };
         if new == state::ESTABLISHED {
             if st.t_start != 0 && now >= st.t_start {
-                tcp_hist(&tcp_key(st, hist_kind::CONNECT, true), now - st.t_start);
+                tcp_hist(&tcp_key(st, HistKind::Connect as u8, true), now - st.t_start);
             }
             st.t_start = 0;
             sample_rtt(sk, st, now);
@@ -491,7 +499,7 @@ fn on_state(sk: u64, old: i32, new: i32) {
             // The kernel sets sk_err before moving to CLOSE (refused, timed
             // out, unreachable); 0 means the application gave up first.
             let err = kread::<i32>(sk, global(&SK_ERR_OFF)).unwrap_or(0);
-            let mut key = tcp_key(st, count_kind::CONNECT_ERROR, true);
+            let mut key = tcp_key(st, CountKind::ConnectError as u8, true);
             key.code = err.unsigned_abs();
             tcp_count(&key);
             st.t_start = 0;
@@ -510,8 +518,8 @@ fn on_state(sk: u64, old: i32, new: i32) {
             phase: phase::IDLE,
             _pad: 0,
         };
-        if SOCKS.insert(sk, st, BPF_ANY as u64).is_err() {
-            bump(counter::SOCK_MAP_FULL);
+        if SOCKETS.insert(sk, st, BPF_ANY as u64).is_err() {
+            bump(counter::map_full(maps::SOCKETS));
         }
     } else if new == state::LISTEN {
         // listen(): in the listening process's context.
@@ -528,7 +536,7 @@ fn on_state(sk: u64, old: i32, new: i32) {
             _pad: 0,
         };
         if LISTENERS.insert(&sk, &l, BPF_ANY as u64).is_err() {
-            bump(counter::LISTEN_MAP_FULL);
+            bump(counter::map_full(maps::LISTENERS));
         }
     } else if old == state::LISTEN && new == state::CLOSE {
         // The listener goes away: keep its final count for the agent, which
@@ -559,7 +567,7 @@ fn on_io(sk: u64, ret: i32, sent: bool) {
         return;
     }
     // Only sockets we track: one lookup is all an untracked socket costs.
-    let Some(st) = SOCKS.get_ptr_mut(sk) else {
+    let Some(st) = SOCKETS.get_ptr_mut(sk) else {
         return;
     };
     let now = unsafe { bpf_ktime_get_ns() };
@@ -570,9 +578,9 @@ fn on_io(sk: u64, ret: i32, sent: bool) {
     // A request starts with the first byte one way and ends with the first
     // byte back: server sockets read requests, client sockets write them.
     let (req_dir, kind, with_addr) = if st.role == role::SERVER {
-        (phase::READ, hist_kind::SERVER_REQUEST, false)
+        (phase::READ, HistKind::ServerRequest as u8, false)
     } else {
-        (phase::WRITTEN, hist_kind::CLIENT_REQUEST, true)
+        (phase::WRITTEN, HistKind::ClientRequest as u8, true)
     };
     let dir = if sent { phase::WRITTEN } else { phase::READ };
     if dir == req_dir {
@@ -625,7 +633,7 @@ fn claim_owner(st: &mut SockState) {
 /// `in_process`: the caller runs in the owner's process context.
 #[inline(always)]
 fn sock_event(sk: u64, kind: u8, n: u64, in_process: bool) {
-    let st = if sk != 0 { SOCKS.get_ptr_mut(sk) } else { None };
+    let st = if sk != 0 { SOCKETS.get_ptr_mut(sk) } else { None };
     let key = match st {
         Some(st) => {
             // SAFETY: valid map value pointer.
@@ -645,7 +653,7 @@ fn sock_event(sk: u64, kind: u8, n: u64, in_process: bool) {
             code: 0,
         },
     };
-    count_add_n(&TCP_COUNTS, &key, n, counter::TCP_COUNT_MAP_FULL);
+    count_add_n(&TCP_COUNTERS, &key, n, counter::map_full(maps::TCP_COUNTERS));
 }
 
 /// Segments in a (retransmitted) TCP skb: skb_shinfo(skb)->gso_segs, which
@@ -671,7 +679,7 @@ pub fn tcp_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
         let skb = ctx.arg::<u64>(1);
         sock_event(
             ctx.arg::<u64>(0),
-            count_kind::RETRANSMIT,
+            CountKind::Retransmit as u8,
             skb_segs(skb),
             false,
         );
@@ -685,7 +693,7 @@ pub fn tcp_retransmit_old_btf(ctx: BtfTracePointContext) -> i32 {
     let skb = ctx.arg::<u64>(1);
     sock_event(
         ctx.arg::<u64>(0),
-        count_kind::RETRANSMIT,
+        CountKind::Retransmit as u8,
         skb_segs(skb),
         false,
     );
@@ -699,14 +707,14 @@ pub fn tcp_send_reset_btf(ctx: BtfTracePointContext) -> i32 {
     // No skb: an active reset (close with SO_LINGER 0, abort), sent by the
     // closing process, so an accepted socket never read or written learns
     // its owner here.
-    sock_event(sk, count_kind::RESET_SENT, 1, skb == 0);
+    sock_event(sk, CountKind::ResetSent as u8, 1, skb == 0);
     0
 }
 
 // tp_btf/tcp_receive_reset: (struct sock *sk)
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
-    sock_event(ctx.arg::<u64>(0), count_kind::RESET_RECEIVED, 1, false);
+    sock_event(ctx.arg::<u64>(0), CountKind::ResetReceived as u8, 1, false);
     0
 }
 
@@ -714,7 +722,7 @@ pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
 // retransmit of the socket, so those still find its owner.
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn tcp_destroy_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = SOCKS.remove(&ctx.arg::<u64>(0));
+    let _ = SOCKETS.remove(&ctx.arg::<u64>(0));
     0
 }
 

@@ -1,0 +1,206 @@
+//! The catalogue of kernel maps that hold measurements: one entry per map,
+//! and everything about a map derives from it.
+//!
+//! - the eBPF object declares the map under [`MapSpec::object`] with
+//!   [`MapSpec::default_entries`] (the loader sets the configured size);
+//! - the agent's configuration key is `limits.kernel_maps.<label>`;
+//! - self-metrics, logs and docs name it `map=<label>`;
+//! - a kernel update that does not fit bumps the counter at [`MapSpec::id`]
+//!   (`counter::map_full(id)`);
+//! - its memory is `entries x (key + value)` plus the kernel's overhead.
+//!
+//! `COUNTERS` and `ZERO_HIST` are fixed-size internals, not measurements:
+//! they are not in the catalogue (their few bytes are in [`FIXED_BYTES`]).
+
+use crate::{
+    tcp::{ListenState, SockState, TcpKey},
+    Histogram, SeriesKey, ThreadState,
+};
+
+/// Which program set uses a map; a set that is off keeps its maps at one
+/// entry (they exist in the object either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeSet {
+    Syscalls,
+    Tcp,
+}
+
+/// The kernel's map type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Hash,
+    /// Least-recently-used entries are evicted when full (never "full").
+    LruHash,
+}
+
+/// One kernel map.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSpec {
+    /// Index in [`MAPS`] and of its "map full" counter.
+    pub id: usize,
+    /// Name in the eBPF object.
+    pub object: &'static str,
+    /// Name everywhere else: `map=<label>`, `limits.kernel_maps.<label>`.
+    pub label: &'static str,
+    pub set: ProbeSet,
+    pub kind: MapKind,
+    pub default_entries: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    /// What an entry is, for docs and `--help`.
+    pub holds: &'static str,
+}
+
+impl MapSpec {
+    /// Bytes of keys and values for `entries` (the kernel adds per-element
+    /// overhead on top, see [`element_overhead`]).
+    pub const fn key_value_bytes(&self, entries: u32) -> u64 {
+        entries as u64 * (self.key_size as u64 + self.value_size as u64)
+    }
+}
+
+const fn size<T>() -> u32 {
+    core::mem::size_of::<T>() as u32
+}
+
+pub const THREADS: usize = 0;
+pub const SYSCALL_LATENCY: usize = 1;
+pub const SYSCALL_ERRORS: usize = 2;
+pub const SOCKETS: usize = 3;
+pub const LISTENERS: usize = 4;
+pub const TCP_LATENCY: usize = 5;
+pub const TCP_COUNTERS: usize = 6;
+pub const COUNT: usize = 7;
+
+pub const MAPS: [MapSpec; COUNT] = [
+    MapSpec {
+        id: THREADS,
+        object: "THREADS",
+        label: "threads",
+        set: ProbeSet::Syscalls,
+        kind: MapKind::LruHash,
+        default_entries: 16384,
+        key_size: size::<u32>(),
+        value_size: size::<ThreadState>(),
+        holds: "threads with a syscall in flight (or a recent one); LRU, so threads whose exit was missed age out",
+    },
+    MapSpec {
+        id: SYSCALL_LATENCY,
+        object: "SYSCALL_LATENCY",
+        label: "syscall_latency",
+        set: ProbeSet::Syscalls,
+        kind: MapKind::Hash,
+        default_entries: 4096,
+        key_size: size::<SeriesKey>(),
+        value_size: size::<Histogram>(),
+        holds: "syscall latency histograms, one per cgroup x process x syscall",
+    },
+    MapSpec {
+        id: SYSCALL_ERRORS,
+        object: "SYSCALL_ERRORS",
+        label: "syscall_errors",
+        set: ProbeSet::Syscalls,
+        kind: MapKind::Hash,
+        default_entries: 4096,
+        key_size: size::<SeriesKey>(),
+        value_size: size::<u64>(),
+        holds: "syscall error counters, one per cgroup x process x syscall x errno",
+    },
+    MapSpec {
+        id: SOCKETS,
+        object: "SOCKETS",
+        label: "sockets",
+        set: ProbeSet::Tcp,
+        kind: MapKind::LruHash,
+        default_entries: 32768,
+        key_size: size::<u64>(),
+        value_size: size::<SockState>(),
+        holds: "tracked TCP sockets (owner, role, request phase); LRU",
+    },
+    MapSpec {
+        id: LISTENERS,
+        object: "LISTENERS",
+        label: "listeners",
+        set: ProbeSet::Tcp,
+        kind: MapKind::Hash,
+        default_entries: 1024,
+        key_size: size::<u64>(),
+        value_size: size::<ListenState>(),
+        holds: "listening TCP sockets, for their accept-queue drop counters",
+    },
+    MapSpec {
+        id: TCP_LATENCY,
+        object: "TCP_LATENCY",
+        label: "tcp_latency",
+        set: ProbeSet::Tcp,
+        kind: MapKind::Hash,
+        default_entries: 2048,
+        key_size: size::<TcpKey>(),
+        value_size: size::<Histogram>(),
+        holds: "TCP histograms (connect, request, RTT), one per workload x peer or port x metric",
+    },
+    MapSpec {
+        id: TCP_COUNTERS,
+        object: "TCP_COUNTERS",
+        label: "tcp_counters",
+        set: ProbeSet::Tcp,
+        kind: MapKind::Hash,
+        default_entries: 4096,
+        key_size: size::<TcpKey>(),
+        value_size: size::<u64>(),
+        holds: "TCP counters (connect errors, retransmits, resets), one per workload x peer or port x metric x cause",
+    },
+];
+
+/// The map whose label is `label`.
+pub fn by_label(label: &str) -> Option<&'static MapSpec> {
+    MAPS.iter().find(|m| m.label == label)
+}
+
+/// Bytes of the fixed internal maps: `COUNTERS` (per CPU, counted once per
+/// CPU by the caller) is excluded; `ZERO_HIST` is one histogram.
+pub const FIXED_BYTES: u64 = 4 + size::<Histogram>() as u64;
+
+/// The kernel's bookkeeping per preallocated hash element beyond key and
+/// value (`struct htab_elem`: list node and hash, 8-byte aligned key and
+/// value): an estimate of what `memlock` in fdinfo shows on top.
+pub const fn element_overhead(spec: &MapSpec) -> u64 {
+    let _ = spec;
+    48
+}
+
+/// Kernel memory the maps take with `entries[i]` elements each: keys,
+/// values and the per-element overhead.
+pub fn kernel_bytes(entries: &[u32; COUNT]) -> u64 {
+    MAPS.iter()
+        .zip(entries)
+        .map(|(m, &n)| {
+            let kv = round8(m.key_size as u64) + round8(m.value_size as u64);
+            n as u64 * (kv + element_overhead(m))
+        })
+        .sum::<u64>()
+        + FIXED_BYTES
+}
+
+const fn round8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_labels_objects_agree() {
+        for (i, m) in MAPS.iter().enumerate() {
+            assert_eq!(m.id, i);
+            // The object name is the label in capitals: one name, two spellings.
+            let mut upper = [0u8; 32];
+            for (u, b) in upper.iter_mut().zip(m.label.bytes()) {
+                *u = b.to_ascii_uppercase();
+            }
+            assert_eq!(&upper[..m.label.len()], m.object.as_bytes());
+            assert!(by_label(m.label).is_some());
+        }
+    }
+}
