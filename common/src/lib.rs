@@ -81,12 +81,13 @@ pub mod counter {
     pub const fn map_full(id: usize) -> u32 {
         id as u32
     }
-    /// Syscall exits without a recorded entry for a thread that existed
-    /// before the programs were attached (its syscall was in flight then).
+    /// Syscall exits without a recorded entry for a thread that has had no
+    /// entry since the programs were loaded: its syscall was in flight at
+    /// attach. At most once per thread alive then.
     pub const EXIT_WITHOUT_ENTER: u32 = maps::COUNT as u32;
-    /// Syscall exits without a recorded entry for a thread born after the
-    /// programs were attached: its entry was evicted from the (full) LRU
-    /// thread map, so that syscall was not measured.
+    /// Syscall exits without a recorded entry for a thread that had one:
+    /// the entry was evicted from the (full) LRU thread map, so that syscall
+    /// was not measured. Rising: `limits.kernel_maps.threads` is too small.
     pub const THREAD_EVICTED: u32 = maps::COUNT as u32 + 1;
     pub const COUNT: u32 = maps::COUNT as u32 + 2;
     // Syscalls measured are not counted here: the histograms already hold
@@ -105,10 +106,25 @@ pub mod globals {
     /// tracefs format files at load time.
     pub const TP_ENTER_ID_OFF: &str = "TP_ENTER_ID_OFF";
     pub const TP_EXIT_RET_OFF: &str = "TP_EXIT_RET_OFF";
+    /// Offset of `id` in the raw_syscalls sys_exit record (the syscall
+    /// number, read only when an exit has no recorded entry).
+    pub const TP_EXIT_ID_OFF: &str = "TP_EXIT_ID_OFF";
+    /// Offset of the syscall number in `struct pt_regs` (x86_64 `orig_ax`,
+    /// arm64 `syscallno`), from BTF at load time: the tp_btf sys_exit hook
+    /// passes only the registers and the return value.
+    pub const PT_REGS_NR_OFF: &str = "PT_REGS_NR_OFF";
     /// Syscalls after which the cached process name is re-read.
     pub const NR_EXECVE: &str = "NR_EXECVE";
     pub const NR_EXECVEAT: &str = "NR_EXECVEAT";
     pub const NR_PRCTL: &str = "NR_PRCTL";
+    /// Syscalls that create a task: a new thread's or process's first event
+    /// is the exit of one of these, returning 0, with no entry before it.
+    /// `u32::MAX` where the architecture has no such syscall (arm64: fork,
+    /// vfork).
+    pub const NR_CLONE: &str = "NR_CLONE";
+    pub const NR_CLONE3: &str = "NR_CLONE3";
+    pub const NR_FORK: &str = "NR_FORK";
+    pub const NR_VFORK: &str = "NR_VFORK";
     /// Socket field offsets, from BTF at load time (see `tcp`).
     pub const SK_FAMILY_OFF: &str = "SK_FAMILY_OFF";
     pub const SK_NUM_OFF: &str = "SK_NUM_OFF";
@@ -125,12 +141,49 @@ pub mod globals {
     pub const SHINFO_GSO_SEGS_OFF: &str = "SHINFO_GSO_SEGS_OFF";
     /// Minimum time between two RTT samples of one socket, in ns.
     pub const RTT_SAMPLE_NS: &str = "RTT_SAMPLE_NS";
+
+    /// Every global above: the object declares exactly these (checked by the
+    /// agent's contract test).
+    pub const ALL: [&str; 26] = [
+        SELF_TGID,
+        TASK_GROUP_LEADER_OFF,
+        TASK_COMM_OFF,
+        TP_ENTER_ID_OFF,
+        TP_EXIT_RET_OFF,
+        TP_EXIT_ID_OFF,
+        PT_REGS_NR_OFF,
+        NR_EXECVE,
+        NR_EXECVEAT,
+        NR_PRCTL,
+        NR_CLONE,
+        NR_CLONE3,
+        NR_FORK,
+        NR_VFORK,
+        SK_FAMILY_OFF,
+        SK_NUM_OFF,
+        SK_DPORT_OFF,
+        SK_DADDR_OFF,
+        SK_V6_DADDR_OFF,
+        SK_ERR_OFF,
+        SK_DROPS_OFF,
+        TCP_SRTT_OFF,
+        SKB_HEAD_OFF,
+        SKB_END_OFF,
+        SHINFO_GSO_SEGS_OFF,
+        RTT_SAMPLE_NS,
+    ];
 }
 
 /// Program names and the internal maps in the eBPF object (the measuring
 /// maps are in [`maps::MAPS`]).
 pub mod names {
     pub const COUNTERS_MAP: &str = "COUNTERS";
+    /// One bit per thread id: set once the thread has had an entry in
+    /// `THREADS` since the programs were loaded (sized with
+    /// [`crate::maps::threads_seen_entries`]).
+    pub const THREADS_SEEN_MAP: &str = "THREADS_SEEN";
+    /// The all-zero histogram new series start from.
+    pub const ZERO_HIST_MAP: &str = "ZERO_HIST";
     pub const BTF_ENTER: &str = "sys_enter_btf";
     pub const BTF_EXIT: &str = "sys_exit_btf";
     pub const TP_ENTER: &str = "sys_enter_tp";

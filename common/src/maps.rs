@@ -11,6 +11,8 @@
 //!
 //! `COUNTERS` and `ZERO_HIST` are fixed-size internals, not measurements:
 //! they are not in the catalogue (their few bytes are in [`FIXED_BYTES`]).
+//! `THREADS_SEEN` is internal too, sized from the kernel's pid_max (see
+//! [`threads_seen_entries`]).
 
 use crate::{
     tcp::{ListenState, SockState, TcpKey},
@@ -181,6 +183,29 @@ pub fn kernel_bytes(entries: &[u32; COUNT]) -> u64 {
         .sum::<u64>()
         + FIXED_BYTES
 }
+
+/// Highest thread id the kernel can hand out (PID_MAX_LIMIT on 64-bit).
+pub const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
+
+/// Thread ids per `THREADS_SEEN` word (one bit each, u64 words).
+pub const THREADS_SEEN_BITS: u32 = 64;
+
+/// `THREADS_SEEN` (see `names::THREADS_SEEN_MAP`) entries for thread ids
+/// below `pid_max`: one bit per id, so 512 KiB at [`PID_MAX_LIMIT`] and 4 KiB
+/// at the kernel's default of 32768. Not in [`MAPS`]: not configurable, sized
+/// from the kernel's `pid_max`. Ids beyond it (pid_max raised later) are
+/// counted as "in flight at attach".
+pub const fn threads_seen_entries(pid_max: u32) -> u32 {
+    let ids = if pid_max == 0 || pid_max > PID_MAX_LIMIT {
+        PID_MAX_LIMIT
+    } else {
+        pid_max
+    };
+    ids.div_ceil(THREADS_SEEN_BITS)
+}
+
+/// The object's `THREADS_SEEN` size: the kernel's default pid_max.
+pub const THREADS_SEEN_DEFAULT_ENTRIES: u32 = threads_seen_entries(32768);
 
 const fn round8(n: u64) -> u64 {
     (n + 7) & !7

@@ -221,12 +221,51 @@ fn run(args: &[String]) -> Result<()> {
     sh(Command::new(root().join("target/release/syscope")).args(args))
 }
 
+/// The kernel programs' sources: every .rs file under ebpf/src.
+fn ebpf_sources(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = vec![];
+    let mut dirs = vec![root.join("ebpf/src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Clippy on the kernel programs. No clippy can target BPF here: Debian's
+/// rustc-web (the compiler with a BPF `core`) ships no clippy-driver, and
+/// rustup's clippy has no BPF `core` (no rust-src to build one). So the
+/// crate is checked for the host target with the userspace toolchain's
+/// clippy: the same source, lints and types (aya-ebpf builds for the host
+/// too); only code generation, which clippy does not do, is BPF-specific.
+fn clippy_ebpf(root: &Path) -> Result<()> {
+    let mut c = cargo();
+    c.current_dir(root.join("ebpf"))
+        .args(["clippy", "--locked", "--target-dir"])
+        .arg(root.join("target/ebpf-clippy"))
+        .args(["--", "-D", "warnings"])
+        // Only these crates may use nightly features (inline BPF asm), as in
+        // agent/build.rs.
+        .env("RUSTC_BOOTSTRAP", "aya_ebpf,syscope_ebpf")
+        .env_remove("RUSTC")
+        .env_remove("RUSTFLAGS");
+    sh(&mut c)
+}
+
 fn test() -> Result<()> {
     let r = root();
     sh(cargo().current_dir(&r).args(["fmt", "--all", "--check"]))?;
+    // The kernel programs are their own workspace (not in `--all`).
     sh(Command::new("rustfmt")
         .args(["--edition", "2021", "--check"])
-        .arg(r.join("ebpf/src/main.rs")))?;
+        .args(ebpf_sources(&r)?))?;
     sh(cargo().current_dir(&r).args([
         "clippy",
         "--release",
@@ -236,6 +275,7 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    clippy_ebpf(&r)?;
     // Unit tests (no privileges needed), then the integration tests on the
     // real kernel, one at a time: they share the kernel's syscall hooks.
     sh(cargo()

@@ -5,6 +5,8 @@
 //! (`tp_btf` when the kernel allows it, `raw_syscalls` tracepoints otherwise).
 
 pub mod btf;
+#[cfg(test)]
+mod contract;
 pub mod pidns;
 pub mod privilege;
 mod tcp;
@@ -18,7 +20,7 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use syscope_common::{counter, globals, names, Histogram, SeriesKey};
+use syscope_common::{counter, globals, maps, names, Histogram, SeriesKey};
 use tracing::{info, warn};
 
 use crate::enrich::syscalls::{syscall_nr, Arch};
@@ -140,8 +142,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let kbtf = btf::Btf::from_file(Path::new(VMLINUX_BTF))?;
     let leader_off = kbtf.member_offset("task_struct", "group_leader")?;
     let comm_off = kbtf.member_offset("task_struct", "comm")?;
-    let (enter_id_off, exit_ret_off) = tracepoint_offsets();
     let arch = Arch::current();
+    // Where the syscall number is in the registers tp_btf/sys_exit passes.
+    let regs_nr = match arch {
+        Arch::X86_64 => "orig_ax",
+        Arch::Aarch64 => "syscallno",
+    };
+    let regs_nr_off = kbtf.member_offset("pt_regs", regs_nr)?;
+    let tp = tracepoint_offsets();
     let nr = |name| syscall_nr(arch, name).unwrap_or(u32::MAX);
     let self_tgid = pidns::kernel_self_tgid();
 
@@ -166,15 +174,24 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     };
     let sk_off = sk.unwrap_or_default();
     let (nr_execve, nr_execveat, nr_prctl) = (nr("execve"), nr("execveat"), nr("prctl"));
+    let (nr_clone, nr_clone3) = (nr("clone"), nr("clone3"));
+    let (nr_fork, nr_vfork) = (nr("fork"), nr("vfork"));
+    let threads_seen = on(sys, maps::threads_seen_entries(pid_max()));
     let mut ebpf = EbpfLoader::new()
         .override_global(globals::SELF_TGID, &self_tgid, true)
         .override_global(globals::TASK_GROUP_LEADER_OFF, &leader_off, true)
         .override_global(globals::TASK_COMM_OFF, &comm_off, true)
-        .override_global(globals::TP_ENTER_ID_OFF, &enter_id_off, true)
-        .override_global(globals::TP_EXIT_RET_OFF, &exit_ret_off, true)
+        .override_global(globals::TP_ENTER_ID_OFF, &tp.enter_id, true)
+        .override_global(globals::TP_EXIT_ID_OFF, &tp.exit_id, true)
+        .override_global(globals::TP_EXIT_RET_OFF, &tp.exit_ret, true)
+        .override_global(globals::PT_REGS_NR_OFF, &regs_nr_off, true)
         .override_global(globals::NR_EXECVE, &nr_execve, true)
         .override_global(globals::NR_EXECVEAT, &nr_execveat, true)
         .override_global(globals::NR_PRCTL, &nr_prctl, true)
+        .override_global(globals::NR_CLONE, &nr_clone, true)
+        .override_global(globals::NR_CLONE3, &nr_clone3, true)
+        .override_global(globals::NR_FORK, &nr_fork, true)
+        .override_global(globals::NR_VFORK, &nr_vfork, true)
         .override_global(globals::SK_FAMILY_OFF, &sk_off.family, true)
         .override_global(globals::SK_NUM_OFF, &sk_off.num, true)
         .override_global(globals::SK_DPORT_OFF, &sk_off.dport, true)
@@ -190,6 +207,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .map_max_entries(names::HIST_MAP, sizes.hist)
         .map_max_entries(names::ERRORS_MAP, sizes.errors)
         .map_max_entries(names::THREADS_MAP, sizes.threads)
+        .map_max_entries(names::THREADS_SEEN_MAP, threads_seen)
         .map_max_entries(names::SOCKS_MAP, sizes.tcp.sockets)
         .map_max_entries(names::LISTENERS_MAP, sizes.tcp.listeners)
         .map_max_entries(names::TCP_HIST_MAP, sizes.tcp.hist)
@@ -424,10 +442,20 @@ fn ensure_tracefs() {
     }
 }
 
-/// Offsets of `id` (sys_enter) and `ret` (sys_exit) in the raw_syscalls
-/// tracepoint records, from their format files; the long-stable defaults
-/// when tracefs is not readable (only the fallback hook uses them).
-fn tracepoint_offsets() -> (u32, u32) {
+/// Offsets of fields in the raw_syscalls tracepoint records.
+struct TpOffsets {
+    /// sys_enter `id`.
+    enter_id: u32,
+    /// sys_exit `id`.
+    exit_id: u32,
+    /// sys_exit `ret`.
+    exit_ret: u32,
+}
+
+/// The raw_syscalls record offsets, from their format files; the
+/// long-stable defaults when tracefs is not readable (only the fallback hook
+/// uses them).
+fn tracepoint_offsets() -> TpOffsets {
     let read = |event: &str, field: &str, default: u32| {
         let path = format!("{TRACEFS}/events/raw_syscalls/{event}/format");
         std::fs::read_to_string(&path)
@@ -435,7 +463,20 @@ fn tracepoint_offsets() -> (u32, u32) {
             .and_then(|text| format_field_offset(&text, field))
             .unwrap_or(default)
     };
-    (read("sys_enter", "id", 8), read("sys_exit", "ret", 16))
+    TpOffsets {
+        enter_id: read("sys_enter", "id", 8),
+        exit_id: read("sys_exit", "id", 8),
+        exit_ret: read("sys_exit", "ret", 16),
+    }
+}
+
+/// The kernel's highest thread id + 1 (`kernel.pid_max`), which sizes the
+/// THREADS_SEEN bitmap; the kernel's limit when unreadable.
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(maps::PID_MAX_LIMIT)
 }
 
 /// Parse `field:long id;\toffset:8;\tsize:8;...` lines of a tracefs format file.

@@ -10,6 +10,8 @@
 //!   distinct <k>         k different failing syscalls, once each; prints `syscall=<name> errno=<E>`
 //!   list                 prints the `distinct` table without running it
 //!   wait-signal          prints `ready`, then blocks until SIGTERM, SIGINT or SIGUSR1
+//!   threads <n>          n short-lived threads, 8 at a time, each one getppid, then exits
+//!   threads-blocked <n> <ms>  n threads at once, each blocked in one clock_nanosleep(<ms>)
 //!
 //! TCP commands (IPv4; each prints `port=<p>` and its own measurements):
 //!   tcp-refused <n> [ip]           n connects to a closed port on loopback (127.0.0.1, or
@@ -79,7 +81,8 @@ fn fail(msg: &str) -> ! {
 fn usage(msg: &str) -> ! {
     eprintln!(
         "syscope-workload: {msg}\nusage: syscope-workload [--start-after <ms>] \
-         fail-open <n> | sleep <n> <ms> | getppid <n> | distinct <k> | list | wait-signal"
+         fail-open <n> | sleep <n> <ms> | getppid <n> | distinct <k> | list | wait-signal | \
+         threads <n> | threads-blocked <n> <ms>"
     );
     exit(2)
 }
@@ -324,6 +327,60 @@ fn wait_signal() {
     println!("signal={sig}");
 }
 
+/// `n` threads, `batch` alive at a time, each running `work` once.
+fn spawn_threads(n: u64, batch: u64, work: impl Fn() + Send + Sync + Copy + 'static) {
+    let mut done = 0;
+    while done < n {
+        let now = batch.min(n - done);
+        let handles: Vec<_> = (0..now)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(work)
+                    .unwrap_or_else(|e| fail(&format!("spawning a thread: {e}")))
+            })
+            .collect();
+        for h in handles {
+            if h.join().is_err() {
+                fail("a thread panicked");
+            }
+        }
+        done += now;
+    }
+}
+
+/// Short-lived threads: each new thread's first event is the exit of the
+/// clone3 (or clone) that created it, with no entry before it.
+fn threads(n: u64) {
+    spawn_threads(n, 8, || {
+        std::hint::black_box(sys(libc::SYS_getppid, [0; 6]).ok());
+    });
+    println!("ok threads n={n}");
+}
+
+/// Many threads blocked in a syscall at once: with a thread map smaller than
+/// n, entries of sleeping threads are evicted before they wake.
+fn threads_blocked(n: u64, ms: u64) {
+    let ts = timespec(Duration::from_millis(ms));
+    spawn_threads(n, n, move || {
+        let r = sys(
+            libc::SYS_clock_nanosleep,
+            [
+                libc::CLOCK_MONOTONIC as Long,
+                0,
+                &ts as *const _ as Long,
+                0,
+                0,
+                0,
+            ],
+        );
+        if r != Ok(0) {
+            fail(&format!("clock_nanosleep returned {r:?}"));
+        }
+    });
+    println!("ok threads-blocked n={n} ms={ms}");
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--netns") {
@@ -361,6 +418,8 @@ fn main() {
         "getppid" => getppid(num(args.get(1), "n")),
         "distinct" => distinct(num(args.get(1), "k")),
         "wait-signal" => wait_signal(),
+        "threads" => threads(num(args.get(1), "n")),
+        "threads-blocked" => threads_blocked(num(args.get(1), "n"), num(args.get(2), "ms")),
         "tcp-refused" => tcp::refused(
             num(args.get(1), "n"),
             args.get(2).map_or("127.0.0.1", String::as_str),

@@ -1,0 +1,181 @@
+//! The contract between the embedded eBPF object and `syscope_common`,
+//! checked on the object itself without privileges: every map of the
+//! catalogue with its type and sizes, the internal maps, every load-time
+//! global and every program (on its hook). A mismatch here would otherwise
+//! surface only at load time, as root, on a real kernel.
+
+use std::collections::BTreeSet;
+
+use aya_obj::{generated::bpf_map_type, Object, ProgramSection};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+use syscope_common::{
+    counter, globals,
+    maps::{MapKind, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
+    names, Histogram,
+};
+
+fn parsed() -> Object {
+    Object::parse(super::OBJECT).expect("aya-obj parses the embedded eBPF object")
+}
+
+/// Global symbols of the ELF object with the name of their section.
+fn symbols() -> Vec<(String, String)> {
+    let elf = object::File::parse(super::OBJECT).expect("the embedded object is ELF");
+    elf.symbols()
+        .filter(|s| s.is_global() && s.is_definition())
+        .filter_map(|s| {
+            let section = elf.section_by_index(s.section_index()?).ok()?;
+            Some((s.name().ok()?.to_string(), section.name().ok()?.to_string()))
+        })
+        .collect()
+}
+
+fn section_of(name: &str) -> Option<String> {
+    symbols()
+        .into_iter()
+        .find(|(s, _)| s == name)
+        .map(|(_, sec)| sec)
+}
+
+#[test]
+fn catalogue_maps_are_in_the_object_as_described() {
+    let obj = parsed();
+    for m in &MAPS {
+        let om = obj
+            .maps
+            .get(m.object)
+            .unwrap_or_else(|| panic!("map {} (`{}`) missing from the object", m.object, m.label));
+        let want_type = match m.kind {
+            MapKind::Hash => bpf_map_type::BPF_MAP_TYPE_HASH,
+            MapKind::LruHash => bpf_map_type::BPF_MAP_TYPE_LRU_HASH,
+        } as u32;
+        assert_eq!(om.map_type(), want_type, "{}: map type", m.object);
+        assert_eq!(om.key_size(), m.key_size, "{}: key size", m.object);
+        assert_eq!(om.value_size(), m.value_size, "{}: value size", m.object);
+        assert_eq!(
+            om.max_entries(),
+            m.default_entries,
+            "{}: max_entries",
+            m.object
+        );
+    }
+}
+
+#[test]
+fn internal_maps_are_in_the_object_as_described() {
+    let obj = parsed();
+    let check = |name: &str, ty: bpf_map_type, value: usize, entries: u32| {
+        let om = obj
+            .maps
+            .get(name)
+            .unwrap_or_else(|| panic!("map {name} missing from the object"));
+        assert_eq!(om.map_type(), ty as u32, "{name}: map type");
+        assert_eq!(om.key_size(), 4, "{name}: key size");
+        assert_eq!(om.value_size() as usize, value, "{name}: value size");
+        assert_eq!(om.max_entries(), entries, "{name}: max_entries");
+    };
+    check(
+        names::COUNTERS_MAP,
+        bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY,
+        8,
+        counter::COUNT,
+    );
+    check(
+        names::ZERO_HIST_MAP,
+        bpf_map_type::BPF_MAP_TYPE_ARRAY,
+        std::mem::size_of::<Histogram>(),
+        1,
+    );
+    check(
+        names::THREADS_SEEN_MAP,
+        bpf_map_type::BPF_MAP_TYPE_ARRAY,
+        8,
+        THREADS_SEEN_DEFAULT_ENTRIES,
+    );
+    // Nothing else, apart from the data sections of the globals.
+    let known: BTreeSet<&str> = MAPS
+        .iter()
+        .map(|m| m.object)
+        .chain([
+            names::COUNTERS_MAP,
+            names::ZERO_HIST_MAP,
+            names::THREADS_SEEN_MAP,
+        ])
+        .collect();
+    for name in obj.maps.keys() {
+        assert!(
+            known.contains(name.as_str()) || name.starts_with('.'),
+            "map {name} in the object is not described in syscope_common"
+        );
+    }
+}
+
+#[test]
+fn globals_are_exactly_the_objects_read_only_data() {
+    let in_rodata: BTreeSet<String> = symbols()
+        .into_iter()
+        .filter(|(_, sec)| sec.starts_with(".rodata"))
+        .map(|(name, _)| name)
+        .collect();
+    let want: BTreeSet<String> = globals::ALL.iter().map(|g| g.to_string()).collect();
+    assert_eq!(want.len(), globals::ALL.len(), "a global listed twice");
+    let missing: Vec<_> = want.difference(&in_rodata).collect();
+    assert!(
+        missing.is_empty(),
+        "globals missing from .rodata: {missing:?}"
+    );
+    let unknown: Vec<_> = in_rodata.difference(&want).collect();
+    assert!(
+        unknown.is_empty(),
+        "read-only globals not in syscope_common::globals::ALL: {unknown:?}"
+    );
+}
+
+#[test]
+fn programs_are_in_the_object_on_their_hooks() {
+    let obj = parsed();
+    let btf = |hook: &str| format!("tp_btf/{hook}");
+    let mut want: Vec<(&str, String)> = vec![
+        (names::BTF_ENTER, btf("sys_enter")),
+        (names::BTF_EXIT, btf("sys_exit")),
+        (names::TP_ENTER, "tracepoint/raw_syscalls/sys_enter".into()),
+        (names::TP_EXIT, "tracepoint/raw_syscalls/sys_exit".into()),
+        (names::BTF_THREAD_EXIT, btf("sched_process_exit")),
+        (
+            names::TP_THREAD_EXIT,
+            "tracepoint/sched/sched_process_exit".into(),
+        ),
+        (names::FLOOR_ENTER, btf("sys_enter")),
+        (names::FLOOR_EXIT, btf("sys_exit")),
+        (names::TCP_DESTROY.0, btf(names::TCP_DESTROY.1)),
+        (names::TCP_RETRANSMIT.0, btf(names::TCP_RETRANSMIT.1)),
+        (names::TCP_RETRANSMIT_OLD, btf(names::TCP_RETRANSMIT.1)),
+        (names::LISTEN_POLL, "raw_tp".into()),
+    ];
+    want.extend(names::TCP_PROGRAMS.iter().map(|(p, h)| (*p, btf(h))));
+    for (name, section) in &want {
+        let p = obj
+            .programs
+            .get(*name)
+            .unwrap_or_else(|| panic!("program {name} missing from the object"));
+        let kind_ok = match section.split('/').next() {
+            Some("tp_btf") => matches!(p.section, ProgramSection::BtfTracePoint),
+            Some("tracepoint") => matches!(p.section, ProgramSection::TracePoint),
+            Some("raw_tp") => matches!(p.section, ProgramSection::RawTracePoint),
+            _ => false,
+        };
+        assert!(kind_ok, "{name}: program type {:?}", p.section);
+        assert_eq!(
+            section_of(name).as_deref(),
+            Some(section.as_str()),
+            "{name}: hook"
+        );
+    }
+    let listed: BTreeSet<&str> = want.iter().map(|(n, _)| *n).collect();
+    for name in obj.programs.keys() {
+        assert!(
+            listed.contains(name.as_str()),
+            "program {name} in the object is not in syscope_common::names"
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Helpers shared by the syscall and TCP programs: load-time constants,
+//! counters, atomic adds, kernel reads and the histogram/counter updates.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    maps::HashMap,
+};
+use syscope_common::{bucket_index, hist::NUM_BUCKETS, Bucket, Histogram, COMM_LEN};
+
+use crate::maps::{COUNTERS, SELF_TGID, TASK_COMM_OFF, TASK_GROUP_LEADER_OFF, ZERO_HIST};
+
+/// `-EEXIST`, what a `BPF_NOEXIST` insert returns when another CPU created
+/// the key between our lookup and our insert.
+pub(crate) const EEXIST: i32 = -17;
+
+/// A load-time constant (see `maps.rs`).
+#[inline(always)]
+pub(crate) fn global<T: Copy>(v: &'static T) -> T {
+    // SAFETY: `v` is a valid, aligned static; the volatile read keeps the
+    // compiler from folding the placeholder value the loader replaces.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC in nanoseconds.
+#[inline(always)]
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: the helper takes no arguments and cannot fail.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The current task's cgroup v2 id.
+#[inline(always)]
+pub(crate) fn cgroup_id() -> u64 {
+    // SAFETY: the helper takes no arguments and cannot fail.
+    unsafe { bpf_get_current_cgroup_id() }
+}
+
+/// Whether `pid_tgid` (from `bpf_get_current_pid_tgid`) is the agent's.
+#[inline(always)]
+pub(crate) fn is_self_tgid(pid_tgid: u64) -> bool {
+    (pid_tgid >> 32) as u32 == global(&SELF_TGID)
+}
+
+/// Whether the current task belongs to the agent itself.
+#[inline(always)]
+pub(crate) fn is_self() -> bool {
+    is_self_tgid(bpf_get_current_pid_tgid())
+}
+
+/// Add one to the kernel's own counter `idx` (`syscope_common::counter`).
+#[inline(always)]
+pub(crate) fn bump(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: a valid value pointer of a per-CPU array: only this CPU
+        // writes it, and a BPF program is not preempted by another on the
+        // same CPU for the same hook.
+        unsafe { *p += 1 };
+    }
+}
+
+/// `lock *(u64 *)p += v`: an atomic add whose result is unused (BPF_ATOMIC
+/// BPF_ADD), the cheapest shared counter update the ISA has.
+///
+/// # Safety
+/// `p` must point to writable, 8-byte aligned map value memory.
+#[inline(always)]
+pub(crate) unsafe fn add64(p: *mut u64, v: u64) {
+    // SAFETY: the caller guarantees `p`; the instruction touches only `*p`.
+    unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v) };
+}
+
+/// `lock *(u32 *)p += v`.
+///
+/// # Safety
+/// `p` must point to writable, 4-byte aligned map value memory.
+#[inline(always)]
+pub(crate) unsafe fn add32(p: *mut u32, v: u32) {
+    // SAFETY: the caller guarantees `p`; the instruction touches only `*p`.
+    unsafe {
+        core::arch::asm!("lock *(u32 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v as u64)
+    };
+}
+
+/// Read a `T` at `base + off` in kernel memory. `T` must be plain data
+/// (integers, byte arrays), valid for any bit pattern.
+#[inline(always)]
+pub(crate) fn kread<T>(base: u64, off: u32) -> Option<T> {
+    // SAFETY: the probe helper copies into a local and fails cleanly on a
+    // bad address instead of faulting; callers read only plain data types.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// The process name: the thread group leader's comm. A thread's own comm can
+/// be renamed per thread (e.g. "tokio-runtime-w"), which is not a workload.
+#[inline(always)]
+pub(crate) fn process_comm() -> [u8; COMM_LEN] {
+    let leader_off = global(&TASK_GROUP_LEADER_OFF);
+    let comm_off = global(&TASK_COMM_OFF);
+    if leader_off != 0 && comm_off != 0 {
+        // SAFETY: the helper returns the current task's address, no
+        // preconditions; it is only used as a base for `kread`.
+        let task = unsafe { bpf_get_current_task() };
+        if let Some(leader) = kread::<u64>(task, leader_off) {
+            if let Some(comm) = kread::<[u8; COMM_LEN]>(leader, comm_off) {
+                return comm;
+            }
+        }
+    }
+    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+}
+
+/// Add one duration to the histogram of `key`, creating it if needed;
+/// `full` is the counter bumped when the map has no room.
+#[inline(always)]
+pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u32) {
+    let h = match map.get_ptr_mut(key) {
+        Some(h) => h,
+        None => {
+            let Some(zero) = ZERO_HIST.get(0) else {
+                return;
+            };
+            match map.insert(key, zero, BPF_NOEXIST as u64) {
+                // Created, or another CPU created it first: use it.
+                Ok(()) | Err(EEXIST) => {}
+                Err(_) => {
+                    bump(full);
+                    return;
+                }
+            }
+            match map.get_ptr_mut(key) {
+                Some(h) => h,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a valid value pointer of a preallocated hash map (the verifier
+    // checks the bounds of every access); other CPUs update the same value,
+    // hence only atomic adds. The fields are 8- and 4-byte aligned
+    // (`Histogram` is repr(C)); the bucket index is bounds-checked.
+    unsafe {
+        add64(&raw mut (*h).sum_ns, ns);
+        match bucket_index(ns) {
+            Bucket::Zero => add32(&raw mut (*h).zero, 1),
+            Bucket::Index(i) => {
+                if i < NUM_BUCKETS {
+                    add32((&raw mut (*h).buckets).cast::<u32>().add(i), 1);
+                }
+            }
+        }
+    }
+}
+
+/// Add `n` to the counter of `key`, creating it if needed; `full` is the
+/// counter bumped when the map has no room.
+#[inline(always)]
+pub(crate) fn count_add<K>(map: &HashMap<K, u64>, key: &K, n: u64, full: u32) {
+    if let Some(c) = map.get_ptr_mut(key) {
+        // SAFETY: a valid, aligned value pointer, shared between CPUs: atomic.
+        unsafe { add64(c, n) };
+        return;
+    }
+    match map.insert(key, n, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(EEXIST) => {
+            // Another CPU created it between our lookup and insert.
+            if let Some(c) = map.get_ptr_mut(key) {
+                // SAFETY: as above.
+                unsafe { add64(c, n) };
+            }
+        }
+        Err(_) => bump(full),
+    }
+}

@@ -1,0 +1,121 @@
+//! The object's maps and load-time constants. Map names and sizes come from
+//! `syscope_common::maps::MAPS` (the loader sets the configured sizes);
+//! global names from `syscope_common::globals` (the loader overrides them).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use syscope_common::{
+    counter,
+    maps::{self, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
+    tcp::{ListenState, SockState, TcpKey},
+    Histogram, SeriesKey, ThreadState,
+};
+
+// Load-time constants (see syscope_common::globals). Read them with
+// `helpers::global`, never directly: the compiler would fold the placeholder.
+#[no_mangle]
+pub(crate) static SELF_TGID: u32 = 0;
+#[no_mangle]
+pub(crate) static TASK_GROUP_LEADER_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static TASK_COMM_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static TP_ENTER_ID_OFF: u32 = 8;
+#[no_mangle]
+pub(crate) static TP_EXIT_ID_OFF: u32 = 8;
+#[no_mangle]
+pub(crate) static TP_EXIT_RET_OFF: u32 = 16;
+#[no_mangle]
+pub(crate) static PT_REGS_NR_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static NR_EXECVE: u32 = u32::MAX;
+#[no_mangle]
+pub(crate) static NR_EXECVEAT: u32 = u32::MAX;
+#[no_mangle]
+pub(crate) static NR_PRCTL: u32 = u32::MAX;
+#[no_mangle]
+pub(crate) static NR_CLONE: u32 = u32::MAX;
+#[no_mangle]
+pub(crate) static NR_CLONE3: u32 = u32::MAX;
+#[no_mangle]
+pub(crate) static NR_FORK: u32 = u32::MAX;
+#[no_mangle]
+pub(crate) static NR_VFORK: u32 = u32::MAX;
+// Socket field offsets (struct sock / sock_common / tcp_sock), from BTF.
+#[no_mangle]
+pub(crate) static SK_FAMILY_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SK_NUM_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SK_DPORT_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SK_DADDR_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SK_V6_DADDR_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SK_ERR_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SK_DROPS_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static TCP_SRTT_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static RTT_SAMPLE_NS: u64 = 1_000_000_000;
+#[no_mangle]
+pub(crate) static SKB_HEAD_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SKB_END_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SHINFO_GSO_SEGS_OFF: u32 = 0;
+
+/// Threads with a syscall in flight (or recently made one). LRU: threads that
+/// exit without us noticing age out instead of filling the map.
+#[map(name = "THREADS")]
+pub(crate) static THREADS: LruHashMap<u32, ThreadState> =
+    LruHashMap::with_max_entries(MAPS[maps::THREADS].default_entries, 0);
+
+/// One bit per thread id, set when the thread gets a `THREADS` entry: an
+/// exit without an entry is an eviction if the bit is set, a syscall that
+/// was in flight at attach if not. Never cleared: a reused id keeps its bit,
+/// which only matters for a new task's first exit, told apart by its
+/// syscall (clone and friends returning 0).
+#[map(name = "THREADS_SEEN")]
+pub(crate) static THREADS_SEEN: Array<u64> =
+    Array::with_max_entries(THREADS_SEEN_DEFAULT_ENTRIES, 0);
+
+#[map(name = "SYSCALL_LATENCY")]
+pub(crate) static SYSCALL_LATENCY: HashMap<SeriesKey, Histogram> =
+    HashMap::with_max_entries(MAPS[maps::SYSCALL_LATENCY].default_entries, 0);
+
+#[map(name = "SYSCALL_ERRORS")]
+pub(crate) static SYSCALL_ERRORS: HashMap<SeriesKey, u64> =
+    HashMap::with_max_entries(MAPS[maps::SYSCALL_ERRORS].default_entries, 0);
+
+/// The kernel side's own counters (`syscope_common::counter`), per CPU.
+#[map(name = "COUNTERS")]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// One all-zero histogram: the initial value for new series (too big for the
+/// 512-byte BPF stack).
+#[map(name = "ZERO_HIST")]
+pub(crate) static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
+
+/// Tracked TCP sockets (see `syscope_common::tcp`). LRU: a socket whose
+/// destruction we miss ages out instead of leaking.
+#[map(name = "SOCKETS")]
+pub(crate) static SOCKETS: LruHashMap<u64, SockState> =
+    LruHashMap::with_max_entries(MAPS[maps::SOCKETS].default_entries, 0);
+
+/// Listening sockets, for their drop counters.
+#[map(name = "LISTENERS")]
+pub(crate) static LISTENERS: HashMap<u64, ListenState> =
+    HashMap::with_max_entries(MAPS[maps::LISTENERS].default_entries, 0);
+
+#[map(name = "TCP_LATENCY")]
+pub(crate) static TCP_LATENCY: HashMap<TcpKey, Histogram> =
+    HashMap::with_max_entries(MAPS[maps::TCP_LATENCY].default_entries, 0);
+
+#[map(name = "TCP_COUNTERS")]
+pub(crate) static TCP_COUNTERS: HashMap<TcpKey, u64> =
+    HashMap::with_max_entries(MAPS[maps::TCP_COUNTERS].default_entries, 0);

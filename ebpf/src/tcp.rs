@@ -1,0 +1,421 @@
+//! TCP: sockets are tracked by kernel address from connect, accept or listen
+//! (inet_sock_set_state), measured on the send/recv paths of the socket
+//! layer, and forgotten on destruction (tcp_destroy_sock; LRU as a backstop).
+//!
+//! `SockState` entries are shared between the socket's process context and
+//! softirq on another CPU. Their fields are plain integers: a race can at
+//! worst mix two updates of one socket (one request boundary seen late),
+//! never reach memory outside the entry, which the verifier bounds.
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use syscope_common::{
+    counter, maps,
+    tcp::{
+        phase, role, state, CountKind, HistKind, ListenState, SockState, TcpKey, AF_INET, AF_INET6,
+    },
+    COMM_LEN,
+};
+
+use crate::{
+    helpers::{bump, cgroup_id, count_add, global, hist_add, is_self, kread, now_ns, process_comm},
+    maps::{
+        LISTENERS, RTT_SAMPLE_NS, SHINFO_GSO_SEGS_OFF, SKB_END_OFF, SKB_HEAD_OFF, SK_DADDR_OFF,
+        SK_DPORT_OFF, SK_DROPS_OFF, SK_ERR_OFF, SK_FAMILY_OFF, SK_NUM_OFF, SK_V6_DADDR_OFF,
+        SOCKETS, TCP_COUNTERS, TCP_LATENCY, TCP_SRTT_OFF,
+    },
+};
+
+/// recv flag: look at the data without consuming it.
+const MSG_PEEK: i32 = 2;
+
+// tp_btf/inet_sock_set_state: (const struct sock *sk, int oldstate, int newstate)
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcp_state_btf(ctx: BtfTracePointContext) -> i32 {
+    try_state(ctx.arg::<u64>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2));
+    0
+}
+
+// tp_btf/sock_send_length: (struct sock *sk, int ret, int flags)
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_btf(ctx: BtfTracePointContext) -> i32 {
+    try_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), true);
+    0
+}
+
+// tp_btf/sock_recv_length: (struct sock *sk, int ret, int flags)
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn sock_recv_btf(ctx: BtfTracePointContext) -> i32 {
+    // A peek leaves the bytes for the real read: not a request boundary.
+    if ctx.arg::<i32>(2) & MSG_PEEK == 0 {
+        try_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), false);
+    }
+    0
+}
+
+// tp_btf/tcp_retransmit_skb: (const struct sock *sk, const struct sk_buff *skb, int err)
+// Fires for failed attempts too (err != 0): those put nothing on the wire.
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
+    if ctx.arg::<i32>(2) == 0 {
+        try_retransmit(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    }
+    0
+}
+
+// Before 6.10: (const struct sock *sk, const struct sk_buff *skb), success only.
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_old_btf(ctx: BtfTracePointContext) -> i32 {
+    try_retransmit(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    0
+}
+
+// tp_btf/tcp_send_reset: (const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason)
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset_btf(ctx: BtfTracePointContext) -> i32 {
+    let (sk, skb) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    // No skb: an active reset (close with SO_LINGER 0, abort), sent by the
+    // closing process, so an accepted socket never read or written learns
+    // its owner here.
+    sock_event(sk, CountKind::ResetSent, 1, skb == 0);
+    0
+}
+
+// tp_btf/tcp_receive_reset: (struct sock *sk)
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
+    sock_event(ctx.arg::<u64>(0), CountKind::ResetReceived, 1, false);
+    0
+}
+
+// tp_btf/tcp_destroy_sock: (struct sock *sk). After the last reset or
+// retransmit of the socket, so those still find its owner.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = SOCKETS.remove(ctx.arg::<u64>(0));
+    0
+}
+
+/// Run by the agent (BPF_PROG_TEST_RUN, args[0] = a listener's address from
+/// LISTENERS): copy the listener's drop counter into its entry. Only
+/// addresses the kernel itself put there are read, and never after close.
+#[raw_tracepoint]
+pub fn listen_poll(ctx: RawTracePointContext) -> i32 {
+    try_listen_poll(ctx.arg::<u64>(0));
+    0
+}
+
+/// The key of a metric about socket `owner`, or about no known socket (no
+/// workload, port 0). `with_addr`: the metric carries the peer address.
+#[inline(always)]
+fn tcp_key(owner: Option<&SockState>, kind: u8, with_addr: bool) -> TcpKey {
+    let (cgroup_id, comm, addr, port) = match owner {
+        Some(st) => (
+            st.cgroup_id,
+            st.comm,
+            if with_addr { st.addr } else { [0; 16] },
+            st.port,
+        ),
+        None => (0, [0; COMM_LEN], [0; 16], 0),
+    };
+    TcpKey {
+        cgroup_id,
+        comm,
+        addr,
+        port,
+        kind,
+        _pad: 0,
+        code: 0,
+    }
+}
+
+#[inline(always)]
+fn tcp_hist(st: &SockState, kind: HistKind, with_addr: bool, ns: u64) {
+    let key = tcp_key(Some(st), kind as u8, with_addr);
+    hist_add(&TCP_LATENCY, &key, ns, counter::map_full(maps::TCP_LATENCY));
+}
+
+#[inline(always)]
+fn tcp_count(key: &TcpKey, n: u64) {
+    count_add(&TCP_COUNTERS, key, n, counter::map_full(maps::TCP_COUNTERS));
+}
+
+/// Peer address (v4-mapped for IPv4) and port of a socket.
+#[inline(always)]
+fn sk_peer(sk: u64) -> ([u8; 16], u16) {
+    let mut addr = [0u8; 16];
+    match kread::<u16>(sk, global(&SK_FAMILY_OFF)) {
+        Some(AF_INET) => {
+            if let Some(a) = kread::<[u8; 4]>(sk, global(&SK_DADDR_OFF)) {
+                addr[10] = 0xff;
+                addr[11] = 0xff;
+                addr[12] = a[0];
+                addr[13] = a[1];
+                addr[14] = a[2];
+                addr[15] = a[3];
+            }
+        }
+        Some(AF_INET6) => {
+            if let Some(a) = kread::<[u8; 16]>(sk, global(&SK_V6_DADDR_OFF)) {
+                addr = a;
+            }
+        }
+        _ => {}
+    }
+    let port = u16::from_be(kread::<u16>(sk, global(&SK_DPORT_OFF)).unwrap_or(0));
+    (addr, port)
+}
+
+#[inline(always)]
+fn sk_local_port(sk: u64) -> u16 {
+    kread::<u16>(sk, global(&SK_NUM_OFF)).unwrap_or(0)
+}
+
+/// Sample the smoothed RTT of `sk` into the RTT histogram.
+#[inline(always)]
+fn sample_rtt(sk: u64, st: &mut SockState, now: u64) {
+    st.rtt_sampled_ns = now;
+    // srtt_us holds the smoothed RTT in microseconds, left-shifted by 3.
+    if let Some(srtt) = kread::<u32>(sk, global(&TCP_SRTT_OFF)) {
+        if srtt != 0 {
+            tcp_hist(st, HistKind::Rtt, false, (srtt as u64 >> 3) * 1000);
+        }
+    }
+}
+
+/// An accepted socket has no owner until a process touches it: the
+/// current one, which the caller knows to be in process context.
+#[inline(always)]
+fn claim_owner(st: &mut SockState) {
+    if st.comm[0] == 0 {
+        st.cgroup_id = cgroup_id();
+        st.comm = process_comm();
+    }
+}
+
+/// Track `st` under `sk`, counting a full map.
+#[inline(always)]
+fn track(sk: u64, st: &SockState) {
+    if SOCKETS.insert(sk, st, BPF_ANY as u64).is_err() {
+        bump(counter::map_full(maps::SOCKETS));
+    }
+}
+
+#[inline(always)]
+fn try_state(sk: u64, old: i32, new: i32) {
+    if new == state::SYN_SENT {
+        on_connect(sk);
+    } else if old == state::SYN_SENT {
+        on_connect_done(sk, new);
+    } else if old == state::SYN_RECV && new == state::ESTABLISHED {
+        on_accepted(sk);
+    } else if new == state::LISTEN {
+        on_listen(sk);
+    } else if old == state::LISTEN && new == state::CLOSE {
+        on_listen_close(sk);
+    }
+}
+
+/// connect(): in the connecting process's context.
+#[inline(always)]
+fn on_connect(sk: u64) {
+    // The agent's own connections (to the collector) are not a workload's.
+    if is_self() {
+        return;
+    }
+    let (addr, port) = sk_peer(sk);
+    let st = SockState {
+        t_start: now_ns(),
+        rtt_sampled_ns: 0,
+        cgroup_id: cgroup_id(),
+        comm: process_comm(),
+        addr,
+        port,
+        role: role::CLIENT,
+        phase: phase::IDLE,
+        _pad: 0,
+    };
+    track(sk, &st);
+}
+
+/// Handshake done or failed, in softirq: the owner is in the entry.
+#[inline(always)]
+fn on_connect_done(sk: u64, new: i32) {
+    let now = now_ns();
+    let Some(st) = SOCKETS.get_ptr_mut(sk) else {
+        return;
+    };
+    // SAFETY: a valid value pointer for this run (see the module docs on
+    // concurrent updates).
+    let st = unsafe { &mut *st };
+    if new == state::ESTABLISHED {
+        if st.t_start != 0 && now >= st.t_start {
+            tcp_hist(st, HistKind::Connect, true, now - st.t_start);
+        }
+        st.t_start = 0;
+        sample_rtt(sk, st, now);
+    } else if new == state::CLOSE {
+        // The kernel sets sk_err before moving to CLOSE (refused, timed
+        // out, unreachable); 0 means the application gave up first.
+        let err = kread::<i32>(sk, global(&SK_ERR_OFF)).unwrap_or(0);
+        let mut key = tcp_key(Some(st), CountKind::ConnectError as u8, true);
+        key.code = err.unsigned_abs();
+        tcp_count(&key, 1);
+        st.t_start = 0;
+    }
+}
+
+/// An accepted connection, in softirq: the owner is filled in by the first
+/// process that reads or writes it.
+#[inline(always)]
+fn on_accepted(sk: u64) {
+    let st = SockState {
+        t_start: 0,
+        rtt_sampled_ns: 0,
+        cgroup_id: 0,
+        comm: [0; COMM_LEN],
+        addr: [0; 16],
+        port: sk_local_port(sk),
+        role: role::SERVER,
+        phase: phase::IDLE,
+        _pad: 0,
+    };
+    track(sk, &st);
+}
+
+/// listen(): in the listening process's context.
+#[inline(always)]
+fn on_listen(sk: u64) {
+    if is_self() {
+        return;
+    }
+    let l = ListenState {
+        since_ns: now_ns(),
+        cgroup_id: cgroup_id(),
+        comm: process_comm(),
+        drops: kread::<u32>(sk, global(&SK_DROPS_OFF)).unwrap_or(0),
+        port: sk_local_port(sk),
+        closed: 0,
+        _pad: 0,
+    };
+    if LISTENERS.insert(sk, l, BPF_ANY as u64).is_err() {
+        bump(counter::map_full(maps::LISTENERS));
+    }
+}
+
+/// The listener goes away: keep its final count for the agent, which
+/// deletes the entry after reading it.
+#[inline(always)]
+fn on_listen_close(sk: u64) {
+    if let Some(l) = LISTENERS.get_ptr_mut(sk) {
+        // SAFETY: a valid value pointer; the agent reads it, only the
+        // kernel programs write it, with plain integer stores.
+        unsafe {
+            if let Some(d) = kread::<u32>(sk, global(&SK_DROPS_OFF)) {
+                (*l).drops = d;
+            }
+            (*l).closed = 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn try_listen_poll(sk: u64) {
+    if let Some(l) = LISTENERS.get_ptr_mut(sk) {
+        // SAFETY: as in `on_listen_close`.
+        unsafe {
+            if (*l).closed == 0 {
+                if let Some(d) = kread::<u32>(sk, global(&SK_DROPS_OFF)) {
+                    (*l).drops = d;
+                }
+            }
+        }
+    }
+}
+
+/// A read (`sent == false`) or write of `ret` bytes on socket `sk`.
+#[inline(always)]
+fn try_io(sk: u64, ret: i32, sent: bool) {
+    if ret <= 0 {
+        return;
+    }
+    // Only sockets we track: one lookup is all an untracked socket costs.
+    let Some(st) = SOCKETS.get_ptr_mut(sk) else {
+        return;
+    };
+    let now = now_ns();
+    // SAFETY: a valid value pointer for this run; concurrent writers of one
+    // socket only race on which request boundary they see first.
+    let st = unsafe { &mut *st };
+    claim_owner(st);
+    // A request starts with the first byte one way and ends with the first
+    // byte back: server sockets read requests, client sockets write them.
+    let (req_dir, kind, with_addr) = if st.role == role::SERVER {
+        (phase::READ, HistKind::ServerRequest, false)
+    } else {
+        (phase::WRITTEN, HistKind::ClientRequest, true)
+    };
+    let dir = if sent { phase::WRITTEN } else { phase::READ };
+    if dir == req_dir {
+        if st.phase != req_dir {
+            st.phase = req_dir;
+            st.t_start = now;
+        }
+    } else {
+        if st.phase == req_dir && st.t_start != 0 && now >= st.t_start {
+            tcp_hist(st, kind, with_addr, now - st.t_start);
+        }
+        st.phase = dir;
+    }
+    if now.wrapping_sub(st.rtt_sampled_ns) >= global(&RTT_SAMPLE_NS) {
+        sample_rtt(sk, st, now);
+    }
+}
+
+/// Count `n` per-socket events under the socket's owner, or under no
+/// workload and port 0 when the socket is not tracked (or there is none).
+/// `in_process`: the caller runs in the owner's process context.
+#[inline(always)]
+fn sock_event(sk: u64, kind: CountKind, n: u64, in_process: bool) {
+    let st = if sk != 0 {
+        SOCKETS.get_ptr_mut(sk)
+    } else {
+        None
+    };
+    let key = match st {
+        Some(st) => {
+            // SAFETY: a valid value pointer for this run (see the module docs).
+            let st = unsafe { &mut *st };
+            if in_process {
+                claim_owner(st);
+            }
+            tcp_key(Some(st), kind as u8, false)
+        }
+        None => tcp_key(None, kind as u8, false),
+    };
+    tcp_count(&key, n);
+}
+
+/// One retransmission of `skb` on `sk`, counted in segments.
+#[inline(always)]
+fn try_retransmit(sk: u64, skb: u64) {
+    sock_event(sk, CountKind::Retransmit, skb_segs(skb), false);
+}
+
+/// Segments in a (retransmitted) TCP skb: skb_shinfo(skb)->gso_segs, which
+/// TCP keeps at 1 for a single segment.
+#[inline(always)]
+fn skb_segs(skb: u64) -> u64 {
+    let head = kread::<u64>(skb, global(&SKB_HEAD_OFF)).unwrap_or(0);
+    let end = kread::<u32>(skb, global(&SKB_END_OFF)).unwrap_or(0);
+    if head == 0 || end == 0 {
+        return 1;
+    }
+    match kread::<u16>(head + end as u64, global(&SHINFO_GSO_SEGS_OFF)) {
+        Some(n) if n > 0 => n as u64,
+        _ => 1,
+    }
+}
