@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{require_root, Agent};
-use syscope_tests::{run_named, select, unique_name, MetricPoint, Receiver, Temporality};
+use syscope_tests::{latest, run_named, select, unique_name, MetricPoint, Receiver, Temporality};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Relative error of a value reported from a scale-3 bucket (see
@@ -274,7 +274,7 @@ fn full_kernel_map_is_counted_not_silent() {
     let cfg = dir.join("small.toml");
     std::fs::write(
         &cfg,
-        "[limits]\nkernel_series = 4\nkernel_error_series = 4\n",
+        "[limits.kernel_maps]\nsyscall_latency = 4\nsyscall_errors = 4\n",
     )
     .unwrap();
     let agent = Agent::start(
@@ -296,11 +296,17 @@ fn full_kernel_map_is_counted_not_silent() {
                 .any(|p| p.number().unwrap_or(0.0) > 0.0)
         }
     };
-    let pts = rx.wait_for(WAIT, |p| full("latency")(p) && full("errors")(p));
+    let pts = rx.wait_for(WAIT, |p| {
+        full("syscall_latency")(p) && full("syscall_errors")(p)
+    });
     // The configured limit is reported next to the drops.
-    let cap = select(&pts, "syscope.kernel.map.capacity", &[("map", "latency")])
-        .last()
-        .and_then(|p| p.number());
+    let cap = select(
+        &pts,
+        "syscope.kernel.map.capacity",
+        &[("map", "syscall_latency")],
+    )
+    .last()
+    .and_then(|p| p.number());
     assert_eq!(cap, Some(4.0));
     assert!(
         agent.stderr().contains("kernel map full"),
@@ -404,4 +410,112 @@ fn live_table_without_endpoint() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The agent's own counter `name` in the most recent export, and when that
+/// export was made.
+fn self_counter(points: &[MetricPoint], name: &str) -> Option<(f64, u64)> {
+    latest(points, name, &[]).and_then(|p| Some((p.number()?, p.time_unix_nano)))
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The value of self-counter `name` in an export made at least two intervals
+/// (1 s each) after `since` (unix ns): one that read the kernel's counters
+/// after whatever ran before `since`.
+fn self_counter_after(rx: &Receiver, name: &str, since: u64) -> f64 {
+    let later =
+        |p: &[MetricPoint]| self_counter(p, name).filter(|&(_, t)| t > since + 2_000_000_000);
+    let pts = rx.wait_for(WAIT, |p| later(p).is_some());
+    later(&pts).unwrap().0
+}
+
+const UNMATCHED: &str = "syscope.kernel.exits_unmatched";
+const EVICTED: &str = "syscope.kernel.threads_evicted";
+
+/// A new thread's first event is the exit of the clone3 that created it,
+/// which it never entered: that is not an unmatched exit. 2,000 short-lived
+/// threads moved `syscope.kernel.exits_unmatched` by about 2,000 before;
+/// now by (far) less than 50, whatever else the host runs meanwhile.
+#[test]
+fn new_threads_are_not_unmatched_exits() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let _agent = Agent::start(
+        &[
+            "--endpoint",
+            &rx.grpc_endpoint(),
+            "--interval",
+            "1s",
+            "--temporality",
+            "cumulative",
+        ],
+        &[],
+    );
+    let before = self_counter_after(&rx, UNMATCHED, unix_nanos());
+    let name = unique_name("threads");
+    let out = run_named(&name, &["threads", "2000"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok threads n=2000"));
+    let after = self_counter_after(&rx, UNMATCHED, unix_nanos());
+    assert!(
+        after - before < 50.0,
+        "2000 new threads: {UNMATCHED} went from {before} to {after}"
+    );
+    // The thread map (16384 by default) had room for all of them.
+    let evicted = self_counter(&rx.points(), EVICTED).map(|v| v.0);
+    assert_eq!(evicted, Some(0.0), "{EVICTED}");
+}
+
+/// A thread map far too small for the threads in a syscall: the LRU map
+/// evicts the entries of sleeping threads, and their exits are counted as
+/// evictions (`syscope.kernel.threads_evicted`), not as syscalls that were in
+/// flight at attach.
+#[test]
+fn evicted_thread_entries_are_counted() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let dir = std::env::temp_dir().join(format!("syscope-it-evict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny-threads.toml");
+    std::fs::write(&cfg, "[limits.kernel_maps]\nthreads = 8\n").unwrap();
+    let _agent = Agent::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--endpoint",
+            &rx.grpc_endpoint(),
+            "--interval",
+            "1s",
+            "--temporality",
+            "cumulative",
+        ],
+        &[],
+    );
+    let before = self_counter_after(&rx, EVICTED, unix_nanos());
+    let cap = latest(
+        &rx.points(),
+        "syscope.kernel.map.capacity",
+        &[("map", "threads")],
+    )
+    .and_then(|p| p.number());
+    assert_eq!(cap, Some(8.0));
+    // 64 threads asleep at once in a map of 8: at least 56 of them find their
+    // entry gone when they wake (more with the rest of the host's syscalls).
+    let name = unique_name("evict");
+    run_named(&name, &["threads-blocked", "64", "300"]);
+    let after = self_counter_after(&rx, EVICTED, unix_nanos());
+    assert!(
+        after - before >= 32.0,
+        "64 threads blocked with a thread map of 8: {EVICTED} went from {before} to {after}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
