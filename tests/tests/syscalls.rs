@@ -308,10 +308,17 @@ fn full_kernel_map_is_counted_not_silent() {
     .last()
     .and_then(|p| p.number());
     assert_eq!(cap, Some(4.0));
+    // One name for the map everywhere: the label in the metric, the log
+    // and the config key the log tells the user to raise.
+    let err = agent.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.contains("kernel map full") && l.contains("syscall_latency"))
+        .unwrap_or_else(|| panic!("no map-full warning for syscall_latency:\n{err}"));
     assert!(
-        agent.stderr().contains("kernel map full"),
-        "{}",
-        agent.stderr()
+        line.contains("map=\"syscall_latency\"")
+            && line.contains("limits.kernel_maps.syscall_latency"),
+        "{line}"
     );
     assert!(agent.is_running());
     let _ = std::fs::remove_dir_all(&dir);

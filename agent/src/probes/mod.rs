@@ -116,17 +116,6 @@ pub struct Probes {
 #[derive(Clone, Copy, Debug)]
 pub struct MapSizes(pub [u32; maps::COUNT]);
 
-impl MapSizes {
-    /// Bytes of keys and values the maps preallocate (the kernel adds its
-    /// per-element overhead; see `maps::kernel_bytes`).
-    pub fn key_value_bytes(&self) -> u64 {
-        maps::MAPS
-            .iter()
-            .map(|m| m.key_value_bytes(self.0[m.id]))
-            .sum()
-    }
-}
-
 /// Take a map out of the object under its catalogue name.
 fn take_map<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
@@ -223,12 +212,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         None
     };
     if let Some(mode) = mode {
-        info!(hook = mode.as_str(), "syscall probes attached");
+        info!(hook = mode.as_str(), "syscall programs attached");
     }
     let tcp = match sk {
         Some(_) => match tcp::attach(&mut ebpf) {
             Ok(()) => {
-                info!("TCP probes attached");
+                info!("TCP programs attached");
                 Some(TcpMaps::take(&mut ebpf)?)
             }
             // Syscall SLIs are still worth having on a kernel that lacks
@@ -249,7 +238,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         info!(
             map = m.label,
             entries = sizes.0[m.id],
-            key_value_bytes = m.key_value_bytes(sizes.0[m.id]),
+            kernel_bytes = m.kernel_bytes(sizes.0[m.id]),
             "kernel map"
         );
     }
@@ -264,7 +253,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
                 source,
             })
         })?;
-    Ok(Probes {
+    let probes = Probes {
         mode,
         tcp,
         hist,
@@ -272,7 +261,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         counters,
         map_sizes: sizes,
         ebpf: Some(ebpf),
-    })
+    };
+    // One line once everything is attached: supervisors and tests wait for it.
+    info!(
+        hooks = probes.hooks(),
+        kernel_map_bytes = maps::kernel_bytes(&sizes.0),
+        "probes attached"
+    );
+    Ok(probes)
 }
 
 impl Probes {
