@@ -418,3 +418,39 @@ fn live_table_without_endpoint() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Non-root with CAP_BPF + CAP_PERFMON and the tracepoint hook forced: when
+/// tracefs is mounted but not readable (mode 0700, as here), the error says
+/// so instead of claiming it is not mounted.
+#[test]
+fn tracepoint_hook_without_tracefs_access_names_the_cause() {
+    if !require_root() {
+        return;
+    }
+    let mode = std::fs::metadata("/sys/kernel/tracing")
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("tracefs mounted at /sys/kernel/tracing");
+    if mode & 0o005 != 0 {
+        // Readable by all here: the agent would attach, there is no error to name.
+        eprintln!("tracefs mode {mode:o} is readable by others: nothing to check on this host");
+        return;
+    }
+    let bin = common::agent_bin();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=61998", "--regid=61998", "--clear-groups"])
+        .args([
+            "--inh-caps=-all,+bpf,+perfmon",
+            "--ambient-caps=-all,+bpf,+perfmon",
+        ])
+        .arg(&bin)
+        .args(["--hook", "tracepoint", "--health-address", "off"])
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("tracefs is mounted at /sys/kernel/tracing but this process may not read it"),
+        "{err}"
+    );
+    assert!(!err.contains("not mounted at"), "{err}");
+}

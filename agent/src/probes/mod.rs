@@ -328,8 +328,14 @@ fn attach_syscalls(ebpf: &mut Ebpf, force: Option<AttachMode>) -> Result<AttachM
     } else {
         "not tried (tracepoint forced)".to_string()
     };
-    ensure_tracefs();
-    attach_tp(ebpf).map_err(|tp| ProbeError::Attach { btf: btf_err, tp })?;
+    let tracefs = ensure_tracefs();
+    attach_tp(ebpf).map_err(|tp| ProbeError::Attach {
+        btf: btf_err,
+        tp: match tracefs {
+            Some(why) => format!("{tp}; {why}"),
+            None => tp,
+        },
+    })?;
     Ok(AttachMode::Tracepoint)
 }
 
@@ -396,20 +402,33 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Tracepoint attachment reads tracepoint ids from tracefs; mount it if the
-/// host has not (needs CAP_SYS_ADMIN; failure surfaces in the attach error).
-fn ensure_tracefs() {
-    if Path::new(TRACEFS).join("events").exists() {
-        return;
+/// host has not (needs CAP_SYS_ADMIN). Returns what is wrong with it, if
+/// anything, for the attach error.
+fn ensure_tracefs() -> Option<String> {
+    let events = Path::new(TRACEFS).join("events");
+    match std::fs::metadata(&events) {
+        Ok(_) => return None,
+        // Mounted, but not for us: mode 0700 and no CAP_DAC_OVERRIDE.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Some(format!(
+                "tracefs is mounted at {TRACEFS} but this process may not read it ({e}): \
+                 the tracepoint hook needs read access (root or CAP_DAC_OVERRIDE), \
+                 or use the tp_btf hook"
+            ))
+        }
+        Err(_) => {}
     }
     let r = std::process::Command::new("mount")
         .args(["-t", "tracefs", "nodev", TRACEFS])
         .status();
     match r {
-        Ok(s) if s.success() => info!(path = TRACEFS, "mounted tracefs"),
-        _ => warn!(
-            path = TRACEFS,
-            "tracefs is not mounted and could not be mounted"
-        ),
+        Ok(s) if s.success() => {
+            info!(path = TRACEFS, "mounted tracefs");
+            None
+        }
+        _ => Some(format!(
+            "tracefs is not mounted at {TRACEFS} and could not be mounted (needs CAP_SYS_ADMIN)"
+        )),
     }
 }
 
