@@ -498,6 +498,18 @@ mod tests {
         crate::docgen::check_section("maps", &maps_doc_table());
     }
 
+    /// Regression: a TCP attach failure was reported as "attaching the
+    /// syscall programs failed".
+    #[test]
+    fn tcp_attach_failure_names_the_tcp_set() {
+        let e = ProbeError::TcpAttach("load sock_send_btf: no such tracepoint".into()).to_string();
+        assert!(
+            e.contains("TCP programs") && e.contains("--probes syscalls"),
+            "{e}"
+        );
+        assert!(!e.contains("syscall programs"), "{e}");
+    }
+
     #[test]
     fn parses_tracepoint_format() {
         let f = "name: sys_exit\nID: 23\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
