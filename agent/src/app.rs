@@ -9,15 +9,13 @@ use std::{
 
 use anyhow::Context as _;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use syscope_common::counter;
+use syscope_common::maps;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
-
-use syscope_common::tcp::TcpKey;
+use tracing::info;
 
 use crate::{
-    aggregate::{otlp, Aggregator, TCP_HISTS},
-    collect::{DeltaTracker, Deltas, ListenerTracker},
+    aggregate::{otlp, Aggregator, Metric},
+    collect::Collector,
     config::{Config, ProcessEnv},
     enrich::cgroup::CgroupResolver,
     export::{self, ExportHandle},
@@ -27,40 +25,26 @@ use crate::{
     telemetry::{self, SelfStats},
 };
 
-/// Everything one collection cycle touches.
-pub struct Pipeline {
+/// The state one interval touches: the kernel side, the collector that
+/// reads it, the aggregator that names and keeps the series.
+pub struct Daemon {
     pub probes: Probes,
-    pub tracker: DeltaTracker,
-    pub tcp_tracker: DeltaTracker<TcpKey>,
-    pub listeners: ListenerTracker,
+    pub collector: Collector,
     pub agg: Aggregator,
     pub cgroups: CgroupResolver,
     pub stats: Arc<SelfStats>,
     resource: Resource,
-    last_kernel: [u64; counter::COUNT as usize],
 }
 
-impl Pipeline {
+impl Daemon {
     pub fn new(cfg: &Config, probes: Probes, stats: Arc<SelfStats>) -> Self {
-        let sizes = probes.map_sizes;
-        SelfStats::set(&stats.kernel_hist_capacity, sizes.hist.into());
-        SelfStats::set(&stats.kernel_error_capacity, sizes.errors.into());
-        SelfStats::set(&stats.kernel_thread_capacity, sizes.threads.into());
-        SelfStats::set(&stats.series_limit, cfg.limits.max_series_per_metric as u64);
-        if probes.tcp.is_some() {
-            let t = sizes.tcp;
-            SelfStats::set(&stats.kernel_socket_capacity, t.sockets.into());
-            SelfStats::set(&stats.kernel_listener_capacity, t.listeners.into());
-            SelfStats::set(&stats.kernel_tcp_hist_capacity, t.hist.into());
-            SelfStats::set(&stats.kernel_tcp_count_capacity, t.counts.into());
+        for m in &maps::MAPS {
+            SelfStats::set(&stats.map_capacity[m.id], probes.map_sizes.0[m.id].into());
         }
-        Pipeline {
+        SelfStats::set(&stats.series_limit, cfg.limits.max_series_per_metric as u64);
+        Daemon {
             probes,
-            // Kernel entries idle this long are deleted to make room; their
-            // series live on in userspace for series_idle_intervals.
-            tracker: DeltaTracker::new(cfg.limits.series_idle_intervals.max(2)),
-            tcp_tracker: DeltaTracker::new(cfg.limits.series_idle_intervals.max(2)),
-            listeners: ListenerTracker::default(),
+            collector: Collector::new(cfg.limits.series_idle_intervals.max(2)),
             agg: Aggregator::new(
                 cfg.temporality,
                 cfg.limits.max_series_per_metric,
@@ -69,114 +53,23 @@ impl Pipeline {
             cgroups: CgroupResolver::new(),
             stats,
             resource: otlp::resource(&cfg.resource),
-            last_kernel: [0; counter::COUNT as usize],
         }
     }
 
     /// Read the kernel maps and fold this interval into the series.
     pub fn collect(&mut self) {
-        let t0 = Instant::now();
-        let mut read_errors = 0u64;
-        let hist: Vec<_> = self
-            .probes
-            .hist
-            .iter()
-            .filter_map(|r| r.map_err(|_| read_errors += 1).ok())
-            .collect();
-        let errors: Vec<_> = self
-            .probes
-            .errors
-            .iter()
-            .filter_map(|r| r.map_err(|_| read_errors += 1).ok())
-            .collect();
-        if read_errors > 0 {
-            // An entry deleted between listing and reading: harmless, rare.
-            tracing::debug!(read_errors, "map entries vanished while reading");
+        let interval = self.collector.collect(&mut self.probes, &self.stats);
+        self.agg.ingest(
+            &interval.syscalls,
+            &interval.tcp,
+            &mut self.cgroups,
+            SystemTime::now(),
+        );
+        for m in Metric::all() {
+            let (live, folded) = self.agg.series_counts(m);
+            SelfStats::set(&self.stats.series_active[m.index()], live as u64);
+            SelfStats::set(&self.stats.series_folded[m.index()], folded);
         }
-        SelfStats::set(&self.stats.kernel_hist_entries, hist.len() as u64);
-        SelfStats::set(&self.stats.kernel_error_entries, errors.len() as u64);
-        let (deltas, evict) = self.tracker.update(hist, errors);
-        let events: u64 = deltas.hist.iter().map(|(_, d)| d.count()).sum();
-        SelfStats::add(&self.stats.events, events);
-        for k in &evict.hist {
-            let _ = self.probes.hist.remove(k);
-        }
-        for k in &evict.errors {
-            let _ = self.probes.errors.remove(k);
-        }
-        let tcp = self.collect_tcp();
-        self.agg
-            .ingest(&deltas, &tcp, &mut self.cgroups, SystemTime::now());
-        self.record_kernel_counters();
-        let s = &self.stats;
-        for (i, m) in self.agg.tcp_hist.iter().enumerate() {
-            SelfStats::set(&s.series_tcp[i], m.len() as u64);
-            SelfStats::set(&s.series_folded_tcp[i], m.folded());
-        }
-        for (i, m) in self.agg.tcp_counts.iter().enumerate() {
-            SelfStats::set(&s.series_tcp[TCP_HISTS + i], m.len() as u64);
-            SelfStats::set(&s.series_folded_tcp[TCP_HISTS + i], m.folded());
-        }
-        SelfStats::set(&s.series_latency, self.agg.latency.len() as u64);
-        SelfStats::set(&s.series_errors, self.agg.errors.len() as u64);
-        SelfStats::set(&s.series_folded_latency, self.agg.latency.folded());
-        SelfStats::set(&s.series_folded_errors, self.agg.errors.folded());
-        SelfStats::set(&s.collect_duration_us, t0.elapsed().as_micros() as u64);
-    }
-
-    /// Read the TCP maps (and the listeners' drop counters) into deltas.
-    fn collect_tcp(&mut self) -> Deltas<TcpKey> {
-        self.probes.poll_listeners();
-        let Some(maps) = self.probes.tcp.as_mut() else {
-            return Deltas::default();
-        };
-        let hist: Vec<_> = maps.hist.iter().filter_map(Result::ok).collect();
-        let counts: Vec<_> = maps.counts.iter().filter_map(Result::ok).collect();
-        let listeners: Vec<_> = maps.listeners.iter().filter_map(Result::ok).collect();
-        let s = &self.stats;
-        SelfStats::set(&s.kernel_tcp_hist_entries, hist.len() as u64);
-        SelfStats::set(&s.kernel_tcp_count_entries, counts.len() as u64);
-        SelfStats::set(&s.kernel_listener_entries, listeners.len() as u64);
-        SelfStats::set(&s.kernel_socket_entries, maps.socks.keys().count() as u64);
-        let (mut deltas, evict) = self.tcp_tracker.update(hist, counts);
-        for k in &evict.hist {
-            let _ = maps.hist.remove(k);
-        }
-        for k in &evict.errors {
-            let _ = maps.counts.remove(k);
-        }
-        let (drops, closed) = self.listeners.update(listeners);
-        for sk in &closed {
-            let _ = maps.listeners.remove(sk);
-        }
-        deltas.errors.extend(drops);
-        deltas
-    }
-
-    fn record_kernel_counters(&mut self) {
-        let now = self.probes.read_counters();
-        for (i, (&cur, last)) in now.iter().zip(self.last_kernel.iter()).enumerate() {
-            SelfStats::set(&self.stats.kernel[i], cur);
-            let grew = cur.saturating_sub(*last);
-            let full = [
-                counter::HIST_MAP_FULL,
-                counter::ERROR_MAP_FULL,
-                counter::THREAD_MAP_FULL,
-                counter::TCP_HIST_MAP_FULL,
-                counter::TCP_COUNT_MAP_FULL,
-                counter::SOCK_MAP_FULL,
-                counter::LISTEN_MAP_FULL,
-            ];
-            if grew > 0 && full.contains(&(i as u32)) {
-                // Once per interval per map, never silent.
-                warn!(
-                    map = counter::NAMES[i],
-                    dropped = grew,
-                    "kernel map full: updates dropped this interval; raise the limit (see --help, [limits])"
-                );
-            }
-        }
-        self.last_kernel = now;
     }
 
     pub fn request(
@@ -205,20 +98,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let stats = Arc::new(SelfStats::default());
     let mut service = Service::start(&cfg.health, &ProcessEnv).await?;
     let probes = probes::load(&LoadOptions {
-        kernel_series: cfg.limits.kernel_series,
-        kernel_error_series: cfg.limits.kernel_error_series,
-        kernel_threads: cfg.limits.kernel_threads,
+        kernel_maps: cfg.limits.kernel_maps,
         force_mode: opts.force_mode,
         floor_only: opts.floor_only,
         syscalls: cfg.probes.syscalls,
-        tcp: cfg.probes.tcp.then_some(probes::TcpSizes {
-            sockets: cfg.limits.kernel_sockets,
-            listeners: cfg.limits.kernel_listeners,
-            hist: cfg.limits.kernel_tcp_series,
-            counts: cfg.limits.kernel_tcp_counters,
-        }),
+        tcp: cfg.probes.tcp,
     })?;
-    let mut pipe = Pipeline::new(&cfg, probes, stats.clone());
+    let mut daemon = Daemon::new(&cfg, probes, stats.clone());
     let exporter = cfg
         .export_settings()
         .map(|settings| export::spawn(settings, stats.clone()))
@@ -236,7 +122,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     // Ready only now: everything is set up, and a SIGTERM gets the final flush.
     service.attached(
-        pipe.probes.hooks(),
+        daemon.probes.hooks(),
         exporter.as_ref().map(ExportHandle::health),
     );
     let mut ticker =
@@ -244,7 +130,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => cycle(&mut pipe, exporter.as_ref(), &cfg),
+            _ = ticker.tick() => cycle(&mut daemon, exporter.as_ref(), &cfg),
             () = service.watchdog() => {}
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
@@ -254,8 +140,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // Detach first so the last read holds everything up to now, then flush.
     let deadline = Instant::now() + cfg.shutdown_grace;
     service.stopping();
-    pipe.probes.detach();
-    cycle(&mut pipe, exporter.as_ref(), &cfg);
+    daemon.probes.detach();
+    cycle(&mut daemon, exporter.as_ref(), &cfg);
     if let Some(ex) = exporter {
         // Logs an error itself when intervals are left unsent.
         ex.shutdown(remaining(deadline)).await;
@@ -271,25 +157,25 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-fn cycle(pipe: &mut Pipeline, exporter: Option<&ExportHandle>, cfg: &Config) {
-    pipe.collect();
+fn cycle(daemon: &mut Daemon, exporter: Option<&ExportHandle>, cfg: &Config) {
+    daemon.collect();
     match exporter {
         Some(ex) => {
-            if let Some(req) = pipe.request() {
+            if let Some(req) = daemon.request() {
                 ex.submit(req);
             }
         }
         None => {
-            let rows = table::rows(&pipe.agg, cfg.table_rows);
+            let rows = table::rows(&daemon.agg, cfg.table_rows);
             let header = format!(
                 "syscope {} | probes={} | {}",
                 humantime::format_rfc3339_seconds(SystemTime::now()),
-                pipe.probes.hooks(),
-                pipe.stats.summary()
+                daemon.probes.hooks(),
+                daemon.stats.summary()
             );
             print!("{}", table::render(&rows, &header));
-            if pipe.probes.tcp.is_some() {
-                let (rows, totals) = table::tcp_rows(&pipe.agg, cfg.table_rows);
+            if daemon.probes.tcp.is_some() {
+                let (rows, totals) = table::tcp_rows(&daemon.agg, cfg.table_rows);
                 print!("{}", table::render_tcp(&rows, &totals));
             }
         }

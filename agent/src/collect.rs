@@ -7,13 +7,121 @@
 //! are u32 and wrap; wrapping subtraction gives the right delta as long as
 //! fewer than 2^32 events land in one bucket of one series per interval.
 
-use std::{collections::HashMap, hash::Hash};
+use std::{collections::HashMap, hash::Hash, time::Instant};
 
 use syscope_common::{
+    counter,
     hist::NUM_BUCKETS,
-    tcp::{count_kind, ListenState, TcpKey},
+    maps,
+    tcp::{CountKind, ListenState, TcpKey},
     Histogram, SeriesKey,
 };
+use tracing::warn;
+
+use crate::{probes::Probes, telemetry::SelfStats};
+
+/// Reads every kernel map once per interval: deltas out, idle entries
+/// evicted from the kernel, the kernel's own counters and map fill levels
+/// into the self-metrics.
+pub struct Collector {
+    syscalls: DeltaTracker,
+    tcp: DeltaTracker<TcpKey>,
+    listeners: ListenerTracker,
+    last_kernel: [u64; counter::COUNT as usize],
+}
+
+/// One interval's deltas: syscall keys, and TCP keys (histograms, counters
+/// and listener drops).
+pub struct Interval {
+    pub syscalls: Deltas,
+    pub tcp: Deltas<TcpKey>,
+}
+
+impl Collector {
+    /// Kernel entries idle `evict_after` intervals are deleted to make room
+    /// (their series live on in userspace for `series_idle_intervals`).
+    pub fn new(evict_after: u32) -> Self {
+        Collector {
+            syscalls: DeltaTracker::new(evict_after),
+            tcp: DeltaTracker::new(evict_after),
+            listeners: ListenerTracker::default(),
+            last_kernel: [0; counter::COUNT as usize],
+        }
+    }
+
+    pub fn collect(&mut self, probes: &mut Probes, stats: &SelfStats) -> Interval {
+        let t0 = Instant::now();
+        let entries = |stats: &SelfStats, id: usize, n: usize| {
+            SelfStats::set(&stats.map_entries[id], n as u64);
+        };
+        // An entry deleted between listing and reading is skipped: harmless.
+        let hist: Vec<_> = probes.hist.iter().filter_map(Result::ok).collect();
+        let errors: Vec<_> = probes.errors.iter().filter_map(Result::ok).collect();
+        entries(stats, maps::SYSCALL_LATENCY, hist.len());
+        entries(stats, maps::SYSCALL_ERRORS, errors.len());
+        let (syscalls, evict) = self.syscalls.update(hist, errors);
+        SelfStats::add(
+            &stats.events,
+            syscalls.hist.iter().map(|(_, d)| d.count()).sum(),
+        );
+        for k in &evict.hist {
+            let _ = probes.hist.remove(k);
+        }
+        for k in &evict.errors {
+            let _ = probes.errors.remove(k);
+        }
+
+        probes.poll_listeners();
+        let mut tcp = Deltas::default();
+        if let Some(maps) = probes.tcp.as_mut() {
+            let hist: Vec<_> = maps.hist.iter().filter_map(Result::ok).collect();
+            let counts: Vec<_> = maps.counts.iter().filter_map(Result::ok).collect();
+            let listeners: Vec<_> = maps.listeners.iter().filter_map(Result::ok).collect();
+            entries(stats, maps::TCP_LATENCY, hist.len());
+            entries(stats, maps::TCP_COUNTERS, counts.len());
+            entries(stats, maps::LISTENERS, listeners.len());
+            entries(stats, maps::SOCKETS, maps.socks.keys().count());
+            let evict;
+            (tcp, evict) = self.tcp.update(hist, counts);
+            for k in &evict.hist {
+                let _ = maps.hist.remove(k);
+            }
+            for k in &evict.errors {
+                let _ = maps.counts.remove(k);
+            }
+            let (drops, closed) = self.listeners.update(listeners);
+            for sk in &closed {
+                let _ = maps.listeners.remove(sk);
+            }
+            tcp.errors.extend(drops);
+        }
+        self.kernel_counters(probes, stats);
+        SelfStats::set(&stats.collect_duration_us, t0.elapsed().as_micros() as u64);
+        Interval { syscalls, tcp }
+    }
+
+    /// The kernel's counters into the self-metrics; one warning per
+    /// interval per map that dropped updates, never silent.
+    fn kernel_counters(&mut self, probes: &Probes, stats: &SelfStats) {
+        let now = probes.read_counters();
+        for (&cur, v) in now.iter().zip(&stats.kernel) {
+            SelfStats::set(v, cur);
+        }
+        for m in &maps::MAPS {
+            let i = counter::map_full(m.id) as usize;
+            let grew = now[i].saturating_sub(self.last_kernel[i]);
+            if grew > 0 {
+                warn!(
+                    map = m.label,
+                    dropped = grew,
+                    "kernel map full: updates dropped this interval; raise limits.kernel_maps.{}",
+                    m.label
+                );
+            }
+        }
+        self.last_kernel = now;
+    }
+}
 
 /// What happened in one interval, per kernel key: histograms and counters
 /// (syscall errors, or the TCP counters).
@@ -198,7 +306,7 @@ pub struct ListenerTracker {
 
 impl ListenerTracker {
     /// Feed one read of the LISTENERS map; returns the drops of this
-    /// interval per workload x port (as `count_kind::LISTEN_DROP` keys) and
+    /// interval per workload x port (as `CountKind::ListenDrop` keys) and
     /// the closed listeners to delete from the map.
     pub fn update(
         &mut self,
@@ -219,7 +327,7 @@ impl ListenerTracker {
                     comm: l.comm,
                     addr: [0; 16],
                     port: l.port,
-                    kind: count_kind::LISTEN_DROP,
+                    kind: CountKind::ListenDrop as u8,
                     _pad: 0,
                     code: 0,
                 };

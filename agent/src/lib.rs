@@ -1,8 +1,8 @@
-//! syscope: eBPF syscall latency and error SLIs for every workload on a host,
+//! syscope: eBPF syscall and TCP SLIs for every workload on a host,
 //! exported over OTLP.
 //!
 //! The flow, one module per stage: `probes` (load and attach the kernel
-//! programs) -> `collect` (read the maps, compute deltas) -> `aggregate`
+//! programs) -> `collect` (read the maps, compute deltas, evict idle entries) -> `aggregate`
 //! (series, cardinality limits, temporality, OTLP encoding) -> `export`
 //! (OTLP transport) or `table` (live terminal view); with `config`, `enrich`
 //! (names, containers) and `telemetry` (the agent's own metrics) beside them.
@@ -13,6 +13,8 @@ pub mod aggregate;
 pub mod app;
 pub mod collect;
 pub mod config;
+#[cfg(test)]
+mod docgen;
 pub mod enrich;
 pub mod export;
 pub mod probes;

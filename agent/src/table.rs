@@ -4,9 +4,7 @@
 
 use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::Duration};
 
-use syscope_common::tcp::{count_kind, hist_kind};
-
-use crate::aggregate::{quantile::quantile_s, Aggregator, HistValue, TcpAttrs};
+use crate::aggregate::{quantile::quantile_s, Aggregator, Attrs, HistValue, Metric};
 
 /// One row: a workload x syscall over the last interval.
 #[derive(Debug, Clone)]
@@ -20,13 +18,13 @@ pub struct Row {
     pub error_ratio: f64,
 }
 
-type RowKey = (Arc<str>, Option<Arc<str>>, Arc<str>);
+type RowKey = (Option<Arc<str>>, Option<Arc<str>>, Option<Arc<str>>);
 
 /// The `limit` busiest rows of the interval that just ended.
 pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
     let secs = interval_secs(agg);
     let mut errors: HashMap<RowKey, u64> = HashMap::new();
-    for (a, s) in &agg.errors.series {
+    for (a, s) in &agg.counter(Metric::SyscallErrors).series {
         if let Some(d) = s.delta {
             *errors
                 .entry((a.exe.clone(), a.container.clone(), a.syscall.clone()))
@@ -34,7 +32,7 @@ pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
         }
     }
     let mut rows: Vec<(u64, Row)> = agg
-        .latency
+        .hist(Metric::SyscallDuration)
         .series
         .iter()
         .filter_map(|(a, s)| {
@@ -47,15 +45,11 @@ pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
                 .get(&(a.exe.clone(), a.container.clone(), a.syscall.clone()))
                 .copied()
                 .unwrap_or(0);
-            let workload = match &a.container {
-                Some(c) => format!("{}@{}", a.exe, &c[..c.len().min(12)]),
-                None => a.exe.to_string(),
-            };
             Some((
                 n,
                 Row {
-                    workload,
-                    syscall: a.syscall.clone(),
+                    workload: workload(a),
+                    syscall: a.syscall.clone().unwrap_or_else(|| "?".into()),
                     rate: n as f64 / secs,
                     p50: quantile_s(d, 0.5).unwrap_or(0.0),
                     p99: quantile_s(d, 0.99).unwrap_or(0.0),
@@ -102,7 +96,7 @@ fn interval_secs(agg: &Aggregator) -> f64 {
         .max(1e-3)
 }
 
-fn tcp_workload(a: &TcpAttrs) -> String {
+fn workload(a: &Attrs) -> String {
     let exe = a.exe.as_deref().unwrap_or("?");
     match &a.container {
         Some(c) => format!("{exe}@{}", &c[..c.len().min(12)]),
@@ -110,7 +104,7 @@ fn tcp_workload(a: &TcpAttrs) -> String {
     }
 }
 
-fn tcp_endpoint(a: &TcpAttrs) -> String {
+fn tcp_endpoint(a: &Attrs) -> String {
     let port = a.port.map_or("?".to_string(), |p| p.to_string());
     match &a.address {
         Some(addr) if addr.contains(':') => format!("[{addr}]:{port}"),
@@ -123,25 +117,22 @@ fn tcp_endpoint(a: &TcpAttrs) -> String {
 pub fn tcp_rows(agg: &Aggregator, limit: usize) -> (Vec<TcpRow>, TcpTotals) {
     let secs = interval_secs(agg);
     let mut errors: HashMap<(String, String), u64> = HashMap::new();
-    let connect_errors = &agg.tcp_counts[count_kind::CONNECT_ERROR as usize - 1];
-    for (a, s) in &connect_errors.series {
+    for (a, s) in &agg.counter(Metric::TcpConnectErrors).series {
         if let Some(d) = s.delta {
-            *errors
-                .entry((tcp_workload(a), tcp_endpoint(a)))
-                .or_default() += d;
+            *errors.entry((workload(a), tcp_endpoint(a))).or_default() += d;
         }
     }
     let mut rows: Vec<(u64, TcpRow)> = vec![];
-    for (kind, label) in [
-        (hist_kind::SERVER_REQUEST, "server"),
-        (hist_kind::CLIENT_REQUEST, "client"),
-        (hist_kind::CONNECT, "connect"),
+    for (metric, label) in [
+        (Metric::TcpServerRequestDuration, "server"),
+        (Metric::TcpClientRequestDuration, "client"),
+        (Metric::TcpConnectDuration, "connect"),
     ] {
-        for (a, s) in &agg.tcp_hist[kind as usize - 1].series {
+        for (a, s) in &agg.hist(metric).series {
             let Some(d) = s.delta.as_ref() else { continue };
             let n = d.count();
-            let (workload, endpoint) = (tcp_workload(a), tcp_endpoint(a));
-            let errs = if kind == hist_kind::CONNECT {
+            let (workload, endpoint) = (workload(a), tcp_endpoint(a));
+            let errs = if metric == Metric::TcpConnectDuration {
                 errors
                     .remove(&(workload.clone(), endpoint.clone()))
                     .unwrap_or(0)
@@ -182,19 +173,23 @@ pub fn tcp_rows(agg: &Aggregator, limit: usize) -> (Vec<TcpRow>, TcpTotals) {
             .then_with(|| a.1.workload.cmp(&b.1.workload))
             .then_with(|| a.1.endpoint.cmp(&b.1.endpoint))
     });
-    let total = |kind: u8| -> u64 {
-        agg.tcp_counts[kind as usize - 1]
+    // Interval totals, optionally of one reset direction (the overflow
+    // series, which has no direction, counts in the plain totals only).
+    let total = |m: Metric, direction: Option<&str>| -> u64 {
+        let c = agg.counter(m);
+        let series = c
             .series
-            .values()
-            .chain(agg.tcp_counts[kind as usize - 1].overflow.iter())
-            .filter_map(|s| s.delta)
-            .sum()
+            .iter()
+            .filter(|(a, _)| direction.is_none() || a.direction == direction)
+            .map(|(_, s)| s);
+        let overflow = c.overflow.iter().filter(|_| direction.is_none());
+        series.chain(overflow).filter_map(|s| s.delta).sum()
     };
     let totals = TcpTotals {
-        retransmits: total(count_kind::RETRANSMIT),
-        resets_sent: total(count_kind::RESET_SENT),
-        resets_received: total(count_kind::RESET_RECEIVED),
-        listen_drops: total(count_kind::LISTEN_DROP),
+        retransmits: total(Metric::TcpRetransmits, None),
+        resets_sent: total(Metric::TcpResets, Some("transmit")),
+        resets_received: total(Metric::TcpResets, Some("receive")),
+        listen_drops: total(Metric::TcpListenDrops, None),
     };
     let rows = rows.into_iter().take(limit).map(|(_, r)| r).collect();
     (rows, totals)
@@ -318,16 +313,13 @@ mod tests {
         assert!(t.contains("retransmits=7"));
         assert!(t.contains("10.0.0.1:443"));
         assert!(t.contains("connect"));
-        let a = TcpAttrs {
-            exe: None,
-            container: None,
+        let a = Attrs {
             address: Some("::1".into()),
             port: Some(80),
-            error: None,
-            direction: None,
+            ..Attrs::default()
         };
         assert_eq!(tcp_endpoint(&a), "[::1]:80");
-        assert_eq!(tcp_workload(&a), "?");
+        assert_eq!(workload(&a), "?");
     }
 
     #[test]

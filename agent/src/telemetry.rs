@@ -16,13 +16,10 @@ use opentelemetry_sdk::{
     metrics::{periodic_reader_with_async_runtime::PeriodicReader, SdkMeterProvider},
     runtime, Resource,
 };
-use syscope_common::counter;
+use syscope_common::{counter, maps};
 
 use crate::{
-    aggregate::{
-        otlp::{TCP_COUNT_METRICS, TCP_HIST_METRICS},
-        TCP_COUNTS, TCP_HISTS,
-    },
+    aggregate::Metric,
     config::{Compression, Config, Protocol},
 };
 
@@ -46,60 +43,16 @@ pub struct SelfStats {
     pub events: AtomicU64,
     /// The kernel's counters (`syscope_common::counter`), totals since load.
     pub kernel: [AtomicU64; counter::COUNT as usize],
-    /// Configured limits, reported so dashboards can show use against them:
-    /// kernel map capacities (latency, errors, threads) and series per metric.
-    pub kernel_hist_capacity: AtomicU64,
-    pub kernel_error_capacity: AtomicU64,
-    pub kernel_thread_capacity: AtomicU64,
+    /// Per kernel map (by `maps::MAPS` id): configured capacity, and entries
+    /// at the last read (gauges).
+    pub map_capacity: [AtomicU64; maps::COUNT],
+    pub map_entries: [AtomicU64; maps::COUNT],
+    /// Series kept per metric before folding into the overflow series.
     pub series_limit: AtomicU64,
-    /// Entries in the kernel latency / error maps at the last read (gauges).
-    pub kernel_hist_entries: AtomicU64,
-    pub kernel_error_entries: AtomicU64,
-    /// Live series per metric (gauges) and attribute sets folded into the
-    /// overflow series since start (counters).
-    pub series_latency: AtomicU64,
-    pub series_errors: AtomicU64,
-    pub series_folded_latency: AtomicU64,
-    pub series_folded_errors: AtomicU64,
-    /// TCP maps: capacities and entries at the last read.
-    pub kernel_socket_capacity: AtomicU64,
-    pub kernel_listener_capacity: AtomicU64,
-    pub kernel_tcp_hist_capacity: AtomicU64,
-    pub kernel_tcp_count_capacity: AtomicU64,
-    pub kernel_tcp_hist_entries: AtomicU64,
-    pub kernel_tcp_count_entries: AtomicU64,
-    pub kernel_listener_entries: AtomicU64,
-    pub kernel_socket_entries: AtomicU64,
-    /// TCP series per metric (histograms by `hist_kind - 1`, then counters
-    /// by `count_kind - 1`): live, and folded into overflow since start.
-    pub series_tcp: [AtomicU64; TCP_METRIC_SLOTS],
-    pub series_folded_tcp: [AtomicU64; TCP_METRIC_SLOTS],
-}
-
-/// Slots of [`SelfStats::series_tcp`].
-pub const TCP_METRIC_SLOTS: usize = TCP_HISTS + TCP_COUNTS;
-
-/// Metric name of each TCP slot (tcp.resets appears twice: both directions).
-pub fn tcp_metric_name(slot: usize) -> &'static str {
-    if slot < TCP_HISTS {
-        TCP_HIST_METRICS[slot].0
-    } else {
-        TCP_COUNT_METRICS[slot - TCP_HISTS].0
-    }
-}
-
-/// Sum per metric name over the TCP slots of `a`.
-fn per_tcp_metric(a: &[AtomicU64; TCP_METRIC_SLOTS]) -> Vec<(&'static str, u64)> {
-    let mut out: Vec<(&'static str, u64)> = vec![];
-    for (i, v) in a.iter().enumerate() {
-        let name = tcp_metric_name(i);
-        let v = SelfStats::get(v);
-        match out.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, t)) => *t += v,
-            None => out.push((name, v)),
-        }
-    }
-    out
+    /// Per SLI metric (by `Metric::index`): live series (gauge), and
+    /// attribute sets folded into the overflow series since start (counter).
+    pub series_active: [AtomicU64; Metric::COUNT],
+    pub series_folded: [AtomicU64; Metric::COUNT],
 }
 
 impl SelfStats {
@@ -113,18 +66,29 @@ impl SelfStats {
         counter.load(Ordering::Relaxed)
     }
 
-    /// One-line health summary for logs and the live table.
+    /// One-line health summary for logs and the live table: updates
+    /// dropped by full maps (only maps that dropped any), series, folds.
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| Self::get(a);
+        let full: Vec<String> = maps::MAPS
+            .iter()
+            .filter_map(|m| {
+                let n = g(&self.kernel[counter::map_full(m.id) as usize]);
+                (n > 0).then(|| format!("{}={n}", m.label))
+            })
+            .collect();
+        let series: u64 = self.series_active.iter().map(g).sum();
+        let folded: u64 = self.series_folded.iter().map(g).sum();
         format!(
-            "events={} map_full(hist={} errors={} threads={}) series(latency={} errors={} folded={}) collect={}µs",
+            "events={} map_full({}) series={} folded={} collect={}µs",
             g(&self.events),
-            g(&self.kernel[counter::HIST_MAP_FULL as usize]),
-            g(&self.kernel[counter::ERROR_MAP_FULL as usize]),
-            g(&self.kernel[counter::THREAD_MAP_FULL as usize]),
-            g(&self.series_latency),
-            g(&self.series_errors),
-            g(&self.series_folded_latency) + g(&self.series_folded_errors),
+            if full.is_empty() {
+                "none".to_owned()
+            } else {
+                full.join(" ")
+            },
+            series,
+            folded,
             g(&self.collect_duration_us),
         )
     }
@@ -138,6 +102,7 @@ pub mod names {
     pub const SERIES_LIMIT: &str = "syscope.series.limit";
     pub const KERNEL_EVENTS: &str = "syscope.kernel.events";
     pub const KERNEL_UNMATCHED: &str = "syscope.kernel.exits_unmatched";
+    pub const KERNEL_THREADS_EVICTED: &str = "syscope.kernel.threads_evicted";
     pub const SERIES_ACTIVE: &str = "syscope.series.active";
     pub const SERIES_OVERFLOW: &str = "syscope.series.overflow";
     pub const EXPORT_FAILURES: &str = "syscope.export.failures";
@@ -231,74 +196,41 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
         .with_unit("{update}")
         .with_description("Kernel updates dropped because a map was full.")
         .with_callback(move |o| {
-            for (i, map) in [
-                (counter::HIST_MAP_FULL, "latency"),
-                (counter::ERROR_MAP_FULL, "errors"),
-                (counter::THREAD_MAP_FULL, "threads"),
-                (counter::TCP_HIST_MAP_FULL, "tcp_hist"),
-                (counter::TCP_COUNT_MAP_FULL, "tcp_counters"),
-                (counter::SOCK_MAP_FULL, "sockets"),
-                (counter::LISTEN_MAP_FULL, "listeners"),
-            ] {
+            for m in &maps::MAPS {
                 o.observe(
-                    SelfStats::get(&s.kernel[i as usize]),
-                    &[KeyValue::new("map", map)],
+                    SelfStats::get(&s.kernel[counter::map_full(m.id) as usize]),
+                    &[KeyValue::new("map", m.label)],
                 );
             }
         })
         .build();
-    let s = stats.clone();
-    let _ = meter
-        .u64_observable_gauge(names::KERNEL_MAP_ENTRIES)
-        .with_unit("{entry}")
-        .with_description("Entries in the kernel aggregation maps.")
-        .with_callback(move |o| {
-            o.observe(
-                SelfStats::get(&s.kernel_hist_entries),
-                &[KeyValue::new("map", "latency")],
-            );
-            o.observe(
-                SelfStats::get(&s.kernel_error_entries),
-                &[KeyValue::new("map", "errors")],
-            );
-            for (v, map) in [
-                (&s.kernel_tcp_hist_entries, "tcp_hist"),
-                (&s.kernel_tcp_count_entries, "tcp_counters"),
-                (&s.kernel_listener_entries, "listeners"),
-                (&s.kernel_socket_entries, "sockets"),
-            ] {
-                o.observe(SelfStats::get(v), &[KeyValue::new("map", map)]);
-            }
-        })
-        .build();
-    let s = stats.clone();
-    let _ = meter
-        .u64_observable_gauge(names::KERNEL_MAP_CAPACITY)
-        .with_unit("{entry}")
-        .with_description("Configured capacity of the kernel maps.")
-        .with_callback(move |o| {
-            o.observe(
-                SelfStats::get(&s.kernel_hist_capacity),
-                &[KeyValue::new("map", "latency")],
-            );
-            o.observe(
-                SelfStats::get(&s.kernel_error_capacity),
-                &[KeyValue::new("map", "errors")],
-            );
-            o.observe(
-                SelfStats::get(&s.kernel_thread_capacity),
-                &[KeyValue::new("map", "threads")],
-            );
-            for (v, map) in [
-                (&s.kernel_tcp_hist_capacity, "tcp_hist"),
-                (&s.kernel_tcp_count_capacity, "tcp_counters"),
-                (&s.kernel_socket_capacity, "sockets"),
-                (&s.kernel_listener_capacity, "listeners"),
-            ] {
-                o.observe(SelfStats::get(v), &[KeyValue::new("map", map)]);
-            }
-        })
-        .build();
+    for (name, desc, gauges) in [
+        (
+            names::KERNEL_MAP_ENTRIES,
+            "Entries in the kernel maps at the last read.",
+            (|s: &SelfStats| &s.map_entries) as fn(&SelfStats) -> &[AtomicU64; maps::COUNT],
+        ),
+        (
+            names::KERNEL_MAP_CAPACITY,
+            "Configured capacity of the kernel maps.",
+            |s: &SelfStats| &s.map_capacity,
+        ),
+    ] {
+        let s = stats.clone();
+        let _ = meter
+            .u64_observable_gauge(name)
+            .with_unit("{entry}")
+            .with_description(desc)
+            .with_callback(move |o| {
+                for m in &maps::MAPS {
+                    o.observe(
+                        SelfStats::get(&gauges(&s)[m.id]),
+                        &[KeyValue::new("map", m.label)],
+                    );
+                }
+            })
+            .build();
+    }
     let s = stats.clone();
     let _ = meter
         .u64_observable_gauge(names::SERIES_LIMIT)
@@ -306,7 +238,7 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
         .with_description("Series kept per metric before folding into the overflow series.")
         .with_callback(move |o| o.observe(SelfStats::get(&s.series_limit), &[]))
         .build();
-    let simple_counters: [CounterDef; 5] = [
+    let simple_counters: [CounterDef; 6] = [
         (
             names::KERNEL_EVENTS,
             "{syscall}",
@@ -316,8 +248,14 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
         (
             names::KERNEL_UNMATCHED,
             "{event}",
-            "Syscall exits without a recorded entry (in flight at attach, or evicted).",
+            "Syscall exits without a recorded entry, of threads that were in a syscall when the programs attached.",
             |s| SelfStats::get(&s.kernel[counter::EXIT_WITHOUT_ENTER as usize]),
+        ),
+        (
+            names::KERNEL_THREADS_EVICTED,
+            "{syscall}",
+            "Syscalls not measured because their thread's entry was evicted from the full LRU thread map (raise limits.kernel_maps.threads).",
+            |s| SelfStats::get(&s.kernel[counter::THREAD_EVICTED as usize]),
         ),
         (
             names::EXPORT_FAILURES,
@@ -355,17 +293,11 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
             "Attribute sets folded into the overflow series by the cardinality limit.",
         )
         .with_callback(move |o| {
-            let m = |n: &'static str| [KeyValue::new("metric", n)];
-            o.observe(
-                SelfStats::get(&s.series_folded_latency),
-                &m("syscall.duration"),
-            );
-            o.observe(
-                SelfStats::get(&s.series_folded_errors),
-                &m("syscall.errors"),
-            );
-            for (name, v) in per_tcp_metric(&s.series_folded_tcp) {
-                o.observe(v, &m(name));
+            for m in Metric::all() {
+                o.observe(
+                    SelfStats::get(&s.series_folded[m.index()]),
+                    &[KeyValue::new("metric", m.spec().name)],
+                );
             }
         })
         .build();
@@ -375,11 +307,11 @@ fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
         .with_unit("{series}")
         .with_description("Series currently exported, per metric.")
         .with_callback(move |o| {
-            let m = |n: &'static str| [KeyValue::new("metric", n)];
-            o.observe(SelfStats::get(&s.series_latency), &m("syscall.duration"));
-            o.observe(SelfStats::get(&s.series_errors), &m("syscall.errors"));
-            for (name, v) in per_tcp_metric(&s.series_tcp) {
-                o.observe(v, &m(name));
+            for m in Metric::all() {
+                o.observe(
+                    SelfStats::get(&s.series_active[m.index()]),
+                    &[KeyValue::new("metric", m.spec().name)],
+                );
             }
         })
         .build();

@@ -45,6 +45,8 @@ pub struct MapSpec {
     pub set: ProbeSet,
     pub kind: MapKind,
     pub default_entries: u32,
+    /// Largest accepted `limits.kernel_maps.<label>` (bounds kernel memory).
+    pub max_entries: u32,
     pub key_size: u32,
     pub value_size: u32,
     /// What an entry is, for docs and `--help`.
@@ -80,6 +82,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         set: ProbeSet::Syscalls,
         kind: MapKind::LruHash,
         default_entries: 16384,
+        max_entries: 1 << 20,
         key_size: size::<u32>(),
         value_size: size::<ThreadState>(),
         holds: "threads with a syscall in flight (or a recent one); LRU, so threads whose exit was missed age out",
@@ -91,6 +94,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         set: ProbeSet::Syscalls,
         kind: MapKind::Hash,
         default_entries: 4096,
+        max_entries: 1 << 16,
         key_size: size::<SeriesKey>(),
         value_size: size::<Histogram>(),
         holds: "syscall latency histograms, one per cgroup x process x syscall",
@@ -102,6 +106,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         set: ProbeSet::Syscalls,
         kind: MapKind::Hash,
         default_entries: 4096,
+        max_entries: 1 << 20,
         key_size: size::<SeriesKey>(),
         value_size: size::<u64>(),
         holds: "syscall error counters, one per cgroup x process x syscall x errno",
@@ -113,6 +118,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         set: ProbeSet::Tcp,
         kind: MapKind::LruHash,
         default_entries: 32768,
+        max_entries: 1 << 20,
         key_size: size::<u64>(),
         value_size: size::<SockState>(),
         holds: "tracked TCP sockets (owner, role, request phase); LRU",
@@ -124,6 +130,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         set: ProbeSet::Tcp,
         kind: MapKind::Hash,
         default_entries: 1024,
+        max_entries: 1 << 16,
         key_size: size::<u64>(),
         value_size: size::<ListenState>(),
         holds: "listening TCP sockets, for their accept-queue drop counters",
@@ -135,6 +142,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         set: ProbeSet::Tcp,
         kind: MapKind::Hash,
         default_entries: 2048,
+        max_entries: 1 << 16,
         key_size: size::<TcpKey>(),
         value_size: size::<Histogram>(),
         holds: "TCP histograms (connect, request, RTT), one per workload x peer or port x metric",
@@ -146,6 +154,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         set: ProbeSet::Tcp,
         kind: MapKind::Hash,
         default_entries: 4096,
+        max_entries: 1 << 20,
         key_size: size::<TcpKey>(),
         value_size: size::<u64>(),
         holds: "TCP counters (connect errors, retransmits, resets), one per workload x peer or port x metric x cause",
@@ -161,23 +170,24 @@ pub fn by_label(label: &str) -> Option<&'static MapSpec> {
 /// CPU by the caller) is excluded; `ZERO_HIST` is one histogram.
 pub const FIXED_BYTES: u64 = 4 + size::<Histogram>() as u64;
 
-/// The kernel's bookkeeping per preallocated hash element beyond key and
-/// value (`struct htab_elem`: list node and hash, 8-byte aligned key and
-/// value): an estimate of what `memlock` in fdinfo shows on top.
-pub const fn element_overhead(spec: &MapSpec) -> u64 {
-    let _ = spec;
-    48
+/// The kernel's bookkeeping per preallocated hash element beyond its
+/// 8-byte aligned key and value (`struct htab_elem` and its share of the
+/// free list), as `memlock` in fdinfo showed on 6.18 (within 1 %).
+pub const ELEMENT_OVERHEAD: u64 = 64;
+
+impl MapSpec {
+    /// Kernel memory of this map with `entries` elements.
+    pub const fn kernel_bytes(&self, entries: u32) -> u64 {
+        entries as u64
+            * (round8(self.key_size as u64) + round8(self.value_size as u64) + ELEMENT_OVERHEAD)
+    }
 }
 
-/// Kernel memory the maps take with `entries[i]` elements each: keys,
-/// values and the per-element overhead.
+/// Kernel memory the maps take with `entries[i]` elements each.
 pub fn kernel_bytes(entries: &[u32; COUNT]) -> u64 {
     MAPS.iter()
         .zip(entries)
-        .map(|(m, &n)| {
-            let kv = round8(m.key_size as u64) + round8(m.value_size as u64);
-            n as u64 * (kv + element_overhead(m))
-        })
+        .map(|(m, &n)| m.kernel_bytes(n))
         .sum::<u64>()
         + FIXED_BYTES
 }

@@ -274,7 +274,7 @@ fn full_kernel_map_is_counted_not_silent() {
     let cfg = dir.join("small.toml");
     std::fs::write(
         &cfg,
-        "[limits]\nkernel_series = 4\nkernel_error_series = 4\n",
+        "[limits.kernel_maps]\nsyscall_latency = 4\nsyscall_errors = 4\n",
     )
     .unwrap();
     let agent = Agent::start(
@@ -296,11 +296,17 @@ fn full_kernel_map_is_counted_not_silent() {
                 .any(|p| p.number().unwrap_or(0.0) > 0.0)
         }
     };
-    let pts = rx.wait_for(WAIT, |p| full("latency")(p) && full("errors")(p));
+    let pts = rx.wait_for(WAIT, |p| {
+        full("syscall_latency")(p) && full("syscall_errors")(p)
+    });
     // The configured limit is reported next to the drops.
-    let cap = select(&pts, "syscope.kernel.map.capacity", &[("map", "latency")])
-        .last()
-        .and_then(|p| p.number());
+    let cap = select(
+        &pts,
+        "syscope.kernel.map.capacity",
+        &[("map", "syscall_latency")],
+    )
+    .last()
+    .and_then(|p| p.number());
     assert_eq!(cap, Some(4.0));
     assert!(
         agent.stderr().contains("kernel map full"),

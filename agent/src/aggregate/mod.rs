@@ -6,6 +6,7 @@
 //! container, or of no container, with the same process name): series are
 //! keyed by their exported attributes, so nothing is reported twice.
 
+pub mod metrics;
 pub mod otlp;
 pub mod quantile;
 
@@ -18,11 +19,12 @@ use std::{
 };
 
 use syscope_common::{
-    tcp::{count_kind, TcpKey},
+    tcp::{CountKind, HistKind, TcpKey},
     SeriesKey,
 };
 
 pub use crate::collect::HistValue;
+pub use metrics::{Attr, Metric};
 
 use crate::{
     collect::Deltas,
@@ -30,36 +32,43 @@ use crate::{
     enrich::{self, cgroup::CgroupResolver, syscalls::Arch},
 };
 
-/// The exported attributes of a syscall series.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The exported attributes of a series: only those its metric lists in the
+/// catalogue are ever set (see [`Attrs::for_metric`]), so series are keyed
+/// by exactly what is exported.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Attrs {
-    pub syscall: Arc<str>,
-    pub exe: Arc<str>,
-    pub container: Option<Arc<str>>,
-    /// errno name, for `syscall.errors` only.
-    pub error: Option<Arc<str>>,
-}
-
-/// The exported attributes of a TCP series; which are set depends on the
-/// metric (see `otlp::TCP_METRICS`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TcpAttrs {
-    /// None when the socket's owner is unknown (not tracked, or no socket).
+    pub syscall: Option<Arc<str>>,
+    /// None when a socket's owner is unknown (not tracked, or no socket).
     pub exe: Option<Arc<str>>,
     pub container: Option<Arc<str>>,
-    /// Peer address, for client-side metrics.
+    /// Peer address, for client-side TCP metrics.
     pub address: Option<Arc<str>>,
     /// Server port; None when unknown.
     pub port: Option<u16>,
-    /// errno name, for `tcp.connect.errors`.
+    /// errno name (or `cancelled` for connects).
     pub error: Option<Arc<str>>,
-    /// `transmit` | `receive`, for `tcp.resets`.
+    /// `transmit` | `receive`.
     pub direction: Option<&'static str>,
 }
 
-/// Number of TCP histogram / counter metrics (`hist_kind`, `count_kind`).
-pub const TCP_HISTS: usize = 4;
-pub const TCP_COUNTS: usize = 5;
+impl Attrs {
+    /// Keep only the attributes `m` carries.
+    fn for_metric(mut self, m: Metric) -> Attrs {
+        fn keep<T>(v: &mut Option<T>, yes: bool) {
+            if !yes {
+                *v = None;
+            }
+        }
+        keep(&mut self.syscall, m.has(Attr::SyscallName));
+        keep(&mut self.exe, m.has(Attr::ExecutableName));
+        keep(&mut self.container, m.has(Attr::ContainerId));
+        keep(&mut self.address, m.has(Attr::ServerAddress));
+        keep(&mut self.port, m.has(Attr::ServerPort));
+        keep(&mut self.error, m.has(Attr::ErrorType));
+        keep(&mut self.direction, m.has(Attr::IoDirection));
+        self
+    }
+}
 
 /// Values a series can hold.
 pub trait Value: Default + Clone {
@@ -173,12 +182,10 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
 
 /// The state behind both exports and the live table.
 pub struct Aggregator {
-    pub latency: MetricSeries<HistValue>,
-    pub errors: MetricSeries<u64>,
-    /// TCP histograms, indexed by `hist_kind - 1`.
-    pub tcp_hist: [MetricSeries<HistValue, TcpAttrs>; TCP_HISTS],
-    /// TCP counters, indexed by `count_kind - 1`.
-    pub tcp_counts: [MetricSeries<u64, TcpAttrs>; TCP_COUNTS],
+    /// Histogram metrics, by `Metric::slot` (`Metric::HISTOGRAMS`).
+    pub hists: [MetricSeries<HistValue>; 5],
+    /// Counter metrics, by `Metric::slot` (`Metric::COUNTERS`).
+    pub counters: [MetricSeries<u64>; 5],
     pub temporality: Temporality,
     /// End of the previous interval (start of the current delta window).
     pub interval_start: SystemTime,
@@ -194,10 +201,8 @@ impl Aggregator {
     pub fn new(temporality: Temporality, max_series: usize, max_idle: u32) -> Self {
         let now = SystemTime::now();
         Aggregator {
-            latency: MetricSeries::new(max_series),
-            errors: MetricSeries::new(max_series),
-            tcp_hist: std::array::from_fn(|_| MetricSeries::new(max_series)),
-            tcp_counts: std::array::from_fn(|_| MetricSeries::new(max_series)),
+            hists: std::array::from_fn(|_| MetricSeries::new(max_series)),
+            counters: std::array::from_fn(|_| MetricSeries::new(max_series)),
             temporality,
             interval_start: now,
             interval_end: now,
@@ -206,6 +211,24 @@ impl Aggregator {
             names: HashMap::new(),
             syscall_names: HashMap::new(),
             errno_names: HashMap::new(),
+        }
+    }
+
+    /// The series of a histogram metric.
+    pub fn hist(&self, m: Metric) -> &MetricSeries<HistValue> {
+        &self.hists[m.slot()]
+    }
+
+    /// The series of a counter metric.
+    pub fn counter(&self, m: Metric) -> &MetricSeries<u64> {
+        &self.counters[m.slot()]
+    }
+
+    /// Live and folded series of `m`, whichever its instrument.
+    pub fn series_counts(&self, m: Metric) -> (usize, u64) {
+        match m.spec().instrument {
+            metrics::Instrument::Histogram => (self.hist(m).len(), self.hist(m).folded()),
+            metrics::Instrument::Counter => (self.counter(m).len(), self.counter(m).folded()),
         }
     }
 
@@ -219,71 +242,68 @@ impl Aggregator {
     ) {
         self.interval_start = self.interval_end;
         self.interval_end = now;
-        self.latency.begin_interval(self.max_idle);
-        self.errors.begin_interval(self.max_idle);
-        for m in &mut self.tcp_hist {
+        for m in &mut self.hists {
             m.begin_interval(self.max_idle);
         }
-        for m in &mut self.tcp_counts {
+        for m in &mut self.counters {
             m.begin_interval(self.max_idle);
-        }
-        let start = self.interval_start;
-        for (k, d) in &tcp.hist {
-            let i = k.kind as usize;
-            if (1..=TCP_HISTS).contains(&i) {
-                let attrs = self.tcp_attrs(k, cgroups);
-                self.tcp_hist[i - 1].record(attrs, d, start);
-            }
-        }
-        for (k, n) in &tcp.errors {
-            let i = k.kind as usize;
-            if (1..=TCP_COUNTS).contains(&i) {
-                let attrs = self.tcp_attrs(k, cgroups);
-                self.tcp_counts[i - 1].record(attrs, n, start);
-            }
         }
         // A new series' cumulative window starts where this interval did:
         // its first events happened after that.
         let start = self.interval_start;
         for (k, d) in &deltas.hist {
-            let attrs = self.attrs(k, cgroups, false);
-            self.latency.record(attrs, d, start);
+            let m = Metric::SyscallDuration;
+            let attrs = self.syscall_attrs(k, cgroups).for_metric(m);
+            self.hists[m.slot()].record(attrs, d, start);
         }
         for (k, n) in &deltas.errors {
-            let attrs = self.attrs(k, cgroups, true);
-            self.errors.record(attrs, n, start);
+            let m = Metric::SyscallErrors;
+            let mut attrs = self.syscall_attrs(k, cgroups);
+            attrs.error = Some(self.errno(k.errno));
+            self.counters[m.slot()].record(attrs.for_metric(m), n, start);
+        }
+        for (k, d) in &tcp.hist {
+            // A kind this agent does not know (a newer kernel object) is skipped.
+            let Some(kind) = HistKind::from_u8(k.kind) else {
+                continue;
+            };
+            let m = Metric::of_hist(kind);
+            let attrs = self.tcp_attrs(k, cgroups).for_metric(m);
+            self.hists[m.slot()].record(attrs, d, start);
+        }
+        for (k, n) in &tcp.errors {
+            let Some(kind) = CountKind::from_u8(k.kind) else {
+                continue;
+            };
+            let m = Metric::of_count(kind);
+            let mut attrs = self.tcp_attrs(k, cgroups);
+            match kind {
+                // The application closed the socket before the handshake
+                // completed: no network error.
+                CountKind::ConnectError if k.code == 0 => attrs.error = Some("cancelled".into()),
+                CountKind::ConnectError => attrs.error = Some(self.errno(k.code)),
+                CountKind::ResetSent => attrs.direction = Some("transmit"),
+                CountKind::ResetReceived => attrs.direction = Some("receive"),
+                CountKind::Retransmit | CountKind::ListenDrop => {}
+            }
+            self.counters[m.slot()].record(attrs.for_metric(m), n, start);
         }
     }
 
-    fn tcp_attrs(&mut self, k: &TcpKey, cgroups: &mut CgroupResolver) -> TcpAttrs {
-        // Zero comm / cgroup: the socket's owner is unknown.
-        let exe = (k.comm[0] != 0).then(|| self.exe(&k.comm));
-        let container = (k.cgroup_id != 0)
-            .then(|| container_of(cgroups, k.cgroup_id))
-            .flatten();
-        let address = (k.addr != [0; 16]).then(|| Arc::from(addr_to_string(&k.addr)));
-        let error = (k.kind == count_kind::CONNECT_ERROR).then(|| match k.code {
-            // The application closed the socket before the handshake
-            // completed: no network error.
-            0 => Arc::from("cancelled"),
-            c => self.errno(c),
-        });
-        let direction = match k.kind {
-            count_kind::RESET_SENT => Some("transmit"),
-            count_kind::RESET_RECEIVED => Some("receive"),
-            _ => None,
-        };
-        TcpAttrs {
-            exe,
-            container,
-            address,
+    /// Owner, peer and port of a TCP key (zero comm / cgroup: owner unknown).
+    fn tcp_attrs(&mut self, k: &TcpKey, cgroups: &mut CgroupResolver) -> Attrs {
+        Attrs {
+            exe: (k.comm[0] != 0).then(|| self.exe(&k.comm)),
+            container: (k.cgroup_id != 0)
+                .then(|| container_of(cgroups, k.cgroup_id))
+                .flatten(),
+            address: (k.addr != [0; 16]).then(|| Arc::from(addr_to_string(&k.addr))),
             port: (k.port != 0).then_some(k.port),
-            error,
-            direction,
+            ..Attrs::default()
         }
     }
 
-    fn attrs(&mut self, k: &SeriesKey, cgroups: &mut CgroupResolver, with_error: bool) -> Attrs {
+    fn syscall_attrs(&mut self, k: &SeriesKey, cgroups: &mut CgroupResolver) -> Attrs {
         let arch = self.arch;
         let syscall = self
             .syscall_names
@@ -293,14 +313,11 @@ impl Aggregator {
                 None => format!("syscall_{}", k.nr).into(),
             })
             .clone();
-        let exe = self.exe(&k.comm);
-        let container = container_of(cgroups, k.cgroup_id);
-        let error = with_error.then(|| self.errno(k.errno));
         Attrs {
-            syscall,
-            exe,
-            container,
-            error,
+            syscall: Some(syscall),
+            exe: Some(self.exe(&k.comm)),
+            container: container_of(cgroups, k.cgroup_id),
+            ..Attrs::default()
         }
     }
 
@@ -351,10 +368,9 @@ mod tests {
 
     fn attrs(i: usize) -> Attrs {
         Attrs {
-            syscall: format!("s{i}").into(),
-            exe: "x".into(),
-            container: None,
-            error: None,
+            syscall: Some(format!("s{i}").into()),
+            exe: Some("x".into()),
+            ..Attrs::default()
         }
     }
 

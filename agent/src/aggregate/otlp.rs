@@ -8,112 +8,47 @@ use opentelemetry_proto::tonic::{
     common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
     metrics::v1::{
         exponential_histogram_data_point::Buckets, metric, number_data_point,
-        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
-        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint,
+        Metric as Metric_, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     },
     resource::v1::Resource,
 };
 use syscope_common::hist::{OTLP_INDEX_OFFSET, SCALE, ZERO_THRESHOLD_S};
 
-use super::{Aggregator, Attrs, HistValue, MetricSeries, Series, TcpAttrs};
+use std::sync::Arc;
+
+use super::{
+    metrics::Instrument, Aggregator, Attr, Attrs, HistValue, Metric, MetricSeries, Series,
+};
 use crate::config::{ResourceConfig, Temporality};
 
-/// Metric names and units, in one place.
-pub mod names {
-    pub const SYSCALL_DURATION: &str = "syscall.duration";
-    pub const SYSCALL_ERRORS: &str = "syscall.errors";
-    pub const ATTR_SYSCALL: &str = "syscall.name";
-    pub const ATTR_EXE: &str = "process.executable.name";
-    pub const ATTR_CONTAINER: &str = "container.id";
-    pub const ATTR_ERROR: &str = "error.type";
-    pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
-    pub const ATTR_SERVER_ADDRESS: &str = "server.address";
-    pub const ATTR_SERVER_PORT: &str = "server.port";
-    pub const ATTR_DIRECTION: &str = "network.io.direction";
-}
+/// Marks the series that holds what the cardinality limit folded.
+pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
 
-/// TCP histograms by `hist_kind - 1`: name, description (unit `s`).
-pub const TCP_HIST_METRICS: [(&str, &str); super::TCP_HISTS] = [
-    (
-        "tcp.connect.duration",
-        "Time from SYN sent to connection established, per workload and server.",
-    ),
-    (
-        "tcp.server.request.duration",
-        "Server sockets: first byte of a request read to first byte of the response written.",
-    ),
-    (
-        "tcp.client.request.duration",
-        "Client sockets: first byte of a request written to first byte of the response read.",
-    ),
-    (
-        "tcp.rtt",
-        "Smoothed round-trip time of connections, sampled at most once per second per socket.",
-    ),
-];
-
-/// TCP counters by `count_kind - 1`: name, unit, description. Resets sent
-/// and received are one metric told apart by `network.io.direction`.
-pub const TCP_COUNT_METRICS: [(&str, &str, &str); super::TCP_COUNTS] = [
-    (
-        "tcp.connect.errors",
-        "{error}",
-        "Connects that failed, by cause (errno).",
-    ),
-    (
-        "tcp.retransmits",
-        "{segment}",
-        "Retransmitted TCP segments.",
-    ),
-    ("tcp.resets", "{reset}", "TCP resets sent and received."),
-    ("tcp.resets", "{reset}", "TCP resets sent and received."),
-    (
-        "tcp.listen.drops",
-        "{connection}",
-        "Connections dropped by a listener (accept queue full), per port.",
-    ),
-];
-
-/// Attribute sets that become OTLP attributes.
-pub trait ToAttributes {
-    fn to_attributes(&self) -> Vec<KeyValue>;
-}
-
-impl ToAttributes for Attrs {
-    fn to_attributes(&self) -> Vec<KeyValue> {
-        attributes(self)
-    }
-}
-
-impl ToAttributes for TcpAttrs {
-    fn to_attributes(&self) -> Vec<KeyValue> {
-        let mut kv = vec![];
-        if let Some(e) = &self.exe {
-            kv.push(kv_str(names::ATTR_EXE, &**e));
-        }
-        if let Some(c) = &self.container {
-            kv.push(kv_str(names::ATTR_CONTAINER, &**c));
-        }
-        if let Some(a) = &self.address {
-            kv.push(kv_str(names::ATTR_SERVER_ADDRESS, &**a));
-        }
-        if let Some(p) = self.port {
-            kv.push(KeyValue {
-                key: names::ATTR_SERVER_PORT.into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::IntValue(p.into())),
+/// The OTLP attributes of a series of `m`, in the catalogue's order.
+fn attributes(a: &Attrs, m: Metric) -> Vec<KeyValue> {
+    m.spec()
+        .attrs
+        .iter()
+        .filter_map(|(attr, _)| {
+            let s = |v: &Option<Arc<str>>| v.as_deref().map(|v| kv_str(attr.key(), v));
+            match attr {
+                Attr::SyscallName => s(&a.syscall),
+                Attr::ExecutableName => s(&a.exe),
+                Attr::ContainerId => s(&a.container),
+                Attr::ServerAddress => s(&a.address),
+                Attr::ErrorType => s(&a.error),
+                Attr::IoDirection => a.direction.map(|d| kv_str(attr.key(), d)),
+                Attr::ServerPort => a.port.map(|p| KeyValue {
+                    key: attr.key().into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(p.into())),
+                    }),
+                    ..Default::default()
                 }),
-                ..Default::default()
-            });
-        }
-        if let Some(e) = &self.error {
-            kv.push(kv_str(names::ATTR_ERROR, &**e));
-        }
-        if let Some(d) = self.direction {
-            kv.push(kv_str(names::ATTR_DIRECTION, d));
-        }
-        kv
-    }
+            }
+        })
+        .collect()
 }
 
 pub fn kv_str(k: &str, v: impl Into<String>) -> KeyValue {
@@ -186,25 +121,12 @@ fn nanos(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn attributes(a: &Attrs) -> Vec<KeyValue> {
-    let mut kv = vec![
-        kv_str(names::ATTR_SYSCALL, &*a.syscall),
-        kv_str(names::ATTR_EXE, &*a.exe),
-    ];
-    if let Some(c) = &a.container {
-        kv.push(kv_str(names::ATTR_CONTAINER, &**c));
-    }
-    if let Some(e) = &a.error {
-        kv.push(kv_str(names::ATTR_ERROR, &**e));
-    }
-    kv
-}
-
 /// The series to export this interval and the value to send for each:
 /// cumulative sends every live series, delta only the changed ones.
-fn points<'a, V, A: ToAttributes>(
+fn points<'a, V>(
     agg: &'a Aggregator,
-    m: &'a MetricSeries<V, A>,
+    metric: Metric,
+    m: &'a MetricSeries<V>,
 ) -> impl Iterator<Item = (Vec<KeyValue>, u64, &'a V)> + 'a {
     let start_delta = nanos(agg.interval_start);
     let pick = move |s: &'a Series<V>| -> Option<(u64, &'a V)> {
@@ -216,10 +138,11 @@ fn points<'a, V, A: ToAttributes>(
     let regular = m
         .series
         .iter()
-        .filter_map(move |(a, s)| pick(s).map(|(t, v)| (a.to_attributes(), t, v)));
-    let overflow = m.overflow.iter().filter_map(move |s| {
-        pick(s).map(|(t, v)| (vec![kv_bool(names::ATTR_OVERFLOW, true)], t, v))
-    });
+        .filter_map(move |(a, s)| pick(s).map(|(t, v)| (attributes(a, metric), t, v)));
+    let overflow = m
+        .overflow
+        .iter()
+        .filter_map(move |s| pick(s).map(|(t, v)| (vec![kv_bool(ATTR_OVERFLOW, true)], t, v)));
     regular.chain(overflow)
 }
 
@@ -260,100 +183,66 @@ fn temporality(t: Temporality) -> i32 {
     }
 }
 
-/// An exponential histogram metric of `m`'s points; `None` without any.
-fn hist_metric<A: ToAttributes>(
-    agg: &Aggregator,
-    m: &MetricSeries<HistValue, A>,
-    time: u64,
-    name: &str,
-    description: &str,
-) -> Option<Metric> {
-    let data_points: Vec<_> = points(agg, m)
-        .map(|(a, start, h)| exp_point(a, start, time, h))
-        .collect();
-    (!data_points.is_empty()).then(|| Metric {
-        name: name.into(),
-        description: description.into(),
-        unit: "s".into(),
-        data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-            data_points,
-            aggregation_temporality: temporality(agg.temporality),
-        })),
+/// The metric `m` with this interval's points; `None` without any.
+fn metric(agg: &Aggregator, m: Metric, time: u64) -> Option<Metric_> {
+    let spec = m.spec();
+    let temporality = temporality(agg.temporality);
+    let data = match spec.instrument {
+        Instrument::Histogram => {
+            let data_points: Vec<_> = points(agg, m, agg.hist(m))
+                .map(|(a, start, h)| exp_point(a, start, time, h))
+                .collect();
+            (!data_points.is_empty()).then_some(metric::Data::ExponentialHistogram(
+                ExponentialHistogram {
+                    data_points,
+                    aggregation_temporality: temporality,
+                },
+            ))
+        }
+        Instrument::Counter => {
+            let data_points: Vec<_> = points(agg, m, agg.counter(m))
+                .map(|(a, start, n)| NumberDataPoint {
+                    attributes: a,
+                    start_time_unix_nano: start,
+                    time_unix_nano: time,
+                    value: Some(number_data_point::Value::AsInt(*n as i64)),
+                    ..Default::default()
+                })
+                .collect();
+            (!data_points.is_empty()).then_some(metric::Data::Sum(Sum {
+                data_points,
+                aggregation_temporality: temporality,
+                is_monotonic: true,
+            }))
+        }
+    }?;
+    Some(Metric_ {
+        name: spec.name.into(),
+        description: spec.description.into(),
+        unit: spec.unit.into(),
+        data: Some(data),
         ..Default::default()
     })
 }
 
-/// A monotonic sum metric of `m`'s points (name, unit, description);
-/// `None` without any.
-fn sum_metric<A: ToAttributes>(
-    agg: &Aggregator,
-    m: &MetricSeries<u64, A>,
-    time: u64,
-    (name, unit, description): (&str, &str, &str),
-) -> Option<Metric> {
-    let data_points: Vec<_> = points(agg, m)
-        .map(|(a, start, n)| NumberDataPoint {
-            attributes: a,
-            start_time_unix_nano: start,
-            time_unix_nano: time,
-            value: Some(number_data_point::Value::AsInt(*n as i64)),
-            ..Default::default()
-        })
-        .collect();
-    (!data_points.is_empty()).then(|| Metric {
-        name: name.into(),
-        description: description.into(),
-        unit: unit.into(),
-        data: Some(metric::Data::Sum(Sum {
-            data_points,
-            aggregation_temporality: temporality(agg.temporality),
-            is_monotonic: true,
-        })),
+/// This interval's SLI metrics, in catalogue order (empty: nothing to send).
+pub fn sli_metrics(agg: &Aggregator) -> Vec<Metric_> {
+    let time = nanos(agg.interval_end);
+    Metric::all().filter_map(|m| metric(agg, m, time)).collect()
+}
+
+/// The scope the SLI metrics travel under.
+pub fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "syscope".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
-    })
+    }
 }
 
 /// Build this interval's request; `None` when there is nothing to send.
 pub fn build_request(agg: &Aggregator, resource: &Resource) -> Option<ExportMetricsServiceRequest> {
-    let time = nanos(agg.interval_end);
-    let mut metrics = vec![];
-    metrics.extend(hist_metric(
-        agg,
-        &agg.latency,
-        time,
-        names::SYSCALL_DURATION,
-        "Duration of system calls, per workload and syscall.",
-    ));
-    metrics.extend(sum_metric(
-        agg,
-        &agg.errors,
-        time,
-        (
-            names::SYSCALL_ERRORS,
-            "{error}",
-            "System calls that returned an error, by errno.",
-        ),
-    ));
-    for (m, (name, description)) in agg.tcp_hist.iter().zip(TCP_HIST_METRICS) {
-        metrics.extend(hist_metric(agg, m, time, name, description));
-    }
-    for (m, def) in agg.tcp_counts.iter().zip(TCP_COUNT_METRICS) {
-        let Some(new) = sum_metric(agg, m, time, def) else {
-            continue;
-        };
-        // Two kinds share one metric (tcp.resets): one metric, all points.
-        match metrics.iter_mut().find(|x| x.name == new.name) {
-            Some(Metric {
-                data: Some(metric::Data::Sum(sum)),
-                ..
-            }) => {
-                if let Some(metric::Data::Sum(more)) = new.data {
-                    sum.data_points.extend(more.data_points);
-                }
-            }
-            _ => metrics.push(new),
-        }
-    }
+    let metrics = sli_metrics(agg);
     if metrics.is_empty() {
         return None;
     }
@@ -361,11 +250,7 @@ pub fn build_request(agg: &Aggregator, resource: &Resource) -> Option<ExportMetr
         resource_metrics: vec![ResourceMetrics {
             resource: Some(resource.clone()),
             scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: "syscope".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
+                scope: Some(scope()),
                 metrics,
                 ..Default::default()
             }],
@@ -420,17 +305,65 @@ mod tests {
     }
 
     fn tcp_deltas() -> Deltas<syscope_common::tcp::TcpKey> {
-        use syscope_common::tcp::{count_kind, hist_kind};
+        use syscope_common::tcp::{CountKind, HistKind};
         let mut d = deltas().hist.remove(0).1;
         d.sum_ns /= 3;
         d.buckets.iter_mut().for_each(|b| *b /= 3);
         Deltas {
-            hist: vec![(tcp_key(hist_kind::CONNECT, 443), d)],
+            hist: vec![(tcp_key(HistKind::Connect as u8, 443), d)],
             errors: vec![
-                (tcp_key(count_kind::CONNECT_ERROR, 443), 2),
-                (tcp_key(count_kind::RESET_SENT, 443), 1),
-                (tcp_key(count_kind::RESET_RECEIVED, 443), 4),
+                (tcp_key(CountKind::ConnectError as u8, 443), 2),
+                (tcp_key(CountKind::ResetSent as u8, 443), 1),
+                (tcp_key(CountKind::ResetReceived as u8, 443), 4),
             ],
+        }
+    }
+
+    /// Regression: histogram and counter kinds once shared numbers, and
+    /// every connect-duration point carried `error.type=cancelled`.
+    #[test]
+    fn every_point_carries_exactly_its_catalogue_attributes() {
+        use syscope_common::tcp::{CountKind, HistKind};
+        let h = deltas().hist.remove(0).1;
+        let tcp = Deltas {
+            hist: HistKind::ALL
+                .iter()
+                .map(|k| (tcp_key(*k as u8, 443), h.clone()))
+                .collect(),
+            errors: CountKind::ALL
+                .iter()
+                .map(|k| (tcp_key(*k as u8, 443), 1))
+                .collect(),
+        };
+        let mut agg = Aggregator::new(Temporality::Delta, 100, 10);
+        let mut cg = CgroupResolver::with_root("/nonexistent", std::time::Duration::from_secs(1));
+        agg.ingest(&deltas(), &tcp, &mut cg, SystemTime::now());
+        let ms = sli_metrics(&agg);
+        assert_eq!(ms.len(), 10, "every metric has points");
+        for m in &ms {
+            let metric = Metric::all().find(|x| x.spec().name == m.name).unwrap();
+            let attrs: Vec<_> = match &m.data {
+                Some(metric::Data::ExponentialHistogram(h)) => {
+                    h.data_points.iter().map(|p| &p.attributes).collect()
+                }
+                Some(metric::Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes).collect(),
+                _ => panic!(),
+            };
+            for a in attrs {
+                let keys: Vec<&str> = a.iter().map(|kv| kv.key.as_str()).collect();
+                for k in &keys {
+                    assert!(
+                        metric.spec().attrs.iter().any(|(x, _)| x.key() == *k),
+                        "{}: unexpected {k}",
+                        m.name
+                    );
+                }
+                for (x, p) in metric.spec().attrs {
+                    if *p == super::super::metrics::Presence::Always {
+                        assert!(keys.contains(&x.key()), "{}: missing {}", m.name, x.key());
+                    }
+                }
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+use syscope_common::maps;
 
 pub use cli::Cli;
 pub use env::{Env, ProcessEnv};
@@ -223,22 +224,11 @@ impl Default for ResourceConfig {
 pub struct LimitsConfig {
     /// Series kept per metric (>= 2).
     pub max_series_per_metric: usize,
-    /// Kernel latency map entries.
-    pub kernel_series: u32,
-    /// Kernel error map entries.
-    pub kernel_error_series: u32,
-    /// Kernel in-flight thread state map entries.
-    pub kernel_threads: u32,
     /// Series not updated for this many intervals are dropped.
     pub series_idle_intervals: u32,
-    /// Kernel map entries for tracked TCP sockets (LRU).
-    pub kernel_sockets: u32,
-    /// Kernel TCP histogram map entries.
-    pub kernel_tcp_series: u32,
-    /// Kernel TCP counter map entries.
-    pub kernel_tcp_counters: u32,
-    /// Kernel listening socket map entries.
-    pub kernel_listeners: u32,
+    /// Entries of each kernel map, indexed by `maps::MAPS` id
+    /// (`[limits.kernel_maps] <label> = N`).
+    pub kernel_maps: [u32; maps::COUNT],
 }
 
 /// Which sets of kernel programs to attach (`probes`).
@@ -301,14 +291,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_series_per_metric: 2000,
-            kernel_series: 4096,
-            kernel_error_series: 4096,
-            kernel_threads: 16384,
             series_idle_intervals: 10,
-            kernel_sockets: 32768,
-            kernel_tcp_series: 2048,
-            kernel_tcp_counters: 4096,
-            kernel_listeners: 1024,
+            kernel_maps: maps::MAPS.map(|m| m.default_entries),
         }
     }
 }
@@ -388,14 +372,11 @@ impl Config {
             },
             limits: file::FileLimits {
                 max_series_per_metric: Some(self.limits.max_series_per_metric),
-                kernel_series: Some(self.limits.kernel_series),
-                kernel_error_series: Some(self.limits.kernel_error_series),
-                kernel_threads: Some(self.limits.kernel_threads),
                 series_idle_intervals: Some(self.limits.series_idle_intervals),
-                kernel_sockets: Some(self.limits.kernel_sockets),
-                kernel_tcp_series: Some(self.limits.kernel_tcp_series),
-                kernel_tcp_counters: Some(self.limits.kernel_tcp_counters),
-                kernel_listeners: Some(self.limits.kernel_listeners),
+                kernel_maps: maps::MAPS
+                    .iter()
+                    .map(|m| (m.label.to_owned(), self.limits.kernel_maps[m.id].into()))
+                    .collect(),
             },
             health: file::FileHealth {
                 address: Some(
@@ -538,26 +519,13 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
             })
             .transpose()?
             .unwrap_or(defaults.max_series_per_metric),
-        kernel_series: file_count("limits.kernel_series", fl.kernel_series, 1)?
-            .unwrap_or(defaults.kernel_series),
-        kernel_error_series: file_count("limits.kernel_error_series", fl.kernel_error_series, 1)?
-            .unwrap_or(defaults.kernel_error_series),
-        kernel_threads: file_count("limits.kernel_threads", fl.kernel_threads, 1)?
-            .unwrap_or(defaults.kernel_threads),
         series_idle_intervals: file_count(
             "limits.series_idle_intervals",
             fl.series_idle_intervals,
             1,
         )?
         .unwrap_or(defaults.series_idle_intervals),
-        kernel_sockets: file_count("limits.kernel_sockets", fl.kernel_sockets, 1)?
-            .unwrap_or(defaults.kernel_sockets),
-        kernel_tcp_series: file_count("limits.kernel_tcp_series", fl.kernel_tcp_series, 1)?
-            .unwrap_or(defaults.kernel_tcp_series),
-        kernel_tcp_counters: file_count("limits.kernel_tcp_counters", fl.kernel_tcp_counters, 1)?
-            .unwrap_or(defaults.kernel_tcp_counters),
-        kernel_listeners: file_count("limits.kernel_listeners", fl.kernel_listeners, 1)?
-            .unwrap_or(defaults.kernel_listeners),
+        kernel_maps: kernel_map_sizes(&fl.kernel_maps)?,
     };
 
     let probes = if let Some(v) = &cli.probes {
@@ -945,6 +913,31 @@ fn at_least<T: PartialOrd + fmt::Display>(key: &str, n: T, min: T) -> Result<T, 
         return Err(invalid(key, format!("must be at least {min}, got {n}")));
     }
     Ok(n)
+}
+
+/// `[limits.kernel_maps]`: entries per map label, each within the map's range.
+fn kernel_map_sizes(
+    given: &std::collections::BTreeMap<String, u64>,
+) -> Result<[u32; maps::COUNT], ConfigError> {
+    let mut sizes = LimitsConfig::default().kernel_maps;
+    for (label, &n) in given {
+        let key = format!("limits.kernel_maps.{label}");
+        let Some(m) = maps::by_label(label) else {
+            let known: Vec<_> = maps::MAPS.iter().map(|m| m.label).collect();
+            return Err(invalid(
+                &key,
+                format!("unknown kernel map (known: {})", known.join(", ")),
+            ));
+        };
+        if n < 1 || n > m.max_entries.into() {
+            return Err(invalid(
+                &key,
+                format!("must be between 1 and {}, got {n}", m.max_entries),
+            ));
+        }
+        sizes[m.id] = n as u32;
+    }
+    Ok(sizes)
 }
 
 fn file_count(key: &str, n: Option<u32>, min: u32) -> Result<Option<u32>, ConfigError> {

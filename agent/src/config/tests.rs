@@ -43,9 +43,9 @@ fn defaults_are_table_mode() {
     assert_eq!(c.temporality, Temporality::Cumulative);
     assert_eq!(c.resource.service_name, "syscope");
     assert_eq!(c.limits.max_series_per_metric, 2000);
-    assert_eq!(c.limits.kernel_series, 4096);
-    assert_eq!(c.limits.kernel_error_series, 4096);
-    assert_eq!(c.limits.kernel_threads, 16384);
+    for m in &syscope_common::maps::MAPS {
+        assert_eq!(c.limits.kernel_maps[m.id], m.default_entries, "{}", m.label);
+    }
     assert_eq!(c.limits.series_idle_intervals, 10);
     assert_eq!(c.log, "info");
     assert_eq!(c.table_rows, 20);
@@ -402,11 +402,14 @@ fn timeout_precedence_and_errors() {
 
 #[test]
 fn numbers_from_flags_and_file() {
-    let file = "table_rows = 7\n[limits]\nmax_series_per_metric = 50\nkernel_series = 1\n[export]\nbuffer_intervals = 3\nendpoint = \"http://x\"\n";
+    let file = "table_rows = 7\n[limits]\nmax_series_per_metric = 50\n[limits.kernel_maps]\nsyscall_latency = 1\n[export]\nbuffer_intervals = 3\nendpoint = \"http://x\"\n";
     let c = ok(&[], &[], file);
     assert_eq!(c.table_rows, 7);
     assert_eq!(c.limits.max_series_per_metric, 50);
-    assert_eq!(c.limits.kernel_series, 1);
+    assert_eq!(
+        c.limits.kernel_maps[syscope_common::maps::SYSCALL_LATENCY],
+        1
+    );
     assert_eq!(export(&c).buffer_intervals, 3);
     let c = ok(
         &[
@@ -461,18 +464,18 @@ fn bad_numbers_name_the_key() {
         ),
         (
             &[],
-            "[limits]\nkernel_series = 0",
-            "limits.kernel_series: must be at least 1",
+            "[limits.kernel_maps]\nsyscall_latency = 0",
+            "limits.kernel_maps.syscall_latency: must be between 1 and 65536, got 0",
         ),
         (
             &[],
-            "[limits]\nkernel_error_series = 0",
-            "limits.kernel_error_series: must be at least 1",
+            "[limits.kernel_maps]\nsyscall_errors = 4294967295",
+            "limits.kernel_maps.syscall_errors: must be between 1 and 1048576, got 4294967295",
         ),
         (
             &[],
-            "[limits]\nkernel_threads = 0",
-            "limits.kernel_threads: must be at least 1",
+            "[limits.kernel_maps]\nthreds = 8",
+            "limits.kernel_maps.threds: unknown kernel map (known: threads,",
         ),
         (
             &[],
@@ -543,7 +546,11 @@ fn unknown_nested_keys() {
 
 #[test]
 fn wrong_type_in_file() {
-    let e = err(&[], &[], "[limits]\nkernel_series = \"many\"\n");
+    let e = err(
+        &[],
+        &[],
+        "[limits.kernel_maps]\nsyscall_latency = \"many\"\n",
+    );
     assert!(e.contains("line 2"), "{e}");
     let e = err(&[], &[], "table_rows = -1\n");
     assert!(e.contains("line 1"), "{e}");
@@ -934,7 +941,7 @@ fn help_documents_everything() {
     }
     for key in [
         "max_series_per_metric",
-        "kernel_threads",
+        "[limits.kernel_maps]",
         "series_idle_intervals",
         "buffer_intervals",
         "[export]",
@@ -986,9 +993,9 @@ fn probe_sets_precedence_and_errors() {
     assert!(err(&["--probes", "tcp,udp"], &[], "").contains("--probes: unknown probe set `udp`"));
     assert!(err(&[], &[("SYSCOPE_PROBES", ",")], "").contains("SYSCOPE_PROBES: at least one"));
     assert!(err(&[], &[], "probes = []").contains("probes: at least one"));
-    let e = err(&[], &[], "[limits]\nkernel_sockets = 0");
+    let e = err(&[], &[], "[limits.kernel_maps]\nsockets = 0");
     assert!(
-        e.contains("limits.kernel_sockets: must be at least 1"),
+        e.contains("limits.kernel_maps.sockets: must be between 1 and 1048576, got 0"),
         "{e}"
     );
 }

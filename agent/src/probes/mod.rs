@@ -9,7 +9,7 @@ pub mod pidns;
 pub mod privilege;
 mod tcp;
 
-pub use tcp::{TcpMaps, TcpSizes};
+pub use tcp::TcpMaps;
 
 use std::path::Path;
 
@@ -18,7 +18,7 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use syscope_common::{counter, globals, names, Histogram, SeriesKey};
+use syscope_common::{counter, globals, maps, names, Histogram, SeriesKey};
 use tracing::{info, warn};
 
 use crate::enrich::syscalls::{syscall_nr, Arch};
@@ -50,17 +50,16 @@ impl AttachMode {
 /// Sizes of the kernel maps (entries) and other load-time choices.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    pub kernel_series: u32,
-    pub kernel_error_series: u32,
-    pub kernel_threads: u32,
+    /// Entries of each kernel map, by `maps::MAPS` id.
+    pub kernel_maps: [u32; maps::COUNT],
     /// Force a hook instead of probing (tests, benchmarks).
     pub force_mode: Option<AttachMode>,
     /// Attach only the trivial programs (the benchmark's floor).
     pub floor_only: bool,
     /// Attach the syscall programs.
     pub syscalls: bool,
-    /// Attach the TCP programs, with these map sizes.
-    pub tcp: Option<tcp::TcpSizes>,
+    /// Attach the TCP programs.
+    pub tcp: bool,
 }
 
 /// Errors loading or attaching: each says what to do about it.
@@ -81,10 +80,16 @@ pub enum ProbeError {
         "attaching the syscall programs failed with both tp_btf ({btf}) and tracepoints ({tp})"
     )]
     Attach { btf: String, tp: String },
+    #[error(
+        "attaching the TCP programs failed ({0}); this kernel lacks a hook the TCP set \
+         needs: run with --probes syscalls"
+    )]
+    TcpAttach(String),
     #[error("eBPF object is missing {0}")]
     Missing(&'static str),
     #[error("map {name}: {source}")]
     Map {
+        /// The map's label (`maps::MapSpec::label`).
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
@@ -106,28 +111,34 @@ pub struct Probes {
     ebpf: Option<Ebpf>,
 }
 
-/// Configured capacity of each kernel map, reported in self-metrics.
+/// Entries of each kernel map as loaded (by `maps::MAPS` id): the
+/// configured size, or 1 for the maps of a set that is off.
 #[derive(Clone, Copy, Debug)]
-pub struct MapSizes {
-    pub hist: u32,
-    pub errors: u32,
-    pub threads: u32,
-    pub tcp: tcp::TcpSizes,
-}
+pub struct MapSizes(pub [u32; maps::COUNT]);
 
 impl MapSizes {
-    /// Bytes of keys and values the maps preallocate; the kernel's own
-    /// accounting (fdinfo `memlock`) adds its per-element overhead: 7.5 MiB
-    /// against 5.9 MiB of keys and values with the defaults (see README).
+    /// Bytes of keys and values the maps preallocate (the kernel adds its
+    /// per-element overhead; see `maps::kernel_bytes`).
     pub fn key_value_bytes(&self) -> u64 {
-        let hist = (std::mem::size_of::<Histogram>() + std::mem::size_of::<SeriesKey>()) as u64;
-        let err = (8 + std::mem::size_of::<SeriesKey>()) as u64;
-        let thr = (4 + std::mem::size_of::<syscope_common::ThreadState>()) as u64;
-        self.hist as u64 * hist
-            + self.errors as u64 * err
-            + self.threads as u64 * thr
-            + self.tcp.key_value_bytes()
+        maps::MAPS
+            .iter()
+            .map(|m| m.key_value_bytes(self.0[m.id]))
+            .sum()
     }
+}
+
+/// Take a map out of the object under its catalogue name.
+fn take_map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    spec: &'static maps::MapSpec,
+) -> Result<HashMap<MapData, K, V>, ProbeError> {
+    let m = ebpf
+        .take_map(spec.object)
+        .ok_or(ProbeError::Missing(spec.object))?;
+    HashMap::try_from(m).map_err(|source| ProbeError::Map {
+        name: spec.label,
+        source,
+    })
 }
 
 /// Load the object, set load-time constants, attach, and hand over the maps.
@@ -146,16 +157,20 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let self_tgid = pidns::kernel_self_tgid();
 
     // A set that is off keeps its maps (they are in the object) at one entry.
-    let on = |yes: bool, n: u32| if yes { n } else { 1 };
     let sys = opts.syscalls || opts.floor_only;
-    let sizes = MapSizes {
-        hist: on(sys, opts.kernel_series),
-        errors: on(sys, opts.kernel_error_series),
-        threads: on(sys, opts.kernel_threads),
-        tcp: opts.tcp.unwrap_or(tcp::TcpSizes::OFF),
-    };
+    let sizes = MapSizes(maps::MAPS.map(|m| {
+        let on = match m.set {
+            maps::ProbeSet::Syscalls => sys,
+            maps::ProbeSet::Tcp => opts.tcp,
+        };
+        if on {
+            opts.kernel_maps[m.id]
+        } else {
+            1
+        }
+    }));
     let sk = match opts.tcp {
-        Some(_) if !opts.floor_only => match tcp::SockOffsets::from_btf(&kbtf) {
+        true if !opts.floor_only => match tcp::SockOffsets::from_btf(&kbtf) {
             Ok(o) => Some(o),
             Err(e) => {
                 warn!(error = %e, "TCP probes disabled: socket fields not found in kernel BTF");
@@ -166,7 +181,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     };
     let sk_off = sk.unwrap_or_default();
     let (nr_execve, nr_execveat, nr_prctl) = (nr("execve"), nr("execveat"), nr("prctl"));
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    for m in &maps::MAPS {
+        loader.map_max_entries(m.object, sizes.0[m.id]);
+    }
+    let mut ebpf = loader
         .override_global(globals::SELF_TGID, &self_tgid, true)
         .override_global(globals::TASK_GROUP_LEADER_OFF, &leader_off, true)
         .override_global(globals::TASK_COMM_OFF, &comm_off, true)
@@ -187,13 +206,6 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global(globals::SKB_END_OFF, &sk_off.skb_end, true)
         .override_global(globals::SHINFO_GSO_SEGS_OFF, &sk_off.gso_segs, true)
         .override_global(globals::RTT_SAMPLE_NS, &tcp::RTT_SAMPLE_NS, true)
-        .map_max_entries(names::HIST_MAP, sizes.hist)
-        .map_max_entries(names::ERRORS_MAP, sizes.errors)
-        .map_max_entries(names::THREADS_MAP, sizes.threads)
-        .map_max_entries(names::SOCKS_MAP, sizes.tcp.sockets)
-        .map_max_entries(names::LISTENERS_MAP, sizes.tcp.listeners)
-        .map_max_entries(names::TCP_HIST_MAP, sizes.tcp.hist)
-        .map_max_entries(names::TCP_COUNTS_MAP, sizes.tcp.counts)
         .load(OBJECT)
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
 
@@ -211,25 +223,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         None
     };
     if let Some(mode) = mode {
-        info!(
-            hook = mode.as_str(),
-            map_key_value_bytes = sizes.key_value_bytes(),
-            hist_entries = sizes.hist,
-            error_entries = sizes.errors,
-            thread_entries = sizes.threads,
-            "syscall probes attached"
-        );
+        info!(hook = mode.as_str(), "syscall probes attached");
     }
     let tcp = match sk {
         Some(_) => match tcp::attach(&mut ebpf) {
             Ok(()) => {
-                info!(
-                    sockets = sizes.tcp.sockets,
-                    listeners = sizes.tcp.listeners,
-                    hist_entries = sizes.tcp.hist,
-                    counter_entries = sizes.tcp.counts,
-                    "TCP probes attached"
-                );
+                info!("TCP probes attached");
                 Some(TcpMaps::take(&mut ebpf)?)
             }
             // Syscall SLIs are still worth having on a kernel that lacks
@@ -238,12 +237,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
                 warn!(error = %e, "TCP probes unavailable; continuing with syscalls only");
                 None
             }
-            Err(e) => {
-                return Err(ProbeError::Attach {
-                    btf: e,
-                    tp: "not tried (TCP probes are tp_btf only)".into(),
-                })
-            }
+            Err(e) => return Err(ProbeError::TcpAttach(e)),
         },
         None if !opts.syscalls && !opts.floor_only => {
             return Err(ProbeError::Missing("socket field offsets in kernel BTF"))
@@ -251,25 +245,24 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         None => None,
     };
 
-    let take =
-        |ebpf: &mut Ebpf, name: &'static str| ebpf.take_map(name).ok_or(ProbeError::Missing(name));
-    let hist =
-        HashMap::try_from(take(&mut ebpf, names::HIST_MAP)?).map_err(|source| ProbeError::Map {
-            name: names::HIST_MAP,
-            source,
-        })?;
-    let errors = HashMap::try_from(take(&mut ebpf, names::ERRORS_MAP)?).map_err(|source| {
-        ProbeError::Map {
-            name: names::ERRORS_MAP,
-            source,
-        }
-    })?;
-    let counters =
-        PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS_MAP)?).map_err(|source| {
-            ProbeError::Map {
-                name: names::COUNTERS_MAP,
+    for m in maps::MAPS.iter().filter(|m| sizes.0[m.id] > 1) {
+        info!(
+            map = m.label,
+            entries = sizes.0[m.id],
+            key_value_bytes = m.key_value_bytes(sizes.0[m.id]),
+            "kernel map"
+        );
+    }
+    let hist = take_map(&mut ebpf, &maps::MAPS[maps::SYSCALL_LATENCY])?;
+    let errors = take_map(&mut ebpf, &maps::MAPS[maps::SYSCALL_ERRORS])?;
+    let counters = ebpf
+        .take_map(names::COUNTERS_MAP)
+        .ok_or(ProbeError::Missing(names::COUNTERS_MAP))
+        .and_then(|m| {
+            PerCpuArray::try_from(m).map_err(|source| ProbeError::Map {
+                name: "counters",
                 source,
-            }
+            })
         })?;
     Ok(Probes {
         mode,
@@ -453,9 +446,42 @@ pub fn format_field_offset(format: &str, field: &str) -> Option<u32> {
     })
 }
 
+/// The kernel map table of docs/metrics.md, rendered from the catalogue.
+pub fn maps_doc_table() -> String {
+    let mut out = String::from(
+        "| map (`map=`) | config key | default | max | kernel memory at default | holds |\n\
+         |---|---|---:|---:|---:|---|\n",
+    );
+    let mib = |b: u64| format!("{:.2} MiB", b as f64 / 1048576.0);
+    for m in &maps::MAPS {
+        out.push_str(&format!(
+            "| `{}` | `limits.kernel_maps.{}` | {} | {} | {} | {} |\n",
+            m.label,
+            m.label,
+            m.default_entries,
+            m.max_entries,
+            mib(m.kernel_bytes(m.default_entries)),
+            m.holds
+        ));
+    }
+    let defaults = maps::MAPS.map(|m| m.default_entries);
+    out.push_str(&format!(
+        "| all | | | | **{}** | |\n",
+        mib(maps::kernel_bytes(&defaults))
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/metrics.md carries the table the map catalogue renders;
+    /// regenerate with `SYSCOPE_BLESS=1 cargo test -p syscope maps_doc`.
+    #[test]
+    fn maps_doc_table_matches_docs() {
+        crate::docgen::check_section("maps", &maps_doc_table());
+    }
 
     #[test]
     fn parses_tracepoint_format() {

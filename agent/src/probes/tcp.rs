@@ -12,7 +12,7 @@ use aya::{
     Ebpf,
 };
 use syscope_common::{
-    names,
+    maps, names,
     tcp::{ListenState, SockState, TcpKey},
     Histogram,
 };
@@ -24,33 +24,6 @@ use super::{btf::Btf, error_chain, ProbeError};
 /// send/recv path, at most this often per socket, so it costs nothing extra
 /// on most calls.
 pub const RTT_SAMPLE_NS: u64 = 1_000_000_000;
-
-/// Entries of the TCP maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpSizes {
-    pub sockets: u32,
-    pub listeners: u32,
-    pub hist: u32,
-    pub counts: u32,
-}
-
-impl TcpSizes {
-    /// The set is off: its maps still exist in the object, at one entry.
-    pub const OFF: TcpSizes = TcpSizes {
-        sockets: 1,
-        listeners: 1,
-        hist: 1,
-        counts: 1,
-    };
-
-    pub fn key_value_bytes(&self) -> u64 {
-        let key = std::mem::size_of::<TcpKey>() as u64;
-        self.sockets as u64 * (8 + std::mem::size_of::<SockState>() as u64)
-            + self.listeners as u64 * (8 + std::mem::size_of::<ListenState>() as u64)
-            + self.hist as u64 * (key + std::mem::size_of::<Histogram>() as u64)
-            + self.counts as u64 * (key + 8)
-    }
-}
 
 /// Offsets of the socket fields the programs read (see the ebpf globals).
 #[derive(Clone, Copy, Debug, Default)]
@@ -156,16 +129,15 @@ impl TcpMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<TcpMaps, ProbeError> {
         fn map<K: aya::Pod, V: aya::Pod>(
             ebpf: &mut Ebpf,
-            name: &'static str,
+            id: usize,
         ) -> Result<HashMap<MapData, K, V>, ProbeError> {
-            let m = ebpf.take_map(name).ok_or(ProbeError::Missing(name))?;
-            HashMap::try_from(m).map_err(|source| ProbeError::Map { name, source })
+            super::take_map(ebpf, &maps::MAPS[id])
         }
         Ok(TcpMaps {
-            socks: map(ebpf, names::SOCKS_MAP)?,
-            hist: map(ebpf, names::TCP_HIST_MAP)?,
-            counts: map(ebpf, names::TCP_COUNTS_MAP)?,
-            listeners: map(ebpf, names::LISTENERS_MAP)?,
+            socks: map(ebpf, maps::SOCKETS)?,
+            hist: map(ebpf, maps::TCP_LATENCY)?,
+            counts: map(ebpf, maps::TCP_COUNTERS)?,
+            listeners: map(ebpf, maps::LISTENERS)?,
         })
     }
 
