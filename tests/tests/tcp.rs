@@ -166,7 +166,7 @@ fn refused_connects_over_ipv6() {
         return;
     }
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: no IPv6 loopback");
+        common::skip("no IPv6 loopback");
         return;
     }
     let rx = Receiver::start();
