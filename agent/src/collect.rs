@@ -67,7 +67,7 @@ impl Collector {
         for k in &evict.hist {
             let _ = probes.hist.remove(k);
         }
-        for k in &evict.errors {
+        for k in &evict.counters {
             let _ = probes.errors.remove(k);
         }
 
@@ -86,14 +86,14 @@ impl Collector {
             for k in &evict.hist {
                 let _ = maps.hist.remove(k);
             }
-            for k in &evict.errors {
+            for k in &evict.counters {
                 let _ = maps.counts.remove(k);
             }
             let (drops, closed) = self.listeners.update(listeners);
             for sk in &closed {
                 let _ = maps.listeners.remove(sk);
             }
-            tcp.errors.extend(drops);
+            tcp.counters.extend(drops);
         }
         self.kernel_counters(probes, stats);
         SelfStats::set(&stats.collect_duration_us, t0.elapsed().as_micros() as u64);
@@ -124,18 +124,18 @@ impl Collector {
 }
 
 /// What happened in one interval, per kernel key: histograms and counters
-/// (syscall errors, or the TCP counters).
+/// (syscall errors, or the TCP counters and listener drops).
 #[derive(Debug)]
 pub struct Deltas<K = SeriesKey> {
     pub hist: Vec<(K, HistValue)>,
-    pub errors: Vec<(K, u64)>,
+    pub counters: Vec<(K, u64)>,
 }
 
 impl<K> Default for Deltas<K> {
     fn default() -> Self {
         Deltas {
             hist: vec![],
-            errors: vec![],
+            counters: vec![],
         }
     }
 }
@@ -215,7 +215,7 @@ struct Prev<V> {
 /// idle long enough to be evicted from the kernel maps.
 pub struct DeltaTracker<K = SeriesKey> {
     hist: HashMap<K, Prev<Histogram>>,
-    errors: HashMap<K, Prev<u64>>,
+    counters: HashMap<K, Prev<u64>>,
     evict_after: u32,
 }
 
@@ -223,14 +223,14 @@ pub struct DeltaTracker<K = SeriesKey> {
 #[derive(Debug)]
 pub struct Evictions<K = SeriesKey> {
     pub hist: Vec<K>,
-    pub errors: Vec<K>,
+    pub counters: Vec<K>,
 }
 
 impl<K> Default for Evictions<K> {
     fn default() -> Self {
         Evictions {
             hist: vec![],
-            errors: vec![],
+            counters: vec![],
         }
     }
 }
@@ -239,7 +239,7 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
     pub fn new(evict_after: u32) -> Self {
         DeltaTracker {
             hist: HashMap::new(),
-            errors: HashMap::new(),
+            counters: HashMap::new(),
             evict_after: evict_after.max(1),
         }
     }
@@ -250,7 +250,7 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
     pub fn update(
         &mut self,
         hist: impl IntoIterator<Item = (K, Histogram)>,
-        errors: impl IntoIterator<Item = (K, u64)>,
+        counters: impl IntoIterator<Item = (K, u64)>,
     ) -> (Deltas<K>, Evictions<K>) {
         let mut out = Deltas::default();
         let mut ev = Evictions::default();
@@ -274,9 +274,9 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
         }
         // Entries gone from the kernel map are forgotten.
         self.hist = seen_h;
-        let mut seen_e = HashMap::with_capacity(self.errors.len());
-        for (k, cur) in errors {
-            let prev = self.errors.remove(&k);
+        let mut seen_e = HashMap::with_capacity(self.counters.len());
+        for (k, cur) in counters {
+            let prev = self.counters.remove(&k);
             let d = counter_delta(prev.as_ref().map(|p| p.value), cur);
             let idle = if d == 0 {
                 prev.map_or(0, |p| p.idle) + 1
@@ -284,15 +284,15 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
                 0
             };
             if idle >= self.evict_after {
-                ev.errors.push(k);
+                ev.counters.push(k);
                 continue;
             }
             if d != 0 {
-                out.errors.push((k, d));
+                out.counters.push((k, d));
             }
             seen_e.insert(k, Prev { value: cur, idle });
         }
-        self.errors = seen_e;
+        self.counters = seen_e;
         (out, ev)
     }
 }
@@ -370,11 +370,11 @@ mod tests {
         let (d, _) = t.update([(key(1), hist(100, 5, 2))], [(key(1), 4)]);
         assert_eq!(d.hist[0].1.count(), 2);
         assert_eq!(d.hist[0].1.sum_ns, 100);
-        assert_eq!(d.errors, vec![(key(1), 4)]);
+        assert_eq!(d.counters, vec![(key(1), 4)]);
         let (d, _) = t.update([(key(1), hist(250, 5, 5))], [(key(1), 9)]);
         assert_eq!(d.hist[0].1.buckets[5], 3);
         assert_eq!(d.hist[0].1.sum_ns, 150);
-        assert_eq!(d.errors, vec![(key(1), 5)]);
+        assert_eq!(d.counters, vec![(key(1), 5)]);
     }
 
     #[test]
@@ -413,7 +413,7 @@ mod tests {
         assert!(d.hist.is_empty() && ev.hist.is_empty());
         let (_, ev) = t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
         assert_eq!(ev.hist, vec![key(1)]);
-        assert_eq!(ev.errors, vec![key(2)]);
+        assert_eq!(ev.counters, vec![key(2)]);
         // After deletion the kernel recreates the entry from zero.
         let (d, _) = t.update([(key(1), hist(7, 1, 1))], []);
         assert_eq!(d.hist[0].1.count(), 1);

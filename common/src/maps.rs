@@ -7,7 +7,7 @@
 //! - self-metrics, logs and docs name it `map=<label>`;
 //! - a kernel update that does not fit bumps the counter at [`MapSpec::id`]
 //!   (`counter::map_full(id)`);
-//! - its memory is `entries x (key + value)` plus the kernel's overhead.
+//! - its kernel memory is [`MapSpec::kernel_bytes`].
 //!
 //! `COUNTERS` and `ZERO_HIST` are fixed-size internals, not measurements:
 //! they are not in the catalogue (their few bytes are in [`FIXED_BYTES`]).
@@ -53,14 +53,6 @@ pub struct MapSpec {
     pub value_size: u32,
     /// What an entry is, for docs and `--help`.
     pub holds: &'static str,
-}
-
-impl MapSpec {
-    /// Bytes of keys and values for `entries` (the kernel adds per-element
-    /// overhead on top, see [`element_overhead`]).
-    pub const fn key_value_bytes(&self, entries: u32) -> u64 {
-        entries as u64 * (self.key_size as u64 + self.value_size as u64)
-    }
 }
 
 const fn size<T>() -> u32 {

@@ -524,7 +524,7 @@ fn pod_env(m: &Manifest, endpoint: String, health_port: u16) -> Vec<(&'static st
 #[test]
 fn container_with_manifest_privileges_exports_and_flushes_on_stop() {
     if let Some(why) = container_skip_reason() {
-        eprintln!("skipped: {why}");
+        common::skip(why);
         return;
     }
     let m = manifest();
@@ -596,7 +596,7 @@ fn container_with_manifest_privileges_exports_and_flushes_on_stop() {
 #[test]
 fn container_without_a_capability_or_the_profile_fails_naming_it() {
     if let Some(why) = container_skip_reason() {
-        eprintln!("skipped: {why}");
+        common::skip(why);
         return;
     }
     let m = manifest();
@@ -756,7 +756,7 @@ fn unit_values(text: &str, key: &str) -> Vec<String> {
 #[test]
 fn systemd_unit_verifies_and_keeps_its_security_score() {
     if !have("systemd-analyze") {
-        eprintln!("skipped: systemd-analyze is not installed");
+        common::skip("systemd-analyze is not installed");
         return;
     }
     let dir = temp_dir("unit");
@@ -956,7 +956,7 @@ fn deb() -> &'static Path {
 #[test]
 fn deb_has_the_right_files_modes_and_conffiles() {
     if !have("dpkg-deb") {
-        eprintln!("skipped: dpkg-deb is not installed (not a Debian system)");
+        common::skip("dpkg-deb is not installed (not a Debian system)");
         return;
     }
     let deb = deb();
@@ -1009,7 +1009,11 @@ fn deb_has_the_right_files_modes_and_conffiles() {
 /// and purge removes everything.
 #[test]
 fn deb_installs_and_purges_in_a_throwaway_root() {
-    if !require_root() || !have("dpkg") {
+    if !require_root() {
+        return;
+    }
+    if !have("dpkg") {
+        common::skip("dpkg is not installed (not a Debian system)");
         return;
     }
     let deb = deb();

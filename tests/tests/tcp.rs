@@ -60,6 +60,48 @@ fn last_number(points: &[MetricPoint], metric: &str, attrs: &[(&str, &str)]) -> 
         .last()
 }
 
+/// Every SLI point carries exactly the attributes docs/metrics.md lists for
+/// its metric (the test reads the doc's table). Regression: histogram and
+/// counter kinds once shared numbers, and every `tcp.connect.duration`
+/// point said `error.type=cancelled`, `tcp.client.request.duration`
+/// `network.io.direction=transmit`, `tcp.rtt` `network.io.direction=receive`.
+#[test]
+fn every_metric_carries_exactly_its_documented_attributes() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let _agent = Agent::start(
+        &["--endpoint", &rx.grpc_endpoint(), "--interval", "1s"],
+        &[],
+    );
+    let name = unique_name("attrs");
+    run_named(&name, &["fail-open", "3"]);
+    run_named(&name, &["tcp-refused", "2"]);
+    run_named(&name, &["tcp-connect", "2"]);
+    run_named(&name, &["tcp-reqresp", "1", "2", "5"]);
+    run_named(&name, &["tcp-reset"]);
+    let want = [
+        "syscall.duration",
+        "syscall.errors",
+        "tcp.connect.duration",
+        "tcp.connect.errors",
+        "tcp.server.request.duration",
+        "tcp.client.request.duration",
+        "tcp.rtt",
+        "tcp.resets",
+    ];
+    let mine = [("process.executable.name", name.as_str())];
+    let pts = rx.wait_for(WAIT, |p| {
+        want.iter().all(|m| select(p, m, &mine).next().is_some())
+    });
+    let checked = syscope_tests::assert_documented_attributes(&pts);
+    for m in want {
+        assert!(checked.iter().any(|c| c == m), "{m} not checked");
+    }
+    eprintln!("documented attributes hold for {checked:?}");
+}
+
 #[test]
 fn refused_connects_counted_exactly_and_connects_timed() {
     if !require_root() {
@@ -124,7 +166,7 @@ fn refused_connects_over_ipv6() {
         return;
     }
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: no IPv6 loopback");
+        common::skip("no IPv6 loopback");
         return;
     }
     let rx = Receiver::start();
@@ -293,6 +335,7 @@ fn listen_drops_match_the_kernel_counter() {
     });
     let p = select(&pts, "tcp.listen.drops", &by).last().unwrap();
     assert_eq!(p.unit, "{connection}");
+    syscope_tests::assert_documented_attributes(&pts);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         last_number(&rx.points(), "tcp.listen.drops", &by),
@@ -399,6 +442,7 @@ fn timed_out_connect_is_etimedout_with_its_syn_retransmits() {
             && last_number(p, "tcp.retransmits", &by) == Some(retrans)
     });
     assert!(select(&pts, "tcp.connect.duration", &by).next().is_none());
+    syscope_tests::assert_documented_attributes(&pts);
     eprintln!("timed out connect: 1 ETIMEDOUT, {retrans} SYN retransmits (tcpi_total_retrans)");
 }
 

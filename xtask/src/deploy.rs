@@ -20,6 +20,18 @@ use crate::{root, sh};
 
 /// The version every artifact carries: the workspace's.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The one-line description, from agent/Cargo.toml (the one copy: `--help`,
+/// the image label and the package use it).
+fn description() -> Result<String> {
+    let manifest = fs::read_to_string(root().join("agent/Cargo.toml"))?;
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("description = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .map(str::to_owned)
+        .context("no description in agent/Cargo.toml")
+}
 /// Debian revision of the package built here.
 const DEB_REVISION: &str = "1";
 
@@ -76,6 +88,10 @@ pub fn build_image() -> Result<String> {
         .args([
             "--label",
             &format!("org.opencontainers.image.version={VERSION}"),
+        ])
+        .args([
+            "--label",
+            &format!("org.opencontainers.image.description={}", description()?),
         ])
         .args(["-t", &name, "-f"])
         .arg(root().join("deploy/container/Containerfile"))
@@ -211,6 +227,7 @@ pub fn deb() -> Result<PathBuf> {
     let arch = stdout_of(Command::new("dpkg").arg("--print-architecture"))?;
     let version = format!("{VERSION}-{DEB_REVISION}");
     let installed_kib = dir_size(&pkg, &pkg.join("DEBIAN"))?.div_ceil(1024);
+    let summary = description()?;
     let control = format!(
         "Package: syscope\n\
          Version: {version}\n\
@@ -221,11 +238,11 @@ pub fn deb() -> Result<PathBuf> {
          Section: admin\n\
          Priority: optional\n\
          Homepage: https://github.com/syscope/syscope\n\
-         Description: eBPF syscall latency and error SLIs for every workload, over OTLP\n \
-         syscope attaches eBPF programs to the kernel's syscall hooks, aggregates\n \
-         latency histograms and error counts per workload in the kernel, and\n \
-         exports them as OpenTelemetry metrics. Runs as a systemd service with\n \
-         only CAP_BPF and CAP_PERFMON. Needs Linux 5.8+ with BTF.\n"
+         Description: {summary}\n \
+         syscope attaches eBPF programs to the kernel's syscall, socket and TCP\n \
+         hooks, aggregates latency histograms and error counts per workload in\n \
+         the kernel, and exports them as OpenTelemetry metrics. Runs as a\n \
+         systemd service with only CAP_BPF and CAP_PERFMON. Needs Linux with BTF.\n"
     );
     write(&pkg.join("DEBIAN/control"), &control, 0o644)?;
     sh(Command::new("sh")

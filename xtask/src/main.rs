@@ -284,6 +284,9 @@ fn test() -> Result<()> {
     if !is_root() {
         eprintln!("integration tests need root (CAP_BPF, CAP_PERFMON): they will report themselves skipped");
     }
+    // Each skipped test appends a line here (tests/tests/common: skip).
+    let skip_log = r.join("target/skipped-tests.txt");
+    std::fs::write(&skip_log, "").with_context(|| format!("truncating {}", skip_log.display()))?;
     let mut integration = cargo();
     integration
         .current_dir(&r)
@@ -296,6 +299,7 @@ fn test() -> Result<()> {
             "--",
             "--test-threads=1",
         ])
+        .env("SYSCOPE_SKIP_LOG", &skip_log)
         .env("SYSCOPE_BIN", r.join("target/release/syscope"))
         .env("SYSCOPE_ROTEL", r.join(".venv/bin/rotel-agent"));
     // The packaged forms, built once here for tests/tests/deploy.rs.
@@ -303,6 +307,44 @@ fn test() -> Result<()> {
     if is_root() {
         integration.env("SYSCOPE_IMAGE", deploy::build_image()?);
     }
-    sh(&mut integration)?;
+    let run = sh(&mut integration);
+    // Listed even when the run failed: a skip may be why.
+    let skipped: Vec<String> = std::fs::read_to_string(&skip_log)
+        .with_context(|| format!("reading {}", skip_log.display()))?
+        .lines()
+        .filter_map(|l| l.strip_prefix("SKIPPED "))
+        .map(str::to_owned)
+        .collect();
+    if skipped.is_empty() {
+        eprintln!("integration tests: none skipped");
+    } else {
+        eprintln!(
+            "\n{} integration tests skipped (libtest shows a skip as passed):",
+            skipped.len()
+        );
+        for s in &skipped {
+            eprintln!("  {s}");
+        }
+    }
+    run?;
+    if !skipped.is_empty() {
+        if under_ci() {
+            bail!(
+                "{} tests skipped under CI, where all must run",
+                skipped.len()
+            );
+        }
+        if is_root() {
+            bail!(
+                "{} tests skipped although running as root, where all must run",
+                skipped.len()
+            );
+        }
+    }
     Ok(())
+}
+
+/// `CI` set, as CI services do (`CI=true`).
+fn under_ci() -> bool {
+    env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }

@@ -256,7 +256,7 @@ impl Aggregator {
             let attrs = self.syscall_attrs(k, cgroups).for_metric(m);
             self.hists[m.slot()].record(attrs, d, start);
         }
-        for (k, n) in &deltas.errors {
+        for (k, n) in &deltas.counters {
             let m = Metric::SyscallErrors;
             let mut attrs = self.syscall_attrs(k, cgroups);
             attrs.error = Some(self.errno(k.errno));
@@ -271,7 +271,7 @@ impl Aggregator {
             let attrs = self.tcp_attrs(k, cgroups).for_metric(m);
             self.hists[m.slot()].record(attrs, d, start);
         }
-        for (k, n) in &tcp.errors {
+        for (k, n) in &tcp.counters {
             let Some(kind) = CountKind::from_u8(k.kind) else {
                 continue;
             };

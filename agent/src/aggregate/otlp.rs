@@ -286,7 +286,7 @@ mod tests {
         d.buckets[i] = 3;
         Deltas {
             hist: vec![(key(0, 0), d)],
-            errors: vec![(key(0, 2), 5)],
+            counters: vec![(key(0, 2), 5)],
         }
     }
 
@@ -311,7 +311,7 @@ mod tests {
         d.buckets.iter_mut().for_each(|b| *b /= 3);
         Deltas {
             hist: vec![(tcp_key(HistKind::Connect as u8, 443), d)],
-            errors: vec![
+            counters: vec![
                 (tcp_key(CountKind::ConnectError as u8, 443), 2),
                 (tcp_key(CountKind::ResetSent as u8, 443), 1),
                 (tcp_key(CountKind::ResetReceived as u8, 443), 4),
@@ -330,7 +330,7 @@ mod tests {
                 .iter()
                 .map(|k| (tcp_key(*k as u8, 443), h.clone()))
                 .collect(),
-            errors: CountKind::ALL
+            counters: CountKind::ALL
                 .iter()
                 .map(|k| (tcp_key(*k as u8, 443), 1))
                 .collect(),

@@ -118,17 +118,6 @@ pub struct Probes {
 #[derive(Clone, Copy, Debug)]
 pub struct MapSizes(pub [u32; maps::COUNT]);
 
-impl MapSizes {
-    /// Bytes of keys and values the maps preallocate (the kernel adds its
-    /// per-element overhead; see `maps::kernel_bytes`).
-    pub fn key_value_bytes(&self) -> u64 {
-        maps::MAPS
-            .iter()
-            .map(|m| m.key_value_bytes(self.0[m.id]))
-            .sum()
-    }
-}
-
 /// Take a map out of the object under its catalogue name.
 fn take_map<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
@@ -247,12 +236,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         None
     };
     if let Some(mode) = mode {
-        info!(hook = mode.as_str(), "syscall probes attached");
+        info!(hook = mode.as_str(), "syscall programs attached");
     }
     let tcp = match sk {
         Some(_) => match tcp::attach(&mut ebpf) {
             Ok(()) => {
-                info!("TCP probes attached");
+                info!("TCP programs attached");
                 Some(TcpMaps::take(&mut ebpf)?)
             }
             // Syscall SLIs are still worth having on a kernel that lacks
@@ -273,7 +262,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         info!(
             map = m.label,
             entries = sizes.0[m.id],
-            key_value_bytes = m.key_value_bytes(sizes.0[m.id]),
+            kernel_bytes = m.kernel_bytes(sizes.0[m.id]),
             "kernel map"
         );
     }
@@ -288,7 +277,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
                 source,
             })
         })?;
-    Ok(Probes {
+    let probes = Probes {
         mode,
         tcp,
         hist,
@@ -296,7 +285,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         counters,
         map_sizes: sizes,
         ebpf: Some(ebpf),
-    })
+    };
+    // One line once everything is attached: supervisors and tests wait for it.
+    info!(
+        hooks = probes.hooks(),
+        kernel_map_bytes = maps::kernel_bytes(&sizes.0),
+        "probes attached"
+    );
+    Ok(probes)
 }
 
 impl Probes {
@@ -356,8 +352,14 @@ fn attach_syscalls(ebpf: &mut Ebpf, force: Option<AttachMode>) -> Result<AttachM
     } else {
         "not tried (tracepoint forced)".to_string()
     };
-    ensure_tracefs();
-    attach_tp(ebpf).map_err(|tp| ProbeError::Attach { btf: btf_err, tp })?;
+    let tracefs = ensure_tracefs();
+    attach_tp(ebpf).map_err(|tp| ProbeError::Attach {
+        btf: btf_err,
+        tp: match tracefs {
+            Some(why) => format!("{tp}; {why}"),
+            None => tp,
+        },
+    })?;
     Ok(AttachMode::Tracepoint)
 }
 
@@ -424,20 +426,33 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Tracepoint attachment reads tracepoint ids from tracefs; mount it if the
-/// host has not (needs CAP_SYS_ADMIN; failure surfaces in the attach error).
-fn ensure_tracefs() {
-    if Path::new(TRACEFS).join("events").exists() {
-        return;
+/// host has not (needs CAP_SYS_ADMIN). Returns what is wrong with it, if
+/// anything, for the attach error.
+fn ensure_tracefs() -> Option<String> {
+    let events = Path::new(TRACEFS).join("events");
+    match std::fs::metadata(&events) {
+        Ok(_) => return None,
+        // Mounted, but not for us: mode 0700 and no CAP_DAC_OVERRIDE.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Some(format!(
+                "tracefs is mounted at {TRACEFS} but this process may not read it ({e}): \
+                 the tracepoint hook needs read access (root or CAP_DAC_OVERRIDE), \
+                 or use the tp_btf hook"
+            ))
+        }
+        Err(_) => {}
     }
     let r = std::process::Command::new("mount")
         .args(["-t", "tracefs", "nodev", TRACEFS])
         .status();
     match r {
-        Ok(s) if s.success() => info!(path = TRACEFS, "mounted tracefs"),
-        _ => warn!(
-            path = TRACEFS,
-            "tracefs is not mounted and could not be mounted"
-        ),
+        Ok(s) if s.success() => {
+            info!(path = TRACEFS, "mounted tracefs");
+            None
+        }
+        _ => Some(format!(
+            "tracefs is not mounted at {TRACEFS} and could not be mounted (needs CAP_SYS_ADMIN)"
+        )),
     }
 }
 
@@ -528,6 +543,18 @@ mod tests {
     #[test]
     fn maps_doc_table_matches_docs() {
         crate::docgen::check_section("maps", &maps_doc_table());
+    }
+
+    /// Regression: a TCP attach failure was reported as "attaching the
+    /// syscall programs failed".
+    #[test]
+    fn tcp_attach_failure_names_the_tcp_set() {
+        let e = ProbeError::TcpAttach("load sock_send_btf: no such tracepoint".into()).to_string();
+        assert!(
+            e.contains("TCP programs") && e.contains("--probes syscalls"),
+            "{e}"
+        );
+        assert!(!e.contains("syscall programs"), "{e}");
     }
 
     #[test]

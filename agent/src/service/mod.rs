@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::config::{Env, HealthConfig};
 use crate::export::ExportHealth;
 use health::HealthState;
+use http::ConnectionStats;
 use notify::Notifier;
 
 /// Starting the health endpoint failed (the address is taken, say).
@@ -31,6 +32,7 @@ pub struct ListenError {
 /// The supervisor-facing side of the daemon. Dropping it stops the server.
 pub struct Service {
     state: Arc<HealthState>,
+    connections: Arc<ConnectionStats>,
     server: Option<JoinHandle<()>>,
     local_addr: Option<SocketAddr>,
     notifier: Option<Notifier>,
@@ -44,6 +46,7 @@ impl Service {
     /// not fatal: the agent still works, only the manager is not told.
     pub async fn start(cfg: &HealthConfig, env: &dyn Env) -> Result<Service, ListenError> {
         let state = Arc::new(HealthState::default());
+        let connections = Arc::new(ConnectionStats::default());
         let (server, local_addr) = match cfg.address {
             Some(address) => {
                 let listener = TcpListener::bind(address)
@@ -51,7 +54,11 @@ impl Service {
                     .map_err(|source| ListenError { address, source })?;
                 let local = listener.local_addr().unwrap_or(address);
                 info!(address = %local, "health endpoint listening: /healthz, /readyz");
-                let server = tokio::spawn(http::serve(listener, Arc::clone(&state)));
+                let server = tokio::spawn(http::serve(
+                    listener,
+                    Arc::clone(&state),
+                    Arc::clone(&connections),
+                ));
                 (Some(server), Some(local))
             }
             None => (None, None),
@@ -71,6 +78,7 @@ impl Service {
             });
         Ok(Service {
             state,
+            connections,
             server,
             local_addr,
             notifier,
@@ -85,6 +93,12 @@ impl Service {
 
     pub fn state(&self) -> &Arc<HealthState> {
         &self.state
+    }
+
+    /// What the health endpoint's connections did (accepted, closed at the
+    /// connection limit, timed out), for the agent's own metrics.
+    pub fn connections(&self) -> &Arc<ConnectionStats> {
+        &self.connections
     }
 
     /// Programs attached: readiness may turn true, and systemd learns the

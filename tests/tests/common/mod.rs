@@ -10,15 +10,51 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Root (or CAP_BPF + CAP_PERFMON) is needed to load programs; say so and
-/// skip otherwise. CI runs as root, so there these tests always run.
+/// Root (or CAP_BPF + CAP_PERFMON) is needed to load programs: false, with
+/// the skip recorded (see [`skip`]), when the tests do not run as root.
+#[track_caller]
 pub fn require_root() -> bool {
     // SAFETY: no arguments, cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: loading eBPF programs needs root (CAP_BPF, CAP_PERFMON)");
+        skip("loading eBPF programs needs root (CAP_BPF, CAP_PERFMON)");
         return false;
     }
     true
+}
+
+/// Records that the calling test is skipped, and why; the test then
+/// returns early, which libtest shows as passed. So the skip is printed
+/// past libtest's output capture, and appended as
+/// `SKIPPED <binary>::<test>: <reason>` to the file named by
+/// `SYSCOPE_SKIP_LOG`, which `cargo xtask test` lists and counts at the end
+/// (and fails on, as root or under CI). Under CI (`CI` set) the test fails
+/// here instead: CI must run everything.
+#[track_caller]
+pub fn skip(reason: &str) {
+    use std::io::Write as _;
+    let caller = std::panic::Location::caller();
+    let binary = std::path::Path::new(caller.file())
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let line = format!("SKIPPED {binary}::{test}: {reason} ({caller})\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(path) = std::env::var_os("SYSCOPE_SKIP_LOG") {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            panic!("cannot record the skip in {}: {e}", path.to_string_lossy());
+        }
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "CI must run every test, but this one skipped: {reason}"
+    );
 }
 
 pub fn agent_bin() -> PathBuf {
