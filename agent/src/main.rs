@@ -9,6 +9,9 @@ use syscope::{
 };
 
 fn main() -> ExitCode {
+    abort_on_panic();
+    // Bad usage (an unknown flag, a --hook that is not one of its values)
+    // is clap's to report: it names the flag and exits with status 2.
     let cli = Cli::parse();
     let cfg = match config::load(&cli, &ProcessEnv) {
         Ok(c) => c,
@@ -64,4 +67,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A panic anywhere, in any thread or tokio task, ends the process, so that
+/// the kernel detaches the programs with it. Without this, tokio would catch
+/// a task's panic and the process could hang with its programs attached.
+/// Release builds also abort by profile (`panic = "abort"`); this covers the
+/// rest and logs first.
+fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!("{info}");
+        } else {
+            print(info);
+        }
+        eprintln!("syscope: panicked; aborting so that the kernel detaches the programs");
+        std::process::abort();
+    }));
 }

@@ -1,13 +1,26 @@
-//! The agent binary's behaviour on bad input: invalid configuration exits 2
-//! and names the key; missing privileges name the capability.
+//! The agent binary's behaviour on bad input: invalid configuration (and
+//! bad usage) exits 2 before anything is loaded, naming the flag, variable
+//! or key, never panicking or hanging; missing privileges name the
+//! capability.
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
+/// Far longer than validation takes; a run that lasts longer hangs.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the agent (OTEL_* from the test's environment removed) and returns
+/// its exit status and stderr; fails the test if it does not end within
+/// [`TIMEOUT`] (it is SIGKILLed then).
 fn syscope(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(common::agent_bin());
-    cmd.args(args);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, _) in std::env::vars() {
         if k.starts_with("OTEL_") {
             cmd.env_remove(k);
@@ -16,11 +29,142 @@ fn syscope(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run syscope");
+    let child = cmd.spawn().expect("run syscope");
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(TIMEOUT) else {
+        // SAFETY: our own child, not yet reaped (the waiting thread is blocked on it).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("syscope {args:?} {env:?} still running after {TIMEOUT:?}: it hangs");
+    };
+    let out = out.expect("wait for syscope");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A config file for one test, removed on drop.
+struct TempConfig(std::path::PathBuf);
+
+impl TempConfig {
+    fn new(name: &str, text: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("syscope-cli-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("syscope.toml");
+        std::fs::write(&path, text).unwrap();
+        TempConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Exits 2 before anything is loaded, naming `name`, without a panic
+/// (101, or 134 for an abort) or a hang. `--print-config` is added so
+/// that a value that wrongly passes prints and exits 0 instead of loading
+/// programs.
+fn assert_refused(args: &[&str], env: &[(&str, &str)], name: &str) {
+    let args: Vec<&str> = args.iter().copied().chain(["--print-config"]).collect();
+    let (code, err) = syscope(&args, env);
+    assert_eq!(code, 2, "{args:?} {env:?}: {err}");
+    assert!(
+        err.contains(name),
+        "{args:?} {env:?}: {name} not named: {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} {env:?}: {err}");
+}
+
+/// Defect 4: each value that once panicked, hung or failed after attaching.
+#[test]
+fn huge_flag_values_exit_2_naming_the_flag() {
+    for (flag, value) in [
+        ("--interval", "18446744073709551615s"),
+        ("--buffer-intervals", "18446744073709551615"),
+        ("--buffer-intervals", "1000000000000"),
+        ("--table-rows", "9223372036854775809"),
+        ("--max-series", "9223372036854775809"),
+    ] {
+        assert_refused(&[flag, value], &[], flag);
+    }
+}
+
+#[test]
+fn huge_file_values_exit_2_naming_the_key() {
+    for (name, text, key) in [
+        (
+            "grace",
+            "shutdown_grace = \"18446744073709551615s\"\n",
+            "shutdown_grace",
+        ),
+        (
+            "maps",
+            "[limits.kernel_maps]\nsyscall_errors = 4294967295\n",
+            "limits.kernel_maps.syscall_errors",
+        ),
+        (
+            "failure",
+            "[health]\nmax_export_failure = \"100000000000h\"\n",
+            "health.max_export_failure",
+        ),
+    ] {
+        let file = TempConfig::new(name, text);
+        assert_refused(&["--config", file.path()], &[], key);
+    }
+}
+
+#[test]
+fn huge_env_values_exit_2_naming_the_variable() {
+    for var in ["OTEL_METRIC_EXPORT_INTERVAL", "OTEL_EXPORTER_OTLP_TIMEOUT"] {
+        assert_refused(&[], &[(var, "18446744073709551615")], var);
+    }
+}
+
+#[test]
+fn malformed_endpoint_exits_2_before_loading() {
+    assert_refused(&["--endpoint", "http://[::1"], &[], "--endpoint");
+    assert_refused(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1")],
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    );
+    let file = TempConfig::new("endpoint", "[export]\nendpoint = \"http://[::1\"\n");
+    assert_refused(&["--config", file.path()], &[], "export.endpoint");
+}
+
+/// clap's own usage errors exit 2 too, naming the flag.
+#[test]
+fn usage_errors_exit_2_naming_the_flag() {
+    assert_refused(&["--intervall", "5s"], &[], "--intervall");
+    assert_refused(&["--hook", "kprobe"], &[], "--hook");
+}
+
+/// Defect 8: TLS settings cannot be honoured yet, so they are refused.
+#[test]
+fn tls_variables_exit_2_naming_the_variable() {
+    for var in [
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+    ] {
+        assert_refused(&[], &[(var, "/etc/ssl/collector.pem")], var);
+    }
+    assert_refused(
+        &[],
+        &[("OTEL_METRICS_EXPORTER", "prometheus")],
+        "OTEL_METRICS_EXPORTER",
+    );
 }
 
 #[test]
@@ -42,14 +186,8 @@ fn invalid_env_value_exits_2_naming_the_variable() {
 
 #[test]
 fn unknown_file_key_exits_2_naming_the_key() {
-    let dir = std::env::temp_dir().join(format!("syscope-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bad.toml");
-    std::fs::write(&path, "[export]\nendpiont = \"http://x:4317\"\n").unwrap();
-    let (code, err) = syscope(&["--config", path.to_str().unwrap()], &[]);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("endpiont"), "{err}");
+    let file = TempConfig::new("unknown", "[export]\nendpiont = \"http://x:4317\"\n");
+    assert_refused(&["--config", file.path()], &[], "endpiont");
 }
 
 #[test]

@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(short = 'c', long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Collector base URL, http:// (TLS is not supported yet); without one, a live table is shown
+    /// Collector base URL, http://HOST[:PORT][/PATH] (no TLS yet); without one, a live table is shown
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
@@ -37,7 +37,7 @@ pub struct Cli {
     #[arg(long, value_name = "COMPRESSION")]
     pub compression: Option<String>,
 
-    /// Export interval, e.g. 10s or 500ms (default 60s; 5s for the live table; min 100ms)
+    /// Export interval, 100ms to 1h, e.g. 10s or 500ms (default 60s; 5s for the live table)
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<String>,
 
@@ -49,11 +49,11 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub service_name: Option<String>,
 
-    /// Series kept per metric (default 2000; min 2)
+    /// Series kept per metric, 2 to 1000000 (default 2000)
     #[arg(long, value_name = "N")]
     pub max_series: Option<String>,
 
-    /// Unsent intervals kept while the collector is down (default 60; min 1)
+    /// Unsent intervals kept while the collector is down, 1 to 10000 (default 60)
     #[arg(long, value_name = "N")]
     pub buffer_intervals: Option<String>,
 
@@ -61,7 +61,7 @@ pub struct Cli {
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
 
-    /// Rows in the live table (default 20)
+    /// Rows in the live table, 1 to 10000 (default 20)
     #[arg(long, value_name = "N")]
     pub table_rows: Option<String>,
 
@@ -104,6 +104,24 @@ fn after_help() -> String {
             let _ = writeln!(s, "      {line}");
         }
     }
+    s.push_str(
+        "\nNot supported (yet): set to anything but what they accept, these exit with status 2.\n\
+         Trace and log variables (OTEL_TRACES_*, OTEL_LOGS_*, ...) do not apply and are ignored.\n",
+    );
+    // Variables refused for the same reason share one text.
+    for (i, r) in env::REFUSED.iter().enumerate() {
+        let _ = writeln!(s, "  {}", r.name);
+        let doc = r.doc();
+        if env::REFUSED
+            .get(i + 1)
+            .is_some_and(|next| next.doc() == doc)
+        {
+            continue;
+        }
+        for line in wrap(&doc, 84) {
+            let _ = writeln!(s, "      {line}");
+        }
+    }
     s.push_str("\nConfig file (--config PATH), with every key:\n");
     for line in EXAMPLE_TOML.lines() {
         // No indent on blank lines: trailing spaces would show in diffs of the help.
@@ -111,4 +129,19 @@ fn after_help() -> String {
         let _ = writeln!(s, "{indent}{line}");
     }
     s
+}
+
+/// Lines of at most `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = vec![];
+    for word in text.split(' ') {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + word.len() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
 }

@@ -41,6 +41,7 @@ pub(super) const COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
 pub(super) const METRICS_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION";
 pub(super) const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 pub(super) const METRICS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT";
+pub(super) const METRIC_EXPORT_TIMEOUT: &str = "OTEL_METRIC_EXPORT_TIMEOUT";
 pub(super) const EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
 pub(super) const TEMPORALITY: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
 pub(super) const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
@@ -52,7 +53,8 @@ pub(super) const SYSCOPE_CONFIG: &str = "SYSCOPE_CONFIG";
 pub(super) const SYSCOPE_PROBES: &str = "SYSCOPE_PROBES";
 pub(super) const HEALTH_ADDRESS: &str = "SYSCOPE_HEALTH_ADDRESS";
 
-/// Every variable read, with its `--help` text; a test checks the two agree.
+/// Every variable read, with its `--help` text; a test checks the two agree,
+/// and that each states its setting's range (settings.rs).
 pub(super) const DOCS: &[(&str, &str)] = &[
     (
         ENDPOINT,
@@ -81,11 +83,21 @@ pub(super) const DOCS: &[(&str, &str)] = &[
         METRICS_COMPRESSION,
         "Same; beats OTEL_EXPORTER_OTLP_COMPRESSION.",
     ),
-    (TIMEOUT, "Export timeout in milliseconds (default 10000)."),
-    (METRICS_TIMEOUT, "Same; beats OTEL_EXPORTER_OTLP_TIMEOUT."),
+    (
+        TIMEOUT,
+        "Export timeout in milliseconds, 1 to 600000 (default 10000).",
+    ),
+    (
+        METRICS_TIMEOUT,
+        "Same, 1 to 600000; beats OTEL_EXPORTER_OTLP_TIMEOUT.",
+    ),
+    (
+        METRIC_EXPORT_TIMEOUT,
+        "Same, 1 to 600000; used when neither timeout variable above is set.",
+    ),
     (
         EXPORT_INTERVAL,
-        "Export interval in milliseconds (default 60000; 5000 for the live table; min 100).",
+        "Export interval in milliseconds, 100 to 3600000 (default 60000; 5000 for the live table).",
     ),
     (
         TEMPORALITY,
@@ -124,6 +136,115 @@ pub(super) const DOCS: &[(&str, &str)] = &[
         "Health endpoint IP:PORT (like --health-address), or off.",
     ),
 ];
+
+/// What to do instead of TLS, which this build does not have (a macro so
+/// that the refusals below can `concat!` it).
+macro_rules! tls_advice {
+    () => {
+        "export over http:// to a local OpenTelemetry Collector that forwards with TLS"
+    };
+}
+pub(super) const TLS_ADVICE: &str = tls_advice!();
+const NO_TLS: &str = concat!("TLS is not supported by this build; ", tls_advice!());
+
+/// A variable a user would expect to work that syscope cannot honour: set
+/// to anything but `accepts` (case-insensitive; a comma list, item by item),
+/// it is refused, naming it, rather than silently ignored.
+pub(super) struct Refused {
+    pub name: &'static str,
+    /// Values that are what syscope does anyway; empty: none.
+    pub accepts: &'static [&'static str],
+    pub why: &'static str,
+}
+
+const fn refused(
+    name: &'static str,
+    accepts: &'static [&'static str],
+    why: &'static str,
+) -> Refused {
+    Refused { name, accepts, why }
+}
+
+/// Checked before anything else. Trace and log variables (OTEL_TRACES_*,
+/// OTEL_LOGS_*, OTEL_EXPORTER_OTLP_TRACES_* ...) do not apply to a metrics
+/// agent and are ignored, so that a host-wide OTel environment works.
+pub(super) const REFUSED: &[Refused] = &[
+    refused("OTEL_EXPORTER_OTLP_CERTIFICATE", &[], NO_TLS),
+    refused("OTEL_EXPORTER_OTLP_CLIENT_KEY", &[], NO_TLS),
+    refused("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &[], NO_TLS),
+    refused("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", &[], NO_TLS),
+    refused("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", &[], NO_TLS),
+    refused("OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE", &[], NO_TLS),
+    refused(
+        "OTEL_EXPORTER_OTLP_INSECURE",
+        &["true"],
+        "this build has no TLS: every export is plaintext",
+    ),
+    refused(
+        "OTEL_EXPORTER_OTLP_METRICS_INSECURE",
+        &["true"],
+        "this build has no TLS: every export is plaintext",
+    ),
+    refused(
+        "OTEL_METRICS_EXPORTER",
+        &["otlp"],
+        "syscope exports over OTLP only (for no export, set OTEL_SDK_DISABLED=true)",
+    ),
+    refused(
+        "OTEL_METRICS_EXEMPLAR_FILTER",
+        &["always_off", "trace_based"],
+        "syscope records no exemplars",
+    ),
+    refused(
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+        &["base2_exponential_bucket_histogram"],
+        "syscope's histograms are base-2 exponential",
+    ),
+    refused(
+        "OTEL_CONFIG_FILE",
+        &[],
+        "declarative OpenTelemetry configuration is not supported; use --config or SYSCOPE_CONFIG",
+    ),
+];
+
+impl Refused {
+    /// The `--help` text.
+    pub fn doc(&self) -> String {
+        let mut why = self.why.to_owned();
+        if let Some(first) = why.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        match self.accepts {
+            [] => format!("{why}. Refused when set."),
+            accepts => format!(
+                "{why}. Accepted: {}; anything else is refused.",
+                accepts.join(" | ")
+            ),
+        }
+    }
+}
+
+/// Refuses any [`REFUSED`] variable set to a value syscope cannot honour.
+pub(super) fn refuse_unsupported(vars: &Vars<'_>) -> Result<(), ConfigError> {
+    for r in REFUSED {
+        let Some(v) = vars.get(r.name) else { continue };
+        let accepted = |item: &str| {
+            r.accepts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(item.trim()))
+        };
+        if r.accepts.is_empty() {
+            return Err(invalid(r.name, format!("{}; unset it", r.why)));
+        }
+        if !v.split(',').all(accepted) {
+            return Err(invalid(
+                r.name,
+                format!("{}; accepted: {}, got {v:?}", r.why, r.accepts.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Reads an [`Env`] the way the OTel spec asks: empty values count as unset.
 pub(super) struct Vars<'a>(pub &'a dyn Env);
@@ -195,6 +316,11 @@ fn percent_decode(s: &str) -> Result<String, String> {
         }
     }
     String::from_utf8(out).map_err(|_| "percent-decoded text is not UTF-8".to_owned())
+}
+
+/// A header list variable: parsed, then checked.
+pub(super) fn headers(key: &str, raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    check_headers(key, parse_kv_list(key, raw, true)?)
 }
 
 /// Checks headers for what both gRPC metadata and HTTP accept, so a bad one

@@ -1,5 +1,6 @@
-//! The TOML file layer. Values stay raw strings here so that validation, and
-//! its error messages, are shared with the flag and environment layers.
+//! The TOML file layer. Values stay raw strings (and numbers stay u64, what
+//! any TOML integer that is not negative fits) so that validation, ranges
+//! and error messages are shared with the flag and environment layers.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,7 +27,7 @@ pub(super) struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub table_rows: Option<usize>,
+    pub table_rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,7 +56,7 @@ pub(super) struct FileExport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub buffer_intervals: Option<usize>,
+    pub buffer_intervals: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_backoff: Option<String>,
 }
@@ -73,9 +74,9 @@ pub(super) struct FileResource {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_series_per_metric: Option<usize>,
+    pub max_series_per_metric: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub series_idle_intervals: Option<u32>,
+    pub series_idle_intervals: Option<u64>,
     /// Entries per kernel map, keyed by the map's label
     /// (`syscope_common::maps::MAPS`); unknown labels are errors.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -1,20 +1,23 @@
 //! Configuration: defaults < TOML file < OTEL_* environment < CLI flags.
 //!
-//! Each setting is looked up flag first, then environment, then file, and
-//! only the winning value is parsed and range-checked, so every error names
-//! the key the user wrote (`--protocol`, `OTEL_EXPORTER_OTLP_PROTOCOL` or
-//! `export.protocol`).
+//! Each setting (settings.rs: its flag, variables, key and range) is looked
+//! up flag first, then environment, then file, by the one helper in
+//! layer.rs, and only the winning value is parsed and range-checked, so
+//! every error names the key the user wrote (`--protocol`,
+//! `OTEL_EXPORTER_OTLP_PROTOCOL` or `export.protocol`). All of it happens
+//! before anything is loaded.
 
 mod cli;
 mod env;
 mod file;
+mod layer;
+mod settings;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 use syscope_common::maps;
 
@@ -24,14 +27,15 @@ pub use file::EXAMPLE_TOML;
 
 use env::Vars;
 use file::{FileConfig, FileExport};
+use layer::{Bounds, Given, Layer};
 
 /// Exit status for a configuration error (clap uses 2 for bad usage too).
 pub const EXIT_CODE_INVALID_CONFIG: i32 = 2;
 
+// Ranges are in settings.rs, with the flag, variables and key of each.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Without a collector the interval is the table's refresh rate.
 const DEFAULT_TABLE_INTERVAL: Duration = Duration::from_secs(5);
-const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_BUFFER_INTERVALS: usize = 60;
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -40,6 +44,7 @@ const DEFAULT_LOG: &str = "info";
 const DEFAULT_TABLE_ROWS: usize = 20;
 const DEFAULT_SERVICE_NAME: &str = "syscope";
 const SERVICE_NAME_ATTR: &str = "service.name";
+const ATTRIBUTES_KEY: &str = "resource.attributes";
 
 /// OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -259,12 +264,13 @@ impl ProbeSets {
         v
     }
 
-    fn parse<'a>(key: &str, items: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
+    /// A comma-separated list (the file's list arrives joined).
+    fn parse(key: &str, list: &str) -> Result<Self, ConfigError> {
         let mut p = ProbeSets {
             syscalls: false,
             tcp: false,
         };
-        for item in items {
+        for item in list.split(',') {
             match item.trim() {
                 "syscalls" => p.syscalls = true,
                 "tcp" => p.tcp = true,
@@ -349,7 +355,7 @@ impl Config {
             temporality: Some(self.temporality.to_string()),
             log: Some(self.log.clone()),
             shutdown_grace: Some(fmt_d(self.shutdown_grace)),
-            table_rows: Some(self.table_rows),
+            table_rows: Some(self.table_rows as u64),
             probes: Some(self.probes.names()),
             export: self.export.as_ref().map(|e| FileExport {
                 endpoint: Some(e.endpoint.clone()),
@@ -363,7 +369,7 @@ impl Config {
                 }),
                 compression: Some(e.compression.to_string()),
                 timeout: Some(fmt_d(e.timeout)),
-                buffer_intervals: Some(e.buffer_intervals),
+                buffer_intervals: Some(e.buffer_intervals as u64),
                 max_backoff: Some(fmt_d(e.max_backoff)),
             }),
             resource: file::FileResource {
@@ -371,8 +377,8 @@ impl Config {
                 attributes: self.resource.attributes.iter().cloned().collect(),
             },
             limits: file::FileLimits {
-                max_series_per_metric: Some(self.limits.max_series_per_metric),
-                series_idle_intervals: Some(self.limits.series_idle_intervals),
+                max_series_per_metric: Some(self.limits.max_series_per_metric as u64),
+                series_idle_intervals: Some(self.limits.series_idle_intervals.into()),
                 kernel_maps: maps::MAPS
                     .iter()
                     .map(|m| (m.label.to_owned(), self.limits.kernel_maps[m.id].into()))
@@ -448,94 +454,48 @@ fn load_str(cli: &Cli, env: &dyn Env, toml: &str) -> Result<Config, ConfigError>
 }
 
 fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, ConfigError> {
+    env::refuse_unsupported(vars)?;
     let mut warnings = Vec::new();
     let export = resolve_export(cli, vars, file.export.unwrap_or_default(), &mut warnings)?;
 
-    let interval = cli
-        .interval
-        .as_deref()
-        .map(|v| duration("--interval", v, MIN_INTERVAL))
-        .or_else(|| {
-            let v = vars.get(env::EXPORT_INTERVAL)?;
-            Some(millis(env::EXPORT_INTERVAL, &v, MIN_INTERVAL))
-        })
-        .or_else(|| {
-            let v = file.interval.as_deref()?;
-            Some(duration("interval", v, MIN_INTERVAL))
-        })
-        .transpose()?
+    let interval = settings::INTERVAL
+        .resolve(cli.interval.as_deref(), vars, file.interval)?
         .unwrap_or(if export.is_some() {
             DEFAULT_INTERVAL
         } else {
             DEFAULT_TABLE_INTERVAL
         });
-
-    let temporality = cli
-        .temporality
-        .as_deref()
-        .map(|v| temporality("--temporality", v))
-        .or_else(|| Some(temporality(env::TEMPORALITY, &vars.get(env::TEMPORALITY)?)))
-        .or_else(|| Some(temporality("temporality", file.temporality.as_deref()?)))
-        .transpose()?
+    let temporality = settings::TEMPORALITY
+        .resolve(cli.temporality.as_deref(), vars, file.temporality)?
         .unwrap_or_default();
-
-    let log = cli
-        .log
-        .as_deref()
-        .map(|v| log_filter("--log", v))
-        .or_else(|| {
-            let (key, v) = vars.first(&[env::SYSCOPE_LOG, env::RUST_LOG])?;
-            Some(log_filter(key, &v))
-        })
-        .or_else(|| Some(log_filter("log", file.log.as_deref()?)))
-        .transpose()?
+    let log = settings::LOG
+        .resolve(cli.log.as_deref(), vars, file.log)?
         .unwrap_or_else(|| DEFAULT_LOG.to_owned());
-
-    let shutdown_grace = file
-        .shutdown_grace
-        .as_deref()
-        .map(|v| duration("shutdown_grace", v, Duration::ZERO))
-        .transpose()?
+    let shutdown_grace = settings::SHUTDOWN_GRACE
+        .resolve(None, vars, file.shutdown_grace)?
         .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
-
-    let table_rows = cli
-        .table_rows
-        .as_deref()
-        .map(|v| count("--table-rows", v, 1))
-        .or_else(|| Some(at_least("table_rows", file.table_rows?, 1)))
-        .transpose()?
-        .unwrap_or(DEFAULT_TABLE_ROWS);
+    // Counts fit any integer type: their ranges end at 1,000,000.
+    let table_rows = settings::TABLE_ROWS
+        .resolve(cli.table_rows.as_deref(), vars, file.table_rows)?
+        .map_or(DEFAULT_TABLE_ROWS, |n| n as usize);
+    let probes = settings::PROBES
+        .resolve(
+            cli.probes.as_deref(),
+            vars,
+            file.probes.map(|p| p.join(",")),
+        )?
+        .unwrap_or_default();
 
     let fl = file.limits;
     let defaults = LimitsConfig::default();
     let limits = LimitsConfig {
-        max_series_per_metric: cli
-            .max_series
-            .as_deref()
-            .map(|v| count("--max-series", v, 2))
-            .or_else(|| {
-                let n = fl.max_series_per_metric?;
-                Some(at_least("limits.max_series_per_metric", n, 2))
-            })
-            .transpose()?
-            .unwrap_or(defaults.max_series_per_metric),
-        series_idle_intervals: file_count(
-            "limits.series_idle_intervals",
-            fl.series_idle_intervals,
-            1,
-        )?
-        .unwrap_or(defaults.series_idle_intervals),
+        max_series_per_metric: settings::MAX_SERIES
+            .resolve(cli.max_series.as_deref(), vars, fl.max_series_per_metric)?
+            .map_or(defaults.max_series_per_metric, |n| n as usize),
+        series_idle_intervals: settings::SERIES_IDLE_INTERVALS
+            .resolve(None, vars, fl.series_idle_intervals)?
+            .map_or(defaults.series_idle_intervals, |n| n as u32),
         kernel_maps: kernel_map_sizes(&fl.kernel_maps)?,
-    };
-
-    let probes = if let Some(v) = &cli.probes {
-        ProbeSets::parse("--probes", v.split(','))?
-    } else if let Some(v) = vars.get(env::SYSCOPE_PROBES) {
-        ProbeSets::parse(env::SYSCOPE_PROBES, v.split(','))?
-    } else if let Some(v) = &file.probes {
-        ProbeSets::parse("probes", v.iter().map(String::as_str))?
-    } else {
-        ProbeSets::default()
     };
 
     let resource = resolve_resource(cli, vars, file.resource)?;
@@ -566,98 +526,46 @@ fn resolve_export(
 ) -> Result<Option<ExportConfig>, ConfigError> {
     // The highest layer naming any endpoint supplies both URLs, so that a
     // lower layer's metrics URL cannot shadow `--endpoint`.
-    type Url = Option<(&'static str, String)>;
-    let layer: Option<(Url, Url)> = if let Some(v) = &cli.endpoint {
-        Some((Some(("--endpoint", v.clone())), None))
-    } else {
-        let base = vars.get(env::ENDPOINT).map(|v| (env::ENDPOINT, v));
-        let metrics = vars
-            .get(env::METRICS_ENDPOINT)
-            .map(|v| (env::METRICS_ENDPOINT, v));
-        if base.is_some() || metrics.is_some() {
-            Some((base, metrics))
-        } else if fe.endpoint.is_some() || fe.metrics_endpoint.is_some() {
-            Some((
-                fe.endpoint.map(|v| ("export.endpoint", v)),
-                fe.metrics_endpoint.map(|v| ("export.metrics_endpoint", v)),
-            ))
-        } else {
-            None
-        }
+    let base = settings::ENDPOINT.pick(cli.endpoint.as_deref(), vars, fe.endpoint);
+    let metrics = settings::METRICS_ENDPOINT.pick(None, vars, fe.metrics_endpoint);
+    let top = base.iter().chain(&metrics).map(|g| g.layer).min();
+    let url = |given: Option<Given>| {
+        given
+            .filter(|g| Some(g.layer) == top)
+            .map(|g| endpoint(g.name, &g.text))
+            .transpose()
     };
-    let check = |url: Url| url.map(|(key, v)| endpoint(key, &v)).transpose();
-    let urls = match layer {
-        Some((base, metrics)) => Some((check(base)?, check(metrics)?)),
-        None => None,
-    };
+    let (base, metrics) = (url(base)?, url(metrics)?);
 
-    let protocol = cli
-        .protocol
-        .as_deref()
-        .map(|v| protocol("--protocol", v))
-        .or_else(|| {
-            let (key, v) = vars.first(&[env::METRICS_PROTOCOL, env::PROTOCOL])?;
-            Some(protocol(key, &v))
-        })
-        .or_else(|| Some(protocol("export.protocol", fe.protocol.as_deref()?)))
-        .transpose()?
+    let protocol = settings::PROTOCOL
+        .resolve(cli.protocol.as_deref(), vars, fe.protocol)?
         .unwrap_or_default();
-
-    let compression = cli
-        .compression
-        .as_deref()
-        .map(|v| compression("--compression", v))
-        .or_else(|| {
-            let (key, v) = vars.first(&[env::METRICS_COMPRESSION, env::COMPRESSION])?;
-            Some(compression(key, &v))
-        })
-        .or_else(|| {
-            Some(compression(
-                "export.compression",
-                fe.compression.as_deref()?,
-            ))
-        })
-        .transpose()?
+    let compression = settings::COMPRESSION
+        .resolve(cli.compression.as_deref(), vars, fe.compression)?
         .unwrap_or_default();
-
     // A higher layer's header list replaces a lower one whole, as the
-    // signal-specific variable does the generic one in the spec.
-    let headers = match vars.first(&[env::METRICS_HEADERS, env::HEADERS]) {
-        Some((key, v)) => env::check_headers(key, env::parse_kv_list(key, &v, true)?)?,
+    // signal-specific variable does the generic one in the spec. The
+    // file's headers are a table, not text, so they are checked here.
+    let headers = match settings::HEADERS.resolve(None, vars, None::<String>)? {
+        Some(headers) => headers,
         None => env::check_headers(
-            "export.headers",
+            settings::HEADERS.key,
             fe.headers.unwrap_or_default().into_iter().collect(),
         )?,
     };
-
-    let timeout = vars
-        .first(&[env::METRICS_TIMEOUT, env::TIMEOUT])
-        .map(|(key, v)| millis(key, &v, Duration::from_millis(1)))
-        .or_else(|| {
-            let v = fe.timeout.as_deref()?;
-            Some(duration("export.timeout", v, Duration::from_millis(1)))
-        })
-        .transpose()?
+    let timeout = settings::TIMEOUT
+        .resolve(None, vars, fe.timeout)?
         .unwrap_or(DEFAULT_TIMEOUT);
-
-    let buffer_intervals = cli
-        .buffer_intervals
-        .as_deref()
-        .map(|v| count("--buffer-intervals", v, 1))
-        .or_else(|| Some(at_least("export.buffer_intervals", fe.buffer_intervals?, 1)))
-        .transpose()?
-        .unwrap_or(DEFAULT_BUFFER_INTERVALS);
-
-    let max_backoff = fe
-        .max_backoff
-        .as_deref()
-        .map(|v| duration("export.max_backoff", v, Duration::from_millis(1)))
-        .transpose()?
+    let buffer_intervals = settings::BUFFER_INTERVALS
+        .resolve(cli.buffer_intervals.as_deref(), vars, fe.buffer_intervals)?
+        .map_or(DEFAULT_BUFFER_INTERVALS, |n| n as usize);
+    let max_backoff = settings::MAX_BACKOFF
+        .resolve(None, vars, fe.max_backoff)?
         .unwrap_or(DEFAULT_MAX_BACKOFF);
 
     if let Some(v) = vars.get(env::SDK_DISABLED) {
         if v.eq_ignore_ascii_case("true") {
-            if urls.is_some() {
+            if top.is_some() {
                 warnings.push(format!(
                     "{}=true: not exporting although an endpoint is configured",
                     env::SDK_DISABLED
@@ -673,7 +581,7 @@ fn resolve_export(
         }
     }
 
-    Ok(urls.map(|(base, metrics)| ExportConfig {
+    Ok(top.map(|_| ExportConfig {
         // Only a metrics URL given: it is the base too (see the field doc).
         endpoint: base.or_else(|| metrics.clone()).unwrap_or_default(),
         metrics_endpoint: metrics,
@@ -695,38 +603,31 @@ fn resolve_resource(
         Some(v) => env::parse_kv_list(env::RESOURCE_ATTRIBUTES, &v, false)?,
         None => Vec::new(),
     };
-    let attr_service = |attrs: &[(String, String)]| {
-        attrs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == SERVICE_NAME_ATTR)
-            .map(|(_, v)| v.clone())
-    };
     let file_attrs: Vec<(String, String)> = fr.attributes.into_iter().collect();
-
-    let (key, service_name) = [
-        ("--service-name", cli.service_name.clone()),
-        (env::SERVICE_NAME, vars.get(env::SERVICE_NAME)),
-        (env::RESOURCE_ATTRIBUTES, attr_service(&env_attrs)),
-        ("resource.service_name", fr.service_name),
-        ("resource.attributes", attr_service(&file_attrs)),
-    ]
-    .into_iter()
-    .find_map(|(key, v)| v.map(|v| (key, v)))
-    .unwrap_or(("", DEFAULT_SERVICE_NAME.to_owned()));
-    if service_name.trim().is_empty() {
-        return Err(invalid(key, "service name must not be empty"));
-    }
+    // service.name in the attributes ranks just below the layer's own
+    // service-name setting.
+    let attr_service = |name, layer, attrs: &[(String, String)]| {
+        let (_, v) = attrs.iter().rev().find(|(k, _)| k == SERVICE_NAME_ATTR)?;
+        Some(Given::new(name, layer, v.as_str()))
+    };
+    let s = settings::SERVICE_NAME;
+    let given = s
+        .in_flag(cli.service_name.as_deref())
+        .or_else(|| s.in_env(vars))
+        .or_else(|| attr_service(env::RESOURCE_ATTRIBUTES, Layer::Env, &env_attrs))
+        .or_else(|| s.in_file(fr.service_name))
+        .or_else(|| attr_service(ATTRIBUTES_KEY, Layer::File, &file_attrs));
+    let service_name = match given {
+        Some(g) => s.accept(&g)?,
+        None => DEFAULT_SERVICE_NAME.to_owned(),
+    };
 
     // Resource detectors merge, so environment attributes override the
     // file's key by key rather than replacing the whole set.
     let mut attributes: Vec<(String, String)> = Vec::new();
     for (k, v) in file_attrs.into_iter().chain(env_attrs) {
         if k.is_empty() {
-            return Err(invalid(
-                "resource.attributes",
-                "attribute names must not be empty",
-            ));
+            return Err(invalid(ATTRIBUTES_KEY, "attribute names must not be empty"));
         }
         if k == SERVICE_NAME_ATTR {
             continue;
@@ -749,27 +650,21 @@ fn resolve_health(
     interval: Duration,
 ) -> Result<HealthConfig, ConfigError> {
     let default = HealthConfig::default_for(interval);
-    let address = cli
-        .health_address
-        .as_deref()
-        .map(|v| health_address("--health-address", v))
-        .or_else(|| {
-            let v = vars.get(env::HEALTH_ADDRESS)?;
-            Some(health_address(env::HEALTH_ADDRESS, &v))
-        })
-        .or_else(|| Some(health_address("health.address", fh.address.as_deref()?)))
-        .transpose()?
-        .flatten();
-    let max_export_failure = fh
-        .max_export_failure
-        .as_deref()
-        .map(|v| duration("health.max_export_failure", v, Duration::from_millis(1)))
-        .transpose()?
-        .unwrap_or(default.max_export_failure);
     Ok(HealthConfig {
-        address,
-        max_export_failure,
+        address: settings::HEALTH_ADDRESS
+            .resolve(cli.health_address.as_deref(), vars, fh.address)?
+            .flatten(),
+        max_export_failure: settings::MAX_EXPORT_FAILURE
+            .resolve(None, vars, fh.max_export_failure)?
+            .unwrap_or(default.max_export_failure),
     })
+}
+
+fn service_name(key: &str, raw: &str) -> Result<String, ConfigError> {
+    if raw.trim().is_empty() {
+        return Err(invalid(key, "service name must not be empty"));
+    }
+    Ok(raw.to_owned())
 }
 
 /// `IP:PORT`, or `off`. No host names: resolving one at startup would make
@@ -826,6 +721,9 @@ fn temporality(key: &str, raw: &str) -> Result<Temporality, ConfigError> {
     }
 }
 
+/// An http:// URL that both transports' own parsers accept (the gRPC URI
+/// and the HTTP URL), so an endpoint that passes here cannot fail after the
+/// programs are attached.
 fn endpoint(key: &str, raw: &str) -> Result<String, ConfigError> {
     let url = raw.trim();
     let lower = url.to_ascii_lowercase();
@@ -834,24 +732,29 @@ fn endpoint(key: &str, raw: &str) -> Result<String, ConfigError> {
         return Err(invalid(
             key,
             format!(
-                "https (TLS) is not supported by this build, got {raw:?}; \
-                 export over http:// to a local OpenTelemetry Collector that forwards with TLS"
+                "https (TLS) is not supported by this build, got {raw:?}; {}",
+                env::TLS_ADVICE
             ),
         ));
     }
-    let rest = lower.strip_prefix("http://");
-    match rest {
-        Some(rest)
-            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
-        {
-            // Schemes are case-insensitive; the transports expect lowercase.
-            Ok(format!("http://{}", &url["http://".len()..]))
-        }
-        _ => Err(invalid(
+    let bad = |why: String| {
+        invalid(
             key,
-            format!("expected an http:// URL with a host, got {raw:?}"),
-        )),
+            format!("expected an http:// URL with a host, got {raw:?}{why}"),
+        )
+    };
+    match lower.strip_prefix("http://") {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) => {
+        }
+        _ => return Err(bad(String::new())),
     }
+    // Schemes are case-insensitive; the transports expect lowercase.
+    let url = format!("http://{}", &url["http://".len()..]);
+    reqwest::Url::parse(&url).map_err(|e| bad(format!(" ({e})")))?;
+    url.parse::<tonic::transport::Uri>()
+        .map_err(|e| bad(format!(" ({e})")))?;
+    Ok(url)
 }
 
 fn log_filter(key: &str, raw: &str) -> Result<String, ConfigError> {
@@ -860,59 +763,6 @@ fn log_filter(key: &str, raw: &str) -> Result<String, ConfigError> {
         .parse(filter)
         .map_err(|e| invalid(key, format!("invalid log filter {raw:?}: {e}")))?;
     Ok(filter.to_owned())
-}
-
-fn duration(key: &str, raw: &str, min: Duration) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(raw.trim()).map_err(|e| {
-        invalid(
-            key,
-            format!("expected a duration like \"10s\" or \"500ms\", got {raw:?} ({e})"),
-        )
-    })?;
-    min_duration(key, d, min)
-}
-
-/// OTel environment variables give durations as integer milliseconds.
-fn millis(key: &str, raw: &str, min: Duration) -> Result<Duration, ConfigError> {
-    let ms: u64 = raw.trim().parse().map_err(|_| {
-        invalid(
-            key,
-            format!("expected a whole number of milliseconds, got {raw:?}"),
-        )
-    })?;
-    min_duration(key, Duration::from_millis(ms), min)
-}
-
-fn min_duration(key: &str, d: Duration, min: Duration) -> Result<Duration, ConfigError> {
-    if d < min {
-        return Err(invalid(
-            key,
-            format!(
-                "must be at least {}, got {}",
-                humantime::format_duration(min),
-                humantime::format_duration(d)
-            ),
-        ));
-    }
-    Ok(d)
-}
-
-fn count<T>(key: &str, raw: &str, min: T) -> Result<T, ConfigError>
-where
-    T: FromStr + PartialOrd + fmt::Display,
-{
-    let n = raw
-        .trim()
-        .parse()
-        .map_err(|_| invalid(key, format!("expected a whole number, got {raw:?}")))?;
-    at_least(key, n, min)
-}
-
-fn at_least<T: PartialOrd + fmt::Display>(key: &str, n: T, min: T) -> Result<T, ConfigError> {
-    if n < min {
-        return Err(invalid(key, format!("must be at least {min}, got {n}")));
-    }
-    Ok(n)
 }
 
 /// `[limits.kernel_maps]`: entries per map label, each within the map's range.
@@ -929,17 +779,12 @@ fn kernel_map_sizes(
                 format!("unknown kernel map (known: {})", known.join(", ")),
             ));
         };
-        if n < 1 || n > m.max_entries.into() {
-            return Err(invalid(
-                &key,
-                format!("must be between 1 and {}, got {n}", m.max_entries),
-            ));
-        }
-        sizes[m.id] = n as u32;
+        let range = Bounds {
+            min: 1,
+            max: m.max_entries.into(),
+        };
+        // In range, so it fits the map's u32 maximum.
+        sizes[m.id] = range.check(&key, n)? as u32;
     }
     Ok(sizes)
-}
-
-fn file_count(key: &str, n: Option<u32>, min: u32) -> Result<Option<u32>, ConfigError> {
-    n.map(|n| at_least(key, n, min)).transpose()
 }

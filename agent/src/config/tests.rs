@@ -4,6 +4,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use super::*;
+use env::Vars;
 
 fn cli(args: &[&str]) -> Cli {
     Cli::try_parse_from(std::iter::once("syscope").chain(args.iter().copied())).unwrap()
@@ -367,9 +368,15 @@ fn interval_minimum_and_errors() {
         Duration::from_millis(100)
     );
     let e = err(&["--interval", "99ms"], &[], "");
-    assert!(e.contains("--interval: must be at least 100ms"), "{e}");
-    assert!(err(&[], &[("OTEL_METRIC_EXPORT_INTERVAL", "50")], "")
-        .contains("OTEL_METRIC_EXPORT_INTERVAL: must be at least"));
+    assert!(
+        e.contains("--interval: must be between 100ms and 1h, got 99ms"),
+        "{e}"
+    );
+    assert!(
+        err(&[], &[("OTEL_METRIC_EXPORT_INTERVAL", "50")], "").contains(
+            "OTEL_METRIC_EXPORT_INTERVAL: must be between 100 and 3600000 milliseconds, got 50"
+        )
+    );
     assert!(err(&[], &[("OTEL_METRIC_EXPORT_INTERVAL", "10s")], "")
         .contains("OTEL_METRIC_EXPORT_INTERVAL: expected a whole number of milliseconds"));
     assert!(err(&["--interval", "10"], &[], "").contains("--interval: expected a duration"));
@@ -396,7 +403,7 @@ fn timeout_precedence_and_errors() {
     assert!(err(&[], &[("OTEL_EXPORTER_OTLP_TIMEOUT", "abc")], "")
         .contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
     assert!(err(&[], &[("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0")], "")
-        .contains("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: must be at least"));
+        .contains("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: must be between 1 and 600000 milliseconds"));
     assert!(err(&[], &[], "[export]\ntimeout = \"0s\"\n").contains("export.timeout"));
 }
 
@@ -434,17 +441,17 @@ fn bad_numbers_name_the_key() {
         (
             &["--max-series", "abc"],
             "",
-            "--max-series: expected a whole number, got \"abc\"",
+            "--max-series: expected a whole number from 2 to 1000000, got \"abc\"",
         ),
         (
             &["--max-series", "1"],
             "",
-            "--max-series: must be at least 2, got 1",
+            "--max-series: must be between 2 and 1000000, got 1",
         ),
         (
             &["--buffer-intervals", "0"],
             "",
-            "--buffer-intervals: must be at least 1",
+            "--buffer-intervals: must be between 1 and 10000, got 0",
         ),
         (
             &["--buffer-intervals=-3"],
@@ -456,11 +463,15 @@ fn bad_numbers_name_the_key() {
             "",
             "--table-rows: expected a whole number",
         ),
-        (&[], "table_rows = 0", "table_rows: must be at least 1"),
+        (
+            &[],
+            "table_rows = 0",
+            "table_rows: must be between 1 and 10000",
+        ),
         (
             &[],
             "[limits]\nmax_series_per_metric = 1",
-            "limits.max_series_per_metric: must be at least 2",
+            "limits.max_series_per_metric: must be between 2 and 1000000",
         ),
         (
             &[],
@@ -480,17 +491,17 @@ fn bad_numbers_name_the_key() {
         (
             &[],
             "[limits]\nseries_idle_intervals = 0",
-            "limits.series_idle_intervals: must be at least 1",
+            "limits.series_idle_intervals: must be between 1 and 1000000",
         ),
         (
             &[],
             "[export]\nbuffer_intervals = 0",
-            "export.buffer_intervals: must be at least 1",
+            "export.buffer_intervals: must be between 1 and 10000",
         ),
         (
             &[],
             "[export]\nmax_backoff = \"0s\"",
-            "export.max_backoff: must be at least",
+            "export.max_backoff: must be between 1ms and 1h, got 0s",
         ),
         (
             &[],
@@ -1071,4 +1082,366 @@ fn health_round_trips_through_print_config() {
         off.to_toml()
     );
     assert_eq!(ok(&[], &[], &off.to_toml()), off);
+}
+
+// --- ranges, the layering helper, unsupported variables ---
+
+/// Flags, variables, file text, and what the error must contain.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+
+fn assert_errors(cases: &[Case]) {
+    for (args, vars, toml, want) in cases {
+        let e = err(args, vars, toml);
+        assert!(e.contains(want), "{args:?} {vars:?} {toml:?}: {e}");
+    }
+}
+
+#[test]
+fn ranges_hold_at_both_ends() {
+    let c = ok(
+        &[
+            "--interval",
+            "1h",
+            "--buffer-intervals",
+            "10000",
+            "--table-rows",
+            "10000",
+            "--max-series",
+            "1000000",
+            "--endpoint",
+            "http://x",
+        ],
+        &[("OTEL_EXPORTER_OTLP_TIMEOUT", "600000")],
+        "shutdown_grace = \"10m\"\n[export]\nmax_backoff = \"1h\"\n\
+         [limits]\nseries_idle_intervals = 1000000\n[health]\nmax_export_failure = \"1day\"\n",
+    );
+    let e = export(&c);
+    assert_eq!(c.interval, Duration::from_secs(3600));
+    assert_eq!((e.buffer_intervals, c.table_rows), (10_000, 10_000));
+    assert_eq!(c.limits.max_series_per_metric, 1_000_000);
+    assert_eq!(c.limits.series_idle_intervals, 1_000_000);
+    assert_eq!(e.timeout, Duration::from_secs(600));
+    assert_eq!(e.max_backoff, Duration::from_secs(3600));
+    assert_eq!(c.shutdown_grace, Duration::from_secs(600));
+    assert_eq!(c.health.max_export_failure, Duration::from_secs(86_400));
+    assert_eq!(ok(&[], &[], &c.to_toml()), c, "the maxima round-trip");
+
+    let cases: &[Case] = &[
+        (
+            &["--interval", "61m"],
+            &[],
+            "",
+            "--interval: must be between 100ms and 1h, got 1h 1m",
+        ),
+        (
+            &["--buffer-intervals", "10001"],
+            &[],
+            "",
+            "--buffer-intervals: must be between 1 and 10000, got 10001",
+        ),
+        (
+            &["--table-rows", "10001"],
+            &[],
+            "",
+            "--table-rows: must be between 1 and 10000, got 10001",
+        ),
+        (
+            &["--max-series", "1000001"],
+            &[],
+            "",
+            "--max-series: must be between 2 and 1000000, got 1000001",
+        ),
+        (
+            &[],
+            &[("OTEL_EXPORTER_OTLP_TIMEOUT", "600001")],
+            "",
+            "OTEL_EXPORTER_OTLP_TIMEOUT: must be between 1 and 600000 milliseconds, got 600001",
+        ),
+        (
+            &[],
+            &[],
+            "[export]\ntimeout = \"11m\"",
+            "export.timeout: must be between 1ms and 10m, got 11m",
+        ),
+        (
+            &[],
+            &[],
+            "shutdown_grace = \"601s\"",
+            "shutdown_grace: must be between 0s and 10m, got 10m 1s",
+        ),
+        (
+            &[],
+            &[],
+            "[health]\nmax_export_failure = \"25h\"",
+            "health.max_export_failure: must be between 1ms and 1day, got 1day 1h",
+        ),
+        (
+            &[],
+            &[],
+            "[limits]\nseries_idle_intervals = 1000001",
+            "limits.series_idle_intervals: must be between 1 and 1000000, got 1000001",
+        ),
+    ];
+    assert_errors(cases);
+}
+
+/// Defect 4: values that once overflowed `Instant + d`, a preallocation or
+/// a cast are refused, naming where they came from.
+#[test]
+fn huge_values_are_refused_naming_their_source() {
+    let cases: &[Case] = &[
+        (
+            &["--interval", "18446744073709551615s"],
+            &[],
+            "",
+            "--interval: must be between",
+        ),
+        (
+            &["--interval", "99999999999999999999999h"],
+            &[],
+            "",
+            "--interval: expected a duration",
+        ),
+        (
+            &["--buffer-intervals", "18446744073709551615"],
+            &[],
+            "",
+            "--buffer-intervals: must be between 1 and 10000, got 18446744073709551615",
+        ),
+        (
+            &["--buffer-intervals", "1000000000000"],
+            &[],
+            "",
+            "--buffer-intervals: must be between",
+        ),
+        (
+            &["--table-rows", "9223372036854775809"],
+            &[],
+            "",
+            "--table-rows: must be between",
+        ),
+        (
+            &["--max-series", "99999999999999999999999"],
+            &[],
+            "",
+            "--max-series: must be between 2 and 1000000, got 99999999999999999999999",
+        ),
+        (
+            &[],
+            &[("OTEL_METRIC_EXPORT_INTERVAL", "18446744073709551615")],
+            "",
+            "OTEL_METRIC_EXPORT_INTERVAL: must be between",
+        ),
+        (
+            &[],
+            &[("OTEL_EXPORTER_OTLP_TIMEOUT", "99999999999999999999999")],
+            "",
+            "OTEL_EXPORTER_OTLP_TIMEOUT: must be between",
+        ),
+        (
+            &[],
+            &[],
+            "shutdown_grace = \"18446744073709551615s\"",
+            "shutdown_grace: must be between",
+        ),
+        (
+            &[],
+            &[],
+            "[export]\nmax_backoff = \"18446744073709551615s\"",
+            "export.max_backoff: must be between",
+        ),
+        (
+            &[],
+            &[],
+            "[health]\nmax_export_failure = \"5000000000000h\"",
+            "health.max_export_failure:",
+        ),
+        (
+            &[],
+            &[],
+            "table_rows = 9223372036854775807",
+            "table_rows: must be between",
+        ),
+        (
+            &[],
+            &[],
+            "[limits]\nseries_idle_intervals = 4294967296",
+            "limits.series_idle_intervals: must be between",
+        ),
+        (
+            &[],
+            &[],
+            "[limits.kernel_maps]\nthreads = 9223372036854775807",
+            "limits.kernel_maps.threads: must be between",
+        ),
+    ];
+    assert_errors(cases);
+}
+
+#[test]
+fn endpoints_need_a_valid_authority() {
+    let e = err(&["--endpoint", "http://[::1"], &[], "");
+    assert!(e.contains("--endpoint") && e.contains("http://[::1"), "{e}");
+    let e = err(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:99999")],
+        "",
+    );
+    assert!(e.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{e}");
+    let e = err(
+        &[],
+        &[],
+        "[export]\nmetrics_endpoint = \"http://[::1/v1/metrics\"\n",
+    );
+    assert!(e.contains("export.metrics_endpoint"), "{e}");
+    let e = err(&["--endpoint", "http://a b"], &[], "");
+    assert!(e.contains("--endpoint"), "{e}");
+    for good in ["http://[::1]:4317", "http://10.0.0.1:4318/otlp", "http://c"] {
+        assert_eq!(export(&ok(&["--endpoint", good], &[], "")).endpoint, good);
+    }
+}
+
+#[test]
+fn the_layering_helper_takes_the_highest_layer_only() {
+    let vars = env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "bad")]);
+    let vars = Vars(&vars);
+    let s = settings::TIMEOUT;
+    let g = s.pick(None, &vars, Some("2s")).unwrap();
+    assert_eq!(
+        (g.name, g.layer),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", Layer::Env)
+    );
+    // Only the winner is parsed: a bad lower layer is never looked at.
+    let d = settings::INTERVAL.resolve(Some("3s"), &vars, Some("soon"));
+    assert_eq!(d.unwrap(), Some(Duration::from_secs(3)));
+    let g = settings::PROTOCOL
+        .pick(None, &Vars(&env(&[])), Some("grpc"))
+        .unwrap();
+    assert_eq!((g.name, g.layer), ("export.protocol", Layer::File));
+    assert!(settings::PROTOCOL
+        .pick(None, &Vars(&env(&[])), None::<String>)
+        .is_none());
+    assert!(Layer::Flag < Layer::Env && Layer::Env < Layer::File);
+}
+
+#[test]
+fn metric_export_timeout_is_the_lowest_timeout_variable() {
+    let t = |vars: &[(&str, &str)]| export(&ok(&["--endpoint", "http://x"], vars, "")).timeout;
+    assert_eq!(
+        t(&[("OTEL_METRIC_EXPORT_TIMEOUT", "4000")]),
+        Duration::from_secs(4)
+    );
+    assert_eq!(
+        t(&[
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "4000"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000")
+        ]),
+        Duration::from_secs(3)
+    );
+    assert!(err(&[], &[("OTEL_METRIC_EXPORT_TIMEOUT", "0")], "")
+        .contains("OTEL_METRIC_EXPORT_TIMEOUT: must be between"));
+}
+
+/// Defect 8: variables a user expects to work are refused, not ignored.
+#[test]
+fn unsupported_otel_variables_are_refused_naming_them() {
+    for tls in [
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+        "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+    ] {
+        let e = err(&[], &[(tls, "/etc/ssl/x.pem")], "");
+        assert!(
+            e.starts_with(&format!(
+                "invalid configuration: {tls}: TLS is not supported"
+            )),
+            "{e}"
+        );
+    }
+    let refused = [
+        ("OTEL_METRICS_EXPORTER", "prometheus"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_METRICS_EXPORTER", "otlp,console"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+        ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "false"),
+        ("OTEL_METRICS_EXEMPLAR_FILTER", "always_on"),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+            "explicit_bucket_histogram",
+        ),
+        ("OTEL_CONFIG_FILE", "/etc/otel.yaml"),
+    ];
+    for (var, v) in refused {
+        let e = err(&[], &[(var, v)], "");
+        assert!(
+            e.starts_with(&format!("invalid configuration: {var}: ")),
+            "{e}"
+        );
+    }
+    // Values that are what syscope does anyway, and empty ones, pass.
+    ok(
+        &[],
+        &[
+            ("OTEL_METRICS_EXPORTER", "OTLP"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "True"),
+            ("OTEL_METRICS_EXEMPLAR_FILTER", "trace_based"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+                "base2_exponential_bucket_histogram",
+            ),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ""),
+            // Trace and log settings do not apply and are ignored.
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/x.pem"),
+        ],
+        "",
+    );
+}
+
+/// `--help` (flags and variables) and the shipped example state the range
+/// of every setting that has one, in the unit each layer writes it in.
+#[test]
+fn help_and_example_state_every_range() {
+    let cmd = Cli::command();
+    let long = help("--help");
+    for s in settings::all() {
+        if let Some(flag) = s.flag() {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == flag.strip_prefix("--"))
+                .unwrap_or_else(|| panic!("{flag} is not a flag"));
+            let text = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if let Some(range) = s.range_doc(false) {
+                assert!(text.contains(&range), "{flag}: {text:?} lacks {range}");
+            }
+        }
+        for var in s.env() {
+            let (_, text) = env::DOCS
+                .iter()
+                .find(|(name, _)| name == var)
+                .unwrap_or_else(|| panic!("{var} not in env::DOCS"));
+            assert!(long.contains(var), "{var} missing from --help");
+            if let Some(range) = s.range_doc(true) {
+                assert!(text.contains(&range), "{var}: {text:?} lacks {range}");
+            }
+        }
+        let field = s.key().rsplit('.').next().unwrap();
+        let line = EXAMPLE_TOML
+            .lines()
+            .find(|l| {
+                let l = l.trim_start_matches("# ");
+                l.starts_with(&format!("{field} ="))
+            })
+            .unwrap_or_else(|| panic!("{} missing from the example", s.key()));
+        if let Some(range) = s.range_doc(false) {
+            assert!(line.contains(&range), "{}: {line:?} lacks {range}", s.key());
+        }
+    }
+    for r in env::REFUSED {
+        assert!(long.contains(r.name), "{} missing from --help", r.name);
+    }
 }
