@@ -8,7 +8,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::{
+    collector::metrics::v1::ExportMetricsServiceRequest, resource::v1::Resource,
+};
 use syscope_common::maps;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
@@ -22,7 +24,7 @@ use crate::{
     probes::{self, LoadOptions, Probes},
     service::Service,
     table,
-    telemetry::{self, SelfStats},
+    telemetry::SelfStats,
 };
 
 /// The state one interval touches: the kernel side, the collector that
@@ -72,10 +74,8 @@ impl Daemon {
         }
     }
 
-    pub fn request(
-        &self,
-    ) -> Option<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>
-    {
+    /// This interval's request (the exporter adds the self-metrics).
+    pub fn request(&self) -> ExportMetricsServiceRequest {
         otlp::build_request(&self.agg, &self.resource)
     }
 }
@@ -107,10 +107,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut daemon = Daemon::new(&cfg, probes, stats.clone());
     let exporter = cfg
         .export_settings()
-        .map(|settings| export::spawn(settings, stats.clone()))
+        .map(|settings| {
+            // The self-metrics' counters follow the SLIs' temporality.
+            let temporality = otlp::temporality(cfg.temporality);
+            export::spawn(
+                export::Settings {
+                    temporality,
+                    ..settings
+                },
+                stats.clone(),
+            )
+        })
         .transpose()
         .context("setting up the OTLP exporter")?;
-    let sdk = telemetry::init_sdk(&cfg, stats.clone()).context("setting up self-metrics")?;
     match &cfg.export {
         Some(e) => {
             info!(endpoint = %e.endpoint, protocol = ?e.protocol, interval = ?cfg.interval, "exporting over OTLP")
@@ -146,9 +155,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         // Logs an error itself when intervals are left unsent.
         ex.shutdown(remaining(deadline)).await;
     }
-    if let Some(p) = sdk {
-        telemetry::shutdown_sdk(p, remaining(deadline)).await;
-    }
     info!("stopped");
     Ok(())
 }
@@ -160,11 +166,8 @@ fn remaining(deadline: Instant) -> Duration {
 fn cycle(daemon: &mut Daemon, exporter: Option<&ExportHandle>, cfg: &Config) {
     daemon.collect();
     match exporter {
-        Some(ex) => {
-            if let Some(req) = daemon.request() {
-                ex.submit(req);
-            }
-        }
+        // Every interval, points or not: the request carries the self-metrics.
+        Some(ex) => ex.submit(daemon.request()),
         None => {
             let rows = table::rows(&daemon.agg, cfg.table_rows);
             let header = format!(

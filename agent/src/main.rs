@@ -72,8 +72,7 @@ fn main() -> ExitCode {
 /// A panic anywhere, in any thread or tokio task, ends the process, so that
 /// the kernel detaches the programs with it. Without this, tokio would catch
 /// a task's panic and the process could hang with its programs attached.
-/// Release builds also abort by profile (`panic = "abort"`); this covers the
-/// rest and logs first.
+/// It logs first, then aborts whatever the build profile.
 fn abort_on_panic() {
     let print = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

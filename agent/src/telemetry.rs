@@ -1,38 +1,42 @@
-//! The agent's own metrics (`syscope.*`): counted here with atomics, exported
-//! through the OpenTelemetry SDK's observable instruments (opentelemetry-otlp,
-//! same endpoint as the SLIs), and shown in the live table's header.
+//! The agent's own metrics (`syscope.*`): every stage counts into
+//! [`SelfStats`] (atomics), [`CATALOGUE`] describes each metric once, and
+//! [`SelfMetrics`] encodes them as a second scope (`syscope.self`) that the
+//! exporter adds to every request it sends: same resource, buffer and
+//! retries as the SLIs, so an outage is reported once the collector is back.
+//! docs/metrics.md's table and the live table's header read the same numbers.
 
 use std::{
+    fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::SystemTime,
 };
 
-use opentelemetry::{metrics::MeterProvider as _, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::{
-    metrics::{periodic_reader_with_async_runtime::PeriodicReader, SdkMeterProvider},
-    runtime, Resource,
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Gauge, Metric as OtlpMetric,
+    NumberDataPoint, ScopeMetrics, Sum,
 };
 use syscope_common::{counter, maps};
 
-use crate::{
-    aggregate::Metric,
-    config::{Compression, Config, Protocol},
-};
+use crate::aggregate::{otlp, Metric};
+
+/// The scope the agent's own metrics travel under, beside the SLIs' `syscope`.
+pub const SCOPE: &str = "syscope.self";
 
 /// Counters every stage updates. Plain atomics: cheap on the hot paths,
-/// readable from the SDK callbacks without locks.
-#[derive(Debug, Default)]
+/// read without locks when a request is sent.
+#[derive(Debug)]
 pub struct SelfStats {
+    /// When counting started: the start of every cumulative self-metric.
+    pub started: SystemTime,
     /// OTLP export attempts that failed (each retry counts).
     pub export_failures: AtomicU64,
     /// Export requests delivered.
     pub export_successes: AtomicU64,
-    /// Intervals dropped: buffer full, or rejected by the collector.
-    pub export_dropped_intervals: AtomicU64,
+    /// Intervals never delivered, by [`DropReason`].
+    pub export_dropped: [AtomicU64; DropReason::COUNT],
     /// Intervals waiting in the unsent buffer right now (a gauge).
     pub export_buffered_intervals: AtomicU64,
     /// Duration of the last successful export, in microseconds (a gauge).
@@ -44,7 +48,7 @@ pub struct SelfStats {
     /// The kernel's counters (`syscope_common::counter`), totals since load.
     pub kernel: [AtomicU64; counter::COUNT as usize],
     /// Per kernel map (by `maps::MAPS` id): configured capacity, and entries
-    /// at the last read (gauges).
+    /// at the last read (gauges; see [`entries_counted`]).
     pub map_capacity: [AtomicU64; maps::COUNT],
     pub map_entries: [AtomicU64; maps::COUNT],
     /// Series kept per metric before folding into the overflow series.
@@ -53,6 +57,30 @@ pub struct SelfStats {
     /// attribute sets folded into the overflow series since start (counter).
     pub series_active: [AtomicU64; Metric::COUNT],
     pub series_folded: [AtomicU64; Metric::COUNT],
+}
+
+impl Default for SelfStats {
+    fn default() -> Self {
+        fn zeros<const N: usize>() -> [AtomicU64; N] {
+            std::array::from_fn(|_| AtomicU64::new(0))
+        }
+        Self {
+            started: SystemTime::now(),
+            export_failures: AtomicU64::new(0),
+            export_successes: AtomicU64::new(0),
+            export_dropped: zeros(),
+            export_buffered_intervals: AtomicU64::new(0),
+            export_duration_us: AtomicU64::new(0),
+            collect_duration_us: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            kernel: zeros(),
+            map_capacity: zeros(),
+            map_entries: zeros(),
+            series_limit: AtomicU64::new(0),
+            series_active: zeros(),
+            series_folded: zeros(),
+        }
+    }
 }
 
 impl SelfStats {
@@ -64,6 +92,16 @@ impl SelfStats {
     }
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Intervals dropped for `reason` since start.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        Self::get(&self.export_dropped[reason as usize])
+    }
+
+    /// Intervals dropped for any reason since start.
+    pub fn dropped_total(&self) -> u64 {
+        self.export_dropped.iter().map(Self::get).sum()
     }
 
     /// One-line health summary for logs and the live table: updates
@@ -94,260 +132,537 @@ impl SelfStats {
     }
 }
 
-/// Self-metric names, in one place (see docs/metrics.md).
-pub mod names {
-    pub const KERNEL_MAP_FULL: &str = "syscope.kernel.map.full";
-    pub const KERNEL_MAP_ENTRIES: &str = "syscope.kernel.map.entries";
-    pub const KERNEL_MAP_CAPACITY: &str = "syscope.kernel.map.capacity";
-    pub const SERIES_LIMIT: &str = "syscope.series.limit";
-    pub const KERNEL_EVENTS: &str = "syscope.kernel.events";
-    pub const KERNEL_UNMATCHED: &str = "syscope.kernel.exits_unmatched";
-    pub const KERNEL_THREADS_EVICTED: &str = "syscope.kernel.threads_evicted";
-    pub const SERIES_ACTIVE: &str = "syscope.series.active";
-    pub const SERIES_OVERFLOW: &str = "syscope.series.overflow";
-    pub const EXPORT_FAILURES: &str = "syscope.export.failures";
-    pub const EXPORT_SUCCESSES: &str = "syscope.export.successes";
-    pub const EXPORT_DROPPED: &str = "syscope.export.dropped";
-    pub const EXPORT_BUFFERED: &str = "syscope.export.buffered";
-    pub const EXPORT_DURATION: &str = "syscope.export.duration";
-    pub const COLLECT_DURATION: &str = "syscope.collect.duration";
+/// Why an interval was never delivered (`syscope.export.dropped{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    BufferFull,
+    Rejected,
+    Shutdown,
 }
 
-/// Set up the SDK pipeline for the self-metrics; `None` without an endpoint.
-/// Must be called inside the tokio runtime.
-pub fn init_sdk(cfg: &Config, stats: Arc<SelfStats>) -> anyhow::Result<Option<SdkMeterProvider>> {
-    let Some(ex) = &cfg.export else {
-        return Ok(None);
-    };
-    let headers: std::collections::HashMap<String, String> = ex.headers.iter().cloned().collect();
-    let exporter = match ex.protocol {
-        Protocol::Grpc => {
-            let mut md = tonic::metadata::MetadataMap::new();
-            for (k, v) in &ex.headers {
-                if let (Ok(k), Ok(v)) = (
-                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                    v.parse(),
-                ) {
-                    md.insert(k, v);
-                }
-            }
-            let b = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(ex.grpc_endpoint())
-                .with_timeout(ex.timeout)
-                .with_metadata(md);
-            let b = match ex.compression {
-                Compression::Gzip => b.with_compression(opentelemetry_otlp::Compression::Gzip),
-                Compression::None => b,
-            };
-            b.build()?
-        }
-        Protocol::HttpProtobuf => {
-            let b = opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_endpoint(ex.http_url())
-                .with_timeout(ex.timeout)
-                .with_headers(headers)
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-            let b = match ex.compression {
-                Compression::Gzip => b.with_compression(opentelemetry_otlp::Compression::Gzip),
-                Compression::None => b,
-            };
-            b.build()?
-        }
-    };
-    let reader = PeriodicReader::builder(exporter, runtime::Tokio)
-        .with_interval(cfg.interval)
-        .build();
-    let mut res = Resource::builder().with_service_name(cfg.resource.service_name.clone());
-    for (k, v) in &cfg.resource.attributes {
-        if k != "service.name" {
-            res = res.with_attribute(KeyValue::new(k.clone(), v.clone()));
+impl DropReason {
+    pub const COUNT: usize = 3;
+    pub const ALL: [DropReason; Self::COUNT] = [Self::BufferFull, Self::Rejected, Self::Shutdown];
+
+    /// The `reason` attribute's value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::BufferFull => "buffer_full",
+            Self::Rejected => "rejected",
+            Self::Shutdown => "shutdown",
         }
     }
-    let provider = SdkMeterProvider::builder()
-        .with_reader(reader)
-        .with_resource(
-            res.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-                .with_attribute(KeyValue::new(
-                    "host.name",
-                    crate::aggregate::otlp::hostname(),
-                ))
-                .build(),
-        )
-        .build();
-    register(&provider, stats);
-    Ok(Some(provider))
+
+    /// When it happens, for docs.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Self::BufferFull => "the collector was unreachable (or kept failing) for longer than `buffer_intervals` intervals: the oldest unsent interval made room for the newest",
+            Self::Rejected => "the collector answered with an error the OTLP spec says not to retry (HTTP 400, 401, 403, 404, 413, 500, ...; gRPC `INVALID_ARGUMENT`, `UNAUTHENTICATED`, `PERMISSION_DENIED`, `INTERNAL`, `RESOURCE_EXHAUSTED` without `RetryInfo`, ...)",
+            Self::Shutdown => "still unsent when `shutdown_grace` ended; the agent is exiting, so only its log reports these",
+        }
+    }
 }
 
-/// name, unit, description, and how to read it.
-type CounterDef = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&SelfStats) -> u64,
-);
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
 
-fn register(provider: &SdkMeterProvider, stats: Arc<SelfStats>) {
-    let meter = provider.meter("syscope");
-    let s = stats.clone();
-    let _ = meter
-        .u64_observable_counter(names::KERNEL_MAP_FULL)
-        .with_unit("{update}")
-        .with_description("Kernel updates dropped because a map was full.")
-        .with_callback(move |o| {
-            for m in &maps::MAPS {
-                o.observe(
-                    SelfStats::get(&s.kernel[counter::map_full(m.id) as usize]),
-                    &[KeyValue::new("map", m.label)],
-                );
-            }
-        })
-        .build();
-    for (name, desc, gauges) in [
-        (
-            names::KERNEL_MAP_ENTRIES,
-            "Entries in the kernel maps at the last read.",
-            (|s: &SelfStats| &s.map_entries) as fn(&SelfStats) -> &[AtomicU64; maps::COUNT],
-        ),
-        (
-            names::KERNEL_MAP_CAPACITY,
-            "Configured capacity of the kernel maps.",
-            |s: &SelfStats| &s.map_capacity,
-        ),
-    ] {
-        let s = stats.clone();
-        let _ = meter
-            .u64_observable_gauge(name)
-            .with_unit("{entry}")
-            .with_description(desc)
-            .with_callback(move |o| {
-                for m in &maps::MAPS {
-                    o.observe(
-                        SelfStats::get(&gauges(&s)[m.id]),
-                        &[KeyValue::new("map", m.label)],
-                    );
+/// Whether `syscope.kernel.map.entries` is reported for a map: all but
+/// `threads`, whose entries would take one syscall each to count (an LRU
+/// map keeps no count the agent can read).
+pub fn entries_counted(m: &maps::MapSpec) -> bool {
+    m.id != maps::THREADS
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Instrument {
+    /// Monotonic sum, in the SLIs' temporality.
+    Counter,
+    /// The value now.
+    Gauge,
+}
+
+/// The attribute that tells a metric's points apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dimension {
+    /// `map=<label>`, one point per kernel map.
+    Map,
+    /// `map=<label>` for the maps whose entries are counted.
+    CountedMap,
+    /// `metric=<name>`, one point per SLI metric.
+    Metric,
+    /// `reason=<reason>`, one point per [`DropReason`].
+    Reason,
+}
+
+impl Dimension {
+    pub const fn key(self) -> &'static str {
+        match self {
+            Self::Map | Self::CountedMap => "map",
+            Self::Metric => "metric",
+            Self::Reason => "reason",
+        }
+    }
+
+    /// Each point's index into its `SelfStats` array, and attribute value.
+    pub fn values(self) -> Vec<(usize, &'static str)> {
+        let maps = |keep: fn(&maps::MapSpec) -> bool| {
+            maps::MAPS
+                .iter()
+                .filter(|m| keep(m))
+                .map(|m| (m.id, m.label))
+                .collect()
+        };
+        match self {
+            Self::Map => maps(|_| true),
+            Self::CountedMap => maps(entries_counted),
+            Self::Metric => Metric::all().map(|m| (m.index(), m.spec().name)).collect(),
+            Self::Reason => DropReason::ALL
+                .iter()
+                .map(|r| (*r as usize, r.label()))
+                .collect(),
+        }
+    }
+}
+
+/// How a point's value is read (by its dimension index, 0 without one).
+#[derive(Clone, Copy)]
+pub enum Read {
+    /// An integer.
+    Count(fn(&SelfStats, usize) -> u64),
+    /// Microseconds, exported as seconds (a double).
+    Micros(fn(&SelfStats, usize) -> u64),
+}
+
+/// One self-metric: everything the encoder and the docs need.
+pub struct SelfMetric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub instrument: Instrument,
+    pub description: &'static str,
+    pub dimension: Option<Dimension>,
+    pub read: Read,
+}
+
+impl SelfMetric {
+    /// (index, attribute value) of each point; one point without attribute.
+    fn points(&self) -> Vec<(usize, Option<&'static str>)> {
+        match self.dimension {
+            Some(d) => d.values().into_iter().map(|(i, v)| (i, Some(v))).collect(),
+            None => vec![(0, None)],
+        }
+    }
+
+    fn raw(&self, stats: &SelfStats, index: usize) -> u64 {
+        match self.read {
+            Read::Count(f) | Read::Micros(f) => f(stats, index),
+        }
+    }
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    SelfStats::get(a)
+}
+
+/// Every self-metric the agent exports, in export (and docs) order.
+pub const CATALOGUE: [SelfMetric; 15] = {
+    use Dimension::*;
+    use Instrument::*;
+    use Read::*;
+    [
+        SelfMetric {
+            name: "syscope.kernel.map.full",
+            unit: "{update}",
+            instrument: Counter,
+            description: "Kernel updates dropped because a map was full.",
+            dimension: Some(Map),
+            read: Count(|s, i| get(&s.kernel[counter::map_full(i) as usize])),
+        },
+        SelfMetric {
+            name: "syscope.kernel.map.entries",
+            unit: "{entry}",
+            instrument: Gauge,
+            description: "Entries in a kernel map at the last read (not `threads`: counting an LRU map's entries takes a syscall each).",
+            dimension: Some(CountedMap),
+            read: Count(|s, i| get(&s.map_entries[i])),
+        },
+        SelfMetric {
+            name: "syscope.kernel.map.capacity",
+            unit: "{entry}",
+            instrument: Gauge,
+            description: "Configured capacity of a kernel map.",
+            dimension: Some(Map),
+            read: Count(|s, i| get(&s.map_capacity[i])),
+        },
+        SelfMetric {
+            name: "syscope.series.limit",
+            unit: "{series}",
+            instrument: Gauge,
+            description: "Series kept per metric before folding into the overflow series.",
+            dimension: None,
+            read: Count(|s, _| get(&s.series_limit)),
+        },
+        SelfMetric {
+            name: "syscope.kernel.events",
+            unit: "{syscall}",
+            instrument: Counter,
+            description: "Syscalls measured in the kernel.",
+            dimension: None,
+            read: Count(|s, _| get(&s.events)),
+        },
+        SelfMetric {
+            name: "syscope.kernel.exits_unmatched",
+            unit: "{event}",
+            instrument: Counter,
+            description: "Syscall exits without a recorded entry, of threads that were in a syscall when the programs attached.",
+            dimension: None,
+            read: Count(|s, _| get(&s.kernel[counter::EXIT_WITHOUT_ENTER as usize])),
+        },
+        SelfMetric {
+            name: "syscope.kernel.threads_evicted",
+            unit: "{syscall}",
+            instrument: Counter,
+            description: "Syscalls not measured because their thread's entry was evicted from the full LRU thread map (raise `limits.kernel_maps.threads`).",
+            dimension: None,
+            read: Count(|s, _| get(&s.kernel[counter::THREAD_EVICTED as usize])),
+        },
+        SelfMetric {
+            name: "syscope.series.active",
+            unit: "{series}",
+            instrument: Gauge,
+            description: "Series currently exported, per SLI metric.",
+            dimension: Some(Metric),
+            read: Count(|s, i| get(&s.series_active[i])),
+        },
+        SelfMetric {
+            name: "syscope.series.overflow",
+            unit: "{series}",
+            instrument: Counter,
+            description: "Attribute sets folded into the overflow series by the cardinality limit.",
+            dimension: Some(Metric),
+            read: Count(|s, i| get(&s.series_folded[i])),
+        },
+        SelfMetric {
+            name: "syscope.export.failures",
+            unit: "{attempt}",
+            instrument: Counter,
+            description: "Failed OTLP export attempts (each retry counts).",
+            dimension: None,
+            read: Count(|s, _| get(&s.export_failures)),
+        },
+        SelfMetric {
+            name: "syscope.export.successes",
+            unit: "{request}",
+            instrument: Counter,
+            description: "Delivered OTLP export requests.",
+            dimension: None,
+            read: Count(|s, _| get(&s.export_successes)),
+        },
+        SelfMetric {
+            name: "syscope.export.dropped",
+            unit: "{interval}",
+            instrument: Counter,
+            description: "Intervals never delivered, by reason (each is also logged).",
+            dimension: Some(Reason),
+            read: Count(|s, i| get(&s.export_dropped[i])),
+        },
+        SelfMetric {
+            name: "syscope.export.buffered",
+            unit: "{interval}",
+            instrument: Gauge,
+            description: "Intervals waiting to be sent, the one in flight included.",
+            dimension: None,
+            read: Count(|s, _| get(&s.export_buffered_intervals)),
+        },
+        SelfMetric {
+            name: "syscope.export.duration",
+            unit: "s",
+            instrument: Gauge,
+            description: "Duration of the last successful OTLP export.",
+            dimension: None,
+            read: Micros(|s, _| get(&s.export_duration_us)),
+        },
+        SelfMetric {
+            name: "syscope.collect.duration",
+            unit: "s",
+            instrument: Gauge,
+            description: "Duration of the last read of the kernel maps.",
+            dimension: None,
+            read: Micros(|s, _| get(&s.collect_duration_us)),
+        },
+    ]
+};
+
+/// Every point's raw value at one moment, in catalogue order.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    at: SystemTime,
+    values: Vec<u64>,
+}
+
+/// Encodes the self-metrics for the exporter. Delta counters are measured
+/// from the last snapshot a collector acknowledged, so a failed, rejected or
+/// dropped request loses no increment: the next delivered one carries it.
+#[derive(Debug)]
+pub struct SelfMetrics {
+    stats: Arc<SelfStats>,
+    delta: bool,
+    acked: Snapshot,
+}
+
+impl SelfMetrics {
+    /// `temporality`: the SLIs'; anything but `Delta` is cumulative.
+    pub fn new(stats: Arc<SelfStats>, temporality: AggregationTemporality) -> Self {
+        let points = CATALOGUE.iter().map(|m| m.points().len()).sum();
+        let acked = Snapshot {
+            at: stats.started,
+            values: vec![0; points],
+        };
+        Self {
+            stats,
+            delta: temporality == AggregationTemporality::Delta,
+            acked,
+        }
+    }
+
+    /// Reads every point now.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = &*self.stats;
+        let values = CATALOGUE
+            .iter()
+            .flat_map(|m| m.points().into_iter().map(move |(i, _)| m.raw(s, i)))
+            .collect();
+        Snapshot {
+            at: SystemTime::now(),
+            values,
+        }
+    }
+
+    /// A collector accepted a request that carried `delivered`: later deltas
+    /// start there.
+    pub fn acknowledge(&mut self, delivered: Snapshot) {
+        self.acked = delivered;
+    }
+
+    /// The `syscope.self` scope for `now`.
+    pub fn scope(&self, now: &Snapshot) -> ScopeMetrics {
+        let time = otlp::nanos(now.at);
+        let (start, temporality) = if self.delta {
+            (self.acked.at, AggregationTemporality::Delta)
+        } else {
+            (self.stats.started, AggregationTemporality::Cumulative)
+        };
+        let mut slot = 0;
+        let metrics = CATALOGUE
+            .iter()
+            .map(|m| {
+                let data_points = m
+                    .points()
+                    .into_iter()
+                    .map(|(_, label)| {
+                        let mut raw = now.values[slot];
+                        if self.delta && m.instrument == Instrument::Counter {
+                            raw = raw.saturating_sub(self.acked.values[slot]);
+                        }
+                        slot += 1;
+                        let value = match m.read {
+                            Read::Count(_) => number_data_point::Value::AsInt(
+                                i64::try_from(raw).unwrap_or(i64::MAX),
+                            ),
+                            Read::Micros(_) => {
+                                number_data_point::Value::AsDouble(raw as f64 * 1e-6)
+                            }
+                        };
+                        NumberDataPoint {
+                            attributes: m
+                                .dimension
+                                .zip(label)
+                                .map(|(d, v)| otlp::kv_str(d.key(), v))
+                                .into_iter()
+                                .collect(),
+                            start_time_unix_nano: match m.instrument {
+                                Instrument::Counter => otlp::nanos(start),
+                                Instrument::Gauge => 0,
+                            },
+                            time_unix_nano: time,
+                            value: Some(value),
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                let data = match m.instrument {
+                    Instrument::Counter => metric::Data::Sum(Sum {
+                        data_points,
+                        aggregation_temporality: temporality as i32,
+                        is_monotonic: true,
+                    }),
+                    Instrument::Gauge => metric::Data::Gauge(Gauge { data_points }),
+                };
+                OtlpMetric {
+                    name: m.name.into(),
+                    description: m.description.into(),
+                    unit: m.unit.into(),
+                    data: Some(data),
+                    ..Default::default()
                 }
             })
-            .build();
+            .collect();
+        ScopeMetrics {
+            scope: Some(otlp::scope(SCOPE)),
+            metrics,
+            ..Default::default()
+        }
     }
-    let s = stats.clone();
-    let _ = meter
-        .u64_observable_gauge(names::SERIES_LIMIT)
-        .with_unit("{series}")
-        .with_description("Series kept per metric before folding into the overflow series.")
-        .with_callback(move |o| o.observe(SelfStats::get(&s.series_limit), &[]))
-        .build();
-    let simple_counters: [CounterDef; 6] = [
-        (
-            names::KERNEL_EVENTS,
-            "{syscall}",
-            "Syscalls measured in the kernel.",
-            |s| SelfStats::get(&s.events),
-        ),
-        (
-            names::KERNEL_UNMATCHED,
-            "{event}",
-            "Syscall exits without a recorded entry, of threads that were in a syscall when the programs attached.",
-            |s| SelfStats::get(&s.kernel[counter::EXIT_WITHOUT_ENTER as usize]),
-        ),
-        (
-            names::KERNEL_THREADS_EVICTED,
-            "{syscall}",
-            "Syscalls not measured because their thread's entry was evicted from the full LRU thread map (raise limits.kernel_maps.threads).",
-            |s| SelfStats::get(&s.kernel[counter::THREAD_EVICTED as usize]),
-        ),
-        (
-            names::EXPORT_FAILURES,
-            "{attempt}",
-            "Failed OTLP export attempts.",
-            |s| SelfStats::get(&s.export_failures),
-        ),
-        (
-            names::EXPORT_SUCCESSES,
-            "{request}",
-            "Delivered OTLP export requests.",
-            |s| SelfStats::get(&s.export_successes),
-        ),
-        (
-            names::EXPORT_DROPPED,
-            "{interval}",
-            "Intervals never delivered (buffer full or rejected).",
-            |s| SelfStats::get(&s.export_dropped_intervals),
-        ),
-    ];
-    for (name, unit, desc, read) in simple_counters {
-        let s = stats.clone();
-        let _ = meter
-            .u64_observable_counter(name)
-            .with_unit(unit)
-            .with_description(desc)
-            .with_callback(move |o| o.observe(read(&s), &[]))
-            .build();
-    }
-    let s = stats.clone();
-    let _ = meter
-        .u64_observable_counter(names::SERIES_OVERFLOW)
-        .with_unit("{series}")
-        .with_description(
-            "Attribute sets folded into the overflow series by the cardinality limit.",
-        )
-        .with_callback(move |o| {
-            for m in Metric::all() {
-                o.observe(
-                    SelfStats::get(&s.series_folded[m.index()]),
-                    &[KeyValue::new("metric", m.spec().name)],
-                );
-            }
-        })
-        .build();
-    let s = stats.clone();
-    let _ = meter
-        .u64_observable_gauge(names::SERIES_ACTIVE)
-        .with_unit("{series}")
-        .with_description("Series currently exported, per metric.")
-        .with_callback(move |o| {
-            for m in Metric::all() {
-                o.observe(
-                    SelfStats::get(&s.series_active[m.index()]),
-                    &[KeyValue::new("metric", m.spec().name)],
-                );
-            }
-        })
-        .build();
-    let s = stats.clone();
-    let _ = meter
-        .u64_observable_gauge(names::EXPORT_BUFFERED)
-        .with_unit("{interval}")
-        .with_description("Intervals waiting to be sent.")
-        .with_callback(move |o| o.observe(SelfStats::get(&s.export_buffered_intervals), &[]))
-        .build();
-    let s = stats.clone();
-    let _ = meter
-        .f64_observable_gauge(names::EXPORT_DURATION)
-        .with_unit("s")
-        .with_description("Duration of the last successful OTLP export.")
-        .with_callback(move |o| o.observe(SelfStats::get(&s.export_duration_us) as f64 * 1e-6, &[]))
-        .build();
-    let s = stats;
-    let _ = meter
-        .f64_observable_gauge(names::COLLECT_DURATION)
-        .with_unit("s")
-        .with_description("Duration of the last read of the kernel maps.")
-        .with_callback(move |o| {
-            o.observe(SelfStats::get(&s.collect_duration_us) as f64 * 1e-6, &[])
-        })
-        .build();
 }
 
-/// Shut the SDK pipeline down (final self-metrics export) within `grace`.
-pub async fn shutdown_sdk(provider: SdkMeterProvider, grace: Duration) {
-    let r = tokio::time::timeout(
-        grace,
-        tokio::task::spawn_blocking(move || provider.shutdown()),
-    )
-    .await;
-    if !matches!(r, Ok(Ok(Ok(())))) {
-        tracing::debug!("self-metrics pipeline did not shut down cleanly within the grace period");
+/// docs/metrics.md's table of self-metrics, from the catalogue.
+pub fn doc_table() -> String {
+    let mut out = String::from(
+        "| metric | instrument | unit | attribute | meaning |\n|---|---|---|---|---|\n",
+    );
+    for m in &CATALOGUE {
+        let attribute = match m.dimension {
+            None => String::new(),
+            Some(Dimension::Metric) => "`metric` = the SLI metric's name".to_owned(),
+            Some(d) => {
+                let values: Vec<String> =
+                    d.values().iter().map(|(_, v)| format!("`{v}`")).collect();
+                format!("`{}` = {}", d.key(), values.join(" \\| "))
+            }
+        };
+        let instrument = match m.instrument {
+            Instrument::Counter => "counter",
+            Instrument::Gauge => "gauge",
+        };
+        out.push_str(&format!(
+            "| `{}` | {instrument} | `{}` | {attribute} | {} |\n",
+            m.name, m.unit, m.description
+        ));
+    }
+    out
+}
+
+/// docs/metrics.md's table of drop reasons, from [`DropReason`].
+pub fn drop_reasons_doc_table() -> String {
+    let mut out = String::from("| `reason` | when |\n|---|---|\n");
+    for r in DropReason::ALL {
+        out.push_str(&format!("| `{}` | {} |\n", r.label(), r.meaning()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points<'a>(scope: &'a ScopeMetrics, name: &str) -> &'a [NumberDataPoint] {
+        let m = scope.metrics.iter().find(|m| m.name == name).unwrap();
+        match m.data.as_ref().unwrap() {
+            metric::Data::Sum(s) => &s.data_points,
+            metric::Data::Gauge(g) => &g.data_points,
+            _ => panic!("{name}"),
+        }
+    }
+
+    fn int(p: &NumberDataPoint) -> i64 {
+        match p.value {
+            Some(number_data_point::Value::AsInt(v)) => v,
+            ref v => panic!("{v:?}"),
+        }
+    }
+
+    fn by_attr<'a>(ps: &'a [NumberDataPoint], value: &str) -> &'a NumberDataPoint {
+        ps.iter()
+            .find(|p| p.attributes[0].value == otlp::kv_str("", value).value)
+            .unwrap()
+    }
+
+    #[test]
+    fn names_are_unique_and_labels_come_from_their_catalogues() {
+        let mut names: Vec<_> = CATALOGUE.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CATALOGUE.len());
+        let stats = Arc::new(SelfStats::default());
+        let own = SelfMetrics::new(stats, AggregationTemporality::Cumulative);
+        let scope = own.scope(&own.snapshot());
+        assert_eq!(scope.scope.as_ref().unwrap().name, SCOPE);
+        assert_eq!(points(&scope, "syscope.kernel.map.full").len(), maps::COUNT);
+        assert_eq!(
+            points(&scope, "syscope.kernel.map.entries").len(),
+            maps::COUNT - 1,
+            "threads' entries are not counted"
+        );
+        let overflow = points(&scope, "syscope.series.overflow");
+        assert_eq!(overflow.len(), Metric::COUNT);
+        assert_eq!(
+            overflow[0].attributes,
+            vec![otlp::kv_str("metric", Metric::SyscallDuration.spec().name)]
+        );
+        assert_eq!(
+            points(&scope, "syscope.export.dropped").len(),
+            DropReason::COUNT
+        );
+    }
+
+    /// Delta counters restart at the last acknowledged snapshot, so what a
+    /// failed request carried is sent again; gauges are just the value now.
+    #[test]
+    fn delta_counts_from_the_acknowledged_snapshot() {
+        let stats = Arc::new(SelfStats::default());
+        let mut own = SelfMetrics::new(Arc::clone(&stats), AggregationTemporality::Delta);
+        let dropped =
+            |s: &ScopeMetrics| int(by_attr(points(s, "syscope.export.dropped"), "buffer_full"));
+        SelfStats::add(&stats.export_dropped[DropReason::BufferFull as usize], 3);
+        SelfStats::set(&stats.export_buffered_intervals, 5);
+        let failed = own.snapshot();
+        assert_eq!(dropped(&own.scope(&failed)), 3);
+        // Not acknowledged: the next attempt carries those 3 plus 2 more.
+        SelfStats::add(&stats.export_dropped[DropReason::BufferFull as usize], 2);
+        let delivered = own.snapshot();
+        let scope = own.scope(&delivered);
+        assert_eq!(dropped(&scope), 5);
+        assert_eq!(int(&points(&scope, "syscope.export.buffered")[0]), 5);
+        let start = points(&scope, "syscope.export.dropped")[0].start_time_unix_nano;
+        assert_eq!(start, otlp::nanos(stats.started));
+        own.acknowledge(delivered.clone());
+        let next = own.scope(&own.snapshot());
+        assert_eq!(dropped(&next), 0);
+        assert_eq!(int(&points(&next, "syscope.export.buffered")[0]), 5);
+        let p = &points(&next, "syscope.export.dropped")[0];
+        assert_eq!(p.start_time_unix_nano, otlp::nanos(delivered.at));
+        let Some(metric::Data::Sum(sum)) = &next.metrics[0].data else {
+            panic!()
+        };
+        assert_eq!(
+            sum.aggregation_temporality,
+            AggregationTemporality::Delta as i32
+        );
+    }
+
+    #[test]
+    fn cumulative_counts_since_start_and_durations_are_seconds() {
+        let stats = Arc::new(SelfStats::default());
+        let mut own = SelfMetrics::new(Arc::clone(&stats), AggregationTemporality::Cumulative);
+        SelfStats::add(&stats.export_failures, 4);
+        SelfStats::set(&stats.collect_duration_us, 1_500);
+        let snap = own.snapshot();
+        own.acknowledge(snap);
+        let scope = own.scope(&own.snapshot());
+        let failures = &points(&scope, "syscope.export.failures")[0];
+        assert_eq!(int(failures), 4);
+        assert_eq!(failures.start_time_unix_nano, otlp::nanos(stats.started));
+        assert_eq!(
+            points(&scope, "syscope.collect.duration")[0].value,
+            Some(number_data_point::Value::AsDouble(0.0015))
+        );
+    }
+
+    #[test]
+    fn doc_tables_match_docs() {
+        crate::docgen::check_section("self-metrics", &doc_table());
+        crate::docgen::check_section("drop-reasons", &drop_reasons_doc_table());
     }
 }

@@ -374,6 +374,107 @@ fn late_collector_receives_buffered_intervals() {
     );
 }
 
+/// Delta temporality, a buffer of 3 intervals, the collector down for about 6
+/// intervals: every interval is accounted for. The drops reach the collector
+/// as `syscope.export.dropped{reason=buffer_full}`, adding up to what the log
+/// says; the delivered intervals follow one another without a gap; and
+/// delivered + dropped is every interval the agent collected.
+#[test]
+fn late_collector_every_interval_delivered_or_counted_dropped() {
+    if !require_root() {
+        return;
+    }
+    let [grpc, http] = syscope_tests::free_ports::<2>();
+    let mut agent = Agent::start(
+        &[
+            "--endpoint",
+            &format!("http://127.0.0.1:{grpc}"),
+            "--interval",
+            "1s",
+            "--temporality",
+            "delta",
+            "--buffer-intervals",
+            "3",
+        ],
+        &[],
+    );
+    let attached = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    let rx = Receiver::start_on(grpc, http);
+    let sum = |p: &[MetricPoint], name: &str, attrs: &[(&str, &str)]| {
+        select(p, name, attrs)
+            .filter_map(MetricPoint::number)
+            .sum::<f64>()
+    };
+    let buffer_full = [("reason", "buffer_full")];
+    rx.wait_for(WAIT, |p| {
+        sum(p, "syscope.export.dropped", &buffer_full) > 0.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let status = agent.terminate();
+    let elapsed = attached.elapsed().as_secs_f64();
+    assert!(status.success(), "exit status {status}");
+    let log = agent.stderr();
+    assert!(log.contains("everything delivered"), "{log}");
+
+    // One `syscope.series.limit` point per delivered request (a gauge, in
+    // the self scope of every request).
+    let requests = |p: &[MetricPoint]| {
+        let mut times: Vec<u64> = select(p, "syscope.series.limit", &[])
+            .map(|p| p.time_unix_nano)
+            .collect();
+        times.dedup();
+        times.len()
+    };
+    // Every request but the last reports the delivery of the one before.
+    let pts = rx.wait_for(WAIT, |p| {
+        requests(p) as f64 == sum(p, "syscope.export.successes", &[]) + 1.0
+    });
+    let delivered = requests(&pts);
+    assert!(select(&pts, "syscope.series.limit", &[]).all(|p| p.scope == "syscope.self"));
+
+    let dropped = sum(&pts, "syscope.export.dropped", &buffer_full);
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("OTLP export buffer full") && l.contains("reason=buffer_full"))
+        .count();
+    assert_eq!(dropped, logged as f64, "{log}");
+    assert!(
+        log.contains(&format!("dropped_total={logged}")),
+        "the last drop's total: {log}"
+    );
+    assert!(dropped >= 2.0, "6 s down with room for 3: {dropped}");
+    assert_eq!(
+        sum(&pts, "syscope.export.dropped", &[("reason", "rejected")]),
+        0.0
+    );
+
+    // The delivered intervals' windows (from the test's own syscalls, which
+    // happen every interval) follow one another: nothing lost between them.
+    let mut windows: Vec<(u64, u64)> = select(&pts, "syscall.duration", &[])
+        .map(|p| (p.start_unix_nano, p.time_unix_nano))
+        .collect();
+    windows.sort_unstable();
+    windows.dedup();
+    for w in windows.windows(2) {
+        assert_eq!(
+            w[0].1, w[1].0,
+            "a gap between delivered intervals: {windows:?}"
+        );
+    }
+    assert!(
+        windows.len() + 1 >= delivered && windows.len() <= delivered,
+        "{} windows, {delivered} requests",
+        windows.len()
+    );
+    // One interval per second from attach to SIGTERM, plus the last one.
+    let intervals = delivered as f64 + dropped;
+    assert!(
+        (intervals - (elapsed + 1.0)).abs() <= 1.5,
+        "{delivered} delivered + {dropped} dropped vs {elapsed:.1} s"
+    );
+}
+
 /// SIGTERM: detach, collect and export one last time before exiting.
 #[test]
 fn sigterm_exports_the_last_interval() {

@@ -115,7 +115,7 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn nanos(t: SystemTime) -> u64 {
+pub fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
@@ -176,17 +176,17 @@ fn exp_point(
     }
 }
 
-fn temporality(t: Temporality) -> i32 {
+pub fn temporality(t: Temporality) -> AggregationTemporality {
     match t {
-        Temporality::Cumulative => AggregationTemporality::Cumulative as i32,
-        Temporality::Delta => AggregationTemporality::Delta as i32,
+        Temporality::Cumulative => AggregationTemporality::Cumulative,
+        Temporality::Delta => AggregationTemporality::Delta,
     }
 }
 
 /// The metric `m` with this interval's points; `None` without any.
 fn metric(agg: &Aggregator, m: Metric, time: u64) -> Option<Metric_> {
     let spec = m.spec();
-    let temporality = temporality(agg.temporality);
+    let temporality = temporality(agg.temporality) as i32;
     let data = match spec.instrument {
         Instrument::Histogram => {
             let data_points: Vec<_> = points(agg, m, agg.hist(m))
@@ -231,32 +231,37 @@ pub fn sli_metrics(agg: &Aggregator) -> Vec<Metric_> {
     Metric::all().filter_map(|m| metric(agg, m, time)).collect()
 }
 
-/// The scope the SLI metrics travel under.
-pub fn scope() -> InstrumentationScope {
+/// An instrumentation scope of this agent: `syscope` for the SLIs (see
+/// `telemetry::SCOPE` for the agent's own metrics).
+pub fn scope(name: &str) -> InstrumentationScope {
     InstrumentationScope {
-        name: "syscope".into(),
+        name: name.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     }
 }
 
-/// Build this interval's request; `None` when there is nothing to send.
-pub fn build_request(agg: &Aggregator, resource: &Resource) -> Option<ExportMetricsServiceRequest> {
+/// This interval's request: the resource, and the SLI scope when any metric
+/// has points. The exporter adds the agent's own scope to it at send time,
+/// so an interval without SLI points is still sent.
+pub fn build_request(agg: &Aggregator, resource: &Resource) -> ExportMetricsServiceRequest {
     let metrics = sli_metrics(agg);
-    if metrics.is_empty() {
-        return None;
-    }
-    Some(ExportMetricsServiceRequest {
+    let scope_metrics = if metrics.is_empty() {
+        Vec::new()
+    } else {
+        vec![ScopeMetrics {
+            scope: Some(scope("syscope")),
+            metrics,
+            ..Default::default()
+        }]
+    };
+    ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(resource.clone()),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(scope()),
-                metrics,
-                ..Default::default()
-            }],
+            scope_metrics,
             ..Default::default()
         }],
-    })
+    }
 }
 
 #[cfg(test)]
@@ -418,7 +423,7 @@ mod tests {
             service_name: "svc".into(),
             attributes: vec![("deployment.environment.name".into(), "test".into())],
         });
-        build_request(&agg, &res).unwrap()
+        build_request(&agg, &res)
     }
 
     #[test]

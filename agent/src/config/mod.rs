@@ -21,6 +21,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use syscope_common::maps;
 
+use crate::export::{Compression, Protocol};
+
 pub use cli::Cli;
 pub use env::{Env, ProcessEnv};
 pub use file::EXAMPLE_TOML;
@@ -46,46 +48,12 @@ const DEFAULT_SERVICE_NAME: &str = "syscope";
 const SERVICE_NAME_ATTR: &str = "service.name";
 const ATTRIBUTES_KEY: &str = "resource.attributes";
 
-/// OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Protocol {
-    #[default]
-    Grpc,
-    HttpProtobuf,
-}
-
-/// Payload compression (`OTEL_EXPORTER_OTLP_COMPRESSION`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Compression {
-    #[default]
-    None,
-    Gzip,
-}
-
 /// Aggregation temporality (`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Temporality {
     #[default]
     Cumulative,
     Delta,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Grpc => "grpc",
-            Protocol::HttpProtobuf => "http/protobuf",
-        })
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-        })
-    }
 }
 
 impl fmt::Display for Temporality {

@@ -15,8 +15,7 @@ use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
-use super::{ExportError, Settings};
-use crate::config::{Compression, Protocol};
+use super::{Compression, ExportError, Protocol, Settings};
 
 const USER_AGENT: &str = concat!("syscope/", env!("CARGO_PKG_VERSION"));
 
@@ -62,7 +61,7 @@ impl Client {
 
     /// Sends one request. A partial success (some points rejected) is logged
     /// and reported as success: resending would not help.
-    pub async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Result<(), ExportError> {
+    pub async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), ExportError> {
         match &mut self.inner {
             Inner::Grpc(g) => g.send(req).await,
             Inner::Http(h) => h.send(req).await,
@@ -104,8 +103,8 @@ impl GrpcSender {
         })
     }
 
-    async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Result<(), ExportError> {
-        let mut request = tonic::Request::new(req.clone());
+    async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), ExportError> {
+        let mut request = tonic::Request::new(req);
         *request.metadata_mut() = self.metadata.clone();
         // Tells the server our deadline (grpc-timeout); the local timeout
         // below is what actually bounds the call.
@@ -119,10 +118,7 @@ impl GrpcSender {
     }
 }
 
-/// gRPC payload compression. tonic is built without its "gzip" feature, so
-/// `CompressionEncoding::Gzip` does not exist in this build; once the feature
-/// is enabled the Gzip arm becomes
-/// `client.send_compressed(tonic::codec::CompressionEncoding::Gzip)`.
+/// gRPC payload compression (`grpc-encoding: gzip`).
 fn with_compression(
     client: MetricsServiceClient<Channel>,
     compression: Compression,
@@ -218,8 +214,8 @@ impl HttpSender {
         })
     }
 
-    async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Result<(), ExportError> {
-        let body = encode_body(req, self.gzip)?;
+    async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), ExportError> {
+        let body = encode_body(&req, self.gzip)?;
         let response = self
             .client
             .post(&self.url)

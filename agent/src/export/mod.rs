@@ -6,96 +6,21 @@
 //! collect loop [`ExportHandle::submit`]s one request per interval and never
 //! waits on the network; when the collector is down the newest
 //! `buffer_intervals` intervals are kept and delivered, oldest first, once it
-//! comes back.
+//! comes back. Every attempt carries the agent's own metrics as a second
+//! scope of the same request (see `telemetry`), so they share its resource,
+//! buffer and retries, and an outage is reported once the collector is back.
 
 mod client;
 mod pipeline;
+mod settings;
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
-use crate::config::{Compression, Protocol};
-
 pub use client::Client;
 pub use pipeline::{spawn, ExportHandle, ExportHealth, ExportStatus};
-
-/// Everything the exporter needs, independent of how the config is loaded
-/// (the config module converts its `ExportConfig` into this).
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Base endpoint, e.g. `http://localhost:4317` (gRPC) or
-    /// `http://localhost:4318` (HTTP; `/v1/metrics` is appended).
-    pub endpoint: String,
-    /// Signal-specific endpoint (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`): used
-    /// as is, for both protocols, instead of `endpoint`.
-    pub metrics_endpoint: Option<String>,
-    pub protocol: Protocol,
-    /// Extra request headers / gRPC metadata (e.g. authentication).
-    pub headers: Vec<(String, String)>,
-    pub compression: Compression,
-    /// Per-request timeout (also used as the connect timeout).
-    pub timeout: Duration,
-    /// How many unsent intervals to keep while the collector is unreachable
-    /// (at least one is always kept).
-    pub buffer_intervals: usize,
-    /// Upper bound for the retry backoff and for a server's Retry-After.
-    pub max_backoff: Duration,
-    /// First retry delay; doubled after each failed attempt.
-    pub initial_backoff: Duration,
-    /// The export interval: "still failing" warnings are rate-limited to one
-    /// per interval, and health turns bad after a few intervals of failure.
-    pub interval: Duration,
-    /// How long exports may keep failing before health turns bad; `None`:
-    /// three intervals.
-    pub max_failure: Option<Duration>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            endpoint: "http://localhost:4317".to_owned(),
-            metrics_endpoint: None,
-            protocol: Protocol::Grpc,
-            headers: Vec::new(),
-            compression: Compression::None,
-            timeout: Duration::from_secs(10),
-            buffer_intervals: 60,
-            max_backoff: Duration::from_secs(30),
-            initial_backoff: Duration::from_millis(500),
-            interval: Duration::from_secs(10),
-            max_failure: None,
-        }
-    }
-}
-
-impl Settings {
-    /// The URL an HTTP/protobuf export is POSTed to: the metrics endpoint
-    /// as given, else `<endpoint>/v1/metrics` without a doubled slash.
-    pub fn http_url(&self) -> String {
-        http_url(&self.endpoint, self.metrics_endpoint.as_deref())
-    }
-
-    /// The gRPC target: only scheme and authority matter to gRPC, the path
-    /// is the RPC's own.
-    pub fn grpc_endpoint(&self) -> &str {
-        grpc_endpoint(&self.endpoint, self.metrics_endpoint.as_deref())
-    }
-}
-
-/// The HTTP/protobuf URL: the metrics endpoint as given, else
-/// `<endpoint>/v1/metrics` (OTLP spec).
-pub fn http_url(endpoint: &str, metrics_endpoint: Option<&str>) -> String {
-    match metrics_endpoint {
-        Some(url) => url.to_owned(),
-        None => format!("{}/v1/metrics", endpoint.trim_end_matches('/')),
-    }
-}
-
-/// The gRPC target: per the OTLP spec the metrics endpoint wins here too.
-pub fn grpc_endpoint<'a>(endpoint: &'a str, metrics_endpoint: Option<&'a str>) -> &'a str {
-    metrics_endpoint.unwrap_or(endpoint)
-}
+pub use settings::{grpc_endpoint, http_url, Compression, Protocol, Settings};
 
 /// Why an export (or building the exporter) failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,21 +56,28 @@ pub enum ExportError {
 }
 
 impl ExportError {
-    /// Whether sending the same request again may succeed (OTLP spec:
-    /// "Retryable response codes" for both transports; network failures).
+    /// Whether sending the same request again may succeed (OTLP spec,
+    /// "Failures" for gRPC and HTTP; network failures and timeouts). Anything
+    /// else is the collector's final answer: the interval is dropped and
+    /// counted as `rejected`.
     pub fn is_retryable(&self) -> bool {
         use tonic::Code;
         match self {
             Self::Connect { .. } | Self::Timeout(_) | Self::Transport(_) => true,
-            Self::Status { code, .. } => matches!(
-                code,
-                Code::Unavailable
-                    | Code::DeadlineExceeded
-                    | Code::ResourceExhausted
-                    | Code::Aborted
-                    | Code::Cancelled
-                    | Code::DataLoss
-            ),
+            Self::Status {
+                code, retry_after, ..
+            } => match code {
+                Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unavailable
+                | Code::DataLoss => true,
+                // Only when the server says recovery is possible, with a
+                // `RetryInfo` (throttling).
+                Code::ResourceExhausted => retry_after.is_some(),
+                _ => false,
+            },
             Self::Http { status, .. } => matches!(status, 429 | 502 | 503 | 504),
             Self::InvalidEndpoint { .. } | Self::InvalidHeader { .. } | Self::Encode(_) => false,
         }

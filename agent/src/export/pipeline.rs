@@ -1,21 +1,29 @@
 //! The export task: a bounded buffer of unsent intervals, sent oldest first,
-//! retried with exponential backoff while the collector is unreachable.
+//! retried with exponential backoff (never waiting more than one interval)
+//! while the collector is unreachable. Every attempt carries the agent's own
+//! metrics, read at that moment, as a second scope of the interval's request.
+//!
+//! Delivery is at least once for what the buffer holds: an interval leaves
+//! the buffer only when a collector accepted it, or when it is dropped
+//! (counted in `syscope.export.dropped{reason}` and logged). A request the
+//! collector received but whose answer was lost (timeout, reset) is sent
+//! again: the one case of a duplicate.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::{Client, ExportError, Settings};
-use crate::telemetry::SelfStats;
+use crate::telemetry::{DropReason, SelfMetrics, SelfStats};
 
 /// Failing for this many export intervals makes the exporter unhealthy; a
 /// collector restart should not flap a health check.
@@ -51,9 +59,6 @@ struct Shared {
     stats: Arc<SelfStats>,
     health: Mutex<HealthState>,
     unhealthy_after: Duration,
-    /// Set once a full buffer was reported; cleared when the backlog drains,
-    /// so a long outage warns about dropping once, not every interval.
-    overflow_warned: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +123,40 @@ impl Shared {
         health.consecutive_failures = 0;
         health.failing_since = None;
         health.last_error = None;
+    }
+
+    /// Counts `n` intervals that will never be delivered and logs them with
+    /// their reason: the log and `syscope.export.dropped{reason}` agree.
+    fn record_drop(&self, reason: DropReason, n: u64, err: Option<&ExportError>) {
+        if n == 0 {
+            return;
+        }
+        let stats = &self.stats;
+        SelfStats::add(&stats.export_dropped[reason as usize], n);
+        let total = stats.dropped(reason);
+        let error = err.map(tracing::field::display);
+        match reason {
+            DropReason::BufferFull => warn!(
+                %reason,
+                dropped_intervals = n,
+                dropped_total = total,
+                buffer_intervals = self.capacity,
+                "OTLP export buffer full: dropped the oldest unsent interval"
+            ),
+            DropReason::Rejected => error!(
+                %reason,
+                dropped_intervals = n,
+                dropped_total = total,
+                error,
+                "OTLP export rejected by the collector (not retryable): dropped the interval"
+            ),
+            DropReason::Shutdown => error!(
+                %reason,
+                dropped_intervals = n,
+                dropped_total = total,
+                "OTLP export shut down with intervals unsent: dropped them"
+            ),
+        }
     }
 
     fn record_failure(&self, err: &ExportError) {
@@ -194,13 +233,13 @@ pub fn spawn(settings: Settings, stats: Arc<SelfStats>) -> Result<ExportHandle, 
             .max_failure
             .unwrap_or_else(|| settings.interval.saturating_mul(UNHEALTHY_AFTER_INTERVALS))
             .min(MAX_DELAY),
-        overflow_warned: AtomicBool::new(false),
     });
     let (shutdown, shutdown_rx) = watch::channel(None);
     let worker = Worker {
+        own: SelfMetrics::new(Arc::clone(&shared.stats), settings.temporality),
         shared: Arc::clone(&shared),
         client,
-        backoff: Backoff::new(settings.initial_backoff, settings.max_backoff),
+        backoff: Backoff::new(settings.initial_backoff, settings.retry_cap()),
         warn_every: settings.interval,
         shutdown: shutdown_rx,
         outage: None,
@@ -224,7 +263,6 @@ impl ExportHandle {
     /// Queues one interval's request without waiting. When the buffer is
     /// full the oldest interval is dropped: recent data is worth more.
     pub fn submit(&self, req: ExportMetricsServiceRequest) {
-        let stats = &self.shared.stats;
         let dropped = {
             let mut queue = lock(&self.shared.queue);
             let dropped = if queue.len() >= self.shared.capacity {
@@ -233,21 +271,14 @@ impl ExportHandle {
                 None
             };
             queue.push_back(Arc::new(req));
-            SelfStats::set(&stats.export_buffered_intervals, queue.len() as u64);
+            SelfStats::set(
+                &self.shared.stats.export_buffered_intervals,
+                queue.len() as u64,
+            );
             dropped.is_some()
         };
         if dropped {
-            SelfStats::add(&stats.export_dropped_intervals, 1);
-            // Later drops are counted in the task's periodic "still failing"
-            // warning and in the recovery summary.
-            if !self.shared.overflow_warned.swap(true, Ordering::Relaxed) {
-                warn!(
-                    buffer_intervals = self.shared.capacity,
-                    "OTLP export buffer full: dropping the oldest unsent intervals"
-                );
-            } else {
-                debug!("OTLP export buffer full: dropped the oldest unsent interval");
-            }
+            self.shared.record_drop(DropReason::BufferFull, 1, None);
         }
         self.shared.wake.notify_one();
     }
@@ -292,11 +323,8 @@ impl ExportHandle {
         let left = self.shared.buffered();
         SelfStats::set(&self.shared.stats.export_buffered_intervals, left as u64);
         if left > 0 {
-            error!(
-                unsent_intervals = left,
-                ?grace,
-                "OTLP export shut down with intervals unsent"
-            );
+            self.shared
+                .record_drop(DropReason::Shutdown, left as u64, None);
         } else {
             info!("OTLP export shut down, everything delivered");
         }
@@ -317,13 +345,15 @@ struct Outage {
 
 struct Worker {
     shared: Arc<Shared>,
+    /// The agent's own metrics, added to every attempt.
+    own: SelfMetrics,
     client: Client,
     backoff: Backoff,
     warn_every: Duration,
     shutdown: watch::Receiver<Option<Instant>>,
     outage: Option<Outage>,
-    /// `export_dropped_intervals` when things were last fine, so an outage
-    /// summary includes drops from just before its first failed attempt.
+    /// Intervals dropped when things were last fine, so an outage summary
+    /// includes drops from just before its first failed attempt.
     dropped_mark: u64,
 }
 
@@ -349,10 +379,15 @@ impl Worker {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
+            // The self-metrics as of now, in this attempt only: a delivered
+            // one moves the delta baseline, a failed one is read again later.
+            let snapshot = self.own.snapshot();
+            let attempt = with_scope(&req, self.own.scope(&snapshot));
             let started = Instant::now();
-            let result = self.client.send(&req).await;
+            let result = self.client.send(attempt).await;
             let delay = match result {
                 Ok(()) => {
+                    self.own.acknowledge(snapshot);
                     self.on_success(&req, started.elapsed());
                     continue;
                 }
@@ -389,9 +424,6 @@ impl Worker {
         self.shared.record_success();
         self.backoff.reset();
         let (_, left) = self.shared.remove_front(req);
-        if left == 0 {
-            self.shared.overflow_warned.store(false, Ordering::Relaxed);
-        }
         debug!(took_us = took.as_micros(), "OTLP export delivered");
         if let Some(outage) = &mut self.outage {
             outage.delivered += 1;
@@ -399,8 +431,7 @@ impl Worker {
             if left == 0 {
                 info!(
                     recovered_intervals = outage.delivered,
-                    dropped_intervals = SelfStats::get(&stats.export_dropped_intervals)
-                        .saturating_sub(outage.dropped_before),
+                    dropped_intervals = stats.dropped_total().saturating_sub(outage.dropped_before),
                     failed_attempts = outage.attempts,
                     outage = ?outage.since.elapsed(),
                     "OTLP export recovered: buffered intervals delivered"
@@ -409,7 +440,7 @@ impl Worker {
             }
         }
         if self.outage.is_none() {
-            self.dropped_mark = SelfStats::get(&stats.export_dropped_intervals);
+            self.dropped_mark = stats.dropped_total();
         }
     }
 
@@ -448,8 +479,7 @@ impl Worker {
                         failed_attempts = outage.attempts,
                         failing_for = ?outage.since.elapsed(),
                         buffered_intervals = buffered,
-                        dropped_intervals = SelfStats::get(&stats.export_dropped_intervals)
-                            .saturating_sub(outage.dropped_before),
+                        dropped_intervals = stats.dropped_total().saturating_sub(outage.dropped_before),
                         "OTLP export still failing"
                     );
                 } else {
@@ -470,10 +500,8 @@ impl Worker {
         self.backoff.reset();
         let (removed, _) = self.shared.remove_front(req);
         // If overflow already dropped it, it was counted then.
-        if removed {
-            SelfStats::add(&stats.export_dropped_intervals, 1);
-        }
-        error!(error = %err, "OTLP export rejected by the collector; dropping the interval");
+        self.shared
+            .record_drop(DropReason::Rejected, u64::from(removed), Some(err));
     }
 }
 
@@ -488,13 +516,16 @@ pub(super) struct Backoff {
 }
 
 impl Backoff {
+    /// Delays start at `initial` and never exceed `max` (which wins over
+    /// `initial`: it is the promise of a retry within one interval).
     pub(super) fn new(initial: Duration, max: Duration) -> Self {
-        // A zero start would never grow: retry in a tight loop.
-        let initial = initial.clamp(Duration::from_millis(1), MAX_DELAY);
+        // A zero delay would never grow: retry in a tight loop.
+        let max = max.clamp(Duration::from_millis(1), MAX_DELAY);
+        let initial = initial.clamp(Duration::from_millis(1), max);
         let seed = RandomState::new().build_hasher().finish();
         Self {
             initial,
-            max: max.clamp(initial, MAX_DELAY),
+            max,
             current: initial,
             rng: seed | 1,
         }
@@ -521,4 +552,21 @@ impl Backoff {
         let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// The interval's request with `scope` added to its resource (a request
+/// without one gets a resource-less entry: only tests submit those).
+fn with_scope(
+    req: &ExportMetricsServiceRequest,
+    scope: ScopeMetrics,
+) -> ExportMetricsServiceRequest {
+    let mut req = req.clone();
+    match req.resource_metrics.first_mut() {
+        Some(rm) => rm.scope_metrics.push(scope),
+        None => req.resource_metrics.push(ResourceMetrics {
+            scope_metrics: vec![scope],
+            ..Default::default()
+        }),
+    }
+    req
 }

@@ -11,7 +11,11 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     metrics_service_server::{MetricsService, MetricsServiceServer},
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Metric, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,7 +26,8 @@ use tonic::transport::server::TcpIncoming;
 use super::client::parse_retry_after;
 use super::pipeline::Backoff;
 use super::*;
-use crate::telemetry::SelfStats;
+use crate::aggregate::otlp;
+use crate::telemetry::{self, DropReason, SelfStats};
 
 // ---------------------------------------------------------------- helpers
 
@@ -71,6 +76,85 @@ fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
     SelfStats::get(counter)
 }
 
+/// The value of the self-metric `name` (with `reason=` if given) in a
+/// request, or `None` if the request has no self scope.
+fn self_value(req: &ExportMetricsServiceRequest, name: &str, reason: Option<&str>) -> Option<i64> {
+    let scope = req
+        .resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .find(|sm| {
+            sm.scope
+                .as_ref()
+                .is_some_and(|s| s.name == telemetry::SCOPE)
+        })?;
+    let m = scope.metrics.iter().find(|m| m.name == name)?;
+    let points = match m.data.as_ref()? {
+        metric::Data::Sum(s) => &s.data_points,
+        metric::Data::Gauge(g) => &g.data_points,
+        _ => return None,
+    };
+    let point = points.iter().find(|p| {
+        reason.is_none_or(|r| {
+            p.attributes.iter().any(|kv| {
+                kv.key == "reason"
+                    && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                        == Some(&any_value::Value::StringValue(r.to_owned()))
+            })
+        })
+    })?;
+    match point.value? {
+        number_data_point::Value::AsInt(v) => Some(v),
+        number_data_point::Value::AsDouble(_) => None,
+    }
+}
+
+fn dropped_in(req: &ExportMetricsServiceRequest, reason: DropReason) -> i64 {
+    self_value(req, "syscope.export.dropped", Some(reason.label())).expect("a self scope")
+}
+
+/// Log lines written while the guard lives (the test's runtime is
+/// single-threaded, so the export task logs here too).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        (logs.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
+    fn lines_with(&self, needles: &[&str]) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// Exporter logs, shown for failing tests (libtest captures them otherwise).
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -94,6 +178,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 struct GrpcReceived {
     tag: String,
     headers: tonic::metadata::MetadataMap,
+    request: ExportMetricsServiceRequest,
 }
 
 #[derive(Clone, Default)]
@@ -125,6 +210,7 @@ impl MetricsService for GrpcCollector {
         self.received.lock().unwrap().push(GrpcReceived {
             tag: tag_of(&req),
             headers,
+            request: req,
         });
         let answer = self.script.lock().unwrap().pop_front();
         answer
@@ -162,6 +248,9 @@ struct HttpReceived {
     headers: Vec<(String, String)>,
     /// Decompressed if the request said gzip.
     body: Vec<u8>,
+    /// The status it was answered with.
+    status: u16,
+    at: Instant,
 }
 
 impl HttpReceived {
@@ -195,6 +284,16 @@ impl HttpCollector {
         received.iter().map(|r| tag_of(&r.request())).collect()
     }
 
+    /// The requests answered with 200, in order.
+    fn accepted(&self) -> Vec<ExportMetricsServiceRequest> {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(HttpReceived::request)
+            .collect()
+    }
+
     fn then(&self, status: u16, headers: Vec<(&'static str, String)>, body: &[u8]) {
         self.script.lock().unwrap().push_back(HttpAnswer {
             status,
@@ -207,6 +306,11 @@ impl HttpCollector {
 async fn http_collector() -> (HttpCollector, SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (collector, task) = start_http(listener);
+    (collector, addr, task)
+}
+
+fn start_http(listener: TcpListener) -> (HttpCollector, JoinHandle<()>) {
     let collector = HttpCollector::default();
     let c = collector.clone();
     let task = tokio::spawn(async move {
@@ -214,7 +318,7 @@ async fn http_collector() -> (HttpCollector, SocketAddr, JoinHandle<()>) {
             tokio::spawn(serve_http(stream, c.clone()));
         }
     });
-    (collector, addr, task)
+    (collector, task)
 }
 
 /// One request per connection (answered with `Connection: close`): enough
@@ -263,12 +367,6 @@ async fn serve_http(mut stream: TcpStream, collector: HttpCollector) {
             .unwrap();
         body = plain;
     }
-    collector.received.lock().unwrap().push(HttpReceived {
-        method,
-        path,
-        headers,
-        body,
-    });
     let answer = collector
         .script
         .lock()
@@ -279,6 +377,14 @@ async fn serve_http(mut stream: TcpStream, collector: HttpCollector) {
             headers: vec![("content-type", "application/x-protobuf".to_owned())],
             body: ExportMetricsServiceResponse::default().encode_to_vec(),
         });
+    collector.received.lock().unwrap().push(HttpReceived {
+        method,
+        path,
+        headers,
+        body,
+        status: answer.status,
+        at: Instant::now(),
+    });
     let mut response = format!(
         "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
         answer.status,
@@ -374,25 +480,38 @@ fn retryable_classification() {
         retry_after: None,
     };
     use tonic::Code;
+    // The OTLP spec's table of retryable gRPC codes.
     for code in [
-        Code::Unavailable,
-        Code::DeadlineExceeded,
-        Code::ResourceExhausted,
-        Code::Aborted,
         Code::Cancelled,
+        Code::DeadlineExceeded,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unavailable,
         Code::DataLoss,
     ] {
         assert!(grpc(code).is_retryable(), "{code:?}");
     }
     for code in [
+        Code::Unknown,
         Code::InvalidArgument,
-        Code::Unauthenticated,
+        Code::NotFound,
+        Code::AlreadyExists,
         Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
         Code::Unimplemented,
         Code::Internal,
+        Code::Unauthenticated,
     ] {
         assert!(!grpc(code).is_retryable(), "{code:?}");
     }
+    // RESOURCE_EXHAUSTED only with a RetryInfo: the server can recover.
+    let throttled = ExportError::Status {
+        code: Code::ResourceExhausted,
+        message: String::new(),
+        retry_after: Some(Duration::from_secs(1)),
+    };
+    assert!(throttled.is_retryable());
     assert!(ExportError::Timeout(Duration::from_secs(1)).is_retryable());
     assert!(!ExportError::Encode(String::new()).is_retryable());
 }
@@ -456,7 +575,7 @@ async fn grpc_send_delivers_request_and_headers() {
         ..settings(Protocol::Grpc, addr)
     };
     let mut client = Client::new(&s).unwrap();
-    client.send(&request(1)).await.unwrap();
+    client.send(request(1)).await.unwrap();
     // A partial success is logged, not an error.
     collector.then(Ok(ExportMetricsServiceResponse {
         partial_success: Some(ExportMetricsPartialSuccess {
@@ -464,7 +583,7 @@ async fn grpc_send_delivers_request_and_headers() {
             error_message: "bad points".to_owned(),
         }),
     }));
-    client.send(&request(2)).await.unwrap();
+    client.send(request(2)).await.unwrap();
     assert_eq!(collector.tags(), tags(1..=2));
     let received = collector.received.lock().unwrap()[0].clone();
     assert_eq!(received.headers.get("x-api-key").unwrap(), "secret");
@@ -489,7 +608,7 @@ async fn grpc_gzip_is_sent_compressed() {
         ..settings(Protocol::Grpc, addr)
     };
     let mut client = Client::new(&s).unwrap();
-    client.send(&request(7)).await.unwrap();
+    client.send(request(7)).await.unwrap();
     assert_eq!(collector.tags(), tags(7..=7));
     let received = collector.received.lock().unwrap()[0].headers.clone();
     assert_eq!(
@@ -504,14 +623,14 @@ async fn grpc_status_errors_are_classified() {
     let (collector, addr, server) = grpc_collector().await;
     let mut client = Client::new(&settings(Protocol::Grpc, addr)).unwrap();
     collector.then(Err(tonic::Status::invalid_argument("nope")));
-    let err = client.send(&request(1)).await.unwrap_err();
+    let err = client.send(request(1)).await.unwrap_err();
     assert!(
         matches!(&err, ExportError::Status { code: tonic::Code::InvalidArgument, message, .. } if message == "nope"),
         "{err}"
     );
     assert!(!err.is_retryable());
     collector.then(Err(tonic::Status::unavailable("busy")));
-    let err = client.send(&request(2)).await.unwrap_err();
+    let err = client.send(request(2)).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -551,7 +670,7 @@ async fn grpc_retry_info_is_read() {
         "slow down",
         details.into(),
     )));
-    let err = client.send(&request(1)).await.unwrap_err();
+    let err = client.send(request(1)).await.unwrap_err();
     assert_eq!(
         err.retry_after(),
         Some(Duration::from_millis(2500)),
@@ -565,7 +684,7 @@ async fn unreachable_collector_is_a_retryable_connect_error() {
     let addr = free_addr().await;
     for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
         let mut client = Client::new(&settings(protocol, addr)).unwrap();
-        let err = client.send(&request(1)).await.unwrap_err();
+        let err = client.send(request(1)).await.unwrap_err();
         assert!(
             matches!(err, ExportError::Connect { .. }),
             "{protocol:?}: {err:?}"
@@ -588,7 +707,7 @@ async fn http_send_posts_protobuf_with_headers_and_gzip() {
             ..settings(Protocol::HttpProtobuf, addr)
         };
         let mut client = Client::new(&s).unwrap();
-        client.send(&request(1)).await.unwrap();
+        client.send(request(1)).await.unwrap();
     }
     let received = collector.received.lock().unwrap().clone();
     assert_eq!(received.len(), 2);
@@ -612,7 +731,7 @@ async fn http_metrics_endpoint_is_used_as_is() {
         metrics_endpoint: Some(format!("http://{addr}/otlp/custom")),
         ..settings(Protocol::HttpProtobuf, addr)
     };
-    Client::new(&s).unwrap().send(&request(1)).await.unwrap();
+    Client::new(&s).unwrap().send(request(1)).await.unwrap();
     assert_eq!(collector.received.lock().unwrap()[0].path, "/otlp/custom");
     server.abort();
 }
@@ -623,7 +742,7 @@ async fn http_errors_carry_status_body_and_retry_after() {
     let (collector, addr, server) = http_collector().await;
     let mut client = Client::new(&settings(Protocol::HttpProtobuf, addr)).unwrap();
     collector.then(503, vec![("retry-after", "3".to_owned())], b"overloaded");
-    let err = client.send(&request(1)).await.unwrap_err();
+    let err = client.send(request(1)).await.unwrap_err();
     assert!(
         matches!(&err, ExportError::Http { status: 503, body, .. } if body == "overloaded"),
         "{err}"
@@ -640,7 +759,7 @@ async fn http_errors_carry_status_body_and_retry_after() {
         vec![("content-type", "application/x-protobuf".to_owned())],
         &status.encode_to_vec(),
     );
-    let err = client.send(&request(2)).await.unwrap_err();
+    let err = client.send(request(2)).await.unwrap_err();
     assert!(
         matches!(&err, ExportError::Http { status: 400, body, .. } if body == "bad metric name"),
         "{err}"
@@ -663,7 +782,7 @@ async fn buffer_survives_outage(protocol: Protocol) {
     for tag in 1..=5 {
         handle.submit(request(tag));
     }
-    assert_eq!(get(&stats.export_dropped_intervals), 2);
+    assert_eq!(stats.dropped(DropReason::BufferFull), 2);
     assert_eq!(get(&stats.export_buffered_intervals), 3);
     wait_until("a failed attempt", || get(&stats.export_failures) >= 2).await;
     assert_eq!(handle.buffered(), 3);
@@ -680,13 +799,7 @@ async fn buffer_survives_outage(protocol: Protocol) {
             Box::new(move || collector.tags())
         }
         Protocol::HttpProtobuf => {
-            let collector = HttpCollector::default();
-            let c = collector.clone();
-            tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(serve_http(stream, c.clone()));
-                }
-            });
+            let (collector, _server) = start_http(listener);
             Box::new(move || collector.tags())
         }
     };
@@ -694,7 +807,7 @@ async fn buffer_survives_outage(protocol: Protocol) {
     assert_eq!(received(), tags(3..=5), "newest three, oldest first");
     wait_until("the gauge", || get(&stats.export_buffered_intervals) == 0).await;
     assert_eq!(get(&stats.export_successes), 3);
-    assert_eq!(get(&stats.export_dropped_intervals), 2);
+    assert_eq!(stats.dropped_total(), 2);
     let status = handle.status();
     assert!(status.healthy && status.last_success.is_some());
     assert_eq!(status.consecutive_failures, 0);
@@ -732,7 +845,7 @@ async fn retryable_http_status_is_retried_in_order() {
         .to_vec();
     assert_eq!(collector.tags(), expected);
     assert_eq!(get(&stats.export_failures), 2);
-    assert_eq!(get(&stats.export_dropped_intervals), 0);
+    assert_eq!(stats.dropped_total(), 0);
     assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
     server.abort();
 }
@@ -752,7 +865,7 @@ async fn http_400_drops_the_interval() {
     // Sent once, not retried; the next interval goes through.
     assert_eq!(collector.tags(), tags(1..=2));
     assert_eq!(get(&stats.export_failures), 1);
-    assert_eq!(get(&stats.export_dropped_intervals), 1);
+    assert_eq!(stats.dropped(DropReason::Rejected), 1);
     assert_eq!(get(&stats.export_buffered_intervals), 0);
     assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
     server.abort();
@@ -769,7 +882,7 @@ async fn grpc_invalid_argument_drops_the_interval() {
     wait_until("the second interval", || get(&stats.export_successes) == 1).await;
     assert_eq!(collector.tags(), tags(1..=2));
     assert_eq!(get(&stats.export_failures), 1);
-    assert_eq!(get(&stats.export_dropped_intervals), 1);
+    assert_eq!(stats.dropped(DropReason::Rejected), 1);
     assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
     server.abort();
 }
@@ -815,9 +928,11 @@ async fn shutdown_flushes_backlog_within_grace() {
     let addr = free_addr().await;
     let stats = Arc::new(SelfStats::default());
     let s = Settings {
-        // Long backoff: shutdown must cut the sleep short, not wait it out.
+        // Long backoff (and interval, which caps it): shutdown must cut the
+        // sleep short, not wait it out.
         initial_backoff: Duration::from_secs(30),
         max_backoff: Duration::from_secs(60),
+        interval: Duration::from_secs(60),
         ..settings(Protocol::Grpc, addr)
     };
     let handle = spawn(s, Arc::clone(&stats)).unwrap();
@@ -852,6 +967,7 @@ async fn shutdown_with_collector_down_reports_unsent_after_grace() {
         assert!(took >= Duration::from_millis(250), "{protocol:?}: {took:?}");
         assert!(took < Duration::from_secs(2), "{protocol:?}: {took:?}");
         assert_eq!(get(&stats.export_buffered_intervals), 3);
+        assert_eq!(stats.dropped(DropReason::Shutdown), 3);
         assert!(get(&stats.export_failures) >= 1);
     }
 }
@@ -895,7 +1011,7 @@ async fn dropped_connections_are_retryable() {
     });
     for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
         let mut client = Client::new(&settings(protocol, addr)).unwrap();
-        let err = client.send(&request(1)).await.unwrap_err();
+        let err = client.send(request(1)).await.unwrap_err();
         assert!(err.is_retryable(), "{protocol:?}: {err:?}");
     }
     server.abort();
@@ -926,4 +1042,211 @@ async fn extreme_durations_do_not_panic() {
     };
     let handle = spawn(s, Arc::new(SelfStats::default())).unwrap();
     assert_eq!(handle.shutdown(Duration::MAX).await, 0);
+}
+
+// ------------------------------------- (f) the agent's own metrics
+
+/// What `otlp::build_request` makes: the resource, and the SLI scope when
+/// the interval has points.
+fn sli_request(resource: &Resource, with_points: bool) -> ExportMetricsServiceRequest {
+    let scope_metrics = if with_points {
+        vec![ScopeMetrics {
+            scope: Some(otlp::scope("syscope")),
+            metrics: vec![Metric {
+                name: "syscall.errors".to_owned(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    } else {
+        Vec::new()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(resource.clone()),
+            scope_metrics,
+            ..Default::default()
+        }],
+    }
+}
+
+/// The self-metrics are a second scope of the interval's own request, under
+/// the same resource; an interval without SLI points still carries them.
+#[tokio::test]
+async fn self_metrics_travel_in_the_same_request_and_resource() {
+    let (collector, addr, server) = grpc_collector().await;
+    let stats = Arc::new(SelfStats::default());
+    let handle = spawn(settings(Protocol::Grpc, addr), Arc::clone(&stats)).unwrap();
+    let resource = Resource {
+        attributes: vec![otlp::kv_str("service.name", "svc")],
+        ..Default::default()
+    };
+    handle.submit(sli_request(&resource, true));
+    handle.submit(sli_request(&resource, false));
+    wait_until("both delivered", || get(&stats.export_successes) == 2).await;
+    let received: Vec<_> = collector.received.lock().unwrap().clone();
+    let scopes = |r: &GrpcReceived| -> Vec<String> {
+        assert_eq!(r.request.resource_metrics.len(), 1, "one resource");
+        let rm = &r.request.resource_metrics[0];
+        assert_eq!(rm.resource.as_ref(), Some(&resource));
+        rm.scope_metrics
+            .iter()
+            .map(|s| s.scope.as_ref().unwrap().name.clone())
+            .collect()
+    };
+    assert_eq!(scopes(&received[0]), ["syscope", telemetry::SCOPE]);
+    assert_eq!(scopes(&received[1]), [telemetry::SCOPE]);
+    // The second request reports the first delivery.
+    assert_eq!(
+        self_value(&received[1].request, "syscope.export.successes", None),
+        Some(1)
+    );
+    assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+    server.abort();
+}
+
+/// Delta temporality, a buffer of 5, the collector down for 8 intervals:
+/// the 3 intervals dropped are in the log, in the counter, and (once the
+/// collector is back) in the `dropped{reason=buffer_full}` points it
+/// receives, which add up to exactly 3.
+#[tokio::test]
+async fn buffer_full_drops_reach_the_collector_once_it_is_back() {
+    let (logs, _guard) = Logs::capture();
+    let addr = free_addr().await;
+    let stats = Arc::new(SelfStats::default());
+    let s = Settings {
+        buffer_intervals: 5,
+        temporality: AggregationTemporality::Delta,
+        ..settings(Protocol::HttpProtobuf, addr)
+    };
+    let handle = spawn(s, Arc::clone(&stats)).unwrap();
+    for tag in 1..=8 {
+        handle.submit(request(tag));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until("failed attempts", || get(&stats.export_failures) >= 2).await;
+    assert_eq!(stats.dropped(DropReason::BufferFull), 3);
+
+    let (collector, server) = start_http(TcpListener::bind(addr).await.unwrap());
+    wait_until("the backlog", || collector.accepted().len() == 5).await;
+    handle.submit(request(9));
+    wait_until("one more interval", || collector.accepted().len() == 6).await;
+    assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+
+    let accepted = collector.accepted();
+    assert_eq!(accepted.iter().map(tag_of).collect::<Vec<_>>(), tags(4..=9));
+    let on_the_wire: i64 = accepted
+        .iter()
+        .map(|r| dropped_in(r, DropReason::BufferFull))
+        .sum();
+    assert_eq!(on_the_wire, 3);
+    let logged = logs.lines_with(&["reason=buffer_full", "dropped_intervals=1"]);
+    assert_eq!(logged.len(), 3, "{logged:#?}");
+    assert!(logged[2].contains("dropped_total=3"), "{}", logged[2]);
+    let recovered = logs.lines_with(&["recovered"]);
+    assert!(
+        recovered.iter().any(|l| l.contains("dropped_intervals=3")),
+        "{recovered:#?}"
+    );
+    // Failed attempts are reported too, once delivered.
+    let failures: i64 = accepted
+        .iter()
+        .map(|r| self_value(r, "syscope.export.failures", None).unwrap())
+        .sum();
+    assert_eq!(failures as u64, get(&stats.export_failures));
+    server.abort();
+}
+
+/// HTTP 500 is final (OTLP spec): each rejected interval is dropped as
+/// `rejected`, logged, and the count reaches the collector with the first
+/// request it accepts, in either temporality.
+#[tokio::test]
+async fn rejected_intervals_are_reported_once_the_collector_accepts() {
+    const K: usize = 4;
+    for temporality in [
+        AggregationTemporality::Delta,
+        AggregationTemporality::Cumulative,
+    ] {
+        let (logs, _guard) = Logs::capture();
+        let (collector, addr, server) = http_collector().await;
+        for _ in 0..K {
+            collector.then(500, Vec::new(), b"internal error");
+        }
+        let stats = Arc::new(SelfStats::default());
+        let s = Settings {
+            temporality,
+            ..settings(Protocol::HttpProtobuf, addr)
+        };
+        let handle = spawn(s, Arc::clone(&stats)).unwrap();
+        for tag in 1..=K as u32 + 2 {
+            handle.submit(request(tag));
+        }
+        wait_until("the rest delivered", || collector.accepted().len() == 2).await;
+        assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+        // Each sent once: a 500 is not retried.
+        assert_eq!(collector.tags(), tags(1..=K as u32 + 2));
+        assert_eq!(stats.dropped(DropReason::Rejected), K as u64);
+        let accepted = collector.accepted();
+        let points: Vec<i64> = accepted
+            .iter()
+            .map(|r| dropped_in(r, DropReason::Rejected))
+            .collect();
+        match temporality {
+            AggregationTemporality::Delta => assert_eq!(points, [K as i64, 0]),
+            _ => assert_eq!(points, [K as i64, K as i64]),
+        }
+        let logged = logs.lines_with(&["reason=rejected", "HTTP 500"]);
+        assert_eq!(logged.len(), K, "{logged:#?}");
+        server.abort();
+    }
+}
+
+/// However long the outage, the wait between attempts stays within one
+/// interval (not `max_backoff`), so a collector that comes back gets the
+/// next attempt within one interval.
+#[tokio::test]
+async fn retries_never_wait_longer_than_one_interval() {
+    init_logs();
+    let (collector, addr, server) = http_collector().await;
+    const FAILURES: usize = 10;
+    for _ in 0..FAILURES {
+        collector.then(503, Vec::new(), b"");
+    }
+    let interval = Duration::from_millis(300);
+    let s = Settings {
+        interval,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_secs(30),
+        ..settings(Protocol::HttpProtobuf, addr)
+    };
+    let stats = Arc::new(SelfStats::default());
+    let handle = spawn(s, Arc::clone(&stats)).unwrap();
+    handle.submit(request(1));
+    wait_until("the interval delivered", || {
+        get(&stats.export_successes) == 1
+    })
+    .await;
+    let at: Vec<Instant> = collector
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(at.len(), FAILURES + 1);
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Backoff would have reached 20 ms x 2^9 = 10 s; the interval caps it.
+    let slack = Duration::from_millis(150);
+    assert!(gaps.iter().all(|&g| g <= interval + slack), "{gaps:?}");
+    assert!(gaps[FAILURES - 1] >= interval.mul_f64(0.5), "{gaps:?}");
+    assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+    server.abort();
+}
+
+#[test]
+fn backoff_cap_wins_over_the_first_delay() {
+    let mut b = Backoff::new(Duration::from_millis(500), Duration::from_millis(100));
+    for _ in 0..5 {
+        assert!(b.next() <= Duration::from_millis(100));
+    }
 }

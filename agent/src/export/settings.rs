@@ -1,0 +1,132 @@
+//! What the exporter is told: transport, endpoint, limits. The config module
+//! builds a [`Settings`] from flags, environment and file; the exporter reads
+//! nothing else.
+
+use std::fmt;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
+
+/// OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Payload compression (`OTEL_EXPORTER_OTLP_COMPRESSION`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        })
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+        })
+    }
+}
+
+/// Everything the exporter needs, independent of how the config is loaded.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Base endpoint, e.g. `http://localhost:4317` (gRPC) or
+    /// `http://localhost:4318` (HTTP; `/v1/metrics` is appended).
+    pub endpoint: String,
+    /// Signal-specific endpoint (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`): used
+    /// as is, for both protocols, instead of `endpoint`.
+    pub metrics_endpoint: Option<String>,
+    pub protocol: Protocol,
+    /// Extra request headers / gRPC metadata (e.g. authentication).
+    pub headers: Vec<(String, String)>,
+    pub compression: Compression,
+    /// Per-request timeout (also used as the connect timeout).
+    pub timeout: Duration,
+    /// How many unsent intervals to keep while the collector is unreachable
+    /// (at least one is always kept).
+    pub buffer_intervals: usize,
+    /// Upper bound for the retry backoff and for a server's Retry-After.
+    /// `interval` bounds both as well, so a collector that comes back gets
+    /// the next attempt within one interval.
+    pub max_backoff: Duration,
+    /// First retry delay; doubled after each failed attempt.
+    pub initial_backoff: Duration,
+    /// The export interval: bounds the wait between retries, rate-limits the
+    /// "still failing" warnings, and health turns bad after a few intervals
+    /// of failure.
+    pub interval: Duration,
+    /// How long exports may keep failing before health turns bad; `None`:
+    /// three intervals.
+    pub max_failure: Option<Duration>,
+    /// Temporality of the agent's own counters, which travel with every
+    /// request: the SLIs' (`Delta` or `Cumulative`; anything else is read
+    /// as `Cumulative`).
+    pub temporality: AggregationTemporality,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://localhost:4317".to_owned(),
+            metrics_endpoint: None,
+            protocol: Protocol::Grpc,
+            headers: Vec::new(),
+            compression: Compression::None,
+            timeout: Duration::from_secs(10),
+            buffer_intervals: 60,
+            max_backoff: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(500),
+            interval: Duration::from_secs(10),
+            max_failure: None,
+            temporality: AggregationTemporality::Cumulative,
+        }
+    }
+}
+
+impl Settings {
+    /// The URL an HTTP/protobuf export is POSTed to: the metrics endpoint
+    /// as given, else `<endpoint>/v1/metrics` without a doubled slash.
+    pub fn http_url(&self) -> String {
+        http_url(&self.endpoint, self.metrics_endpoint.as_deref())
+    }
+
+    /// The gRPC target: only scheme and authority matter to gRPC, the path
+    /// is the RPC's own.
+    pub fn grpc_endpoint(&self) -> &str {
+        grpc_endpoint(&self.endpoint, self.metrics_endpoint.as_deref())
+    }
+
+    /// The longest wait between two attempts: `max_backoff`, and never more
+    /// than one interval.
+    pub fn retry_cap(&self) -> Duration {
+        self.max_backoff.min(self.interval)
+    }
+}
+
+/// The HTTP/protobuf URL: the metrics endpoint as given, else
+/// `<endpoint>/v1/metrics` (OTLP spec).
+pub fn http_url(endpoint: &str, metrics_endpoint: Option<&str>) -> String {
+    match metrics_endpoint {
+        Some(url) => url.to_owned(),
+        None => format!("{}/v1/metrics", endpoint.trim_end_matches('/')),
+    }
+}
+
+/// The gRPC target: per the OTLP spec the metrics endpoint wins here too.
+pub fn grpc_endpoint<'a>(endpoint: &'a str, metrics_endpoint: Option<&'a str>) -> &'a str {
+    metrics_endpoint.unwrap_or(endpoint)
+}
