@@ -106,18 +106,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     })?;
     let mut daemon = Daemon::new(&cfg, probes, stats.clone());
     let exporter = cfg
-        .export_settings()
-        .map(|settings| {
-            // The self-metrics' counters follow the SLIs' temporality.
-            let temporality = otlp::temporality(cfg.temporality);
-            export::spawn(
-                export::Settings {
-                    temporality,
-                    ..settings
-                },
-                stats.clone(),
-            )
-        })
+        .export
+        .clone()
+        .map(|settings| export::spawn(settings, stats.clone()))
         .transpose()
         .context("setting up the OTLP exporter")?;
     match &cfg.export {

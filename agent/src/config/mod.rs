@@ -15,6 +15,7 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
+use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,9 +39,6 @@ pub const EXIT_CODE_INVALID_CONFIG: i32 = 2;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Without a collector the interval is the table's refresh rate.
 const DEFAULT_TABLE_INTERVAL: Duration = Duration::from_secs(5);
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_BUFFER_INTERVALS: usize = 60;
-const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const DEFAULT_LOG: &str = "info";
 const DEFAULT_TABLE_ROWS: usize = 20;
@@ -111,71 +109,10 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// Where and how to send metrics.
-#[derive(Clone, PartialEq)]
-pub struct ExportConfig {
-    /// Base URL, e.g. `http://collector:4317`. When only a metrics endpoint
-    /// was given, this holds that URL too.
-    pub endpoint: String,
-    /// Signal-specific URL (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT), used as-is.
-    pub metrics_endpoint: Option<String>,
-    pub protocol: Protocol,
-    /// Names lowercased; values printable ASCII.
-    pub headers: Vec<(String, String)>,
-    pub compression: Compression,
-    pub timeout: Duration,
-    /// Unsent intervals kept while the collector is down (>= 1).
-    pub buffer_intervals: usize,
-    pub max_backoff: Duration,
-}
-
-impl ExportConfig {
-    /// Defaults for everything but the endpoint (handy in tests).
-    pub fn new(endpoint: impl Into<String>) -> Self {
-        ExportConfig {
-            endpoint: endpoint.into(),
-            metrics_endpoint: None,
-            protocol: Protocol::default(),
-            headers: Vec::new(),
-            compression: Compression::default(),
-            timeout: DEFAULT_TIMEOUT,
-            buffer_intervals: DEFAULT_BUFFER_INTERVALS,
-            max_backoff: DEFAULT_MAX_BACKOFF,
-        }
-    }
-
-    /// URL to POST to with http/protobuf: the metrics endpoint as-is, else
-    /// `<endpoint>/v1/metrics` as the OTLP spec builds it.
-    pub fn http_url(&self) -> String {
-        crate::export::http_url(&self.endpoint, self.metrics_endpoint.as_deref())
-    }
-
-    /// gRPC target: per the OTLP spec the metrics endpoint wins here too.
-    pub fn grpc_endpoint(&self) -> &str {
-        crate::export::grpc_endpoint(&self.endpoint, self.metrics_endpoint.as_deref())
-    }
-}
-
-// Hand-written so header values (usually credentials) never reach a log.
-impl fmt::Debug for ExportConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(k, _)| (k.as_str(), "<redacted>"))
-            .collect();
-        f.debug_struct("ExportConfig")
-            .field("endpoint", &self.endpoint)
-            .field("metrics_endpoint", &self.metrics_endpoint)
-            .field("protocol", &self.protocol)
-            .field("headers", &headers)
-            .field("compression", &self.compression)
-            .field("timeout", &self.timeout)
-            .field("buffer_intervals", &self.buffer_intervals)
-            .field("max_backoff", &self.max_backoff)
-            .finish()
-    }
-}
+/// The exporter's settings, as config builds them (one definition: the
+/// export module owns its settings; config fills every field, including the
+/// interval, health and temporality it resolves).
+pub type ExportConfig = crate::export::Settings;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceConfig {
@@ -372,27 +309,6 @@ impl Config {
     }
 }
 
-impl Config {
-    /// What the exporter needs, or None in table mode.
-    pub fn export_settings(&self) -> Option<crate::export::Settings> {
-        let e = self.export.as_ref()?;
-        Some(crate::export::Settings {
-            endpoint: e.endpoint.clone(),
-            metrics_endpoint: e.metrics_endpoint.clone(),
-            protocol: e.protocol,
-            headers: e.headers.clone(),
-            compression: e.compression,
-            timeout: e.timeout,
-            buffer_intervals: e.buffer_intervals,
-            max_backoff: e.max_backoff,
-            interval: self.interval,
-            max_failure: Some(self.health.max_export_failure),
-            // Not user-facing: the exporter's default first retry delay.
-            ..Default::default()
-        })
-    }
-}
-
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_toml())
@@ -424,7 +340,7 @@ fn load_str(cli: &Cli, env: &dyn Env, toml: &str) -> Result<Config, ConfigError>
 fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, ConfigError> {
     env::refuse_unsupported(vars)?;
     let mut warnings = Vec::new();
-    let export = resolve_export(cli, vars, file.export.unwrap_or_default(), &mut warnings)?;
+    let mut export = resolve_export(cli, vars, file.export.unwrap_or_default(), &mut warnings)?;
 
     let interval = settings::INTERVAL
         .resolve(cli.interval.as_deref(), vars, file.interval)?
@@ -468,6 +384,14 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
 
     let resource = resolve_resource(cli, vars, file.resource)?;
     let health = resolve_health(cli, vars, file.health, interval)?;
+    if let Some(e) = &mut export {
+        e.interval = interval;
+        e.max_failure = Some(health.max_export_failure);
+        e.temporality = match temporality {
+            Temporality::Cumulative => AggregationTemporality::Cumulative,
+            Temporality::Delta => AggregationTemporality::Delta,
+        };
+    }
 
     Ok(Config {
         export,
@@ -523,13 +447,13 @@ fn resolve_export(
     };
     let timeout = settings::TIMEOUT
         .resolve(None, vars, fe.timeout)?
-        .unwrap_or(DEFAULT_TIMEOUT);
+        .unwrap_or(ExportConfig::default().timeout);
     let buffer_intervals = settings::BUFFER_INTERVALS
         .resolve(cli.buffer_intervals.as_deref(), vars, fe.buffer_intervals)?
-        .map_or(DEFAULT_BUFFER_INTERVALS, |n| n as usize);
+        .map_or(ExportConfig::default().buffer_intervals, |n| n as usize);
     let max_backoff = settings::MAX_BACKOFF
         .resolve(None, vars, fe.max_backoff)?
-        .unwrap_or(DEFAULT_MAX_BACKOFF);
+        .unwrap_or(ExportConfig::default().max_backoff);
 
     if let Some(v) = vars.get(env::SDK_DISABLED) {
         if v.eq_ignore_ascii_case("true") {
@@ -550,7 +474,7 @@ fn resolve_export(
     }
 
     Ok(top.map(|_| ExportConfig {
-        // Only a metrics URL given: it is the base too (see the field doc).
+        // Only a metrics URL given: it is the base too.
         endpoint: base.or_else(|| metrics.clone()).unwrap_or_default(),
         metrics_endpoint: metrics,
         protocol,
@@ -559,6 +483,8 @@ fn resolve_export(
         timeout,
         buffer_intervals,
         max_backoff,
+        // Interval, health and temporality are filled in by `resolve`.
+        ..ExportConfig::default()
     }))
 }
 

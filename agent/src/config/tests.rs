@@ -57,7 +57,13 @@ fn defaults_are_table_mode() {
 fn export_defaults() {
     let c = ok(&["--endpoint", "http://c:4317"], &[], "");
     let e = export(&c);
-    assert_eq!(e, &ExportConfig::new("http://c:4317"));
+    // Config fills what it resolves elsewhere: interval, health, temporality.
+    let want = ExportConfig {
+        interval: Duration::from_secs(60),
+        max_failure: Some(Duration::from_secs(180)),
+        ..ExportConfig::new("http://c:4317")
+    };
+    assert_eq!(e, &want);
     assert_eq!(e.protocol, Protocol::Grpc);
     assert_eq!(e.compression, Compression::None);
     assert_eq!(e.timeout, Duration::from_secs(10));
@@ -188,6 +194,16 @@ fn endpoint_scheme_case_insensitive_and_trimmed() {
         "",
     );
     assert_eq!(export(&c).endpoint, "http://c:4317");
+    let c = ok(
+        &["--endpoint", "http://c:4317", "--temporality", "delta"],
+        &[],
+        "",
+    );
+    assert_eq!(
+        export(&c).temporality,
+        opentelemetry_proto::tonic::metrics::v1::AggregationTemporality::Delta,
+        "the self-metrics follow the SLIs' temporality"
+    );
 }
 
 // --- http_url ---
@@ -904,10 +920,10 @@ fn to_toml_round_trips() {
 #[test]
 fn export_settings_carry_interval() {
     let c = ok(&["--endpoint", "http://x", "--interval", "7s"], &[], "");
-    let s = c.export_settings().unwrap();
+    let s = c.export.clone().unwrap();
     assert_eq!(s.endpoint, "http://x");
     assert_eq!(s.interval, Duration::from_secs(7));
-    assert!(Config::default().export_settings().is_none());
+    assert!(Config::default().export.is_none());
 }
 
 fn help(flag: &str) -> String {
@@ -1022,7 +1038,7 @@ fn health_is_off_by_default_and_follows_precedence() {
     let c = ok(&["--endpoint", "http://x", "--interval", "10s"], &[], "");
     assert_eq!(c.health.max_export_failure, Duration::from_secs(30));
     assert_eq!(
-        c.export_settings().unwrap().max_failure,
+        c.export.clone().unwrap().max_failure,
         Some(Duration::from_secs(30))
     );
 

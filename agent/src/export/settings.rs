@@ -42,7 +42,7 @@ impl fmt::Display for Compression {
 }
 
 /// Everything the exporter needs, independent of how the config is loaded.
-#[derive(Clone, Debug)]
+#[derive(Clone, PartialEq)]
 pub struct Settings {
     /// Base endpoint, e.g. `http://localhost:4317` (gRPC) or
     /// `http://localhost:4318` (HTTP; `/v1/metrics` is appended).
@@ -98,6 +98,14 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Defaults for everything but the endpoint.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Settings {
+            endpoint: endpoint.into(),
+            ..Settings::default()
+        }
+    }
+
     /// The URL an HTTP/protobuf export is POSTed to: the metrics endpoint
     /// as given, else `<endpoint>/v1/metrics` without a doubled slash.
     pub fn http_url(&self) -> String {
@@ -129,4 +137,29 @@ pub fn http_url(endpoint: &str, metrics_endpoint: Option<&str>) -> String {
 /// The gRPC target: per the OTLP spec the metrics endpoint wins here too.
 pub fn grpc_endpoint<'a>(endpoint: &'a str, metrics_endpoint: Option<&'a str>) -> &'a str {
     metrics_endpoint.unwrap_or(endpoint)
+}
+
+// Hand-written so header values (usually credentials) never reach a log.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, _)| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("Settings")
+            .field("endpoint", &self.endpoint)
+            .field("metrics_endpoint", &self.metrics_endpoint)
+            .field("protocol", &self.protocol)
+            .field("headers", &headers)
+            .field("compression", &self.compression)
+            .field("timeout", &self.timeout)
+            .field("buffer_intervals", &self.buffer_intervals)
+            .field("max_backoff", &self.max_backoff)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("interval", &self.interval)
+            .field("max_failure", &self.max_failure)
+            .field("temporality", &self.temporality)
+            .finish()
+    }
 }
