@@ -210,6 +210,12 @@ fn help_documents_the_environment() {
     ] {
         assert!(text.contains(var), "--help lacks {var}");
     }
+    // The first line is the package description: both probe sets.
+    let about = text.lines().next().unwrap_or_default();
+    assert!(
+        about.contains("syscall") && about.contains("TCP"),
+        "{about}"
+    );
 }
 
 /// Without CAP_BPF and CAP_PERFMON (dropped from the bounding set, so even

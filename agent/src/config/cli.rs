@@ -14,7 +14,8 @@ use super::{env, EXAMPLE_TOML};
 #[command(
     name = "syscope",
     version,
-    about = "eBPF syscall latency and error SLIs for every workload on a host, exported over OTLP.",
+    // The description in agent/Cargo.toml (also the image's and the .deb's).
+    about,
     // -h and --help both print everything below: the environment and file
     // sections are the main documentation of the configuration.
     disable_help_flag = true,
