@@ -232,7 +232,9 @@ impl Metric {
                 unit: "{segment}",
                 instrument: Instrument::Counter,
                 description: "Retransmitted TCP segments.",
-                attrs: &[(ServerPort, Always), SOCKET_OWNER[0], SOCKET_OWNER[1]],
+                // A socket the agent does not track (older than the agent,
+                // or its own) has no known role, so no server port.
+                attrs: &[(ServerPort, WhenKnown), SOCKET_OWNER[0], SOCKET_OWNER[1]],
             },
             Metric::TcpResets => &MetricSpec {
                 name: "tcp.resets",
