@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|bench>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|bench|image|deb|vmtest>`.
 //!
 //! Each task installs what it needs first (idempotently), so the README's two
 //! commands work on a fresh Debian 12 machine as root.
 
 mod bench;
 mod deploy;
+mod vmtest;
 
 use std::{
     env,
@@ -36,6 +37,12 @@ const APT_PACKAGES: &[&str] = &[
     "runc",
     "binutils",
     "dpkg-dev",
+    // Other kernels under qemu (vmtest): the emulator, the guests' static
+    // busybox, depmod/modprobe for the kernels' modules, xz for their .ko.xz.
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "xz-utils",
 ];
 /// Renders deploy/kubernetes (kustomize) in the tests, when no kubectl is installed.
 const KUBECTL_PACKAGE: &str = "kubernetes-client";
@@ -54,6 +61,9 @@ tasks:
   bench [ARGS]   build, then the overhead benchmark (see README); `--quick` for a short run
   image [--archive PATH]  build, then the container image (podman): localhost/syscope:<version>
   deb            build, then the Debian package: target/deb/syscope_<version>-1_<arch>.deb
+  vmtest [--kernel 5.10|6.1|6.12|all] [-- TEST ARGS]
+                 build, then the kernel-facing integration tests on Debian's kernels under qemu
+                 (docs/kernels.md; `cargo xtask vmtest --help` for its options)
 ";
 
 fn main() -> ExitCode {
@@ -72,6 +82,11 @@ fn main() -> ExitCode {
         Some("deb") => setup()
             .and_then(|_| build())
             .and_then(|_| deploy::deb().map(drop)),
+        // Options are checked (and --help answered) before the build.
+        Some("vmtest") => vmtest::check_args(&args[1..])
+            .and_then(|_| setup())
+            .and_then(|_| build())
+            .and_then(|_| vmtest::run(&args[1..])),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);
