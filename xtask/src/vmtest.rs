@@ -299,6 +299,17 @@ pub fn run(args: &[String]) -> Result<()> {
                     t.elapsed(),
                     kernel.dir.display()
                 );
+                let first = boot(&o, series, set, &kernel, &exes, &repo, &work)?;
+                // A guest that ran no test at all did not get as far as
+                // the tests (an emulation hiccup at boot): once more, said
+                // loudly. A test that ran and failed is never retried.
+                if first.ok() || first.passed + first.failed > 0 {
+                    return Ok(first);
+                }
+                eprintln!(
+                    "vmtest {}: no test ran ({}); booting once more",
+                    series.name, first.result
+                );
                 boot(&o, series, set, &kernel, &exes, &repo, &work)
             })
             .unwrap_or_else(|e| Outcome::not_run(series.name, set.name, e));
