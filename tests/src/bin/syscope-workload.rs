@@ -143,20 +143,7 @@ fn sleep(n: u64, ms: u64) {
     let mut took = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let t0 = std::time::Instant::now();
-        let r = sys(
-            libc::SYS_clock_nanosleep,
-            [
-                libc::CLOCK_MONOTONIC as Long,
-                0,
-                &ts as *const _ as Long,
-                0,
-                0,
-                0,
-            ],
-        );
-        if r != Ok(0) {
-            fail(&format!("clock_nanosleep returned {r:?}"));
-        }
+        nanosleep(&ts);
         took.push(t0.elapsed().as_nanos().to_string());
     }
     println!("durations_ns={}", took.join(","));
@@ -358,25 +345,30 @@ fn threads(n: u64) {
     println!("ok threads n={n}");
 }
 
+/// One raw clock_nanosleep (no libc wrapper, so exactly one syscall).
+fn nanosleep(ts: &libc::timespec) {
+    let r = sys(
+        libc::SYS_clock_nanosleep,
+        [
+            libc::CLOCK_MONOTONIC as Long,
+            0,
+            ts as *const _ as Long,
+            0,
+            0,
+            0,
+        ],
+    );
+    if r != Ok(0) {
+        fail(&format!("clock_nanosleep returned {r:?}"));
+    }
+}
+
 /// Many threads blocked in a syscall at once: with a thread map smaller than
 /// n, entries of sleeping threads are evicted before they wake.
 fn threads_blocked(n: u64, ms: u64) {
     let ts = timespec(Duration::from_millis(ms));
     spawn_threads(n, n, move || {
-        let r = sys(
-            libc::SYS_clock_nanosleep,
-            [
-                libc::CLOCK_MONOTONIC as Long,
-                0,
-                &ts as *const _ as Long,
-                0,
-                0,
-                0,
-            ],
-        );
-        if r != Ok(0) {
-            fail(&format!("clock_nanosleep returned {r:?}"));
-        }
+        nanosleep(&ts);
     });
     println!("ok threads-blocked n={n} ms={ms}");
 }
