@@ -39,10 +39,7 @@ fn failing_calls_counted_exactly_grpc() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = Agent::start(
-        &["--endpoint", &rx.grpc_endpoint(), "--interval", "1s"],
-        &[],
-    );
+    let _agent = Agent::exporting_to(&rx, &[]);
     let name = unique_name("failgrpc");
     run_named(&name, &["fail-open", "37"]);
     let pts = rx.wait_for(WAIT, |p| {
@@ -92,17 +89,7 @@ fn failing_calls_counted_exactly_tracepoint_fallback() {
         return;
     }
     let rx = Receiver::start();
-    let agent = Agent::start(
-        &[
-            "--endpoint",
-            &rx.grpc_endpoint(),
-            "--interval",
-            "1s",
-            "--hook",
-            "tracepoint",
-        ],
-        &[],
-    );
+    let agent = Agent::exporting_to(&rx, &["--hook", "tracepoint"]);
     assert!(
         agent.stderr().contains("hook=\"tracepoint\""),
         "{}",
@@ -167,10 +154,7 @@ fn sleep_latency_within_bucket_error() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = Agent::start(
-        &["--endpoint", &rx.grpc_endpoint(), "--interval", "1s"],
-        &[],
-    );
+    let _agent = Agent::exporting_to(&rx, &[]);
     let name = unique_name("sleep");
     let out = run_named(&name, &["sleep", "25", "20"]);
     // The workload's own measurement of each sleep: the truth.
@@ -226,17 +210,7 @@ fn cardinality_limit_folds_into_overflow_series() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = Agent::start(
-        &[
-            "--endpoint",
-            &rx.grpc_endpoint(),
-            "--interval",
-            "1s",
-            "--max-series",
-            "4",
-        ],
-        &[],
-    );
+    let _agent = Agent::exporting_to(&rx, &["--max-series", "4"]);
     let name = unique_name("distinct");
     run_named(&name, &["distinct", "16"]);
     let overflow = [("otel.metric.overflow", "true")];
@@ -277,17 +251,7 @@ fn full_kernel_map_is_counted_not_silent() {
         "[limits.kernel_maps]\nsyscall_latency = 4\nsyscall_errors = 4\n",
     )
     .unwrap();
-    let agent = Agent::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--endpoint",
-            &rx.grpc_endpoint(),
-            "--interval",
-            "1s",
-        ],
-        &[],
-    );
+    let agent = Agent::exporting_to(&rx, &["--config", cfg.to_str().unwrap()]);
     let name = unique_name("full");
     run_named(&name, &["distinct", "16"]);
     let full = |map: &'static str| {
@@ -565,17 +529,7 @@ fn new_threads_are_not_unmatched_exits() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = Agent::start(
-        &[
-            "--endpoint",
-            &rx.grpc_endpoint(),
-            "--interval",
-            "1s",
-            "--temporality",
-            "cumulative",
-        ],
-        &[],
-    );
+    let _agent = Agent::exporting_to(&rx, &["--temporality", "cumulative"]);
     let before = self_counter_after(&rx, UNMATCHED, unix_nanos());
     let name = unique_name("threads");
     let out = run_named(&name, &["threads", "2000"]);
@@ -604,18 +558,14 @@ fn evicted_thread_entries_are_counted() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("tiny-threads.toml");
     std::fs::write(&cfg, "[limits.kernel_maps]\nthreads = 8\n").unwrap();
-    let _agent = Agent::start(
+    let _agent = Agent::exporting_to(
+        &rx,
         &[
             "--config",
             cfg.to_str().unwrap(),
-            "--endpoint",
-            &rx.grpc_endpoint(),
-            "--interval",
-            "1s",
             "--temporality",
             "cumulative",
         ],
-        &[],
     );
     let before = self_counter_after(&rx, EVICTED, unix_nanos());
     let cap = latest(

@@ -22,17 +22,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const BUCKET_ERR: f64 = 0.0433;
 
 fn start_agent(rx: &Receiver) -> Agent {
-    Agent::start(
-        &[
-            "--endpoint",
-            &rx.grpc_endpoint(),
-            "--interval",
-            "1s",
-            "--probes",
-            "tcp",
-        ],
-        &[],
-    )
+    Agent::exporting_to(rx, &["--probes", "tcp"])
 }
 
 /// `key=value` from a workload's stdout.
@@ -71,10 +61,7 @@ fn every_metric_carries_exactly_its_documented_attributes() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = Agent::start(
-        &["--endpoint", &rx.grpc_endpoint(), "--interval", "1s"],
-        &[],
-    );
+    let _agent = Agent::exporting_to(&rx, &[]);
     let name = unique_name("attrs");
     run_named(&name, &["fail-open", "3"]);
     run_named(&name, &["tcp-refused", "2"]);

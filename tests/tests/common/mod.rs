@@ -97,6 +97,14 @@ impl Agent {
         agent
     }
 
+    /// Start exporting to `rx` over gRPC every second, with `extra` flags.
+    pub fn exporting_to(rx: &syscope_tests::Receiver, extra: &[&str]) -> Agent {
+        let endpoint = rx.grpc_endpoint();
+        let mut args = vec!["--endpoint", endpoint.as_str(), "--interval", "1s"];
+        args.extend_from_slice(extra);
+        Agent::start(&args, &[])
+    }
+
     /// Starts `cmd` (the agent, or a wrapper that execs it) with the same
     /// environment and capture as [`Agent::start`], without waiting.
     pub fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Agent {
