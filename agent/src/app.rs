@@ -85,6 +85,8 @@ impl Daemon {
 pub struct RunOptions {
     /// Force a hook instead of probing (`--hook`).
     pub force_mode: Option<probes::AttachMode>,
+    /// Force the route of TCP request latency (tests, benchmarks).
+    pub force_io: Option<probes::IoRoute>,
     /// Attach the benchmark's empty programs instead (see xtask bench).
     pub floor_only: bool,
 }
@@ -103,6 +105,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         floor_only: opts.floor_only,
         syscalls: cfg.probes.syscalls,
         tcp: cfg.probes.tcp,
+        force_io: opts.force_io,
     })?;
     let mut daemon = Daemon::new(&cfg, probes, stats.clone());
     let exporter = cfg

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use syscope::{
     config::{self, Cli, ProcessEnv},
-    probes::AttachMode,
+    probes::{AttachMode, IoRoute},
 };
 
 fn main() -> ExitCode {
@@ -55,6 +55,11 @@ fn main() -> ExitCode {
             force_mode: match cli.hook.as_str() {
                 "tp_btf" => Some(AttachMode::BtfTracepoint),
                 "tracepoint" => Some(AttachMode::Tracepoint),
+                _ => None,
+            },
+            force_io: match cli.tcp_io_hook.as_str() {
+                "sock" => Some(IoRoute::SockTracepoints),
+                "syscalls" => Some(IoRoute::Syscalls),
                 _ => None,
             },
             floor_only: cli.bench_floor,

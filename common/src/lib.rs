@@ -24,7 +24,9 @@ pub struct ThreadState {
     pub start_ns: u64,
     /// Syscall number seen at entry.
     pub nr: u32,
-    pub _pad: u32,
+    /// fd + 1 of the socket I/O syscall in flight when the syscall route
+    /// measures TCP requests (`globals::SOCKIO`); 0: none.
+    pub io_fd: u32,
     /// `comm` of the thread group leader: the process name, not the thread's.
     pub comm: [u8; COMM_LEN],
 }
@@ -141,10 +143,36 @@ pub mod globals {
     pub const SHINFO_GSO_SEGS_OFF: &str = "SHINFO_GSO_SEGS_OFF";
     /// Minimum time between two RTT samples of one socket, in ns.
     pub const RTT_SAMPLE_NS: &str = "RTT_SAMPLE_NS";
+    /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq (in this order):
+    /// a request that starts while the previous answer is unread (client)
+    /// or unacknowledged (server) overlaps it (pipelining, multiplexing).
+    pub const TCP_SEQ_OFF: &str = "TCP_SEQ_OFF";
+    /// 1: the syscall programs record syscall SLIs; 0: they run only for
+    /// the syscall route of TCP request latency (`--probes tcp` on a kernel
+    /// without the socket length tracepoints).
+    pub const SYSCALL_SLIS: &str = "SYSCALL_SLIS";
+    /// 1: TCP request latency comes from the syscall layer (see `sockio`):
+    /// the kernel lacks `sock_send_length`/`sock_recv_length` (before 6.3).
+    pub const SOCKIO: &str = "SOCKIO";
+    /// Socket I/O syscalls by number, one bit each (bit `nr % 64` of word
+    /// `nr / 64`, numbers below 512): those that receive, those that send.
+    pub const SOCKIO_RECV_NRS: &str = "SOCKIO_RECV_NRS";
+    pub const SOCKIO_SEND_NRS: &str = "SOCKIO_SEND_NRS";
+    /// recvfrom and recvmsg: their flags (MSG_PEEK) are arguments 3 and 2.
+    pub const NR_RECVFROM: &str = "NR_RECVFROM";
+    pub const NR_RECVMSG: &str = "NR_RECVMSG";
+    /// Offsets of syscall arguments 0..3 in `struct pt_regs` (tp_btf
+    /// sys_enter), and of `args` in the raw_syscalls sys_enter record.
+    pub const PT_REGS_ARG_OFF: &str = "PT_REGS_ARG_OFF";
+    pub const TP_ENTER_ARGS_OFF: &str = "TP_ENTER_ARGS_OFF";
+    /// fd -> struct sock, from BTF: task_struct.files, files_struct.fdt,
+    /// fdtable.max_fds, fdtable.fd, file.f_inode, inode.i_mode,
+    /// file.private_data, socket.sk (indexed by `fd_off::*`).
+    pub const FD_OFF: &str = "FD_OFF";
 
     /// Every global above: the object declares exactly these (checked by the
     /// agent's contract test).
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 36] = [
         SELF_TGID,
         TASK_GROUP_LEADER_OFF,
         TASK_COMM_OFF,
@@ -171,7 +199,33 @@ pub mod globals {
         SKB_END_OFF,
         SHINFO_GSO_SEGS_OFF,
         RTT_SAMPLE_NS,
+        TCP_SEQ_OFF,
+        SYSCALL_SLIS,
+        SOCKIO,
+        SOCKIO_RECV_NRS,
+        SOCKIO_SEND_NRS,
+        NR_RECVFROM,
+        NR_RECVMSG,
+        PT_REGS_ARG_OFF,
+        TP_ENTER_ARGS_OFF,
+        FD_OFF,
     ];
+
+    /// Words of the socket I/O syscall bitmaps: numbers 0..512.
+    pub const SOCKIO_NR_WORDS: usize = 8;
+
+    /// Indexes into `FD_OFF`.
+    pub mod fd_off {
+        pub const TASK_FILES: usize = 0;
+        pub const FILES_FDT: usize = 1;
+        pub const FDT_MAX_FDS: usize = 2;
+        pub const FDT_FD: usize = 3;
+        pub const FILE_INODE: usize = 4;
+        pub const INODE_MODE: usize = 5;
+        pub const FILE_PRIVATE: usize = 6;
+        pub const SOCKET_SK: usize = 7;
+        pub const COUNT: usize = 8;
+    }
 }
 
 /// Program names and the internal maps in the eBPF object (the measuring
@@ -194,18 +248,26 @@ pub mod names {
     pub const FLOOR_ENTER: &str = "floor_enter_btf";
     pub const FLOOR_EXIT: &str = "floor_exit_btf";
     /// tp_btf programs on the socket and TCP tracepoints, with their hooks.
-    pub const TCP_PROGRAMS: [(&str, &str); 5] = [
-        ("tcp_state_btf", "inet_sock_set_state"),
-        ("sock_send_btf", "sock_send_length"),
-        ("sock_recv_btf", "sock_recv_length"),
-        ("tcp_send_reset_btf", "tcp_send_reset"),
-        ("tcp_receive_reset_btf", "tcp_receive_reset"),
-    ];
+    /// Each is attached on its own: a kernel without one hook loses only
+    /// the signals that hook serves.
+    pub const TCP_STATE: (&str, &str) = ("tcp_state_btf", "inet_sock_set_state");
+    pub const SOCK_SEND: (&str, &str) = ("sock_send_btf", "sock_send_length");
+    pub const SOCK_RECV: (&str, &str) = ("sock_recv_btf", "sock_recv_length");
+    pub const TCP_SEND_RESET: (&str, &str) = ("tcp_send_reset_btf", "tcp_send_reset");
+    pub const TCP_RECEIVE_RESET: (&str, &str) = ("tcp_receive_reset_btf", "tcp_receive_reset");
     pub const TCP_DESTROY: (&str, &str) = ("tcp_destroy_btf", "tcp_destroy_sock");
-    /// tcp_retransmit_skb gained an `err` argument in Linux 6.10 (and fires
+    /// tcp_retransmit_skb gained an `err` argument in Linux 6.17 (and fires
     /// on failed attempts too); older kernels get the two-argument program.
     pub const TCP_RETRANSMIT: (&str, &str) = ("tcp_retransmit_btf", "tcp_retransmit_skb");
     pub const TCP_RETRANSMIT_OLD: &str = "tcp_retransmit_old_btf";
+    pub const TCP_PROGRAMS: [(&str, &str); 6] = [
+        TCP_STATE,
+        SOCK_SEND,
+        SOCK_RECV,
+        TCP_SEND_RESET,
+        TCP_RECEIVE_RESET,
+        TCP_DESTROY,
+    ];
     /// Not attached: run by the agent (BPF_PROG_TEST_RUN) once per listener
     /// per interval to read its drop counter.
     pub const LISTEN_POLL: &str = "listen_poll";

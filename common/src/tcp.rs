@@ -2,8 +2,7 @@
 //! request latency per port, RTT, retransmits, resets and listen drops.
 //!
 //! Sockets are tracked by their kernel address from the moment they start
-//! connecting, are accepted, or start listening; until then (sockets older
-//! than the agent) they are not measured.
+//! connecting, are accepted, or start listening.
 
 use crate::COMM_LEN;
 
@@ -47,15 +46,22 @@ pub enum CountKind {
     ResetReceived = 19,
     /// Listen drops: read from the listener's counter, not a kernel map key.
     ListenDrop = 20,
+    /// A server (client) connection whose requests overlapped: a request
+    /// started while the previous answer was still unacknowledged (unread).
+    /// Its request latency is no longer measured.
+    MultiplexedServer = 21,
+    MultiplexedClient = 22,
 }
 
 impl CountKind {
-    pub const ALL: [CountKind; 5] = [
+    pub const ALL: [CountKind; 7] = [
         CountKind::ConnectError,
         CountKind::Retransmit,
         CountKind::ResetSent,
         CountKind::ResetReceived,
         CountKind::ListenDrop,
+        CountKind::MultiplexedServer,
+        CountKind::MultiplexedClient,
     ];
     pub fn from_u8(k: u8) -> Option<CountKind> {
         Self::ALL.into_iter().find(|c| *c as u8 == k)
@@ -75,7 +81,14 @@ pub mod phase {
     pub const READ: u8 = 1;
     /// Bytes were written and nothing read since.
     pub const WRITTEN: u8 = 2;
+    /// Requests overlapped (pipelining, multiplexing): not measured.
+    pub const OVERLAPPED: u8 = 3;
 }
+
+/// Request starts that overlapped the previous answer before a connection
+/// counts as multiplexed. One is forgiven: a TLS 1.3 client sends its
+/// Finished while the server's session tickets are still unread.
+pub const OVERLAPS_TO_MULTIPLEXED: u8 = 2;
 
 /// Linux TCP states (include/net/tcp_states.h), stable ABI.
 pub mod state {
@@ -129,7 +142,9 @@ pub struct SockState {
     pub port: u16,
     pub role: u8,
     pub phase: u8,
-    pub _pad: u32,
+    /// Request starts seen to overlap the previous answer.
+    pub overlaps: u8,
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<SockState>() == 64);
 

@@ -8,6 +8,7 @@
 //! - `helpers`: counters, atomic adds, kernel reads, histogram updates;
 //! - `syscalls`: syscall latency and errors, thread exit;
 //! - `tcp`: socket SLIs and the listener poll;
+//! - `sockio`: TCP request boundaries from the syscall layer (before 6.3);
 //! - `floor`: the benchmark's do-nothing programs.
 //!
 //! Every program is a thin entry (the hook and its arguments) calling a body
@@ -20,6 +21,7 @@
 mod floor;
 mod helpers;
 mod maps;
+mod sockio;
 mod syscalls;
 mod tcp;
 

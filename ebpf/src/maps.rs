@@ -8,6 +8,7 @@ use aya_ebpf::{
 };
 use syscope_common::{
     counter,
+    globals::{fd_off, SOCKIO_NR_WORDS},
     maps::{self, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
     tcp::{ListenState, SockState, TcpKey},
     Histogram, SeriesKey, ThreadState,
@@ -68,6 +69,27 @@ pub(crate) static SKB_HEAD_OFF: u32 = 0;
 pub(crate) static SKB_END_OFF: u32 = 0;
 #[no_mangle]
 pub(crate) static SHINFO_GSO_SEGS_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static TCP_SEQ_OFF: [u32; 4] = [0; 4];
+// The syscall route of TCP request latency (see `sockio`).
+#[no_mangle]
+pub(crate) static SYSCALL_SLIS: u32 = 1;
+#[no_mangle]
+pub(crate) static SOCKIO: u32 = 0;
+#[no_mangle]
+pub(crate) static SOCKIO_RECV_NRS: [u64; SOCKIO_NR_WORDS] = [0; SOCKIO_NR_WORDS];
+#[no_mangle]
+pub(crate) static SOCKIO_SEND_NRS: [u64; SOCKIO_NR_WORDS] = [0; SOCKIO_NR_WORDS];
+#[no_mangle]
+pub(crate) static NR_RECVFROM: u32 = u32::MAX;
+#[no_mangle]
+pub(crate) static NR_RECVMSG: u32 = u32::MAX;
+#[no_mangle]
+pub(crate) static PT_REGS_ARG_OFF: [u32; 4] = [0; 4];
+#[no_mangle]
+pub(crate) static TP_ENTER_ARGS_OFF: u32 = 16;
+#[no_mangle]
+pub(crate) static FD_OFF: [u32; fd_off::COUNT] = [0; fd_off::COUNT];
 
 /// Threads with a syscall in flight (or recently made one). LRU: threads that
 /// exit without us noticing age out instead of filling the map.

@@ -32,16 +32,22 @@ use crate::{
         process_comm,
     },
     maps::{
-        NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK, PT_REGS_NR_OFF,
-        SYSCALL_ERRORS, SYSCALL_LATENCY, THREADS, THREADS_SEEN, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF,
-        TP_EXIT_RET_OFF,
+        NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK,
+        PT_REGS_ARG_OFF, PT_REGS_NR_OFF, SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_SLIS, THREADS,
+        THREADS_SEEN, TP_ENTER_ARGS_OFF, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF, TP_EXIT_RET_OFF,
     },
+    sockio,
 };
 
 // tp_btf/sys_enter: (struct pt_regs *regs, long id)
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
-    try_sys_enter(ctx.arg::<i64>(1));
+    let regs = ctx.arg::<u64>(0);
+    try_sys_enter(ctx.arg::<i64>(1), |i| {
+        PT_REGS_ARG_OFF
+            .get(i)
+            .and_then(|o| kread::<u64>(regs, global(o)))
+    });
     0
 }
 
@@ -61,7 +67,10 @@ pub fn sys_enter_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: the offset of `id` comes from the tracepoint's format file;
     // the helper behind `read_at` fails cleanly on a bad offset.
     if let Ok(nr) = unsafe { ctx.read_at::<i64>(global(&TP_ENTER_ID_OFF) as usize) } {
-        try_sys_enter(nr);
+        try_sys_enter(nr, |i| {
+            // SAFETY: as above, for `args[i]` (i < 6).
+            unsafe { ctx.read_at::<u64>(global(&TP_ENTER_ARGS_OFF) as usize + 8 * i) }.ok()
+        });
     }
     0
 }
@@ -94,19 +103,26 @@ pub fn thread_exit_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `arg(i)` reads syscall argument `i`; only the socket I/O route asks.
 #[inline(always)]
-fn try_sys_enter(nr: i64) {
+fn try_sys_enter(nr: i64, arg: impl Fn(usize) -> Option<u64>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if is_self_tgid(pid_tgid) {
         return;
     }
     let tid = pid_tgid as u32;
+    let io_fd = if sockio::enabled() {
+        sockio::at_enter(nr as u32, arg)
+    } else {
+        0
+    };
     if let Some(st) = THREADS.get_ptr_mut(tid) {
-        // Hot path: the thread is known: two stores and the clock read.
+        // Hot path: the thread is known: a few stores and the clock read.
         // SAFETY: a valid value pointer; the entry is keyed by this thread's
         // id and only this thread (one CPU at a time) writes it.
         unsafe {
             (*st).nr = nr as u32;
+            (*st).io_fd = io_fd;
             (*st).start_ns = now_ns();
         }
         return;
@@ -114,7 +130,7 @@ fn try_sys_enter(nr: i64) {
     let st = ThreadState {
         start_ns: 0,
         nr: nr as u32,
-        _pad: 0,
+        io_fd,
         comm: process_comm(),
     };
     if THREADS.insert(tid, st, BPF_ANY as u64).is_err() {
@@ -154,13 +170,23 @@ fn try_sys_exit(ret: i64, nr_at_exit: impl FnOnce() -> Option<u32>) {
         return;
     }
     // SAFETY: as above.
-    unsafe { (*st).start_ns = 0 };
+    let io_fd = unsafe {
+        (*st).start_ns = 0;
+        core::mem::replace(&mut (*st).io_fd, 0)
+    };
+    if io_fd != 0 {
+        sockio::at_exit(io_fd, nr, ret);
+    }
     if (nr == global(&NR_EXECVE) || nr == global(&NR_EXECVEAT)) && ret == 0
         || nr == global(&NR_PRCTL)
     {
         // A new program image or a rename: the process name may have changed.
         // SAFETY: as above.
         unsafe { (*st).comm = process_comm() };
+    }
+    if global(&SYSCALL_SLIS) == 0 {
+        // Attached for the socket I/O route only.
+        return;
     }
     let mut key = SeriesKey {
         cgroup_id: cgroup_id(),

@@ -16,6 +16,7 @@ use syscope_common::{
     counter, maps,
     tcp::{
         phase, role, state, CountKind, HistKind, ListenState, SockState, TcpKey, AF_INET, AF_INET6,
+        OVERLAPS_TO_MULTIPLEXED,
     },
     COMM_LEN,
 };
@@ -25,7 +26,7 @@ use crate::{
     maps::{
         LISTENERS, RTT_SAMPLE_NS, SHINFO_GSO_SEGS_OFF, SKB_END_OFF, SKB_HEAD_OFF, SK_DADDR_OFF,
         SK_DPORT_OFF, SK_DROPS_OFF, SK_ERR_OFF, SK_FAMILY_OFF, SK_NUM_OFF, SK_V6_DADDR_OFF,
-        SOCKETS, TCP_COUNTERS, TCP_LATENCY, TCP_SRTT_OFF,
+        SOCKETS, TCP_COUNTERS, TCP_LATENCY, TCP_SEQ_OFF, TCP_SRTT_OFF,
     },
 };
 
@@ -42,7 +43,7 @@ pub fn tcp_state_btf(ctx: BtfTracePointContext) -> i32 {
 // tp_btf/sock_send_length: (struct sock *sk, int ret, int flags)
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_btf(ctx: BtfTracePointContext) -> i32 {
-    try_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), true);
+    on_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), true);
     0
 }
 
@@ -51,7 +52,7 @@ pub fn sock_send_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn sock_recv_btf(ctx: BtfTracePointContext) -> i32 {
     // A peek leaves the bytes for the real read: not a request boundary.
     if ctx.arg::<i32>(2) & MSG_PEEK == 0 {
-        try_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), false);
+        on_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), false);
     }
     0
 }
@@ -66,7 +67,8 @@ pub fn tcp_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-// Before 6.10: (const struct sock *sk, const struct sk_buff *skb), success only.
+// Before 6.17 (the agent reads the argument count from BTF): (const struct
+// sock *sk, const struct sk_buff *skb), fired for successful sends only.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_old_btf(ctx: BtfTracePointContext) -> i32 {
     try_retransmit(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
@@ -236,7 +238,8 @@ fn on_connect(sk: u64) {
         port,
         role: role::CLIENT,
         phase: phase::IDLE,
-        _pad: 0,
+        overlaps: 0,
+        _pad: [0; 3],
     };
     track(sk, &st);
 }
@@ -281,7 +284,8 @@ fn on_accepted(sk: u64) {
         port: sk_local_port(sk),
         role: role::SERVER,
         phase: phase::IDLE,
-        _pad: 0,
+        overlaps: 0,
+        _pad: [0; 3],
     };
     track(sk, &st);
 }
@@ -336,9 +340,10 @@ fn try_listen_poll(sk: u64) {
     }
 }
 
-/// A read (`sent == false`) or write of `ret` bytes on socket `sk`.
+/// A read (`sent == false`) or write of `ret` bytes on socket `sk`, in the
+/// process's context: from the socket tracepoints or the syscall route.
 #[inline(always)]
-fn try_io(sk: u64, ret: i32, sent: bool) {
+pub(crate) fn on_io(sk: u64, ret: i32, sent: bool) {
     if ret <= 0 {
         return;
     }
@@ -351,6 +356,10 @@ fn try_io(sk: u64, ret: i32, sent: bool) {
     // socket only race on which request boundary they see first.
     let st = unsafe { &mut *st };
     claim_owner(st);
+    if st.phase == phase::OVERLAPPED {
+        sample_rtt_due(sk, st, now);
+        return;
+    }
     // A request starts with the first byte one way and ends with the first
     // byte back: server sockets read requests, client sockets write them.
     let (req_dir, kind, with_addr) = if st.role == role::SERVER {
@@ -361,6 +370,21 @@ fn try_io(sk: u64, ret: i32, sent: bool) {
     let dir = if sent { phase::WRITTEN } else { phase::READ };
     if dir == req_dir {
         if st.phase != req_dir {
+            if st.phase != phase::IDLE && overlaps_answer(sk, st.role) {
+                st.overlaps = st.overlaps.saturating_add(1);
+                if st.overlaps >= OVERLAPS_TO_MULTIPLEXED {
+                    // Requests overlap: no request/response boundary is
+                    // visible without parsing the protocol. Say so, once.
+                    st.phase = phase::OVERLAPPED;
+                    let mux = if st.role == role::SERVER {
+                        CountKind::MultiplexedServer
+                    } else {
+                        CountKind::MultiplexedClient
+                    };
+                    tcp_count(&tcp_key(Some(st), mux as u8, with_addr), 1);
+                    return;
+                }
+            }
             st.phase = req_dir;
             st.t_start = now;
         }
@@ -370,8 +394,31 @@ fn try_io(sk: u64, ret: i32, sent: bool) {
         }
         st.phase = dir;
     }
+    sample_rtt_due(sk, st, now);
+}
+
+#[inline(always)]
+fn sample_rtt_due(sk: u64, st: &mut SockState, now: u64) {
     if now.wrapping_sub(st.rtt_sampled_ns) >= global(&RTT_SAMPLE_NS) {
         sample_rtt(sk, st, now);
+    }
+}
+
+/// Whether a request starting now overlaps the previous answer: a client
+/// that has not read all of it (rcv_nxt != copied_seq), a server whose
+/// answer is not all acknowledged (snd_una != write_seq). In strict
+/// request/response the peer has consumed (and so acknowledged) the whole
+/// answer before it sends the next request.
+#[inline(always)]
+fn overlaps_answer(sk: u64, role: u8) -> bool {
+    let off = |i: usize| match TCP_SEQ_OFF.get(i) {
+        Some(o) => global(o),
+        None => 0,
+    };
+    let (a, b) = if role == role::SERVER { (2, 3) } else { (0, 1) };
+    match (kread::<u32>(sk, off(a)), kread::<u32>(sk, off(b))) {
+        (Some(x), Some(y)) => x != y,
+        _ => false,
     }
 }
 

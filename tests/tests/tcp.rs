@@ -177,11 +177,24 @@ fn refused_connects_over_ipv6() {
 /// of several connections.
 #[test]
 fn request_latency_server_and_client_side() {
+    request_latency(&[]);
+}
+
+/// The same truth through the syscall route (read/write on socket fds), which
+/// kernels before 6.3 use; forced here, where the socket tracepoints exist.
+#[test]
+fn request_latency_through_the_syscall_route() {
+    request_latency(&["--tcp-io-hook", "syscalls"]);
+}
+
+fn request_latency(extra: &[&str]) {
     if !require_root() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = start_agent(&rx);
+    let mut args = vec!["--probes", "tcp"];
+    args.extend_from_slice(extra);
+    let _agent = Agent::exporting_to(&rx, &args);
     let name = unique_name("reqresp");
     let (conns, reqs) = (3, 5);
     let out = run_named(&name, &["tcp-reqresp", "3", "5", "20"]);

@@ -71,6 +71,8 @@ pub enum Metric {
     TcpRetransmits,
     TcpResets,
     TcpListenDrops,
+    TcpServerMultiplexed,
+    TcpClientMultiplexed,
 }
 
 use Attr::*;
@@ -89,15 +91,17 @@ impl Metric {
         Metric::TcpRtt,
     ];
     /// Counters, in slot order.
-    pub const COUNTERS: [Metric; 5] = [
+    pub const COUNTERS: [Metric; 7] = [
         Metric::SyscallErrors,
         Metric::TcpConnectErrors,
         Metric::TcpRetransmits,
         Metric::TcpResets,
         Metric::TcpListenDrops,
+        Metric::TcpServerMultiplexed,
+        Metric::TcpClientMultiplexed,
     ];
 
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 12;
     /// Every metric, in export (and documentation) order.
     pub const ALL: [Metric; Self::COUNT] = [
         Metric::SyscallDuration,
@@ -110,6 +114,8 @@ impl Metric {
         Metric::TcpRetransmits,
         Metric::TcpResets,
         Metric::TcpListenDrops,
+        Metric::TcpServerMultiplexed,
+        Metric::TcpClientMultiplexed,
     ];
 
     /// Position in [`Metric::ALL`] (for per-metric arrays).
@@ -148,6 +154,8 @@ impl Metric {
             CountKind::Retransmit => Metric::TcpRetransmits,
             CountKind::ResetSent | CountKind::ResetReceived => Metric::TcpResets,
             CountKind::ListenDrop => Metric::TcpListenDrops,
+            CountKind::MultiplexedServer => Metric::TcpServerMultiplexed,
+            CountKind::MultiplexedClient => Metric::TcpClientMultiplexed,
         }
     }
 
@@ -254,6 +262,27 @@ impl Metric {
                 instrument: Instrument::Counter,
                 description: "Connections dropped by a listener (accept queue full), per port.",
                 attrs: &[(ServerPort, Always), WORKLOAD[0], WORKLOAD[1]],
+            },
+            Metric::TcpServerMultiplexed => &MetricSpec {
+                name: "tcp.server.multiplexed",
+                unit: "{connection}",
+                instrument: Instrument::Counter,
+                description: "Server connections whose requests overlapped (pipelining, HTTP/2): \
+                              from then on not in tcp.server.request.duration.",
+                attrs: &[(ServerPort, Always), WORKLOAD[0], WORKLOAD[1]],
+            },
+            Metric::TcpClientMultiplexed => &MetricSpec {
+                name: "tcp.client.multiplexed",
+                unit: "{connection}",
+                instrument: Instrument::Counter,
+                description: "Client connections whose requests overlapped (pipelining, HTTP/2): \
+                              from then on not in tcp.client.request.duration.",
+                attrs: &[
+                    (ServerAddress, Always),
+                    (ServerPort, Always),
+                    WORKLOAD[0],
+                    WORKLOAD[1],
+                ],
             },
         }
     }

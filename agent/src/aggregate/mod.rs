@@ -185,7 +185,7 @@ pub struct Aggregator {
     /// Histogram metrics, by `Metric::slot` (`Metric::HISTOGRAMS`).
     pub hists: [MetricSeries<HistValue>; 5],
     /// Counter metrics, by `Metric::slot` (`Metric::COUNTERS`).
-    pub counters: [MetricSeries<u64>; 5],
+    pub counters: [MetricSeries<u64>; 7],
     pub temporality: Temporality,
     /// End of the previous interval (start of the current delta window).
     pub interval_start: SystemTime,
@@ -284,7 +284,10 @@ impl Aggregator {
                 CountKind::ConnectError => attrs.error = Some(self.errno(k.code)),
                 CountKind::ResetSent => attrs.direction = Some("transmit"),
                 CountKind::ResetReceived => attrs.direction = Some("receive"),
-                CountKind::Retransmit | CountKind::ListenDrop => {}
+                CountKind::Retransmit
+                | CountKind::ListenDrop
+                | CountKind::MultiplexedServer
+                | CountKind::MultiplexedClient => {}
             }
             self.counters[m.slot()].record(attrs.for_metric(m), n, start);
         }

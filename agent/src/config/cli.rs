@@ -82,6 +82,10 @@ pub struct Cli {
     #[arg(long, value_name = "HOOK", value_parser = ["auto", "tp_btf", "tracepoint"], default_value = "auto")]
     pub hook: String,
 
+    /// TCP request latency from: auto (the socket tracepoints where the kernel has them, 6.3+; else the syscall programs on socket fds), sock or syscalls
+    #[arg(long, value_name = "ROUTE", value_parser = ["auto", "sock", "syscalls"], default_value = "auto")]
+    pub tcp_io_hook: String,
+
     /// Benchmark only: attach empty programs on the same hooks (the floor)
     #[arg(long, hide = true)]
     pub bench_floor: bool,

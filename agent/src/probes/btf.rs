@@ -20,10 +20,12 @@ pub enum BtfError {
 }
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -120,7 +122,10 @@ impl Btf {
         for id in 1..btf.recs.len() {
             let r = btf.recs[id];
             if r.name_off != 0
-                && matches!(r.kind, KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64)
+                && matches!(
+                    r.kind,
+                    KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_TYPEDEF
+                )
             {
                 let name = btf.str_at(r.name_off).to_string();
                 btf.by_name.entry((r.kind, name)).or_insert(id as u32);
@@ -193,6 +198,27 @@ impl Btf {
         id
     }
 
+    /// Arguments of BTF tracepoint `name` (what `tp_btf/<name>` passes), or
+    /// `None` when this kernel has no such tracepoint. The kernel describes
+    /// each as `typedef void (*btf_trace_<name>)(void *ctx, args...)`.
+    pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let id = *self
+            .by_name
+            .get(&(KIND_TYPEDEF, format!("btf_trace_{name}")))?;
+        let ptr = self.type_of(id)?;
+        if self.recs.get(ptr as usize)?.kind != KIND_PTR {
+            return None;
+        }
+        let proto = self.recs.get(self.type_of(ptr)? as usize)?;
+        (proto.kind == KIND_FUNC_PROTO).then(|| (proto.vlen as usize).saturating_sub(1))
+    }
+
+    /// The `type` field of a typedef, pointer or modifier record.
+    fn type_of(&self, id: u32) -> Option<u32> {
+        let r = self.recs.get(id as usize)?;
+        u32_at(&self.types, r.extra - 4).ok()
+    }
+
     /// Value of enumerator `value` in `enum name`.
     pub fn enum_value(&self, name: &str, value: &str) -> Result<i64, BtfError> {
         let not_found = || BtfError::NotFound {
@@ -252,5 +278,8 @@ mod tests {
             0
         );
         assert!(btf.member_offset("task_struct", "no_such_member").is_err());
+        // sys_enter(regs, id) exists on every kernel syscope supports.
+        assert_eq!(btf.tracepoint_args("sys_enter"), Some(2));
+        assert_eq!(btf.tracepoint_args("no_such_tracepoint"), None);
     }
 }

@@ -147,7 +147,6 @@ fn programs_are_in_the_object_on_their_hooks() {
         ),
         (names::FLOOR_ENTER, btf("sys_enter")),
         (names::FLOOR_EXIT, btf("sys_exit")),
-        (names::TCP_DESTROY.0, btf(names::TCP_DESTROY.1)),
         (names::TCP_RETRANSMIT.0, btf(names::TCP_RETRANSMIT.1)),
         (names::TCP_RETRANSMIT_OLD, btf(names::TCP_RETRANSMIT.1)),
         (names::LISTEN_POLL, "raw_tp".into()),

@@ -9,9 +9,11 @@ pub mod btf;
 mod contract;
 pub mod pidns;
 pub mod privilege;
+pub mod signals;
 mod tcp;
 
-pub use tcp::TcpMaps;
+pub use signals::Signals;
+pub use tcp::{IoRoute, TcpHooks, TcpMaps};
 
 use std::path::Path;
 
@@ -62,6 +64,8 @@ pub struct LoadOptions {
     pub syscalls: bool,
     /// Attach the TCP programs.
     pub tcp: bool,
+    /// Force the route of TCP request latency instead of probing.
+    pub force_io: Option<IoRoute>,
 }
 
 /// Errors loading or attaching: each says what to do about it.
@@ -100,8 +104,13 @@ pub enum ProbeError {
 
 /// The loaded programs and the maps userspace reads. Dropping it detaches.
 pub struct Probes {
-    /// The syscall hook in use; `None` when the syscall set is off.
+    /// The syscall hook in use; `None` when the syscall programs are not
+    /// attached (they may be attached for the TCP syscall route alone).
     pub mode: Option<AttachMode>,
+    /// Which hook serves each signal (or why none does).
+    pub signals: Signals,
+    /// The syscall programs record syscall SLIs (not only socket I/O).
+    syscall_slis: bool,
     /// TCP maps, when the TCP set is attached.
     pub tcp: Option<TcpMaps>,
     pub hist: HashMap<MapData, SeriesKey, Histogram>,
@@ -153,19 +162,6 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let nr = |name| syscall_nr(arch, name).unwrap_or(u32::MAX);
     let self_tgid = pidns::kernel_self_tgid();
 
-    // A set that is off keeps its maps (they are in the object) at one entry.
-    let sys = opts.syscalls || opts.floor_only;
-    let sizes = MapSizes(maps::MAPS.map(|m| {
-        let on = match m.set {
-            maps::ProbeSet::Syscalls => sys,
-            maps::ProbeSet::Tcp => opts.tcp,
-        };
-        if on {
-            opts.kernel_maps[m.id]
-        } else {
-            1
-        }
-    }));
     let sk = match opts.tcp {
         true if !opts.floor_only => match tcp::SockOffsets::from_btf(&kbtf) {
             Ok(o) => Some(o),
@@ -176,17 +172,52 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         },
         _ => None,
     };
+    // Request latency from the socket tracepoints, or from the syscall
+    // programs on socket fds where the kernel has no such tracepoints.
+    let mut route = sk.map(|_| tcp::IoRoute::choose(&kbtf, opts.force_io));
+    let sockio = match route {
+        Some(tcp::IoRoute::Syscalls) => {
+            match tcp::SockioSetup::from_btf(&kbtf, arch, tp.enter_args) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(error = %e, "TCP request latency unavailable: file and socket fields not found in kernel BTF");
+                    route = None;
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let syscall_programs = opts.syscalls || sockio.is_some();
+
+    // A set that is off keeps its maps (they are in the object) at one entry.
+    let sys = opts.syscalls || opts.floor_only;
+    let sizes = MapSizes(maps::MAPS.map(|m| {
+        let on = match m.set {
+            // The syscall route needs the thread map, not the SLI maps.
+            maps::ProbeSet::Syscalls => sys || (m.id == maps::THREADS && sockio.is_some()),
+            maps::ProbeSet::Tcp => opts.tcp,
+        };
+        if on {
+            opts.kernel_maps[m.id]
+        } else {
+            1
+        }
+    }));
     let sk_off = sk.unwrap_or_default();
+    let sockio_g = sockio.unwrap_or_default();
     let (nr_execve, nr_execveat, nr_prctl) = (nr("execve"), nr("execveat"), nr("prctl"));
     let (nr_clone, nr_clone3) = (nr("clone"), nr("clone3"));
     let (nr_fork, nr_vfork) = (nr("fork"), nr("vfork"));
+    let syscall_slis = opts.syscalls as u32;
+    let sockio_on = sockio.is_some() as u32;
     let mut loader = EbpfLoader::new();
     for m in &maps::MAPS {
         loader.map_max_entries(m.object, sizes.0[m.id]);
     }
     loader.map_max_entries(
         names::THREADS_SEEN_MAP,
-        if sys {
+        if sys || sockio.is_some() {
             maps::threads_seen_entries(pid_max())
         } else {
             1
@@ -219,6 +250,16 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global(globals::SKB_END_OFF, &sk_off.skb_end, true)
         .override_global(globals::SHINFO_GSO_SEGS_OFF, &sk_off.gso_segs, true)
         .override_global(globals::RTT_SAMPLE_NS, &tcp::RTT_SAMPLE_NS, true)
+        .override_global(globals::TCP_SEQ_OFF, &sk_off.seq, true)
+        .override_global(globals::SYSCALL_SLIS, &syscall_slis, true)
+        .override_global(globals::SOCKIO, &sockio_on, true)
+        .override_global(globals::SOCKIO_RECV_NRS, &sockio_g.recv_nrs, true)
+        .override_global(globals::SOCKIO_SEND_NRS, &sockio_g.send_nrs, true)
+        .override_global(globals::NR_RECVFROM, &sockio_g.nr_recvfrom, true)
+        .override_global(globals::NR_RECVMSG, &sockio_g.nr_recvmsg, true)
+        .override_global(globals::PT_REGS_ARG_OFF, &sockio_g.regs_arg, true)
+        .override_global(globals::TP_ENTER_ARGS_OFF, &sockio_g.tp_args, true)
+        .override_global(globals::FD_OFF, &sockio_g.fd, true)
         .load(OBJECT)
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
 
@@ -230,33 +271,46 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
             }
         })?;
         Some(AttachMode::BtfTracepoint)
-    } else if opts.syscalls {
+    } else if syscall_programs {
         Some(attach_syscalls(&mut ebpf, opts.force_mode)?)
     } else {
         None
     };
     if let Some(mode) = mode {
-        info!(hook = mode.as_str(), "syscall programs attached");
+        info!(
+            hook = mode.as_str(),
+            syscall_slis = opts.syscalls,
+            tcp_request_route = sockio.is_some(),
+            "syscall programs attached"
+        );
     }
     let tcp = match sk {
-        Some(_) => match tcp::attach(&mut ebpf) {
-            Ok(()) => {
-                info!("TCP programs attached");
-                Some(TcpMaps::take(&mut ebpf)?)
-            }
+        Some(_) => match tcp::attach(&mut ebpf, &kbtf, route.unwrap_or(tcp::IoRoute::Syscalls)) {
+            Ok(hooks) => Ok((hooks, TcpMaps::take(&mut ebpf)?)),
             // Syscall SLIs are still worth having on a kernel that lacks
-            // one of the socket tracepoints.
+            // the connection tracepoints.
             Err(e) if opts.syscalls => {
                 warn!(error = %e, "TCP probes unavailable; continuing with syscalls only");
-                None
+                Err(e)
             }
             Err(e) => return Err(ProbeError::TcpAttach(e)),
         },
-        None if !opts.syscalls && !opts.floor_only => {
+        None if opts.tcp && !opts.syscalls && !opts.floor_only => {
             return Err(ProbeError::Missing("socket field offsets in kernel BTF"))
         }
-        None => None,
+        None if opts.tcp && !opts.floor_only => {
+            Err("socket field offsets not found in kernel BTF".to_owned())
+        }
+        None => Err("off (not in --probes)".to_owned()),
     };
+    let signals = Signals::new(
+        mode,
+        opts.syscalls,
+        route.filter(|_| sk.is_some()),
+        tcp.as_ref().map(|(h, _)| h),
+    );
+    signals.log();
+    let tcp = tcp.ok().map(|(_, maps)| maps);
 
     for m in maps::MAPS.iter().filter(|m| sizes.0[m.id] > 1) {
         info!(
@@ -279,6 +333,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         })?;
     let probes = Probes {
         mode,
+        signals,
+        syscall_slis: opts.syscalls,
         tcp,
         hist,
         errors,
@@ -305,7 +361,7 @@ impl Probes {
 
     /// What is attached, for status lines: the syscall hook and the TCP set.
     pub fn hooks(&self) -> &'static str {
-        match (self.mode, self.tcp.is_some()) {
+        match (self.mode.filter(|_| self.syscall_slis), self.tcp.is_some()) {
             (Some(AttachMode::BtfTracepoint), true) => "tp_btf, tcp",
             (Some(AttachMode::BtfTracepoint), false) => "tp_btf",
             (Some(AttachMode::Tracepoint), true) => "tracepoint, tcp",
@@ -464,6 +520,8 @@ struct TpOffsets {
     exit_id: u32,
     /// sys_exit `ret`.
     exit_ret: u32,
+    /// sys_enter `args`.
+    enter_args: u32,
 }
 
 /// The raw_syscalls record offsets, from their format files; the
@@ -481,6 +539,7 @@ fn tracepoint_offsets() -> TpOffsets {
         enter_id: read("sys_enter", "id", 8),
         exit_id: read("sys_exit", "id", 8),
         exit_ret: read("sys_exit", "ret", 16),
+        enter_args: read("sys_enter", "args", 16),
     }
 }
 

@@ -12,13 +12,18 @@ use aya::{
     Ebpf,
 };
 use syscope_common::{
+    globals::{fd_off, SOCKIO_NR_WORDS},
     maps, names,
     tcp::{ListenState, SockState, TcpKey},
     Histogram,
 };
 use tracing::debug;
 
-use super::{btf::Btf, error_chain, ProbeError};
+use super::{
+    btf::{Btf, BtfError},
+    error_chain, ProbeError,
+};
+use crate::enrich::syscalls::{syscall_nr, Arch};
 
 /// Minimum time between two RTT samples of one socket: RTT is read on the
 /// send/recv path, at most this often per socket, so it costs nothing extra
@@ -39,6 +44,8 @@ pub struct SockOffsets {
     pub skb_head: u32,
     pub skb_end: u32,
     pub gso_segs: u32,
+    /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq (globals::TCP_SEQ_OFF).
+    pub seq: [u32; 4],
 }
 
 impl SockOffsets {
@@ -58,41 +65,164 @@ impl SockOffsets {
             skb_head: btf.member_offset("sk_buff", "head")?,
             skb_end: btf.member_offset("sk_buff", "end")?,
             gso_segs: btf.member_offset("skb_shared_info", "gso_segs")?,
+            seq: [
+                btf.member_offset("tcp_sock", "rcv_nxt")?,
+                btf.member_offset("tcp_sock", "copied_seq")?,
+                btf.member_offset("tcp_sock", "snd_una")?,
+                btf.member_offset("tcp_sock", "write_seq")?,
+            ],
         })
     }
 }
 
-/// Attach every TCP program, all or nothing, and load the listener poll.
-pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
+/// Load-time constants of the syscall route (see the ebpf `sockio` module).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockioSetup {
+    pub recv_nrs: [u64; SOCKIO_NR_WORDS],
+    pub send_nrs: [u64; SOCKIO_NR_WORDS],
+    pub nr_recvfrom: u32,
+    pub nr_recvmsg: u32,
+    /// Offsets of syscall arguments 0..3 in `struct pt_regs`.
+    pub regs_arg: [u32; 4],
+    /// Offset of `args` in the raw_syscalls sys_enter record.
+    pub tp_args: u32,
+    pub fd: [u32; fd_off::COUNT],
+}
+
+/// Syscalls that move bytes on a socket, received or sent. sendfile's
+/// output (its first argument) can be a socket; splice and io_uring are
+/// not covered.
+const RECV_SYSCALLS: [&str; 5] = ["read", "readv", "recvfrom", "recvmsg", "recvmmsg"];
+const SEND_SYSCALLS: [&str; 6] = [
+    "write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile",
+];
+
+impl SockioSetup {
+    pub fn from_btf(btf: &Btf, arch: Arch, tp_args: u32) -> Result<SockioSetup, BtfError> {
+        let bits = |names: &[&str]| {
+            let mut w = [0u64; SOCKIO_NR_WORDS];
+            for nr in names.iter().filter_map(|n| syscall_nr(arch, n)) {
+                if let Some(word) = w.get_mut(nr as usize / 64) {
+                    *word |= 1 << (nr % 64);
+                }
+            }
+            w
+        };
+        let regs_arg = match arch {
+            // The syscall ABI's argument registers (r10, not rcx, for the 4th).
+            Arch::X86_64 => [
+                btf.member_offset("pt_regs", "di")?,
+                btf.member_offset("pt_regs", "si")?,
+                btf.member_offset("pt_regs", "dx")?,
+                btf.member_offset("pt_regs", "r10")?,
+            ],
+            Arch::Aarch64 => {
+                let r = btf.member_offset("pt_regs", "regs")?;
+                [r, r + 8, r + 16, r + 24]
+            }
+        };
+        let mut fd = [0u32; fd_off::COUNT];
+        fd[fd_off::TASK_FILES] = btf.member_offset("task_struct", "files")?;
+        fd[fd_off::FILES_FDT] = btf.member_offset("files_struct", "fdt")?;
+        fd[fd_off::FDT_MAX_FDS] = btf.member_offset("fdtable", "max_fds")?;
+        fd[fd_off::FDT_FD] = btf.member_offset("fdtable", "fd")?;
+        fd[fd_off::FILE_INODE] = btf.member_offset("file", "f_inode")?;
+        fd[fd_off::INODE_MODE] = btf.member_offset("inode", "i_mode")?;
+        fd[fd_off::FILE_PRIVATE] = btf.member_offset("file", "private_data")?;
+        fd[fd_off::SOCKET_SK] = btf.member_offset("socket", "sk")?;
+        Ok(SockioSetup {
+            recv_nrs: bits(&RECV_SYSCALLS),
+            send_nrs: bits(&SEND_SYSCALLS),
+            nr_recvfrom: syscall_nr(arch, "recvfrom").unwrap_or(u32::MAX),
+            nr_recvmsg: syscall_nr(arch, "recvmsg").unwrap_or(u32::MAX),
+            regs_arg,
+            tp_args,
+            fd,
+        })
+    }
+}
+
+/// Where TCP request boundaries (and RTT samples) come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoRoute {
+    /// tp_btf `sock_send_length` + `sock_recv_length` (Linux 6.3+): only
+    /// socket I/O runs a program.
+    SockTracepoints,
+    /// The syscall programs, on read/write/send*/recv*/sendfile of socket
+    /// fds (any kernel): every syscall runs them.
+    Syscalls,
+}
+
+impl IoRoute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoRoute::SockTracepoints => "sock",
+            IoRoute::Syscalls => "syscalls",
+        }
+    }
+
+    /// The best route this kernel offers, unless one is forced.
+    pub fn choose(btf: &Btf, force: Option<IoRoute>) -> IoRoute {
+        let has = |(_, hook): (&str, &str)| btf.tracepoint_args(hook).is_some();
+        match force {
+            Some(r) => r,
+            None if has(names::SOCK_SEND) && has(names::SOCK_RECV) => IoRoute::SockTracepoints,
+            None => IoRoute::Syscalls,
+        }
+    }
+}
+
+/// What the TCP set attached: per optional hook, the variant or why not.
+#[derive(Clone, Debug)]
+pub struct TcpHooks {
+    /// The socket tracepoints, when the route is `SockTracepoints`.
+    pub sock_io: Result<(), String>,
+    /// `tcp_retransmit_skb` with `err` (6.17+) or without.
+    pub retransmit: Result<&'static str, String>,
+    pub send_reset: Result<(), String>,
+    pub receive_reset: Result<(), String>,
+}
+
+/// Attach the TCP programs and load the listener poll. Connection tracking
+/// (`inet_sock_set_state`, `tcp_destroy_sock`) is required; every other
+/// hook is attached on its own, so a kernel without one loses only what it
+/// serves.
+pub fn attach(ebpf: &mut Ebpf, kbtf: &Btf, route: IoRoute) -> Result<TcpHooks, String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
     let mut done: Vec<&str> = vec![];
-    let all = names::TCP_PROGRAMS
-        .iter()
-        .chain(std::iter::once(&names::TCP_DESTROY));
-    for &(prog, hook) in all {
+    for (prog, hook) in [names::TCP_STATE, names::TCP_DESTROY] {
         if let Err(e) = attach_one(ebpf, &btf, prog, hook) {
             for p in done.iter().chain(std::iter::once(&prog)) {
-                if let Some(Ok(p)) = ebpf.program_mut(p).map(<&mut BtfTracePoint>::try_from) {
-                    let _ = p.unload();
-                }
+                unload(ebpf, p);
             }
             return Err(e);
         }
         done.push(prog);
     }
-    // The retransmit hook's arguments changed across kernels: try the
-    // current form, then the older one.
-    let (prog, hook) = names::TCP_RETRANSMIT;
-    if let Err(new) = attach_one(ebpf, &btf, prog, hook) {
-        if let Err(old) = attach_one(ebpf, &btf, names::TCP_RETRANSMIT_OLD, hook) {
-            for p in &done {
-                if let Some(Ok(p)) = ebpf.program_mut(p).map(<&mut BtfTracePoint>::try_from) {
-                    let _ = p.unload();
-                }
-            }
-            return Err(format!("{new}; {old}"));
+    let optional = |ebpf: &mut Ebpf, (prog, hook): (&str, &str)| -> Result<(), String> {
+        if kbtf.tracepoint_args(hook).is_none() {
+            return Err(format!("this kernel has no tracepoint {hook}"));
         }
-    }
+        attach_one(ebpf, &btf, prog, hook)
+    };
+    let sock_io = match route {
+        IoRoute::SockTracepoints => optional(ebpf, names::SOCK_SEND).and_then(|()| {
+            // Both or neither: sends alone would leave requests open.
+            optional(ebpf, names::SOCK_RECV).inspect_err(|_| unload(ebpf, names::SOCK_SEND.0))
+        }),
+        IoRoute::Syscalls => Err("not used: the syscall route serves socket I/O".into()),
+    };
+    let send_reset = optional(ebpf, names::TCP_SEND_RESET);
+    let receive_reset = optional(ebpf, names::TCP_RECEIVE_RESET);
+    // The retransmit hook's arguments changed in 6.17: the kernel's BTF
+    // says which form this one has.
+    let (prog, hook) = names::TCP_RETRANSMIT;
+    let retransmit = match kbtf.tracepoint_args(hook) {
+        None => Err(format!("this kernel has no tracepoint {hook}")),
+        Some(n) if n >= 3 => optional(ebpf, (prog, hook)).map(|()| "tcp_retransmit_skb (err)"),
+        Some(_) => optional(ebpf, (names::TCP_RETRANSMIT_OLD, hook))
+            .map(|()| "tcp_retransmit_skb (no err, before 6.17)"),
+    };
     let poll: &mut RawTracePoint = ebpf
         .program_mut(names::LISTEN_POLL)
         .ok_or_else(|| format!("no program {}", names::LISTEN_POLL))?
@@ -100,7 +230,18 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
         .map_err(|e: aya::programs::ProgramError| e.to_string())?;
     poll.load()
         .map_err(|e| format!("load {}: {}", names::LISTEN_POLL, error_chain(&e)))?;
-    Ok(())
+    Ok(TcpHooks {
+        sock_io,
+        retransmit,
+        send_reset,
+        receive_reset,
+    })
+}
+
+fn unload(ebpf: &mut Ebpf, prog: &str) {
+    if let Some(Ok(p)) = ebpf.program_mut(prog).map(<&mut BtfTracePoint>::try_from) {
+        let _ = p.unload();
+    }
 }
 
 fn attach_one(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result<(), String> {
