@@ -44,6 +44,12 @@ impl Daemon {
             SelfStats::set(&stats.map_capacity[m.id], probes.map_sizes.0[m.id].into());
         }
         SelfStats::set(&stats.series_limit, cfg.limits.max_series_per_metric as u64);
+        for s in &probes.signals.0 {
+            SelfStats::set(
+                &stats.signal_served[s.metric.index()],
+                s.hook.is_ok() as u64,
+            );
+        }
         Daemon {
             probes,
             collector: Collector::new(cfg.limits.series_idle_intervals.max(2)),
@@ -126,6 +132,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // Ready only now: everything is set up, and a SIGTERM gets the final flush.
     service.attached(
         daemon.probes.hooks(),
+        daemon.probes.signals.json(),
         exporter.as_ref().map(ExportHandle::health),
     );
     let mut ticker =

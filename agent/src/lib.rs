@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod app;
+pub mod check;
 pub mod collect;
 pub mod config;
 #[cfg(test)]

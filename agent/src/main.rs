@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use syscope::{
-    config::{self, Cli, ProcessEnv},
+    config::{self, Cli, Command, ProcessEnv},
     probes::{AttachMode, IoRoute},
 };
 
@@ -24,9 +24,19 @@ fn main() -> ExitCode {
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
     }
+    let force_io = match cli.tcp_io_hook.as_str() {
+        "sock" => Some(IoRoute::SockTracepoints),
+        "syscalls" => Some(IoRoute::Syscalls),
+        _ => None,
+    };
+    // The preflight reports on stdout; the loader's own lines stay quiet.
+    let log = match cli.command {
+        Some(Command::Check { .. }) => "warn",
+        None => cfg.log.as_str(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log)
+            tracing_subscriber::EnvFilter::try_new(log)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
@@ -36,6 +46,18 @@ fn main() -> ExitCode {
         .init();
     for w in &cfg.warnings {
         tracing::warn!("{w}");
+    }
+    if let Some(Command::Check { output }) = &cli.command {
+        let report = syscope::check::run(&cfg, force_io);
+        match output.as_str() {
+            "json" => println!("{}", report.json()),
+            _ => print!("{}", report.text()),
+        }
+        return if report.ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     // One thread is plenty: the work is one map read per interval and the
     // exporter's I/O; it keeps the agent's CPU and memory small.
@@ -57,11 +79,7 @@ fn main() -> ExitCode {
                 "tracepoint" => Some(AttachMode::Tracepoint),
                 _ => None,
             },
-            force_io: match cli.tcp_io_hook.as_str() {
-                "sock" => Some(IoRoute::SockTracepoints),
-                "syscalls" => Some(IoRoute::Syscalls),
-                _ => None,
-            },
+            force_io,
             floor_only: cli.bench_floor,
         },
     )) {

@@ -57,6 +57,8 @@ pub struct SelfStats {
     /// attribute sets folded into the overflow series since start (counter).
     pub series_active: [AtomicU64; Metric::COUNT],
     pub series_folded: [AtomicU64; Metric::COUNT],
+    /// Per SLI metric: 1 when a kernel hook serves it (gauge).
+    pub signal_served: [AtomicU64; Metric::COUNT],
 }
 
 impl Default for SelfStats {
@@ -79,6 +81,7 @@ impl Default for SelfStats {
             series_limit: AtomicU64::new(0),
             series_active: zeros(),
             series_folded: zeros(),
+            signal_served: zeros(),
         }
     }
 }
@@ -267,7 +270,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 15] = {
+pub const CATALOGUE: [SelfMetric; 16] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -295,6 +298,14 @@ pub const CATALOGUE: [SelfMetric; 15] = {
             description: "Configured capacity of a kernel map.",
             dimension: Some(Map),
             read: Count(|s, i| get(&s.map_capacity[i])),
+        },
+        SelfMetric {
+            name: "syscope.signal.served",
+            unit: "1",
+            instrument: Gauge,
+            description: "1 when a kernel hook on this node serves the metric, 0 when none can (which hook, or why none: the startup log, `/readyz`, `syscope check`).",
+            dimension: Some(Metric),
+            read: Count(|s, i| get(&s.signal_served[i])),
         },
         SelfMetric {
             name: "syscope.series.limit",

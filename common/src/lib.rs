@@ -143,6 +143,8 @@ pub mod globals {
     pub const SHINFO_GSO_SEGS_OFF: &str = "SHINFO_GSO_SEGS_OFF";
     /// Minimum time between two RTT samples of one socket, in ns.
     pub const RTT_SAMPLE_NS: &str = "RTT_SAMPLE_NS";
+    /// sock_common.skc_state, read when seeding sockets older than the agent.
+    pub const SK_STATE_OFF: &str = "SK_STATE_OFF";
     /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq (in this order):
     /// a request that starts while the previous answer is unread (client)
     /// or unacknowledged (server) overlaps it (pipelining, multiplexing).
@@ -172,7 +174,7 @@ pub mod globals {
 
     /// Every global above: the object declares exactly these (checked by the
     /// agent's contract test).
-    pub const ALL: [&str; 36] = [
+    pub const ALL: [&str; 37] = [
         SELF_TGID,
         TASK_GROUP_LEADER_OFF,
         TASK_COMM_OFF,
@@ -200,6 +202,7 @@ pub mod globals {
         SHINFO_GSO_SEGS_OFF,
         RTT_SAMPLE_NS,
         TCP_SEQ_OFF,
+        SK_STATE_OFF,
         SYSCALL_SLIS,
         SOCKIO,
         SOCKIO_RECV_NRS,
@@ -238,6 +241,14 @@ pub mod names {
     pub const THREADS_SEEN_MAP: &str = "THREADS_SEEN";
     /// The all-zero histogram new series start from.
     pub const ZERO_HIST_MAP: &str = "ZERO_HIST";
+    /// Local ports with a listener, filled while seeding (see `SEED_TCP`):
+    /// an established socket on such a port was accepted, not connected.
+    pub const LISTEN_PORTS_MAP: &str = "LISTEN_PORTS";
+    pub const LISTEN_PORTS_ENTRIES: u32 = 4096;
+    /// A BPF iterator over every TCP socket (Linux 5.9+), run once after the
+    /// TCP programs attach: connections and listeners older than the agent
+    /// join `SOCKETS` and `LISTENERS`.
+    pub const SEED_TCP: &str = "seed_tcp";
     pub const BTF_ENTER: &str = "sys_enter_btf";
     pub const BTF_EXIT: &str = "sys_exit_btf";
     pub const TP_ENTER: &str = "sys_enter_tp";

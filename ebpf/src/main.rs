@@ -9,6 +9,7 @@
 //! - `syscalls`: syscall latency and errors, thread exit;
 //! - `tcp`: socket SLIs and the listener poll;
 //! - `sockio`: TCP request boundaries from the syscall layer (before 6.3);
+//! - `seed`: sockets older than the agent (a BPF iterator, run once);
 //! - `floor`: the benchmark's do-nothing programs.
 //!
 //! Every program is a thin entry (the hook and its arguments) calling a body
@@ -21,6 +22,7 @@
 mod floor;
 mod helpers;
 mod maps;
+mod seed;
 mod sockio;
 mod syscalls;
 mod tcp;

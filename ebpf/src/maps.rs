@@ -9,6 +9,7 @@ use aya_ebpf::{
 use syscope_common::{
     counter,
     globals::{fd_off, SOCKIO_NR_WORDS},
+    names,
     maps::{self, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
     tcp::{ListenState, SockState, TcpKey},
     Histogram, SeriesKey, ThreadState,
@@ -71,6 +72,8 @@ pub(crate) static SKB_END_OFF: u32 = 0;
 pub(crate) static SHINFO_GSO_SEGS_OFF: u32 = 0;
 #[no_mangle]
 pub(crate) static TCP_SEQ_OFF: [u32; 4] = [0; 4];
+#[no_mangle]
+pub(crate) static SK_STATE_OFF: u32 = 0;
 // The syscall route of TCP request latency (see `sockio`).
 #[no_mangle]
 pub(crate) static SYSCALL_SLIS: u32 = 1;
@@ -133,6 +136,11 @@ pub(crate) static SOCKETS: LruHashMap<u64, SockState> =
 #[map(name = "LISTENERS")]
 pub(crate) static LISTENERS: HashMap<u64, ListenState> =
     HashMap::with_max_entries(MAPS[maps::LISTENERS].default_entries, 0);
+
+/// Local ports with a listener, while seeding (see `seed`).
+#[map(name = "LISTEN_PORTS")]
+pub(crate) static LISTEN_PORTS: HashMap<u32, u32> =
+    HashMap::with_max_entries(names::LISTEN_PORTS_ENTRIES, 0);
 
 #[map(name = "TCP_LATENCY")]
 pub(crate) static TCP_LATENCY: HashMap<TcpKey, Histogram> =

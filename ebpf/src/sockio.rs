@@ -35,9 +35,13 @@ fn has_bit(bits: &'static [u64; SOCKIO_NR_WORDS], nr: u32) -> bool {
     if nr as usize >= SOCKIO_NR_WORDS * 64 {
         return false;
     }
-    // The mask, not the comparison above, is what bounds the index for the
-    // verifier (the compiler may check one copy of `nr` and shift another).
-    let w = global(&bits[(nr as usize >> 6) & (SOCKIO_NR_WORDS - 1)]);
+    let mut i = nr as u64;
+    // SAFETY: an empty asm block. It hides `i`'s range from the optimizer,
+    // which would otherwise drop the mask below as redundant after the
+    // check above; older verifiers (5.10) need the mask itself to bound
+    // the index, as they do not link the check to this copy of `nr`.
+    unsafe { core::arch::asm!("/* {0} */", inout(reg) i) };
+    let w = global(&bits[((i >> 6) as usize) & (SOCKIO_NR_WORDS - 1)]);
     w & (1u64 << (nr & 63)) != 0
 }
 

@@ -24,9 +24,9 @@ use syscope_common::{
 use crate::{
     helpers::{bump, cgroup_id, count_add, global, hist_add, is_self, kread, now_ns, process_comm},
     maps::{
-        LISTENERS, RTT_SAMPLE_NS, SHINFO_GSO_SEGS_OFF, SKB_END_OFF, SKB_HEAD_OFF, SK_DADDR_OFF,
+        LISTENERS, LISTEN_PORTS, RTT_SAMPLE_NS, SHINFO_GSO_SEGS_OFF, SKB_END_OFF, SKB_HEAD_OFF, SK_DADDR_OFF,
         SK_DPORT_OFF, SK_DROPS_OFF, SK_ERR_OFF, SK_FAMILY_OFF, SK_NUM_OFF, SK_V6_DADDR_OFF,
-        SOCKETS, TCP_COUNTERS, TCP_LATENCY, TCP_SEQ_OFF, TCP_SRTT_OFF,
+        SK_STATE_OFF, SOCKETS, TCP_COUNTERS, TCP_LATENCY, TCP_SEQ_OFF, TCP_SRTT_OFF,
     },
 };
 
@@ -99,6 +99,60 @@ pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn tcp_destroy_btf(ctx: BtfTracePointContext) -> i32 {
     let _ = SOCKETS.remove(ctx.arg::<u64>(0));
     0
+}
+
+/// A socket older than the agent, from the seeding iterator (in the agent's
+/// context: the owner is left empty for the first process that reads or
+/// writes the socket to claim, as for accepted sockets).
+#[inline(always)]
+pub(crate) fn seed(sk: u64) {
+    match kread::<u8>(sk, global(&SK_STATE_OFF)).map(i32::from) {
+        Some(state::LISTEN) => {
+            let port = sk_local_port(sk);
+            let _ = LISTEN_PORTS.insert(&u32::from(port), &1, BPF_ANY as u64);
+            if LISTENERS.get_ptr(sk).is_some() {
+                return;
+            }
+            let l = ListenState {
+                since_ns: now_ns(),
+                cgroup_id: 0,
+                comm: [0; COMM_LEN],
+                drops: kread::<u32>(sk, global(&SK_DROPS_OFF)).unwrap_or(0),
+                port,
+                closed: 0,
+                _pad: 0,
+            };
+            if LISTENERS.insert(sk, l, BPF_ANY as u64).is_err() {
+                bump(counter::map_full(maps::LISTENERS));
+            }
+        }
+        Some(state::ESTABLISHED) => {
+            if SOCKETS.get_ptr(sk).is_some() {
+                return;
+            }
+            let local = sk_local_port(sk);
+            let server = LISTEN_PORTS.get_ptr(&u32::from(local)).is_some();
+            let (addr, port) = if server {
+                ([0; 16], local)
+            } else {
+                sk_peer(sk)
+            };
+            let st = SockState {
+                t_start: 0,
+                rtt_sampled_ns: 0,
+                cgroup_id: 0,
+                comm: [0; COMM_LEN],
+                addr,
+                port,
+                role: if server { role::SERVER } else { role::CLIENT },
+                phase: phase::IDLE,
+                overlaps: 0,
+                _pad: [0; 3],
+            };
+            track(sk, &st);
+        }
+        _ => {}
+    }
 }
 
 /// Run by the agent (BPF_PROG_TEST_RUN, args[0] = a listener's address from
@@ -411,12 +465,14 @@ fn sample_rtt_due(sk: u64, st: &mut SockState, now: u64) {
 /// answer before it sends the next request.
 #[inline(always)]
 fn overlaps_answer(sk: u64, role: u8) -> bool {
-    let off = |i: usize| match TCP_SEQ_OFF.get(i) {
-        Some(o) => global(o),
-        None => 0,
+    // Constant indexes (rcv_nxt, copied_seq; snd_una, write_seq): a
+    // variable one would need masking for old verifiers.
+    let (a, b) = if role == role::SERVER {
+        (global(&TCP_SEQ_OFF[2]), global(&TCP_SEQ_OFF[3]))
+    } else {
+        (global(&TCP_SEQ_OFF[0]), global(&TCP_SEQ_OFF[1]))
     };
-    let (a, b) = if role == role::SERVER { (2, 3) } else { (0, 1) };
-    match (kread::<u32>(sk, off(a)), kread::<u32>(sk, off(b))) {
+    match (kread::<u32>(sk, a), kread::<u32>(sk, b)) {
         (Some(x), Some(y)) => x != y,
         _ => false,
     }

@@ -244,6 +244,78 @@ fn request_latency(extra: &[&str]) {
     }
 }
 
+/// A connection and listener opened before the agent started (a DaemonSet
+/// rollout restarts the agent under live connections): the requests made
+/// on it afterwards are measured, exactly, both sides, with their owner.
+#[test]
+fn connection_older_than_the_agent_is_measured() {
+    if !require_root() {
+        return;
+    }
+    let name = unique_name("oldconn");
+    let go = std::env::temp_dir().join(format!("{name}.go"));
+    let _ = std::fs::remove_file(&go);
+    let reqs = 6u64;
+    let mut child = spawn_named(
+        &name,
+        &[
+            "tcp-reqresp-old",
+            &reqs.to_string(),
+            "20",
+            go.to_str().unwrap(),
+        ],
+    );
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let port = first
+        .trim()
+        .strip_prefix("port=")
+        .unwrap_or_else(|| panic!("workload said {first:?}"))
+        .to_string();
+    // Connected and one exchange done: now the agent starts.
+    let rx = Receiver::start();
+    let agent = start_agent(&rx);
+    std::fs::write(&go, b"").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "workload failed: {rest}");
+    let _ = std::fs::remove_file(&go);
+    let out = Output {
+        status: std::process::ExitStatus::default(),
+        stdout: rest.into_bytes(),
+        stderr: vec![],
+    };
+    for (metric, truth_key) in [
+        ("tcp.server.request.duration", "server_ns"),
+        ("tcp.client.request.duration", "client_ns"),
+    ] {
+        let by = [
+            ("process.executable.name", name.as_str()),
+            ("server.port", port.as_str()),
+        ];
+        let pts = rx.wait_for(WAIT, |p| {
+            select(p, metric, &by)
+                .filter_map(|p| p.exp_histogram())
+                .last()
+                .is_some_and(|h| h.count >= reqs)
+        });
+        let h = select(&pts, metric, &by)
+            .filter_map(|p| p.exp_histogram())
+            .last()
+            .unwrap_or_else(|| panic!("no {metric} for the older connection:\n{}", agent.stderr()))
+            .clone();
+        assert_eq!(h.count, reqs, "{metric}: requests after the agent started");
+        let truth = durations_s(&out, truth_key);
+        let mean = truth.iter().sum::<f64>() / truth.len() as f64;
+        let got = h.sum.expect("sum") / reqs as f64;
+        assert!(
+            (got - mean).abs() / mean < 0.05,
+            "{metric} mean: got {got}, workload measured {mean}"
+        );
+    }
+}
+
 fn sockets_tracked(points: &[MetricPoint]) -> Option<f64> {
     last_number(points, "syscope.kernel.map.entries", &[("map", "sockets")])
 }

@@ -57,6 +57,8 @@ const DEFAULT_TIMEOUT_MIN: u64 = 15;
 /// A console line no test can print by accident: the guest's init prints it
 /// with a per-run nonce and the test command's exit status.
 const MARKER: &str = "SYSCOPE-VMTEST-DONE";
+/// Prefix of the guest's `syscope check --output json` line (then the nonce).
+const CHECK_MARKER: &str = "SYSCOPE-CHECK";
 /// Console lines kept for the report of a failed or hung guest.
 const TAIL_LINES: usize = 40;
 
@@ -376,7 +378,91 @@ pub fn run(args: &[String]) -> Result<()> {
     if !failed.is_empty() {
         bail!("kernels failed: {}", failed.join(", "));
     }
-    Ok(())
+    signal_table(&repo, &outcomes)
+}
+
+const TABLE_BEGIN: &str = "<!-- kernel-signals:begin (cargo xtask vmtest writes this) -->";
+const TABLE_END: &str = "<!-- kernel-signals:end -->";
+
+/// The README's kernel x signal x hook table, from what `syscope check` said
+/// in each guest and on this host. Once every kernel of the matrix ran: the
+/// README must match it (`SYSCOPE_BLESS=1` rewrites it).
+fn signal_table(repo: &Path, outcomes: &[Outcome]) -> Result<()> {
+    let mut cols: Vec<(String, serde_json::Value)> = Vec::new();
+    for s in SERIES {
+        match outcomes
+            .iter()
+            .find(|o| o.series == s.name)
+            .and_then(|o| o.check.clone())
+        {
+            Some(c) => cols.push((s.name.to_string(), c)),
+            None => return Ok(()), // a partial matrix says nothing about the others
+        }
+    }
+    if is_root() {
+        let out = Command::new(repo.join("target/release/syscope"))
+            .args(["check", "--output", "json"])
+            .stderr(Stdio::null())
+            .output()
+            .context("running syscope check on this host")?;
+        let host: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("parsing syscope check --output json")?;
+        let release = host["kernel"].as_str().unwrap_or("?");
+        let series: String = release.split('.').take(2).collect::<Vec<_>>().join(".");
+        cols.push((format!("{series} (this host)"), host));
+    }
+    let table = render_signal_table(&cols);
+    print!("\nsignals and hooks per kernel (syscope check):\n{table}");
+    let readme = repo.join("README.md");
+    let text = fs::read_to_string(&readme)?;
+    let (Some(b), Some(e)) = (text.find(TABLE_BEGIN), text.find(TABLE_END)) else {
+        bail!("README.md has no {TABLE_BEGIN} ... {TABLE_END} section");
+    };
+    let current = &text[b + TABLE_BEGIN.len()..e];
+    let want = format!("\n{table}");
+    if current == want {
+        return Ok(());
+    }
+    if env::var_os("SYSCOPE_BLESS").is_some() {
+        let new = format!("{}{TABLE_BEGIN}{want}{}", &text[..b], &text[e..]);
+        fs::write(&readme, new)?;
+        println!("README.md: kernel signal table rewritten");
+        return Ok(());
+    }
+    bail!(
+        "README.md's kernel signal table differs from what the matrix saw (above): \
+         rerun with SYSCOPE_BLESS=1 to rewrite it"
+    )
+}
+
+/// Rows: signals; columns: kernels; cells: the hook, or "none" and why.
+fn render_signal_table(cols: &[(String, serde_json::Value)]) -> String {
+    let mut t = String::from("| signal |");
+    for (k, _) in cols {
+        let _ = write!(t, " {k} |");
+    }
+    t.push_str("\n|---|");
+    t.push_str(&"---|".repeat(cols.len()));
+    t.push('\n');
+    let names: Vec<String> = cols
+        .first()
+        .and_then(|(_, c)| c["signals"].as_object())
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    for name in names {
+        let _ = write!(t, "| `{name}` |");
+        for (_, c) in cols {
+            let sig = &c["signals"][&name];
+            let cell = match (sig["hook"].as_str(), sig["unavailable"].as_str()) {
+                (Some(h), _) => h.to_string(),
+                (None, Some(why)) => format!("**none**: {why}"),
+                _ => "?".into(),
+            };
+            let _ = write!(t, " {} |", cell.replace('|', "\\|"));
+        }
+        t.push('\n');
+    }
+    t
 }
 
 /// `name -> path` of the prebuilt integration test executables, built on the
@@ -1071,6 +1157,11 @@ fn run_script(
         shell_quote(&workload.to_string_lossy())
     );
     s.push_str("export SYSCOPE_WORKLOAD=/tmp/vmtest/syscope-workload\n");
+    // The preflight's view of this kernel, for the README's signal table.
+    let _ = writeln!(
+        s,
+        "echo \"{CHECK_MARKER} $SYSCOPE_VMTEST_NONCE $(\"$SYSCOPE_BIN\" check --output json 2>/dev/null)\""
+    );
     let has_filter = test_args.iter().any(|a| !a.starts_with('-'));
     s.push_str("rc=0\n");
     for (bin, filters) in set.binaries {
@@ -1109,6 +1200,8 @@ struct Outcome {
     errors: BTreeSet<String>,
     tail: Vec<String>,
     log: PathBuf,
+    /// `syscope check --output json`, as the guest printed it.
+    check: Option<serde_json::Value>,
 }
 
 enum Verdict {
@@ -1141,6 +1234,7 @@ impl Outcome {
             errors: BTreeSet::new(),
             tail: Vec::new(),
             log: PathBuf::new(),
+            check: None,
         }
     }
 
@@ -1239,6 +1333,8 @@ fn boot(
 
     let mut deadline = start + o.timeout;
     let marker = format!("{MARKER} {nonce} status=");
+    let check_marker = format!("{CHECK_MARKER} {nonce} ");
+    let mut check = None;
     let mut status: Option<i32> = None;
     let mut timed_out = false;
     let mut tail: Vec<String> = Vec::new();
@@ -1265,7 +1361,9 @@ fn boot(
         };
         let _ = writeln!(log, "{line}");
         println!("[{}] {line}", series.name);
-        if let Some(st) = line.strip_prefix(&marker) {
+        if let Some(json) = line.strip_prefix(&check_marker) {
+            check = serde_json::from_str(json).ok();
+        } else if let Some(st) = line.strip_prefix(&marker) {
             status = st.trim().parse().ok();
             deadline = deadline.min(Instant::now() + Duration::from_secs(60));
         } else if let Some(bin) = line.strip_prefix("vmtest: tests/") {
@@ -1326,6 +1424,7 @@ fn boot(
         errors,
         tail,
         log: log_path,
+        check,
     })
 }
 

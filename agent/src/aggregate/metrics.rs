@@ -261,7 +261,8 @@ impl Metric {
                 unit: "{connection}",
                 instrument: Instrument::Counter,
                 description: "Connections dropped by a listener (accept queue full), per port.",
-                attrs: &[(ServerPort, Always), WORKLOAD[0], WORKLOAD[1]],
+                // A listener older than the agent has no known owner.
+                attrs: &[(ServerPort, Always), SOCKET_OWNER[0], SOCKET_OWNER[1]],
             },
             Metric::TcpServerMultiplexed => &MetricSpec {
                 name: "tcp.server.multiplexed",

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, Subcommand};
 
 use super::{env, EXAMPLE_TOML};
 
@@ -22,6 +22,9 @@ use super::{env, EXAMPLE_TOML};
     after_help = after_help(),
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML config file (format below)
     #[arg(short = 'c', long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -93,6 +96,17 @@ pub struct Cli {
     /// Print help: flags, environment variables and the config file
     #[arg(short = 'h', long = "help", action = ArgAction::HelpLong)]
     help: Option<bool>,
+}
+
+/// Subcommands; without one the agent runs.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Preflight: kernel, BTF, capabilities, map memory, and which hook serves each signal (loads and detaches the programs); exits 1 when a requested probe set cannot run
+    Check {
+        /// text (default) or json
+        #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"], default_value = "text")]
+        output: String,
+    },
 }
 
 fn after_help() -> String {

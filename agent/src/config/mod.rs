@@ -24,7 +24,7 @@ use syscope_common::maps;
 
 use crate::export::{Compression, Protocol};
 
-pub use cli::Cli;
+pub use cli::{Cli, Command};
 pub use env::{Env, ProcessEnv};
 pub use file::EXAMPLE_TOML;
 

@@ -92,6 +92,13 @@ fn internal_maps_are_in_the_object_as_described() {
         8,
         THREADS_SEEN_DEFAULT_ENTRIES,
     );
+    let om = obj
+        .maps
+        .get(names::LISTEN_PORTS_MAP)
+        .expect("LISTEN_PORTS in the object");
+    assert_eq!(om.map_type(), bpf_map_type::BPF_MAP_TYPE_HASH as u32);
+    assert_eq!((om.key_size(), om.value_size()), (4, 4));
+    assert_eq!(om.max_entries(), names::LISTEN_PORTS_ENTRIES);
     // Nothing else, apart from the data sections of the globals.
     let known: BTreeSet<&str> = MAPS
         .iter()
@@ -100,6 +107,7 @@ fn internal_maps_are_in_the_object_as_described() {
             names::COUNTERS_MAP,
             names::ZERO_HIST_MAP,
             names::THREADS_SEEN_MAP,
+            names::LISTEN_PORTS_MAP,
         ])
         .collect();
     for name in obj.maps.keys() {
@@ -150,6 +158,7 @@ fn programs_are_in_the_object_on_their_hooks() {
         (names::TCP_RETRANSMIT.0, btf(names::TCP_RETRANSMIT.1)),
         (names::TCP_RETRANSMIT_OLD, btf(names::TCP_RETRANSMIT.1)),
         (names::LISTEN_POLL, "raw_tp".into()),
+        (names::SEED_TCP, "iter/tcp".into()),
     ];
     want.extend(names::TCP_PROGRAMS.iter().map(|(p, h)| (*p, btf(h))));
     for (name, section) in &want {
@@ -161,6 +170,7 @@ fn programs_are_in_the_object_on_their_hooks() {
             Some("tp_btf") => matches!(p.section, ProgramSection::BtfTracePoint),
             Some("tracepoint") => matches!(p.section, ProgramSection::TracePoint),
             Some("raw_tp") => matches!(p.section, ProgramSection::RawTracePoint),
+            Some("iter") => matches!(p.section, ProgramSection::Iter { .. }),
             _ => false,
         };
         assert!(kind_ok, "{name}: program type {:?}", p.section);

@@ -251,6 +251,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global(globals::SHINFO_GSO_SEGS_OFF, &sk_off.gso_segs, true)
         .override_global(globals::RTT_SAMPLE_NS, &tcp::RTT_SAMPLE_NS, true)
         .override_global(globals::TCP_SEQ_OFF, &sk_off.seq, true)
+        .override_global(globals::SK_STATE_OFF, &sk_off.state, true)
         .override_global(globals::SYSCALL_SLIS, &syscall_slis, true)
         .override_global(globals::SOCKIO, &sockio_on, true)
         .override_global(globals::SOCKIO_RECV_NRS, &sockio_g.recv_nrs, true)
@@ -286,7 +287,16 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     }
     let tcp = match sk {
         Some(_) => match tcp::attach(&mut ebpf, &kbtf, route.unwrap_or(tcp::IoRoute::Syscalls)) {
-            Ok(hooks) => Ok((hooks, TcpMaps::take(&mut ebpf)?)),
+            Ok(hooks) => {
+                // After attaching, so a socket is either seen new or seeded.
+                match tcp::seed(&mut ebpf) {
+                    Ok(()) => info!("TCP sockets older than the agent seeded"),
+                    Err(e) => {
+                        warn!(error = %e, "sockets older than the agent are not measured (the TCP iterator needs Linux 5.9+)")
+                    }
+                }
+                Ok((hooks, TcpMaps::take(&mut ebpf)?))
+            }
             // Syscall SLIs are still worth having on a kernel that lacks
             // the connection tracepoints.
             Err(e) if opts.syscalls => {

@@ -97,7 +97,7 @@ pub fn raise_memlock() {
 
 /// Kernels from 5.11 charge BPF memory to the memory cgroup instead of
 /// RLIMIT_MEMLOCK.
-fn charges_bpf_to_memcg(release: &str) -> bool {
+pub fn charges_bpf_to_memcg(release: &str) -> bool {
     let mut parts = release.trim().split(['.', '-']);
     let major: u32 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     let minor: u32 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);

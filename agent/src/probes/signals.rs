@@ -48,10 +48,7 @@ impl Signals {
                 .clone()
                 .map(|()| "tp_btf/sock_send_length + sock_recv_length".to_owned()),
             (Some(IoRoute::Syscalls), Ok(_)) => match mode {
-                Some(m) => Ok(format!(
-                    "{} on socket fds (read, write, send*, recv*, sendfile)",
-                    sys_hook(m)
-                )),
+                Some(m) => Ok(format!("socket I/O syscalls ({})", sys_hook(m))),
                 None => Err("the syscall programs did not attach".to_owned()),
             },
             (None, Ok(_)) => Err("no route: file and socket fields not in kernel BTF".to_owned()),
@@ -68,8 +65,8 @@ impl Signals {
                 | Metric::TcpClientMultiplexed => io.clone(),
                 // Sampled at connect and, at most once a second, on I/O.
                 Metric::TcpRtt => match &io {
-                    Ok(io) => Ok(format!("tcp_sock.srtt_us at {state} and on {io}")),
-                    Err(_) => with(&format!("tcp_sock.srtt_us at {state} only")),
+                    Ok(_) => Ok(format!("srtt_us read at {state} and on socket I/O")),
+                    Err(_) => with(&format!("srtt_us read at {state} only")),
                 },
                 Metric::TcpRetransmits => tcp
                     .map_err(Clone::clone)
@@ -202,7 +199,7 @@ mod tests {
         assert!(get(Metric::SyscallDuration).unwrap_err().starts_with("off"));
         assert!(get(Metric::TcpServerRequestDuration)
             .unwrap()
-            .contains("on socket fds"));
+            .starts_with("socket I/O syscalls"));
         assert_eq!(
             get(Metric::TcpRetransmits).unwrap(),
             "tp_btf/tcp_retransmit_skb (no err, before 6.17)"

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use aya::{
     maps::{HashMap, MapData},
-    programs::{BtfTracePoint, RawTracePoint},
+    programs::{BtfTracePoint, Iter, RawTracePoint},
     Ebpf,
 };
 use syscope_common::{
@@ -46,6 +46,7 @@ pub struct SockOffsets {
     pub gso_segs: u32,
     /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq (globals::TCP_SEQ_OFF).
     pub seq: [u32; 4],
+    pub state: u32,
 }
 
 impl SockOffsets {
@@ -55,6 +56,7 @@ impl SockOffsets {
         let c = |m| btf.member_offset("sock_common", m).map(|o| common + o);
         Ok(SockOffsets {
             family: c("skc_family")?,
+            state: c("skc_state")?,
             num: c("skc_num")?,
             dport: c("skc_dport")?,
             daddr: c("skc_daddr")?,
@@ -254,6 +256,33 @@ fn attach_one(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result
         .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
     p.attach()
         .map_err(|e| format!("attach {prog} to {hook}: {}", error_chain(&e)))?;
+    Ok(())
+}
+
+/// Run the seeding iterator once: connections and listeners older than the
+/// agent join the tracked ones (see ebpf/src/seed.rs). Returns how many
+/// tracked sockets and listeners there are after it.
+pub fn seed(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
+    let prog: &mut Iter = ebpf
+        .program_mut(names::SEED_TCP)
+        .ok_or_else(|| format!("no program {}", names::SEED_TCP))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    prog.load("tcp", &btf)
+        .map_err(|e| format!("load {}: {}", names::SEED_TCP, error_chain(&e)))?;
+    let link = prog
+        .attach()
+        .and_then(|id| prog.take_link(id))
+        .map_err(|e| format!("attach {}: {}", names::SEED_TCP, error_chain(&e)))?;
+    // Reading the iterator's file runs it over every socket; it prints nothing.
+    let mut f = link
+        .into_file()
+        .map_err(|e| format!("open {}: {e}", names::SEED_TCP))?;
+    let mut sink = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut sink)
+        .map_err(|e| format!("run {}: {e}", names::SEED_TCP))?;
+    let _ = prog.unload();
     Ok(())
 }
 

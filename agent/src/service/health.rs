@@ -22,6 +22,7 @@ enum Phase {
     Starting,
     Attached {
         hook: &'static str,
+        signals: String,
         export: Option<ExportHealth>,
     },
     /// Shutting down: programs detached or about to be.
@@ -36,6 +37,8 @@ pub struct Report {
     pub status: &'static str,
     pub attached: bool,
     pub hook: Option<&'static str>,
+    /// Which hook serves each signal (JSON object), once attached.
+    pub signals: Option<String>,
     pub uptime: Duration,
     /// `None` in table mode (no endpoint).
     pub export: Option<ExportStatus>,
@@ -55,8 +58,12 @@ impl HealthState {
         *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = phase;
     }
 
-    pub fn attached(&self, hook: &'static str, export: Option<ExportHealth>) {
-        self.set(Phase::Attached { hook, export });
+    pub fn attached(&self, hook: &'static str, signals: String, export: Option<ExportHealth>) {
+        self.set(Phase::Attached {
+            hook,
+            signals,
+            export,
+        });
     }
 
     pub fn stopping(&self) {
@@ -72,6 +79,7 @@ impl HealthState {
                 status: "starting",
                 attached: false,
                 hook: None,
+                signals: None,
                 uptime,
                 export: None,
             },
@@ -80,10 +88,15 @@ impl HealthState {
                 status: "stopping",
                 attached: false,
                 hook: None,
+                signals: None,
                 uptime,
                 export: None,
             },
-            Phase::Attached { hook, export } => {
+            Phase::Attached {
+                hook,
+                signals,
+                export,
+            } => {
                 let export = export.map(|e| e.status());
                 let healthy = export.as_ref().is_none_or(|e| e.healthy);
                 Report {
@@ -91,6 +104,7 @@ impl HealthState {
                     status: if healthy { "ready" } else { "export_failing" },
                     attached: true,
                     hook: Some(hook),
+                    signals: Some(signals),
                     uptime,
                     export,
                 }
@@ -114,6 +128,9 @@ impl Report {
             self.hook.map_or("null".into(), |h| format!("\"{h}\"")),
             secs(self.uptime),
         );
+        if let Some(sig) = &self.signals {
+            let _ = write!(s, ",\"signals\":{sig}");
+        }
         match &self.export {
             None => s.push_str(",\"export\":{\"enabled\":false}"),
             Some(e) => {
@@ -176,7 +193,7 @@ mod tests {
             r.readyz_json()
         );
         // Table mode: attachment alone decides.
-        state.attached("tp_btf", None);
+        state.attached("tp_btf", "{}".into(), None);
         let r = state.report();
         assert!(r.ready && r.attached);
         let json = r.readyz_json();

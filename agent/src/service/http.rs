@@ -364,7 +364,7 @@ mod tests {
         let s = HealthState::default();
         assert_eq!(code("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &s), 200);
         assert_eq!(code("GET /readyz HTTP/1.1\r\n\r\n", &s), 503);
-        s.attached("tp_btf", None);
+        s.attached("tp_btf", "{}".into(), None);
         assert_eq!(code("GET /readyz HTTP/1.1\r\n\r\n", &s), 200);
         assert_eq!(code("GET /readyz?verbose=1 HTTP/1.0\n\n", &s), 200);
         assert_eq!(
@@ -434,7 +434,7 @@ mod tests {
         let r = exchange(addr, b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
         assert!(r.contains("\"attached\":false"), "{r}");
-        state.attached("tracepoint", None);
+        state.attached("tracepoint", "{}".into(), None);
         let r = exchange(addr, b"GET /readyz HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         let body = r.split("\r\n\r\n").nth(1).unwrap();

@@ -103,8 +103,9 @@ impl Service {
 
     /// Programs attached: readiness may turn true, and systemd learns the
     /// service is up (Type=notify).
-    pub fn attached(&self, hook: &'static str, export: Option<ExportHealth>) {
-        self.state.attached(hook, export);
+    /// `signals`: which hook serves each signal, as JSON (`Signals::json`).
+    pub fn attached(&self, hook: &'static str, signals: String, export: Option<ExportHealth>) {
+        self.state.attached(hook, signals, export);
         self.notify(&format!("READY=1\nSTATUS=probes attached ({hook})"));
     }
 
@@ -201,7 +202,7 @@ mod tests {
             ..Settings::default()
         };
         let ex = export::spawn(settings, Arc::new(SelfStats::default())).unwrap();
-        svc.attached("tp_btf", Some(ex.health()));
+        svc.attached("tp_btf", "{}".into(), Some(ex.health()));
         let (code, body) = get(addr, "/readyz").await;
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"last_success_age_seconds\":null"), "{body}");

@@ -19,6 +19,8 @@
 //!   tcp-connect <n>                n connects to a loopback listener (accepted, closed)
 //!   tcp-reqresp <c> <r> <ms>       c connections x r requests; the server answers after ms;
 //!                                  prints `client_ns=` and `server_ns=` per request
+//!   tcp-reqresp-old <r> <ms> <go>  one connection, one exchange, prints `port=`, waits until the
+//!                                  file <go> exists, then r timed requests as tcp-reqresp
 //!   tcp-listen-flood <n>           n connects to a backlog-0 listener never accepted; prints
 //!                                  `listen_drops=` (the netns's TcpExt ListenDrops delta)
 //!   tcp-timeout <ip> <port>        one connect that must fail with ETIMEDOUT; prints the
@@ -421,6 +423,17 @@ fn main() {
             num(args.get(1), "connections"),
             num(args.get(2), "requests"),
             num(args.get(3), "ms"),
+            None,
+        ),
+        "tcp-reqresp-old" => tcp::reqresp(
+            1,
+            num(args.get(1), "requests"),
+            num(args.get(2), "ms"),
+            Some(
+                args.get(3)
+                    .map(String::as_str)
+                    .unwrap_or_else(|| usage("go file")),
+            ),
         ),
         "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n")),
         "tcp-reset" => tcp::reset(),
@@ -520,21 +533,29 @@ mod tcp {
         println!("port={p}");
     }
 
-    pub fn reqresp(conns: u64, reqs: u64, ms: u64) {
+    /// With `go`: one untimed exchange per connection first, then `port=`
+    /// is printed and the client waits for the file `go` to exist (the
+    /// agent starts meanwhile: a connection older than the agent).
+    pub fn reqresp(conns: u64, reqs: u64, ms: u64, go: Option<&str>) {
         let l = loopback_listener(128);
         let p = port(&l);
         let delay = Duration::from_millis(ms);
+        let warmup = usize::from(go.is_some());
         let server = std::thread::spawn(move || {
             let mut took = vec![];
             for _ in 0..conns {
                 let (mut s, _) = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
                 let mut buf = [0u8; REQ];
+                let mut n = 0;
                 // Until the client closes.
                 while s.read_exact(&mut buf).is_ok() {
                     let t0 = Instant::now();
                     std::thread::sleep(delay);
                     s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
-                    took.push(t0.elapsed().as_nanos().to_string());
+                    if n >= warmup {
+                        took.push(t0.elapsed().as_nanos().to_string());
+                    }
+                    n += 1;
                 }
             }
             took
@@ -545,9 +566,22 @@ mod tcp {
                 .unwrap_or_else(|e| fail(&e.to_string()));
             s.set_nodelay(true).unwrap();
             let mut buf = [7u8; REQ];
-            for _ in 0..reqs {
-                let t0 = Instant::now();
+            if let Some(go) = go {
                 s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
+                s.read_exact(&mut buf)
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                println!("port={p}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                while !std::path::Path::new(go).exists() {
+                    super::start_after(20);
+                }
+            }
+            for _ in 0..reqs {
+                s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
+                // From the write's completion, as the kernel stamps it: on
+                // loopback the write itself carries the segment to the
+                // server, which takes milliseconds under emulation (qemu TCG).
+                let t0 = Instant::now();
                 s.read_exact(&mut buf)
                     .unwrap_or_else(|e| fail(&e.to_string()));
                 took.push(t0.elapsed().as_nanos().to_string());
@@ -555,7 +589,9 @@ mod tcp {
             let _ = s.shutdown(Shutdown::Write);
         }
         let server_took = server.join().unwrap();
-        println!("port={p}");
+        if go.is_none() {
+            println!("port={p}");
+        }
         println!("client_ns={}", took.join(","));
         println!("server_ns={}", server_took.join(","));
     }
