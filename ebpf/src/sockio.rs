@@ -2,9 +2,11 @@
 //! without the `sock_send_length`/`sock_recv_length` tracepoints (before
 //! 6.3), on the syscall programs' own hooks.
 //!
-//! Entry remembers the fd of a socket I/O syscall (read, write, readv,
-//! writev, send*, recv*, sendfile's output) in the thread's entry; exit, when
-//! bytes moved, resolves the fd to its `struct sock` (task -> files -> fdtable
+//! With tp_btf, exit reads the syscall's arguments from the registers (so a
+//! syscall in flight at attach counts too); with the tracepoint hook, entry
+//! remembers the fd in the thread's entry. For socket I/O (read, write,
+//! readv, writev, send*, recv*, sendfile's output), when bytes moved, the fd
+//! is resolved to its `struct sock` (task -> files -> fdtable
 //! -> file; a socket inode's `private_data` is its `struct socket`, whose
 //! `sk` is the key of `SOCKETS`) and hands it to the same request logic as
 //! the tracepoints. Other syscalls pay one bitmap test; I/O on files that
@@ -45,10 +47,10 @@ fn has_bit(bits: &'static [u64; SOCKIO_NR_WORDS], nr: u32) -> bool {
     w & (1u64 << (nr & 63)) != 0
 }
 
-/// At entry of syscall `nr`: the value for `ThreadState::io_fd` (fd + 1 of
-/// a socket I/O syscall, 0 for anything else). `arg(i)` reads argument `i`.
+/// For syscall `nr`: fd + 1 if it is socket I/O (and not a peek), 0 for
+/// anything else (`ThreadState::io_fd`). `arg(i)` reads argument `i`.
 #[inline(always)]
-pub(crate) fn at_enter(nr: u32, arg: impl Fn(usize) -> Option<u64>) -> u32 {
+pub(crate) fn io_fd(nr: u32, arg: impl Fn(usize) -> Option<u64>) -> u32 {
     if !has_bit(&SOCKIO_RECV_NRS, nr) && !has_bit(&SOCKIO_SEND_NRS, nr) {
         return 0;
     }
@@ -70,11 +72,11 @@ pub(crate) fn at_enter(nr: u32, arg: impl Fn(usize) -> Option<u64>) -> u32 {
     }
 }
 
-/// At exit of a syscall whose entry recorded `io_fd` (non-zero), returning
-/// `ret`: a request boundary if bytes moved on a tracked TCP socket.
+/// At exit of syscall `nr` on `io_fd` (from [`io_fd`]; 0: not socket I/O),
+/// returning `ret`: a request boundary if bytes moved on a tracked TCP socket.
 #[inline(always)]
 pub(crate) fn at_exit(io_fd: u32, nr: u32, ret: i64) {
-    if ret <= 0 {
+    if io_fd == 0 || ret <= 0 {
         return;
     }
     let sk = fd_sock(io_fd - 1);

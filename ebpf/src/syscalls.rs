@@ -42,23 +42,27 @@ use crate::{
 // tp_btf/sys_enter: (struct pt_regs *regs, long id)
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
-    let regs = ctx.arg::<u64>(0);
-    try_sys_enter(ctx.arg::<i64>(1), |i| {
-        PT_REGS_ARG_OFF
-            .get(i)
-            .and_then(|o| kread::<u64>(regs, global(o)))
-    });
+    // Socket I/O is read from the registers at exit (see `sys_exit_btf`).
+    try_sys_enter(ctx.arg::<i64>(1), None::<fn(usize) -> Option<u64>>);
     0
 }
 
 // tp_btf/sys_exit: (struct pt_regs *regs, long ret)
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
-    // The syscall number is in the registers, at an offset from BTF.
+    // The syscall number and arguments are in the registers, at offsets
+    // from BTF (the argument registers survive the call), so the socket
+    // I/O route also sees a syscall that was in flight at attach.
     let regs = ctx.arg::<u64>(0);
-    try_sys_exit(ctx.arg::<i64>(1), || {
-        kread::<u32>(regs, global(&PT_REGS_NR_OFF))
-    });
+    try_sys_exit(
+        ctx.arg::<i64>(1),
+        || kread::<u32>(regs, global(&PT_REGS_NR_OFF)),
+        Some(|i: usize| {
+            PT_REGS_ARG_OFF
+                .get(i)
+                .and_then(|o| kread::<u64>(regs, global(o)))
+        }),
+    );
     0
 }
 
@@ -67,10 +71,14 @@ pub fn sys_enter_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: the offset of `id` comes from the tracepoint's format file;
     // the helper behind `read_at` fails cleanly on a bad offset.
     if let Ok(nr) = unsafe { ctx.read_at::<i64>(global(&TP_ENTER_ID_OFF) as usize) } {
-        try_sys_enter(nr, |i| {
-            // SAFETY: as above, for `args[i]` (i < 6).
-            unsafe { ctx.read_at::<u64>(global(&TP_ENTER_ARGS_OFF) as usize + 8 * i) }.ok()
-        });
+        // The exit record has no arguments: socket I/O is noted at entry.
+        try_sys_enter(
+            nr,
+            Some(|i: usize| {
+                // SAFETY: as above, for `args[i]` (i < 6).
+                unsafe { ctx.read_at::<u64>(global(&TP_ENTER_ARGS_OFF) as usize + 8 * i) }.ok()
+            }),
+        );
     }
     0
 }
@@ -79,12 +87,16 @@ pub fn sys_enter_tp(ctx: TracePointContext) -> u32 {
 pub fn sys_exit_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: as in `sys_enter_tp`, for `ret`.
     if let Ok(ret) = unsafe { ctx.read_at::<i64>(global(&TP_EXIT_RET_OFF) as usize) } {
-        try_sys_exit(ret, || {
-            // SAFETY: as above, for `id`.
-            unsafe { ctx.read_at::<i64>(global(&TP_EXIT_ID_OFF) as usize) }
-                .ok()
-                .map(|nr| nr as u32)
-        });
+        try_sys_exit(
+            ret,
+            || {
+                // SAFETY: as above, for `id`.
+                unsafe { ctx.read_at::<i64>(global(&TP_EXIT_ID_OFF) as usize) }
+                    .ok()
+                    .map(|nr| nr as u32)
+            },
+            None::<fn(usize) -> Option<u64>>,
+        );
     }
     0
 }
@@ -103,18 +115,18 @@ pub fn thread_exit_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `arg(i)` reads syscall argument `i`; only the socket I/O route asks.
+/// `arg(i)` reads syscall argument `i`, where socket I/O is noted at entry
+/// (the tracepoint hook); only the socket I/O route asks.
 #[inline(always)]
-fn try_sys_enter(nr: i64, arg: impl Fn(usize) -> Option<u64>) {
+fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if is_self_tgid(pid_tgid) {
         return;
     }
     let tid = pid_tgid as u32;
-    let io_fd = if sockio::enabled() {
-        sockio::at_enter(nr as u32, arg)
-    } else {
-        0
+    let io_fd = match arg {
+        Some(arg) if sockio::enabled() => sockio::io_fd(nr as u32, arg),
+        _ => 0,
     };
     if let Some(st) = THREADS.get_ptr_mut(tid) {
         // Hot path: the thread is known: a few stores and the clock read.
@@ -145,9 +157,14 @@ fn try_sys_enter(nr: i64, arg: impl Fn(usize) -> Option<u64>) {
 }
 
 /// `nr_at_exit` reads the syscall number from the hook; only an exit
-/// without an entry needs it.
+/// without an entry needs it. `arg`: the syscall's arguments, where the hook
+/// still has them (tp_btf), for the socket I/O route.
 #[inline(always)]
-fn try_sys_exit(ret: i64, nr_at_exit: impl FnOnce() -> Option<u32>) {
+fn try_sys_exit(
+    ret: i64,
+    nr_at_exit: impl Fn() -> Option<u32>,
+    arg: Option<impl Fn(usize) -> Option<u64>>,
+) {
     // Stamped first so our own work is not measured.
     let now = now_ns();
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -156,6 +173,12 @@ fn try_sys_exit(ret: i64, nr_at_exit: impl FnOnce() -> Option<u32>) {
     }
     let tid = pid_tgid as u32;
     let Some(st) = THREADS.get_ptr_mut(tid) else {
+        if let Some(arg) = arg.as_ref().filter(|_| sockio::enabled() && ret > 0) {
+            // In flight at attach (or evicted): still a request boundary.
+            if let Some(nr) = nr_at_exit() {
+                sockio::at_exit(sockio::io_fd(nr, arg), nr, ret);
+            }
+        }
         exit_without_entry(tid, ret, nr_at_exit);
         return;
     };
@@ -174,8 +197,11 @@ fn try_sys_exit(ret: i64, nr_at_exit: impl FnOnce() -> Option<u32>) {
         (*st).start_ns = 0;
         core::mem::replace(&mut (*st).io_fd, 0)
     };
-    if io_fd != 0 {
-        sockio::at_exit(io_fd, nr, ret);
+    match arg {
+        Some(arg) if sockio::enabled() && ret > 0 => {
+            sockio::at_exit(sockio::io_fd(nr, arg), nr, ret)
+        }
+        _ => sockio::at_exit(io_fd, nr, ret),
     }
     if (nr == global(&NR_EXECVE) || nr == global(&NR_EXECVEAT)) && ret == 0
         || nr == global(&NR_PRCTL)
@@ -216,7 +242,7 @@ fn try_sys_exit(ret: i64, nr_at_exit: impl FnOnce() -> Option<u32>) {
 /// An exit whose thread has no entry (see the module docs). Rare: once per
 /// new task, once per thread in a syscall at attach, once per eviction.
 #[inline(always)]
-fn exit_without_entry(tid: u32, ret: i64, nr_at_exit: impl FnOnce() -> Option<u32>) {
+fn exit_without_entry(tid: u32, ret: i64, nr_at_exit: impl Fn() -> Option<u32>) {
     if ret == 0 {
         if let Some(nr) = nr_at_exit() {
             if nr == global(&NR_CLONE)

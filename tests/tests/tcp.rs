@@ -276,6 +276,11 @@ fn connection_older_than_the_agent_is_measured() {
     // Connected and one exchange done: now the agent starts.
     let rx = Receiver::start();
     let agent = start_agent(&rx);
+    assert!(
+        agent.stderr().contains("TCP sockets older than the agent seeded"),
+        "{}",
+        agent.stderr()
+    );
     std::fs::write(&go, b"").unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
@@ -314,6 +319,195 @@ fn connection_older_than_the_agent_is_measured() {
             "{metric} mean: got {got}, workload measured {mean}"
         );
     }
+}
+
+/// A client that writes while the answer is still arriving (as HTTP/2 flow
+/// control does) has overlapping requests: the connection is counted once in
+/// `tcp.client.multiplexed` and no longer measured. Before that, at most the
+/// first real exchange and one overlapped one are.
+#[test]
+fn overlapping_requests_are_counted_not_measured() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let _agent = start_agent(&rx);
+    let name = unique_name("overlap");
+    let out = run_named(&name, &["tcp-stream-overlap", "2"]);
+    let port = field(&out, "port");
+    let updates: u64 = field(&out, "updates").parse().unwrap();
+    assert!(updates > 100, "the client wrote {updates} times");
+    let by = [
+        ("process.executable.name", name.as_str()),
+        ("server.port", port.as_str()),
+        ("server.address", "127.0.0.1"),
+    ];
+    let pts = rx.wait_for(WAIT, |p| {
+        last_number(p, "tcp.client.multiplexed", &by).is_some()
+    });
+    assert_eq!(last_number(&pts, "tcp.client.multiplexed", &by), Some(1.0));
+    // Two more intervals: nothing more may arrive for this connection.
+    std::thread::sleep(Duration::from_secs(2));
+    let pts = rx.points();
+    let measured = select(&pts, "tcp.client.request.duration", &by)
+        .filter_map(|p| p.exp_histogram())
+        .last()
+        .map_or(0, |h| h.count);
+    assert!(
+        measured <= 2,
+        "{measured} client requests measured on a connection with {updates} overlapping writes"
+    );
+    assert_eq!(last_number(&pts, "tcp.client.multiplexed", &by), Some(1.0));
+}
+
+/// Request latency is per request for HTTP/1.1 with keep-alive: a real
+/// server (nginx) and a real client (ab) give exactly the requests made,
+/// both sides, and no connection is taken for multiplexed.
+#[test]
+fn http1_keepalive_requests_counted_exactly_with_nginx_and_ab() {
+    if !require_root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique_name("nginx"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; error_log stderr warn; \
+             pid {d}/nginx.pid; events {{ worker_connections 64; }} \
+             http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; \
+             fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s; \
+             server {{ listen 127.0.0.1:{port}; keepalive_requests 100000; \
+             location / {{ return 200 \"ok\\n\"; }} }} }}"
+        ),
+    )
+    .unwrap();
+    let rx = Receiver::start();
+    let agent = start_agent(&rx);
+    let mut nginx = Command::new("nginx")
+        .args(["-p", &d.to_string(), "-c", conf.to_str().unwrap()])
+        .spawn()
+        .expect("nginx (apt package nginx; cargo xtask setup installs it)");
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up, "nginx did not listen on {port}");
+    let n = 2000u64;
+    let ab = Command::new("ab")
+        .args(["-k", "-q", "-n", &n.to_string(), "-c", "4", &url])
+        .output()
+        .expect("ab (apt package apache2-utils)");
+    let text = String::from_utf8_lossy(&ab.stdout).to_string();
+    assert!(ab.status.success(), "ab failed: {text}");
+    assert!(text.contains(&format!("Keep-Alive requests:    {n}")), "{text}");
+    let p = port.to_string();
+    let server = [("process.executable.name", "nginx"), ("server.port", p.as_str())];
+    let client = [("process.executable.name", "ab"), ("server.port", p.as_str())];
+    let count = |pts: &[MetricPoint], metric: &str, by: &[(&str, &str)]| {
+        select(pts, metric, by)
+            .filter_map(|p| p.exp_histogram())
+            .last()
+            .map_or(0, |h| h.count)
+    };
+    // Polled rather than waited on, so a shortfall shows the numbers.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut pts = rx.points();
+    while std::time::Instant::now() < deadline
+        && (count(&pts, "tcp.server.request.duration", &server) < n
+            || count(&pts, "tcp.client.request.duration", &client) < n)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        pts = rx.points();
+    }
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let got = (
+        count(&pts, "tcp.server.request.duration", &server),
+        count(&pts, "tcp.client.request.duration", &client),
+        last_number(&pts, "tcp.server.multiplexed", &server),
+        last_number(&pts, "tcp.client.multiplexed", &client),
+    );
+    assert_eq!(
+        got,
+        (n, n, None, None),
+        "(server requests, client requests, server multiplexed, client multiplexed); agent log:\n{}",
+        agent.stderr()
+    );
+    assert_eq!(last_number(&pts, "tcp.client.multiplexed", &client), None);
+}
+
+/// `syscope check` names a hook for every documented metric; request latency
+/// comes from the socket tracepoints exactly where the kernel's BTF has them
+/// (else from the syscall route); without capabilities it exits 1 naming them.
+#[test]
+fn check_names_the_hook_of_every_signal() {
+    if !require_root() {
+        return;
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(common::agent_bin())
+            .args(args)
+            .output()
+            .expect("run syscope check");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+    let has = |s: &str| btf.windows(s.len()).any(|w| w == s.as_bytes());
+    let sock_route = has("btf_trace_sock_send_length\0") && has("btf_trace_sock_recv_length\0");
+    let (code, json) = run(&["check", "--output", "json"]);
+    assert_eq!(code, Some(0), "{json}");
+    assert!(json.contains("\"ok\":true"), "{json}");
+    for metric in syscope_tests::docs::documented_attributes().keys() {
+        assert!(
+            json.contains(&format!("\"{metric}\":{{\"hook\":")),
+            "no hook for {metric}: {json}"
+        );
+    }
+    let request_hook = |json: &str| {
+        let at = json
+            .find("\"tcp.server.request.duration\":{\"hook\":\"")
+            .unwrap_or_else(|| panic!("{json}"));
+        json[at..].split('"').nth(5).unwrap().to_string()
+    };
+    let hook = request_hook(&json);
+    if sock_route {
+        assert!(hook.contains("sock_send_length"), "{hook}");
+    } else {
+        assert!(hook.starts_with("socket I/O syscalls"), "{hook}");
+    }
+    let (code, forced) = run(&["--tcp-io-hook", "syscalls", "check", "--output", "json"]);
+    assert_eq!(code, Some(0), "{forced}");
+    assert!(request_hook(&forced).starts_with("socket I/O syscalls"));
+    // No capabilities at all (an unprivileged uid, empty bounding set).
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(common::agent_bin())
+        .arg("check")
+        .output()
+        .expect("setpriv (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("missing CAP_BPF, CAP_PERFMON"), "{text}");
 }
 
 fn sockets_tracked(points: &[MetricPoint]) -> Option<f64> {

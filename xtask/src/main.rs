@@ -16,9 +16,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: the BPF-capable rustc with its prebuilt `core`, the LLVM
-/// that bpf-linker links against, bpftrace for the benchmark, and iproute2
+/// that bpf-linker links against, bpftrace for the benchmark, iproute2
 /// (ip, tc) and procps (sysctl) for the TCP tests' network namespaces and
-/// the benchmark.
+/// the benchmark, and nginx and ab for the TCP tests.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -30,6 +30,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     "iproute2",
     "procps",
+    // Real servers and clients for the TCP truth tests (HTTP/1.1 keep-alive).
+    "nginx",
+    "apache2-utils",
     // Packaging and its tests (deploy/): the image is built and run with
     // podman on runc (crun fails on hybrid cgroup hosts); strip and
     // dpkg-shlibdeps for the image and the .deb.

@@ -84,7 +84,8 @@ pub struct SockioSetup {
     pub send_nrs: [u64; SOCKIO_NR_WORDS],
     pub nr_recvfrom: u32,
     pub nr_recvmsg: u32,
-    /// Offsets of syscall arguments 0..3 in `struct pt_regs`.
+    /// Offsets of syscall arguments 0..3 in `struct pt_regs`, valid at entry
+    /// and at exit.
     pub regs_arg: [u32; 4],
     /// Offset of `args` in the raw_syscalls sys_enter record.
     pub tp_args: u32,
@@ -118,9 +119,10 @@ impl SockioSetup {
                 btf.member_offset("pt_regs", "dx")?,
                 btf.member_offset("pt_regs", "r10")?,
             ],
+            // x0 holds the return value at exit; orig_x0 keeps argument 0.
             Arch::Aarch64 => {
                 let r = btf.member_offset("pt_regs", "regs")?;
-                [r, r + 8, r + 16, r + 24]
+                [btf.member_offset("pt_regs", "orig_x0")?, r + 8, r + 16, r + 24]
             }
         };
         let mut fd = [0u32; fd_off::COUNT];

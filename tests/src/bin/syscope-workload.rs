@@ -21,6 +21,8 @@
 //!                                  prints `client_ns=` and `server_ns=` per request
 //!   tcp-reqresp-old <r> <ms> <go>  one connection, one exchange, prints `port=`, waits until the
 //!                                  file <go> exists, then r timed requests as tcp-reqresp
+//!   tcp-stream-overlap <mib>       one request answered with mib MiB, the client writing a byte
+//!                                  per 16 KiB read (overlapping requests, as HTTP/2 flow control)
 //!   tcp-listen-flood <n>           n connects to a backlog-0 listener never accepted; prints
 //!                                  `listen_drops=` (the netns's TcpExt ListenDrops delta)
 //!   tcp-timeout <ip> <port>        one connect that must fail with ETIMEDOUT; prints the
@@ -437,6 +439,7 @@ fn main() {
         ),
         "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n")),
         "tcp-reset" => tcp::reset(),
+        "tcp-stream-overlap" => tcp::stream_overlap(num(args.get(1), "MiB")),
         "tcp-timeout" => tcp::timeout(
             args.get(1).unwrap_or_else(|| usage("ip")),
             num(args.get(2), "port"),
@@ -756,6 +759,49 @@ mod tcp {
             r => fail(&format!("expected ECONNRESET, got {r:?}")),
         }
         println!("port={p}");
+    }
+
+    /// One request answered with `mib` MiB; the client writes one byte after
+    /// every 16 KiB it reads, as an HTTP/2 client sends WINDOW_UPDATEs while
+    /// a download is under way: its "requests" overlap the answer.
+    pub fn stream_overlap(mib: usize) {
+        let l = loopback_listener(1);
+        let p = port(&l);
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
+            let mut req = [0u8; REQ];
+            s.read_exact(&mut req)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let chunk = vec![1u8; 1 << 16];
+            for _ in 0..mib * 16 {
+                s.write_all(&chunk).unwrap_or_else(|e| fail(&e.to_string()));
+            }
+            // Read the client's bytes to its close: closing with them unread
+            // would reset the connection under the client's last reads.
+            let _ = std::io::copy(&mut s, &mut std::io::sink());
+        });
+        let mut s =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, p)).unwrap_or_else(|e| fail(&e.to_string()));
+        s.write_all(&[7u8; REQ])
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        let mut buf = vec![0u8; 1 << 14];
+        let mut left = mib << 20;
+        let mut updates = 0;
+        while left > 0 {
+            let n = s.read(&mut buf).unwrap_or_else(|e| fail(&e.to_string()));
+            if n == 0 {
+                fail("the server closed early");
+            }
+            left = left.saturating_sub(n);
+            if left > 0 {
+                s.write_all(&[0u8]).unwrap_or_else(|e| fail(&e.to_string()));
+                updates += 1;
+            }
+        }
+        let _ = s.shutdown(Shutdown::Write);
+        server.join().unwrap();
+        println!("port={p}");
+        println!("updates={updates}");
     }
 
     pub fn echo_server(ip: &str, port: u16, bytes: usize) {
