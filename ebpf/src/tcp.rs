@@ -109,7 +109,7 @@ pub(crate) fn seed(sk: u64) {
     match kread::<u8>(sk, global(&SK_STATE_OFF)).map(i32::from) {
         Some(state::LISTEN) => {
             let port = sk_local_port(sk);
-            let _ = LISTEN_PORTS.insert(&u32::from(port), &1, BPF_ANY as u64);
+            let _ = LISTEN_PORTS.insert(u32::from(port), 1, BPF_ANY as u64);
             if LISTENERS.get_ptr(sk).is_some() {
                 return;
             }
@@ -131,7 +131,7 @@ pub(crate) fn seed(sk: u64) {
                 return;
             }
             let local = sk_local_port(sk);
-            let server = LISTEN_PORTS.get_ptr(&u32::from(local)).is_some();
+            let server = LISTEN_PORTS.get_ptr(u32::from(local)).is_some();
             let (addr, port) = if server {
                 ([0; 16], local)
             } else {

@@ -277,7 +277,9 @@ fn connection_older_than_the_agent_is_measured() {
     let rx = Receiver::start();
     let agent = start_agent(&rx);
     assert!(
-        agent.stderr().contains("TCP sockets older than the agent seeded"),
+        agent
+            .stderr()
+            .contains("TCP sockets older than the agent seeded"),
         "{}",
         agent.stderr()
     );
@@ -412,10 +414,19 @@ fn http1_keepalive_requests_counted_exactly_with_nginx_and_ab() {
         .expect("ab (apt package apache2-utils)");
     let text = String::from_utf8_lossy(&ab.stdout).to_string();
     assert!(ab.status.success(), "ab failed: {text}");
-    assert!(text.contains(&format!("Keep-Alive requests:    {n}")), "{text}");
+    assert!(
+        text.contains(&format!("Keep-Alive requests:    {n}")),
+        "{text}"
+    );
     let p = port.to_string();
-    let server = [("process.executable.name", "nginx"), ("server.port", p.as_str())];
-    let client = [("process.executable.name", "ab"), ("server.port", p.as_str())];
+    let server = [
+        ("process.executable.name", "nginx"),
+        ("server.port", p.as_str()),
+    ];
+    let client = [
+        ("process.executable.name", "ab"),
+        ("server.port", p.as_str()),
+    ];
     let count = |pts: &[MetricPoint], metric: &str, by: &[(&str, &str)]| {
         select(pts, metric, by)
             .filter_map(|p| p.exp_histogram())
@@ -463,7 +474,10 @@ fn check_names_the_hook_of_every_signal() {
             .args(args)
             .output()
             .expect("run syscope check");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
     let has = |s: &str| btf.windows(s.len()).any(|w| w == s.as_bytes());

@@ -122,7 +122,12 @@ impl SockioSetup {
             // x0 holds the return value at exit; orig_x0 keeps argument 0.
             Arch::Aarch64 => {
                 let r = btf.member_offset("pt_regs", "regs")?;
-                [btf.member_offset("pt_regs", "orig_x0")?, r + 8, r + 16, r + 24]
+                [
+                    btf.member_offset("pt_regs", "orig_x0")?,
+                    r + 8,
+                    r + 16,
+                    r + 24,
+                ]
             }
         };
         let mut fd = [0u32; fd_off::COUNT];
