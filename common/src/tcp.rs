@@ -47,7 +47,8 @@ pub enum CountKind {
     /// Listen drops: read from the listener's counter, not a kernel map key.
     ListenDrop = 20,
     /// A server (client) connection whose requests overlapped: a request
-    /// started while the previous answer was still unacknowledged (unread).
+    /// started while the previous answer was still unacknowledged (while the
+    /// last read had left answer bytes unread).
     /// Its request latency is no longer measured.
     MultiplexedServer = 21,
     MultiplexedClient = 22,
@@ -144,7 +145,10 @@ pub struct SockState {
     pub phase: u8,
     /// Request starts seen to overlap the previous answer.
     pub overlaps: u8,
-    pub _pad: [u8; 3],
+    /// Client sockets: the last read left bytes unread (rcv_nxt !=
+    /// copied_seq just after it).
+    pub unread: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<SockState>() == 64);
 

@@ -147,7 +147,8 @@ pub(crate) fn seed(sk: u64) {
                 role: if server { role::SERVER } else { role::CLIENT },
                 phase: phase::IDLE,
                 overlaps: 0,
-                _pad: [0; 3],
+                unread: 0,
+                _pad: [0; 2],
             };
             track(sk, &st);
         }
@@ -293,7 +294,8 @@ fn on_connect(sk: u64) {
         role: role::CLIENT,
         phase: phase::IDLE,
         overlaps: 0,
-        _pad: [0; 3],
+        unread: 0,
+        _pad: [0; 2],
     };
     track(sk, &st);
 }
@@ -339,7 +341,8 @@ fn on_accepted(sk: u64) {
         role: role::SERVER,
         phase: phase::IDLE,
         overlaps: 0,
-        _pad: [0; 3],
+        unread: 0,
+        _pad: [0; 2],
     };
     track(sk, &st);
 }
@@ -422,9 +425,13 @@ pub(crate) fn on_io(sk: u64, ret: i32, sent: bool) {
         (phase::WRITTEN, HistKind::ClientRequest, true)
     };
     let dir = if sent { phase::WRITTEN } else { phase::READ };
+    if !sent && st.role == role::CLIENT {
+        // Whether this read left answer bytes behind, for the next write.
+        st.unread = u8::from(seq_differ(sk, 0, 1));
+    }
     if dir == req_dir {
         if st.phase != req_dir {
-            if st.phase != phase::IDLE && overlaps_answer(sk, st.role) {
+            if st.phase != phase::IDLE && overlaps_answer(sk, st) {
                 st.overlaps = st.overlaps.saturating_add(1);
                 if st.overlaps >= OVERLAPS_TO_MULTIPLEXED {
                     // Requests overlap: no request/response boundary is
@@ -459,20 +466,30 @@ fn sample_rtt_due(sk: u64, st: &mut SockState, now: u64) {
 }
 
 /// Whether a request starting now overlaps the previous answer: a client
-/// that has not read all of it (rcv_nxt != copied_seq), a server whose
+/// whose last read left answer bytes unread (checked then, not now: by the
+/// end of this write the answer to it may be in already), a server whose
 /// answer is not all acknowledged (snd_una != write_seq). In strict
 /// request/response the peer has consumed (and so acknowledged) the whole
 /// answer before it sends the next request.
 #[inline(always)]
-fn overlaps_answer(sk: u64, role: u8) -> bool {
-    // Constant indexes (rcv_nxt, copied_seq; snd_una, write_seq): a
-    // variable one would need masking for old verifiers.
-    let (a, b) = if role == role::SERVER {
-        (global(&TCP_SEQ_OFF[2]), global(&TCP_SEQ_OFF[3]))
+fn overlaps_answer(sk: u64, st: &SockState) -> bool {
+    if st.role == role::SERVER {
+        seq_differ(sk, 2, 3)
     } else {
-        (global(&TCP_SEQ_OFF[0]), global(&TCP_SEQ_OFF[1]))
+        st.unread != 0
+    }
+}
+
+/// Whether the tcp_sock sequence fields `TCP_SEQ_OFF[a]` and `[b]` differ
+/// (0 rcv_nxt, 1 copied_seq, 2 snd_una, 3 write_seq). Callers pass
+/// constants: a variable index would need masking for old verifiers.
+#[inline(always)]
+fn seq_differ(sk: u64, a: usize, b: usize) -> bool {
+    let off = |i: usize| match TCP_SEQ_OFF.get(i) {
+        Some(o) => global(o),
+        None => 0,
     };
-    match (kread::<u32>(sk, a), kread::<u32>(sk, b)) {
+    match (kread::<u32>(sk, off(a)), kread::<u32>(sk, off(b))) {
         (Some(x), Some(y)) => x != y,
         _ => false,
     }
