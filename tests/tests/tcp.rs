@@ -242,21 +242,28 @@ fn assert_requests_match(
     assert_eq!(h.count, n, "{metric}: requests");
     let truth = durations_s(out, truth_key);
     assert_eq!(truth.len() as u64, n);
+    // The workload's clock reads bracket the kernel's by a few µs; under
+    // emulation (the VM matrix, qemu TCG) a return to userspace after a
+    // wakeup can take milliseconds (measured up to 2.5 ms), so the bound
+    // widens by that there (cargo xtask vmtest sets SYSCOPE_EMULATED).
+    let slack = if std::env::var_os("SYSCOPE_EMULATED").is_some() {
+        0.003
+    } else {
+        0.0
+    };
     for q in [0.5, 0.9] {
         let want = truth[((q * n as f64).ceil() as usize).clamp(1, truth.len()) - 1];
         let got = h.quantile(q);
-        let err = (got - want).abs() / want;
-        // The workload's clock reads bracket the kernel's by a few µs.
         assert!(
-            err <= BUCKET_ERR + 0.01,
-            "{metric} p{q}: got {got}, workload measured {want} ({err:.4})"
+            (got - want).abs() <= want * (BUCKET_ERR + 0.01) + slack,
+            "{metric} p{q}: got {got}, workload measured {want}"
         );
     }
     let mean = truth.iter().sum::<f64>() / n as f64;
     let got = h.sum.expect("sum") / n as f64;
     eprintln!("{metric}: {n} requests, mean {got:.6} s (workload measured {mean:.6} s)");
     assert!(
-        (got - mean).abs() / mean < 0.03,
+        (got - mean).abs() <= mean * 0.03 + slack,
         "{metric} mean: got {got}, workload measured {mean}"
     );
 }

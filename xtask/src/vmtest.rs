@@ -1118,6 +1118,7 @@ fn run_script(
     set: &TestSet,
     exes: &BTreeMap<String, PathBuf>,
     test_args: &[String],
+    kvm: bool,
 ) -> Result<String> {
     let rotel = env::var_os("SYSCOPE_ROTEL")
         .map(PathBuf::from)
@@ -1146,6 +1147,10 @@ fn run_script(
     ];
     if let Ok(ci) = env::var("CI") {
         vars.push(("CI", ci));
+    }
+    if !kvm {
+        // Timing tests widen their bounds under emulation (tests/tests/tcp.rs).
+        vars.push(("SYSCOPE_EMULATED", "1".into()));
     }
     for (k, v) in vars {
         let _ = writeln!(s, "export {k}={}", shell_quote(&v));
@@ -1274,7 +1279,7 @@ fn boot(
     let dir = work.join(series.name);
     fs::create_dir_all(&dir)?;
     let script = dir.join("run.sh");
-    fs::write(&script, run_script(repo, set, exes, &o.test_args)?)?;
+    fs::write(&script, run_script(repo, set, exes, &o.test_args, o.kvm)?)?;
     let log_path = dir.join("console.log");
     let mut log = fs::File::create(&log_path)?;
     let nonce = format!(
@@ -1527,11 +1532,11 @@ mod tests {
             "tcp".to_string(),
             PathBuf::from("/r/target/release/deps/tcp-2"),
         );
-        let s = run_script(Path::new("/r"), &SETS[0], &exes, &[]).unwrap();
+        let s = run_script(Path::new("/r"), &SETS[0], &exes, &[], false).unwrap();
         assert!(s.contains("'/r/target/release/deps/syscalls-1' '--test-threads=1' 'failing_calls_counted_exactly'"));
         assert!(s.contains("'/r/target/release/deps/tcp-2' '--test-threads=1' || rc=1"));
         // A filter of the caller's replaces the set's.
-        let s = run_script(Path::new("/r"), &SETS[0], &exes, &["it's".into()]).unwrap();
+        let s = run_script(Path::new("/r"), &SETS[0], &exes, &["it's".into()], false).unwrap();
         assert!(s.contains("'--test-threads=1' 'it'\\''s' || rc=1"));
         assert!(!s.contains("failing_calls"));
     }
