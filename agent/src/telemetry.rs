@@ -57,6 +57,13 @@ pub struct SelfStats {
     /// attribute sets folded into the overflow series since start (counter).
     pub series_active: [AtomicU64; Metric::COUNT],
     pub series_folded: [AtomicU64; Metric::COUNT],
+    /// Prometheus endpoint: scrapes answered (counter), connections closed
+    /// at the limit or a deadline (counter), last rendering's duration (µs)
+    /// and text size (gauges).
+    pub prometheus_scrapes: AtomicU64,
+    pub prometheus_connections_closed: AtomicU64,
+    pub prometheus_render_us: AtomicU64,
+    pub prometheus_exposition_bytes: AtomicU64,
 }
 
 impl Default for SelfStats {
@@ -79,6 +86,10 @@ impl Default for SelfStats {
             series_limit: AtomicU64::new(0),
             series_active: zeros(),
             series_folded: zeros(),
+            prometheus_scrapes: AtomicU64::new(0),
+            prometheus_connections_closed: AtomicU64::new(0),
+            prometheus_render_us: AtomicU64::new(0),
+            prometheus_exposition_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -267,7 +278,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 15] = {
+pub const CATALOGUE: [SelfMetric; 19] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -391,6 +402,38 @@ pub const CATALOGUE: [SelfMetric; 15] = {
             description: "Duration of the last read of the kernel maps.",
             dimension: None,
             read: Micros(|s, _| get(&s.collect_duration_us)),
+        },
+        SelfMetric {
+            name: "syscope.prometheus.scrapes",
+            unit: "{scrape}",
+            instrument: Counter,
+            description: "Scrapes the Prometheus endpoint answered (0 when it is off).",
+            dimension: None,
+            read: Count(|s, _| get(&s.prometheus_scrapes)),
+        },
+        SelfMetric {
+            name: "syscope.prometheus.connections.closed",
+            unit: "{connection}",
+            instrument: Counter,
+            description: "Prometheus endpoint connections closed early: at the 256-connection limit (oldest first) or past a deadline (head 2 s, answer 10 s).",
+            dimension: None,
+            read: Count(|s, _| get(&s.prometheus_connections_closed)),
+        },
+        SelfMetric {
+            name: "syscope.prometheus.render.duration",
+            unit: "s",
+            instrument: Gauge,
+            description: "Duration of the last rendering of the Prometheus exposition (both formats, once per interval; a scrape only sends it).",
+            dimension: None,
+            read: Micros(|s, _| get(&s.prometheus_render_us)),
+        },
+        SelfMetric {
+            name: "syscope.prometheus.exposition.size",
+            unit: "By",
+            instrument: Gauge,
+            description: "Size of the last text exposition.",
+            dimension: None,
+            read: Count(|s, _| get(&s.prometheus_exposition_bytes)),
         },
     ]
 };
