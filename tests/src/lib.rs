@@ -5,6 +5,7 @@ pub mod docs;
 pub mod otlp_text;
 pub mod prom;
 pub mod receiver;
+pub mod tls;
 pub mod workload;
 
 pub use docs::assert_documented_attributes;

@@ -125,7 +125,9 @@ impl GrpcSender {
             .map_err(|e| invalid(error_chain(&e)))?;
         if https {
             // The server name checked is the endpoint's host (tonic's default).
-            let mut config = ClientTlsConfig::new();
+            // OTLP/gRPC is always HTTP/2: TLS terminators that do not
+            // negotiate ALPN (stunnel, some load balancers) still work.
+            let mut config = ClientTlsConfig::new().assume_http2(true);
             config = match &material.ca_pem {
                 Some(pem) => config.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
                 None => config.with_webpki_roots(),
