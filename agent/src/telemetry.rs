@@ -515,7 +515,9 @@ impl SelfMetrics {
                                 i64::try_from(raw).unwrap_or(i64::MAX),
                             ),
                             Read::Micros(_) => {
-                                number_data_point::Value::AsDouble(raw as f64 * 1e-6)
+                                // Divided, not multiplied by 1e-6: the nearest double to the
+                                // decimal, so 3236 µs prints as 0.003236.
+                                number_data_point::Value::AsDouble(raw as f64 / 1e6)
                             }
                         };
                         NumberDataPoint {

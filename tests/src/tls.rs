@@ -46,7 +46,8 @@ pub struct Pki {
 impl Pki {
     /// `ca` (the trusted one), `other-ca` (a stranger), and signed by `ca`:
     /// `server` (localhost, 127.0.0.1), `expired` (the same names, valid
-    /// only in January 2020), `client` (for mTLS).
+    /// only in January 2020), `elsewhere` (valid, for collector.invalid
+    /// only), `client` (for mTLS).
     pub fn new() -> Pki {
         let dir = temp_dir("pki");
         std::fs::write(
@@ -85,22 +86,27 @@ impl Pki {
             );
         }
         let pki = Pki { dir };
-        pki.sign("server", "localhost", &["-days", "30"]);
+        let here = "subjectAltName=DNS:localhost,IP:127.0.0.1";
+        pki.sign("server", "localhost", here, &["-days", "30"]);
+        let january_2020 = [
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+        ];
+        pki.sign("expired", "localhost", here, &january_2020);
+        let elsewhere = "subjectAltName=DNS:collector.invalid";
         pki.sign(
-            "expired",
-            "localhost",
-            &[
-                "-startdate",
-                "20200101000000Z",
-                "-enddate",
-                "20200102000000Z",
-            ],
+            "elsewhere",
+            "collector.invalid",
+            elsewhere,
+            &["-days", "30"],
         );
-        pki.sign("client", "syscope-agent", &["-days", "30"]);
+        pki.sign("client", "syscope-agent", here, &["-days", "30"]);
         pki
     }
 
-    fn sign(&self, name: &str, cn: &str, validity: &[&str]) {
+    fn sign(&self, name: &str, cn: &str, san: &str, validity: &[&str]) {
         openssl(
             &self.dir,
             &[
@@ -118,7 +124,7 @@ impl Pki {
                 "-subj",
                 &format!("/CN={cn}"),
                 "-addext",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                san,
             ],
         );
         let mut args = vec![

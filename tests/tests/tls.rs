@@ -235,6 +235,35 @@ fn replace(target: &Path, source: &Path) {
     std::fs::rename(&tmp, target).unwrap();
 }
 
+/// The server's certificate names another host: "not valid for name",
+/// retried, the agent keeps running.
+#[test]
+fn name_mismatch_is_named_and_retried() {
+    if !require_root() || !have_tools() {
+        return;
+    }
+    let pki = Pki::new();
+    let rx = Receiver::start();
+    let elsewhere = Listener {
+        cert: "elsewhere",
+        ..GRPC
+    };
+    let nginx = Nginx::start(&pki, rx.grpc_port(), rx.http_port(), &[elsewhere]);
+    let a = agent(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("https://localhost:{}", nginx.ports[0]),
+        ),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", &pki.file("ca.crt")),
+    ]);
+    let log = wait_log(&a, "OTLP export failed; buffering intervals and retrying");
+    let line = last_line(&log, "OTLP export failed");
+    eprintln!("name mismatch: {line}");
+    assert!(line.contains("does not name the endpoint's host"), "{line}");
+    wait_log(&a, "OTLP export still failing");
+    assert!(a.is_running());
+}
+
 /// The server's certificate expired: the error says so, the export is
 /// retried, the agent keeps running.
 #[test]
