@@ -309,7 +309,9 @@ fn bad_tls_files_exit_2_naming_them() {
     let junk = junk.display().to_string();
     let missing = pki.file("missing.pem");
     let (expired_crt, expired_key) = (pki.file("expired.crt"), pki.file("expired.key"));
-    let cases: [(&[(&str, &str)], &str, &str); 4] = [
+    // (environment, the variable the error names, the problem it states)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 4] = [
         (
             &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing)],
             "OTEL_EXPORTER_OTLP_CERTIFICATE",
