@@ -1251,3 +1251,38 @@ fn backoff_cap_wins_over_the_first_delay() {
         assert!(b.next() <= Duration::from_millis(100));
     }
 }
+
+/// https endpoints build a TLS transport for both protocols with the
+/// built-in roots (nothing connects yet); a CA file that turns bad is a
+/// TLS error, not retryable.
+#[tokio::test]
+async fn https_endpoints_build_with_the_builtin_roots() {
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let s = Settings {
+            endpoint: "https://collector.example:4317".to_owned(),
+            protocol,
+            ..Settings::default()
+        };
+        let c = Client::new(&s).unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
+        assert!(c.target().starts_with("https://"), "{}", c.target());
+    }
+    let dir = std::env::temp_dir().join(format!("syscope-export-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, "not pem").unwrap();
+    let s = Settings {
+        endpoint: "https://collector.example:4317".to_owned(),
+        tls: super::TlsFiles {
+            ca: Some(ca.clone()),
+            ..Default::default()
+        },
+        ..Settings::default()
+    };
+    let err = Client::new(&s).unwrap_err();
+    assert!(
+        matches!(&err, ExportError::Tls(m) if m.contains("ca.pem is not PEM")),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
