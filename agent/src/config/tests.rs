@@ -1485,6 +1485,19 @@ fn tls_files_are_checked_naming_variable_and_file() {
             && e.contains("not PEM"),
         "{e}"
     );
+    // The signal-specific variable wins (it is the one read, and named).
+    let e = err(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", path),
+            ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", path),
+        ],
+        "",
+    );
+    assert!(
+        e.starts_with("invalid configuration: OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE: "),
+        "{e}"
+    );
     let e = err(&[], &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", path)], "");
     assert!(
         e.contains("OTEL_EXPORTER_OTLP_CLIENT_KEY") && e.contains("client certificate too"),

@@ -8,7 +8,8 @@
 //! and the agent's own metrics), which is translated and rendered in both
 //! formats there, once. A scrape only takes a reference to the last
 //! rendering: its work is constant, whatever the number of series or of
-//! concurrent scrapers, and no scrape can slow the collect loop. The cost of
+//! concurrent scrapers, and no scrape can slow the collect loop (the text
+//! is gzipped at most once per interval, for the first scraper that asks). The cost of
 //! rendering is measured (`syscope.prometheus.render.duration`,
 //! `syscope.prometheus.exposition.size`).
 //!
@@ -51,11 +52,31 @@ pub struct Settings {
     pub address: SocketAddr,
 }
 
-/// Both renderings of one collection.
+/// Both renderings of one collection, and the text gzipped, made by the
+/// first scrape that asks for it (Prometheus always does) and shared by the
+/// others until the next collection: at most one compression per interval.
 #[derive(Debug, Default)]
 struct Exposition {
     text: Bytes,
     protobuf: Bytes,
+    text_gzip: std::sync::OnceLock<Bytes>,
+}
+
+impl Exposition {
+    fn gzipped_text(&self) -> Bytes {
+        self.text_gzip
+            .get_or_init(|| {
+                use std::io::Write as _;
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(self.text.len() / 8),
+                    flate2::Compression::fast(),
+                );
+                // Writing to a Vec cannot fail.
+                let _ = gz.write_all(&self.text);
+                Bytes::from(gz.finish().unwrap_or_default())
+            })
+            .clone()
+    }
 }
 
 #[derive(Debug)]
@@ -132,7 +153,11 @@ impl Endpoint {
         let protobuf = Bytes::from(encode::protobuf(&families));
         let stats = &self.shared.stats;
         SelfStats::set(&stats.prometheus_exposition_bytes, text.len() as u64);
-        *lock(&self.shared.current) = Arc::new(Exposition { text, protobuf });
+        *lock(&self.shared.current) = Arc::new(Exposition {
+            text,
+            protobuf,
+            text_gzip: Default::default(),
+        });
         SelfStats::set(
             &stats.prometheus_render_us,
             started.elapsed().as_micros() as u64,
@@ -165,12 +190,29 @@ impl Handler for Shared {
         SelfStats::add(&self.stats.prometheus_scrapes, 1);
         let mut resp = if http::header(head, "accept").is_some_and(wants_protobuf) {
             Response::new(200, encode::PROTOBUF_CONTENT_TYPE, current.protobuf.clone())
+        } else if http::header(head, "accept-encoding").is_some_and(accepts_gzip) {
+            let mut r = Response::new(200, encode::TEXT_CONTENT_TYPE, current.gzipped_text());
+            r.content_encoding = Some("gzip");
+            r
         } else {
             Response::new(200, encode::TEXT_CONTENT_TYPE, current.text.clone())
         };
         resp.head_only = req.head_only();
         resp
     }
+}
+
+/// Whether `Accept-Encoding` allows gzip (listed without `q=0`).
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0))
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
 }
 
 /// Whether an `Accept` header prefers (or ties) the delimited protobuf
@@ -236,6 +278,7 @@ mod tests {
             current: Mutex::new(Arc::new(Exposition {
                 text: Bytes::from_static(b"t 1\n"),
                 protobuf: Bytes::from_static(b"\x01"),
+                text_gzip: Default::default(),
             })),
             stats: Arc::clone(&stats),
         };
@@ -247,9 +290,17 @@ mod tests {
             Some("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"),
         ));
         assert_eq!(r.content_type, encode::PROTOBUF_CONTENT_TYPE);
+        let gz = shared.respond(b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip, deflate\r\n\r\n");
+        assert_eq!(gz.content_encoding, Some("gzip"));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut text)
+            .unwrap();
+        assert_eq!(text, "t 1\n");
+        assert!(!accepts_gzip("gzip;q=0, identity"));
+        assert!(accepts_gzip("*"));
         assert_eq!(shared.respond(&head("/", None)).code, 404);
         assert_eq!(shared.respond(b"POST /metrics HTTP/1.1\r\n\r\n").code, 405);
         assert_eq!(shared.respond(b"GET /metrics\r\n\r\n").code, 400);
-        assert_eq!(SelfStats::get(&stats.prometheus_scrapes), 2);
+        assert_eq!(SelfStats::get(&stats.prometheus_scrapes), 3);
     }
 }

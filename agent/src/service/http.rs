@@ -141,6 +141,8 @@ impl Drop for OpenGuard {
 pub struct Response {
     pub code: u16,
     pub content_type: &'static str,
+    /// `Content-Encoding` of the body (gzip), if any.
+    pub content_encoding: Option<&'static str>,
     pub body: bytes::Bytes,
     /// HEAD: same headers, no body.
     pub head_only: bool,
@@ -151,6 +153,7 @@ impl Response {
         Response {
             code,
             content_type,
+            content_encoding: None,
             body,
             head_only: false,
         }
@@ -176,6 +179,11 @@ impl Response {
         );
         if self.code == 405 {
             head.push_str("Allow: GET, HEAD\r\n");
+        }
+        if let Some(encoding) = self.content_encoding {
+            head.push_str("Content-Encoding: ");
+            head.push_str(encoding);
+            head.push_str("\r\n");
         }
         head.push_str("\r\n");
         head.into_bytes()
