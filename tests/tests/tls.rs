@@ -215,7 +215,9 @@ fn unknown_ca_is_retried_and_a_rotated_ca_file_is_picked_up() {
     let line = last_line(&log, "OTLP export failed");
     eprintln!("wrong CA: {line}");
     assert!(
-        line.contains("UnknownIssuer") && line.contains("not signed by a trusted CA"),
+        line.contains("UnknownIssuer")
+            && line.contains("not signed by a trusted CA")
+            && line.contains(&format!("trusted CA: {}", ca_file.display())),
         "{line}"
     );
     thread::sleep(Duration::from_secs(3));

@@ -96,9 +96,46 @@ impl Client {
     /// and reported as success: resending would not help.
     pub async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), ExportError> {
         self.reload_if_changed();
-        match &mut self.inner {
+        let result = match &mut self.inner {
             Inner::Grpc(g) => g.send(req).await,
             Inner::Http(h) => h.send(req).await,
+        };
+        result.map_err(|e| self.name_tls_files(e))
+    }
+
+    /// A TLS handshake failure also names what the agent trusted and
+    /// presented, so the log says which file to look at.
+    fn name_tls_files(&self, err: ExportError) -> ExportError {
+        let files = |message: &String| {
+            tls::explain(message)?;
+            let tls = &self.settings.tls;
+            let ca = tls.ca.as_ref().map_or_else(
+                || "the built-in Mozilla roots".to_owned(),
+                |p| p.display().to_string(),
+            );
+            let client = tls
+                .client_cert
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |p| p.display().to_string());
+            Some(format!(" [trusted CA: {ca}; client certificate: {client}]"))
+        };
+        match err {
+            ExportError::Connect {
+                endpoint,
+                mut message,
+            } => {
+                if let Some(suffix) = files(&message) {
+                    message.push_str(&suffix);
+                }
+                ExportError::Connect { endpoint, message }
+            }
+            ExportError::Transport(mut message) => {
+                if let Some(suffix) = files(&message) {
+                    message.push_str(&suffix);
+                }
+                ExportError::Transport(message)
+            }
+            other => other,
         }
     }
 }
