@@ -66,7 +66,7 @@ pub struct Cli {
     #[arg(long, value_name = "COMPRESSION")]
     pub compression: Option<String>,
 
-    /// Export interval, 100ms to 1h, e.g. 10s or 500ms (default 60s; 5s for the live table)
+    /// Export interval, 100ms to 1h, e.g. 10s or 500ms (default 60s with OTLP export; 5s without)
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<String>,
 

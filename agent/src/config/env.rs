@@ -109,7 +109,7 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ),
     (
         EXPORT_INTERVAL,
-        "Export interval in milliseconds, 100 to 3600000 (default 60000; 5000 for the live table).",
+        "Export interval in milliseconds, 100 to 3600000 (default 60000 with OTLP export; 5000 without: table, Prometheus only, none).",
     ),
     (
         TEMPORALITY,
