@@ -9,7 +9,8 @@ use std::{
 
 use anyhow::Context as _;
 use opentelemetry_proto::tonic::{
-    collector::metrics::v1::ExportMetricsServiceRequest, resource::v1::Resource,
+    collector::metrics::v1::ExportMetricsServiceRequest, metrics::v1::AggregationTemporality,
+    resource::v1::Resource,
 };
 use syscope_common::maps;
 use tokio::signal::unix::{signal, SignalKind};
@@ -18,13 +19,14 @@ use tracing::info;
 use crate::{
     aggregate::{otlp, Aggregator, Metric},
     collect::Collector,
-    config::{Config, ProcessEnv},
+    config::{Config, ProcessEnv, Temporality},
     enrich::cgroup::CgroupResolver,
     export::{self, ExportHandle},
     probes::{self, LoadOptions, Probes},
+    prometheus,
     service::Service,
     table,
-    telemetry::SelfStats,
+    telemetry::{SelfMetrics, SelfStats},
 };
 
 /// The state one interval touches: the kernel side, the collector that
@@ -36,6 +38,8 @@ pub struct Daemon {
     pub cgroups: CgroupResolver,
     pub stats: Arc<SelfStats>,
     resource: Resource,
+    /// The agent's own metrics in cumulative form, for Prometheus.
+    own_cumulative: SelfMetrics,
 }
 
 impl Daemon {
@@ -59,6 +63,10 @@ impl Daemon {
                 cfg.limits.series_idle_intervals,
             ),
             cgroups: CgroupResolver::new(),
+            own_cumulative: SelfMetrics::new(
+                Arc::clone(&stats),
+                AggregationTemporality::Cumulative,
+            ),
             stats,
             resource: otlp::resource(&cfg.resource),
         }
@@ -84,6 +92,17 @@ impl Daemon {
     pub fn request(&self) -> ExportMetricsServiceRequest {
         otlp::build_request(&self.agg, &self.resource)
     }
+
+    /// Everything the Prometheus endpoint shows: the SLIs cumulative,
+    /// whatever OTLP's temporality, and the self-metrics read now.
+    pub fn cumulative_request(&self) -> ExportMetricsServiceRequest {
+        let mut req = otlp::build_request_as(&self.agg, &self.resource, Temporality::Cumulative);
+        let own = self.own_cumulative.scope(&self.own_cumulative.snapshot());
+        if let Some(rm) = req.resource_metrics.first_mut() {
+            rm.scope_metrics.push(own);
+        }
+        req
+    }
 }
 
 /// How to attach, from the command line.
@@ -105,6 +124,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let stats = Arc::new(SelfStats::default());
     let mut service = Service::start(&cfg.health, &ProcessEnv).await?;
+    // Bound before the programs load, as health is: a taken port exits now.
+    let prometheus = match cfg.prometheus {
+        Some(settings) => Some(prometheus::Endpoint::start(settings, stats.clone()).await?),
+        None => None,
+    };
     let probes = probes::load(&LoadOptions {
         kernel_maps: cfg.limits.kernel_maps,
         force_mode: opts.force_mode,
@@ -120,13 +144,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         .map(|settings| export::spawn(settings, stats.clone()))
         .transpose()
         .context("setting up the OTLP exporter")?;
-    match &cfg.export {
-        Some(e) => {
-            info!(endpoint = %e.endpoint, protocol = ?e.protocol, interval = ?cfg.interval, "exporting over OTLP")
-        }
-        None => {
-            info!(interval = ?cfg.interval, "no OTLP endpoint configured: printing a live table")
-        }
+    if let Some(e) = &cfg.export {
+        info!(endpoint = %e.endpoint, protocol = ?e.protocol, interval = ?cfg.interval, "exporting over OTLP");
+    }
+    if let Some(p) = &prometheus {
+        // Something to scrape before the first interval ends.
+        p.publish(&daemon.cumulative_request());
+        info!(address = %p.local_addr(), interval = ?cfg.interval, "serving Prometheus metrics at /metrics");
+    }
+    if cfg.table {
+        info!(interval = ?cfg.interval, "no exporter configured: printing a live table");
+    } else if cfg.export.is_none() && prometheus.is_none() {
+        info!(interval = ?cfg.interval, "exporters none: collecting, exporting nothing");
     }
 
     // Ready only now: everything is set up, and a SIGTERM gets the final flush.
@@ -140,7 +169,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => cycle(&mut daemon, exporter.as_ref(), &cfg),
+            _ = ticker.tick() => cycle(&mut daemon, exporter.as_ref(), prometheus.as_ref(), &cfg),
             () = service.watchdog() => {}
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
@@ -151,7 +180,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let deadline = Instant::now() + cfg.shutdown_grace;
     service.stopping();
     daemon.probes.detach();
-    cycle(&mut daemon, exporter.as_ref(), &cfg);
+    cycle(&mut daemon, exporter.as_ref(), prometheus.as_ref(), &cfg);
     if let Some(ex) = exporter {
         // Logs an error itself when intervals are left unsent.
         ex.shutdown(remaining(deadline)).await;
@@ -164,24 +193,32 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-fn cycle(daemon: &mut Daemon, exporter: Option<&ExportHandle>, cfg: &Config) {
+fn cycle(
+    daemon: &mut Daemon,
+    exporter: Option<&ExportHandle>,
+    prometheus: Option<&prometheus::Endpoint>,
+    cfg: &Config,
+) {
     daemon.collect();
-    match exporter {
-        // Every interval, points or not: the request carries the self-metrics.
-        Some(ex) => ex.submit(daemon.request()),
-        None => {
-            let rows = table::rows(&daemon.agg, cfg.table_rows);
-            let header = format!(
-                "syscope {} | probes={} | {}",
-                humantime::format_rfc3339_seconds(SystemTime::now()),
-                daemon.probes.hooks(),
-                daemon.stats.summary()
-            );
-            print!("{}", table::render(&rows, &header));
-            if daemon.probes.tcp.is_some() {
-                let (rows, totals) = table::tcp_rows(&daemon.agg, cfg.table_rows);
-                print!("{}", table::render_tcp(&rows, &totals));
-            }
+    // Every interval, points or not: the request carries the self-metrics.
+    if let Some(ex) = exporter {
+        ex.submit(daemon.request());
+    }
+    if let Some(p) = prometheus {
+        p.publish(&daemon.cumulative_request());
+    }
+    if cfg.table {
+        let rows = table::rows(&daemon.agg, cfg.table_rows);
+        let header = format!(
+            "syscope {} | probes={} | {}",
+            humantime::format_rfc3339_seconds(SystemTime::now()),
+            daemon.probes.hooks(),
+            daemon.stats.summary()
+        );
+        print!("{}", table::render(&rows, &header));
+        if daemon.probes.tcp.is_some() {
+            let (rows, totals) = table::tcp_rows(&daemon.agg, cfg.table_rows);
+            print!("{}", table::render_tcp(&rows, &totals));
         }
     }
 }

@@ -4,7 +4,7 @@
 //! The flow, one module per stage: `probes` (load and attach the kernel
 //! programs) -> `collect` (read the maps, compute deltas, evict idle entries) -> `aggregate`
 //! (series, cardinality limits, temporality, OTLP encoding) -> `export`
-//! (OTLP transport) or `table` (live terminal view); with `config`, `enrich`
+//! (OTLP transport), `prometheus` (pull endpoint) or `table` (live terminal view); with `config`, `enrich`
 //! (names, containers) and `telemetry` (the agent's own metrics) beside them.
 //! `app` wires them into the daemon; `service` faces the supervisor
 //! (health endpoint, systemd notifications).
@@ -19,6 +19,7 @@ mod docgen;
 pub mod enrich;
 pub mod export;
 pub mod probes;
+pub mod prometheus;
 pub mod service;
 pub mod table;
 pub mod telemetry;

@@ -59,6 +59,13 @@ pub struct SelfStats {
     pub series_folded: [AtomicU64; Metric::COUNT],
     /// Per SLI metric: 1 when a kernel hook serves it (gauge).
     pub signal_served: [AtomicU64; Metric::COUNT],
+    /// Prometheus endpoint: scrapes answered (counter), connections closed
+    /// at the limit or a deadline (counter), last rendering's duration (µs)
+    /// and text size (gauges).
+    pub prometheus_scrapes: AtomicU64,
+    pub prometheus_connections_closed: AtomicU64,
+    pub prometheus_render_us: AtomicU64,
+    pub prometheus_exposition_bytes: AtomicU64,
 }
 
 impl Default for SelfStats {
@@ -82,6 +89,10 @@ impl Default for SelfStats {
             series_active: zeros(),
             series_folded: zeros(),
             signal_served: zeros(),
+            prometheus_scrapes: AtomicU64::new(0),
+            prometheus_connections_closed: AtomicU64::new(0),
+            prometheus_render_us: AtomicU64::new(0),
+            prometheus_exposition_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -270,7 +281,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 16] = {
+pub const CATALOGUE: [SelfMetric; 20] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -403,6 +414,38 @@ pub const CATALOGUE: [SelfMetric; 16] = {
             dimension: None,
             read: Micros(|s, _| get(&s.collect_duration_us)),
         },
+        SelfMetric {
+            name: "syscope.prometheus.scrapes",
+            unit: "{scrape}",
+            instrument: Counter,
+            description: "Scrapes the Prometheus endpoint answered (0 when it is off).",
+            dimension: None,
+            read: Count(|s, _| get(&s.prometheus_scrapes)),
+        },
+        SelfMetric {
+            name: "syscope.prometheus.connections.closed",
+            unit: "{connection}",
+            instrument: Counter,
+            description: "Prometheus endpoint connections closed early: at the 256-connection limit (oldest first) or past a deadline (head 2 s, answer 10 s).",
+            dimension: None,
+            read: Count(|s, _| get(&s.prometheus_connections_closed)),
+        },
+        SelfMetric {
+            name: "syscope.prometheus.render.duration",
+            unit: "s",
+            instrument: Gauge,
+            description: "Duration of the last rendering of the Prometheus exposition (both formats, once per interval; a scrape only sends it).",
+            dimension: None,
+            read: Micros(|s, _| get(&s.prometheus_render_us)),
+        },
+        SelfMetric {
+            name: "syscope.prometheus.exposition.size",
+            unit: "By",
+            instrument: Gauge,
+            description: "Size of the last text exposition.",
+            dimension: None,
+            read: Count(|s, _| get(&s.prometheus_exposition_bytes)),
+        },
     ]
 };
 
@@ -483,7 +526,9 @@ impl SelfMetrics {
                                 i64::try_from(raw).unwrap_or(i64::MAX),
                             ),
                             Read::Micros(_) => {
-                                number_data_point::Value::AsDouble(raw as f64 * 1e-6)
+                                // Divided, not multiplied by 1e-6: the nearest double to the
+                                // decimal, so 3236 µs prints as 0.003236.
+                                number_data_point::Value::AsDouble(raw as f64 / 1e6)
                             }
                         };
                         NumberDataPoint {

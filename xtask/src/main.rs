@@ -46,6 +46,13 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "kmod",
     "xz-utils",
+    // Export backends the tests run for real: Prometheus 2.42 scraping the
+    // agent (tests/tests/prometheus.rs); nginx and stunnel terminating TLS
+    // in front of the receiver, openssl making the certificates (tls.rs).
+    "prometheus",
+    "nginx-light",
+    "stunnel4",
+    "openssl",
 ];
 /// Renders deploy/kubernetes (kustomize) in the tests, when no kubectl is installed.
 const KUBECTL_PACKAGE: &str = "kubernetes-client";

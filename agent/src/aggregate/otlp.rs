@@ -127,10 +127,11 @@ fn points<'a, V>(
     agg: &'a Aggregator,
     metric: Metric,
     m: &'a MetricSeries<V>,
+    t: Temporality,
 ) -> impl Iterator<Item = (Vec<KeyValue>, u64, &'a V)> + 'a {
     let start_delta = nanos(agg.interval_start);
     let pick = move |s: &'a Series<V>| -> Option<(u64, &'a V)> {
-        match agg.temporality {
+        match t {
             Temporality::Cumulative => Some((nanos(s.start), &s.cumulative)),
             Temporality::Delta => s.delta.as_ref().map(|d| (start_delta, d)),
         }
@@ -184,12 +185,12 @@ pub fn temporality(t: Temporality) -> AggregationTemporality {
 }
 
 /// The metric `m` with this interval's points; `None` without any.
-fn metric(agg: &Aggregator, m: Metric, time: u64) -> Option<Metric_> {
+fn metric(agg: &Aggregator, m: Metric, time: u64, t: Temporality) -> Option<Metric_> {
     let spec = m.spec();
-    let temporality = temporality(agg.temporality) as i32;
+    let temporality = temporality(t) as i32;
     let data = match spec.instrument {
         Instrument::Histogram => {
-            let data_points: Vec<_> = points(agg, m, agg.hist(m))
+            let data_points: Vec<_> = points(agg, m, agg.hist(m), t)
                 .map(|(a, start, h)| exp_point(a, start, time, h))
                 .collect();
             (!data_points.is_empty()).then_some(metric::Data::ExponentialHistogram(
@@ -200,7 +201,7 @@ fn metric(agg: &Aggregator, m: Metric, time: u64) -> Option<Metric_> {
             ))
         }
         Instrument::Counter => {
-            let data_points: Vec<_> = points(agg, m, agg.counter(m))
+            let data_points: Vec<_> = points(agg, m, agg.counter(m), t)
                 .map(|(a, start, n)| NumberDataPoint {
                     attributes: a,
                     start_time_unix_nano: start,
@@ -227,8 +228,16 @@ fn metric(agg: &Aggregator, m: Metric, time: u64) -> Option<Metric_> {
 
 /// This interval's SLI metrics, in catalogue order (empty: nothing to send).
 pub fn sli_metrics(agg: &Aggregator) -> Vec<Metric_> {
+    sli_metrics_as(agg, agg.temporality)
+}
+
+/// [`sli_metrics`] in temporality `t`: the aggregator keeps both, and the
+/// Prometheus endpoint always wants cumulative values.
+pub fn sli_metrics_as(agg: &Aggregator, t: Temporality) -> Vec<Metric_> {
     let time = nanos(agg.interval_end);
-    Metric::all().filter_map(|m| metric(agg, m, time)).collect()
+    Metric::all()
+        .filter_map(|m| metric(agg, m, time, t))
+        .collect()
 }
 
 /// An instrumentation scope of this agent: `syscope` for the SLIs (see
@@ -245,7 +254,16 @@ pub fn scope(name: &str) -> InstrumentationScope {
 /// has points. The exporter adds the agent's own scope to it at send time,
 /// so an interval without SLI points is still sent.
 pub fn build_request(agg: &Aggregator, resource: &Resource) -> ExportMetricsServiceRequest {
-    let metrics = sli_metrics(agg);
+    build_request_as(agg, resource, agg.temporality)
+}
+
+/// [`build_request`] in temporality `t`.
+pub fn build_request_as(
+    agg: &Aggregator,
+    resource: &Resource,
+    t: Temporality,
+) -> ExportMetricsServiceRequest {
+    let metrics = sli_metrics_as(agg, t);
     let scope_metrics = if metrics.is_empty() {
         Vec::new()
     } else {

@@ -29,9 +29,37 @@ pub struct Cli {
     #[arg(short = 'c', long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Collector base URL, http://HOST[:PORT][/PATH] (no TLS yet); without one, a live table is shown
+    /// Collector base URL, http(s)://HOST[:PORT][/PATH] (gRPC also HOST:PORT); without one, a live table is shown
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+
+    /// Exporters: otlp | prometheus | otlp,prometheus | none (default: otlp with an endpoint, else the live table)
+    #[arg(long, value_name = "LIST")]
+    pub exporters: Option<String>,
+
+    /// Prometheus endpoint host (GET /metrics): IP, localhost (default) or a name
+    #[arg(long, value_name = "HOST")]
+    pub prometheus_host: Option<String>,
+
+    /// Prometheus endpoint port, 1 to 65535 (default 9464)
+    #[arg(long, value_name = "PORT")]
+    pub prometheus_port: Option<String>,
+
+    /// PEM CA bundle that verifies the collector (default: the built-in Mozilla roots)
+    #[arg(long, value_name = "PATH")]
+    pub certificate: Option<PathBuf>,
+
+    /// PEM client certificate chain for mTLS (with --client-key)
+    #[arg(long, value_name = "PATH")]
+    pub client_certificate: Option<PathBuf>,
+
+    /// PEM client private key for mTLS (with --client-certificate)
+    #[arg(long, value_name = "PATH")]
+    pub client_key: Option<PathBuf>,
+
+    /// true: plaintext to a scheme-less gRPC endpoint; false (default): TLS
+    #[arg(long, value_name = "BOOL")]
+    pub insecure: Option<String>,
 
     /// OTLP transport: grpc (default) | http/protobuf
     #[arg(long, value_name = "PROTOCOL")]
@@ -41,7 +69,7 @@ pub struct Cli {
     #[arg(long, value_name = "COMPRESSION")]
     pub compression: Option<String>,
 
-    /// Export interval, 100ms to 1h, e.g. 10s or 500ms (default 60s; 5s for the live table)
+    /// Export interval, 100ms to 1h, e.g. 10s or 500ms (default 60s with OTLP export; 5s without)
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<String>,
 

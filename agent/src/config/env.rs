@@ -47,6 +47,17 @@ pub(super) const TEMPORALITY: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PRE
 pub(super) const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 pub(super) const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 pub(super) const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+pub(super) const CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+pub(super) const METRICS_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE";
+pub(super) const CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+pub(super) const METRICS_CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE";
+pub(super) const CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
+pub(super) const METRICS_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY";
+pub(super) const INSECURE: &str = "OTEL_EXPORTER_OTLP_INSECURE";
+pub(super) const METRICS_INSECURE: &str = "OTEL_EXPORTER_OTLP_METRICS_INSECURE";
+pub(super) const METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
+pub(super) const PROMETHEUS_HOST: &str = "OTEL_EXPORTER_PROMETHEUS_HOST";
+pub(super) const PROMETHEUS_PORT: &str = "OTEL_EXPORTER_PROMETHEUS_PORT";
 pub(super) const SYSCOPE_LOG: &str = "SYSCOPE_LOG";
 pub(super) const RUST_LOG: &str = "RUST_LOG";
 pub(super) const SYSCOPE_CONFIG: &str = "SYSCOPE_CONFIG";
@@ -58,8 +69,9 @@ pub(super) const HEALTH_ADDRESS: &str = "SYSCOPE_HEALTH_ADDRESS";
 pub(super) const DOCS: &[(&str, &str)] = &[
     (
         ENDPOINT,
-        "Collector base URL, http:// (like --endpoint; no TLS yet). Setting it enables export;\n\
-         with http/protobuf, metrics are POSTed to <endpoint>/v1/metrics.",
+        "Collector base URL, http:// or https:// (like --endpoint). Setting it enables OTLP\n\
+         export; with http/protobuf, metrics are POSTed to <endpoint>/v1/metrics. gRPC also\n\
+         takes HOST:PORT without a scheme: https, or http with OTEL_EXPORTER_OTLP_INSECURE=true.",
     ),
     (
         METRICS_ENDPOINT,
@@ -97,7 +109,7 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ),
     (
         EXPORT_INTERVAL,
-        "Export interval in milliseconds, 100 to 3600000 (default 60000; 5000 for the live table).",
+        "Export interval in milliseconds, 100 to 3600000 (default 60000 with OTLP export; 5000 without: table, Prometheus only, none).",
     ),
     (
         TEMPORALITY,
@@ -116,8 +128,56 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ),
     (
         SDK_DISABLED,
-        "true: export nothing, whatever endpoint is configured (the live table is shown).",
+        "true: export nothing and show no table, whatever is configured; the agent still\n\
+         collects, and serves health if configured (same as OTEL_METRICS_EXPORTER=none).",
     ),
+    (
+        METRICS_EXPORTER,
+        "otlp | prometheus | otlp,prometheus | none (like --exporters). Unset: OTLP when an\n\
+         endpoint is set, else the live table. otlp without an endpoint sends to\n\
+         http://localhost:4317 (grpc) or http://localhost:4318 (http/protobuf), as the spec says.",
+    ),
+    (
+        PROMETHEUS_HOST,
+        "Prometheus endpoint host (default localhost = 127.0.0.1): an IP, or a name resolved\n\
+         at startup. GET /metrics is served there when OTEL_METRICS_EXPORTER has prometheus.",
+    ),
+    (
+        PROMETHEUS_PORT,
+        "Prometheus endpoint port, 1 to 65535 (default 9464).",
+    ),
+    (
+        CERTIFICATE,
+        "PEM file of the CA certificate(s) that sign the collector's certificate; replaces\n\
+         the compiled-in Mozilla roots. Re-read when it changes.",
+    ),
+    (
+        METRICS_CERTIFICATE,
+        "Same; beats OTEL_EXPORTER_OTLP_CERTIFICATE.",
+    ),
+    (
+        CLIENT_CERTIFICATE,
+        "PEM file of the client certificate chain for mTLS (needs the client key too).\n\
+         Re-read when it changes.",
+    ),
+    (
+        METRICS_CLIENT_CERTIFICATE,
+        "Same; beats OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE.",
+    ),
+    (
+        CLIENT_KEY,
+        "PEM file of the client's private key (PKCS#8, PKCS#1 or SEC1) for mTLS.",
+    ),
+    (
+        METRICS_CLIENT_KEY,
+        "Same; beats OTEL_EXPORTER_OTLP_CLIENT_KEY.",
+    ),
+    (
+        INSECURE,
+        "true | false (default): for a gRPC endpoint without a scheme, plaintext (true) or\n\
+         TLS (false). Endpoints with http:// or https:// say it themselves.",
+    ),
+    (METRICS_INSECURE, "Same; beats OTEL_EXPORTER_OTLP_INSECURE."),
     (
         SYSCOPE_LOG,
         "Log filter, RUST_LOG syntax (default info); beats RUST_LOG.",
@@ -136,16 +196,6 @@ pub(super) const DOCS: &[(&str, &str)] = &[
         "Health endpoint IP:PORT (like --health-address), or off.",
     ),
 ];
-
-/// What to do instead of TLS, which this build does not have (a macro so
-/// that the refusals below can `concat!` it).
-macro_rules! tls_advice {
-    () => {
-        "export over http:// to a local OpenTelemetry Collector that forwards with TLS"
-    };
-}
-pub(super) const TLS_ADVICE: &str = tls_advice!();
-const NO_TLS: &str = concat!("TLS is not supported by this build; ", tls_advice!());
 
 /// A variable a user would expect to work that syscope cannot honour: set
 /// to anything but `accepts` (case-insensitive; a comma list, item by item),
@@ -169,27 +219,6 @@ const fn refused(
 /// OTEL_LOGS_*, OTEL_EXPORTER_OTLP_TRACES_* ...) do not apply to a metrics
 /// agent and are ignored, so that a host-wide OTel environment works.
 pub(super) const REFUSED: &[Refused] = &[
-    refused("OTEL_EXPORTER_OTLP_CERTIFICATE", &[], NO_TLS),
-    refused("OTEL_EXPORTER_OTLP_CLIENT_KEY", &[], NO_TLS),
-    refused("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &[], NO_TLS),
-    refused("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", &[], NO_TLS),
-    refused("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", &[], NO_TLS),
-    refused("OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE", &[], NO_TLS),
-    refused(
-        "OTEL_EXPORTER_OTLP_INSECURE",
-        &["true"],
-        "this build has no TLS: every export is plaintext",
-    ),
-    refused(
-        "OTEL_EXPORTER_OTLP_METRICS_INSECURE",
-        &["true"],
-        "this build has no TLS: every export is plaintext",
-    ),
-    refused(
-        "OTEL_METRICS_EXPORTER",
-        &["otlp"],
-        "syscope exports over OTLP only (for no export, set OTEL_SDK_DISABLED=true)",
-    ),
     refused(
         "OTEL_METRICS_EXEMPLAR_FILTER",
         &["always_off", "trace_based"],

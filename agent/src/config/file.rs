@@ -30,8 +30,13 @@ pub(super) struct FileConfig {
     pub table_rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<String>>,
+    /// `OTEL_METRICS_EXPORTER` as a list: otlp, prometheus, or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exporters: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<FileExport>,
+    #[serde(default, skip_serializing_if = "FilePrometheus::is_empty")]
+    pub prometheus: FilePrometheus,
     #[serde(default)]
     pub resource: FileResource,
     #[serde(default)]
@@ -59,6 +64,29 @@ pub(super) struct FileExport {
     pub buffer_intervals: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_backoff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FilePrometheus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u64>,
+}
+
+impl FilePrometheus {
+    fn is_empty(&self) -> bool {
+        self.host.is_none() && self.port.is_none()
+    }
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

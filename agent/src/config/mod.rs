@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use syscope_common::maps;
 
-use crate::export::{Compression, Protocol};
+use crate::export::{Compression, Protocol, TlsFiles};
 
 pub use cli::{Cli, Command};
 pub use env::{Env, ProcessEnv};
@@ -45,6 +45,77 @@ const DEFAULT_TABLE_ROWS: usize = 20;
 const DEFAULT_SERVICE_NAME: &str = "syscope";
 const SERVICE_NAME_ATTR: &str = "service.name";
 const ATTRIBUTES_KEY: &str = "resource.attributes";
+
+/// The spec's default Prometheus port (`OTEL_EXPORTER_PROMETHEUS_PORT`).
+const DEFAULT_PROMETHEUS_PORT: u16 = 9464;
+
+/// Which exporters run (`OTEL_METRICS_EXPORTER`, `--exporters`, `exporters`).
+/// Neither: `none`, the agent collects and serves health only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exporters {
+    pub otlp: bool,
+    pub prometheus: bool,
+}
+
+impl Exporters {
+    const NONE: Exporters = Exporters {
+        otlp: false,
+        prometheus: false,
+    };
+    const OTLP: Exporters = Exporters {
+        otlp: true,
+        prometheus: false,
+    };
+
+    /// `otlp`, `prometheus`, both comma-separated, or `none` alone. Other
+    /// exporters the spec knows (`console`, `logging`) are refused by name.
+    fn parse(key: &str, list: &str) -> Result<Self, ConfigError> {
+        let mut e = Exporters::NONE;
+        let mut none = false;
+        let items: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .collect();
+        for item in &items {
+            match item.to_ascii_lowercase().as_str() {
+                "otlp" => e.otlp = true,
+                "prometheus" => e.prometheus = true,
+                "none" => none = true,
+                _ => {
+                    return Err(invalid(
+                        key,
+                        format!("unknown or unsupported exporter {item:?} (expected otlp, prometheus, otlp,prometheus or none)"),
+                    ))
+                }
+            }
+        }
+        if none && items.len() > 1 {
+            return Err(invalid(
+                key,
+                format!("none cannot be combined with other exporters, got {list:?}"),
+            ));
+        }
+        if items.is_empty() {
+            return Err(invalid(
+                key,
+                "expected otlp, prometheus, otlp,prometheus or none",
+            ));
+        }
+        Ok(e)
+    }
+}
+
+impl fmt::Display for Exporters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.otlp, self.prometheus) {
+            (true, true) => "otlp,prometheus",
+            (true, false) => "otlp",
+            (false, true) => "prometheus",
+            (false, false) => "none",
+        })
+    }
+}
 
 /// Aggregation temporality (`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -90,8 +161,13 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 /// The resolved configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// None: no endpoint anywhere (or OTEL_SDK_DISABLED=true); show the live table.
+    /// OTLP export; None when the exporters leave it out, or when nothing
+    /// asked for it (no exporters and no endpoint anywhere).
     pub export: Option<ExportConfig>,
+    /// The Prometheus pull endpoint, when the exporters name it.
+    pub prometheus: Option<PrometheusConfig>,
+    /// The live table: no exporter chosen and no endpoint anywhere.
+    pub table: bool,
     /// Export interval, or table refresh interval without export.
     pub interval: Duration,
     pub temporality: Temporality,
@@ -113,6 +189,9 @@ pub struct Config {
 /// export module owns its settings; config fills every field, including the
 /// interval, health and temporality it resolves).
 pub type ExportConfig = crate::export::Settings;
+
+/// Where the Prometheus endpoint listens (the module owns its settings).
+pub type PrometheusConfig = crate::prometheus::Settings;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceConfig {
@@ -235,6 +314,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             export: None,
+            prometheus: None,
+            table: true,
             interval: DEFAULT_TABLE_INTERVAL,
             temporality: Temporality::default(),
             resource: ResourceConfig::default(),
@@ -262,6 +343,17 @@ impl Config {
             shutdown_grace: Some(fmt_d(self.shutdown_grace)),
             table_rows: Some(self.table_rows as u64),
             probes: Some(self.probes.names()),
+            exporters: (!self.table).then(|| {
+                let e = Exporters {
+                    otlp: self.export.is_some(),
+                    prometheus: self.prometheus.is_some(),
+                };
+                e.to_string().split(',').map(str::to_owned).collect()
+            }),
+            prometheus: file::FilePrometheus {
+                host: self.prometheus.map(|p| p.address.ip().to_string()),
+                port: self.prometheus.map(|p| p.address.port().into()),
+            },
             export: self.export.as_ref().map(|e| FileExport {
                 endpoint: Some(e.endpoint.clone()),
                 metrics_endpoint: e.metrics_endpoint.clone(),
@@ -276,6 +368,11 @@ impl Config {
                 timeout: Some(fmt_d(e.timeout)),
                 buffer_intervals: Some(e.buffer_intervals as u64),
                 max_backoff: Some(fmt_d(e.max_backoff)),
+                certificate: e.tls.ca.as_ref().map(|p| p.display().to_string()),
+                client_certificate: e.tls.client_cert.as_ref().map(|p| p.display().to_string()),
+                client_key: e.tls.client_key.as_ref().map(|p| p.display().to_string()),
+                // Every endpoint printed has its scheme.
+                insecure: None,
             }),
             resource: file::FileResource {
                 service_name: Some(self.resource.service_name.clone()),
@@ -298,8 +395,10 @@ impl Config {
                 max_export_failure: Some(fmt_d(self.health.max_export_failure)),
             },
         };
-        let header = if self.export.is_none() {
-            "# export disabled (no endpoint, or OTEL_SDK_DISABLED=true): live table\n"
+        let header = if self.table {
+            "# no exporter and no endpoint: live table\n"
+        } else if self.export.is_none() && self.prometheus.is_none() {
+            "# exporters none (or OTEL_SDK_DISABLED=true): nothing exported, no table\n"
         } else {
             ""
         };
@@ -340,10 +439,43 @@ fn load_str(cli: &Cli, env: &dyn Env, toml: &str) -> Result<Config, ConfigError>
 fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, ConfigError> {
     env::refuse_unsupported(vars)?;
     let mut warnings = Vec::new();
-    let mut export = resolve_export(cli, vars, file.export.unwrap_or_default(), &mut warnings)?;
+    let (otlp, endpoint_given) = resolve_export(cli, vars, file.export.unwrap_or_default())?;
+    let chosen = settings::EXPORTERS.resolve(
+        cli.exporters.as_deref(),
+        vars,
+        file.exporters.map(|e| e.join(",")),
+    )?;
+    let prometheus_address = resolve_prometheus(cli, vars, file.prometheus)?;
+    let disabled = sdk_disabled(vars, &mut warnings);
+    // Unset: OTLP when an endpoint is configured, else the live table.
+    let (mut exporters, table) = match chosen {
+        _ if disabled => (Exporters::NONE, false),
+        Some(e) => (e, false),
+        None if endpoint_given => (Exporters::OTLP, false),
+        None => (Exporters::NONE, true),
+    };
+    if endpoint_given && !exporters.otlp {
+        let why = if disabled {
+            format!("{}=true", env::SDK_DISABLED)
+        } else {
+            format!("the exporters are {exporters}")
+        };
+        warnings.push(format!(
+            "an OTLP endpoint is configured but {why}: not exporting over OTLP"
+        ));
+    }
+    if disabled {
+        exporters = Exporters::NONE;
+    }
+    let mut export = exporters.otlp.then_some(otlp);
+    let prometheus = exporters.prometheus.then_some(PrometheusConfig {
+        address: prometheus_address,
+    });
 
     let interval = settings::INTERVAL
         .resolve(cli.interval.as_deref(), vars, file.interval)?
+        // Prometheus alone: the scraper sees what the last collection
+        // read, so collect as often as the table refreshes.
         .unwrap_or(if export.is_some() {
             DEFAULT_INTERVAL
         } else {
@@ -395,6 +527,8 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
 
     Ok(Config {
         export,
+        prometheus,
+        table,
         interval,
         temporality,
         resource,
@@ -410,12 +544,13 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
 
 /// Every export setting is validated even when nothing will be exported,
 /// so a typo is caught the first time, not when an endpoint is added.
+/// Returns the OTLP settings and whether an endpoint was configured.
 fn resolve_export(
     cli: &Cli,
     vars: &Vars<'_>,
     fe: FileExport,
-    warnings: &mut Vec<String>,
-) -> Result<Option<ExportConfig>, ConfigError> {
+) -> Result<(ExportConfig, bool), ConfigError> {
+    let tls = resolve_tls(cli, vars, &fe)?;
     // The highest layer naming any endpoint supplies both URLs, so that a
     // lower layer's metrics URL cannot shadow `--endpoint`.
     let base = settings::ENDPOINT.pick(cli.endpoint.as_deref(), vars, fe.endpoint);
@@ -424,7 +559,7 @@ fn resolve_export(
     let url = |given: Option<Given>| {
         given
             .filter(|g| Some(g.layer) == top)
-            .map(|g| endpoint(g.name, &g.text))
+            .map(|g| endpoint(g.name, &g.text).map(|u| (g.name, u)))
             .transpose()
     };
     let (base, metrics) = (url(base)?, url(metrics)?);
@@ -432,6 +567,29 @@ fn resolve_export(
     let protocol = settings::PROTOCOL
         .resolve(cli.protocol.as_deref(), vars, fe.protocol)?
         .unwrap_or_default();
+    let insecure = settings::INSECURE
+        .resolve(cli.insecure.as_deref(), vars, fe.insecure)?
+        .unwrap_or(false);
+    // A scheme-less endpoint is gRPC's `host:port`: TLS unless insecure
+    // (OTLP spec); HTTP needs a URL.
+    let with_scheme = |given: Option<(&'static str, String)>| {
+        given
+            .map(|(name, u)| {
+                if u.starts_with("http://") || u.starts_with("https://") {
+                    return Ok(u);
+                }
+                match protocol {
+                    Protocol::Grpc if insecure => Ok(format!("http://{u}")),
+                    Protocol::Grpc => Ok(format!("https://{u}")),
+                    Protocol::HttpProtobuf => Err(invalid(
+                        name,
+                        format!("http/protobuf needs an http:// or https:// URL, got {u:?}"),
+                    )),
+                }
+            })
+            .transpose()
+    };
+    let (base, metrics) = (with_scheme(base)?, with_scheme(metrics)?);
     let compression = settings::COMPRESSION
         .resolve(cli.compression.as_deref(), vars, fe.compression)?
         .unwrap_or_default();
@@ -442,7 +600,7 @@ fn resolve_export(
         Some(headers) => headers,
         None => env::check_headers(
             settings::HEADERS.key,
-            fe.headers.unwrap_or_default().into_iter().collect(),
+            fe.headers.clone().unwrap_or_default().into_iter().collect(),
         )?,
     };
     let timeout = settings::TIMEOUT
@@ -455,37 +613,119 @@ fn resolve_export(
         .resolve(None, vars, fe.max_backoff)?
         .unwrap_or(ExportConfig::default().max_backoff);
 
-    if let Some(v) = vars.get(env::SDK_DISABLED) {
-        if v.eq_ignore_ascii_case("true") {
-            if top.is_some() {
-                warnings.push(format!(
-                    "{}=true: not exporting although an endpoint is configured",
-                    env::SDK_DISABLED
-                ));
-            }
-            return Ok(None);
-        }
-        if !v.eq_ignore_ascii_case("false") {
-            warnings.push(format!(
-                "{}: expected true or false, got {v:?}; treating it as false",
-                env::SDK_DISABLED
-            ));
-        }
-    }
+    // Without an endpoint, the spec's default for the protocol (used only
+    // when OTLP export is asked for explicitly).
+    let default_endpoint = match protocol {
+        Protocol::Grpc => "http://localhost:4317",
+        Protocol::HttpProtobuf => "http://localhost:4318",
+    };
+    Ok((
+        ExportConfig {
+            // Only a metrics URL given: it is the base too.
+            endpoint: base
+                .or_else(|| metrics.clone())
+                .unwrap_or_else(|| default_endpoint.to_owned()),
+            metrics_endpoint: metrics,
+            protocol,
+            headers,
+            compression,
+            timeout,
+            buffer_intervals,
+            max_backoff,
+            tls,
+            // Interval, health and temporality are filled in by `resolve`.
+            ..ExportConfig::default()
+        },
+        top.is_some(),
+    ))
+}
 
-    Ok(top.map(|_| ExportConfig {
-        // Only a metrics URL given: it is the base too.
-        endpoint: base.or_else(|| metrics.clone()).unwrap_or_default(),
-        metrics_endpoint: metrics,
-        protocol,
-        headers,
-        compression,
-        timeout,
-        buffer_intervals,
-        max_backoff,
-        // Interval, health and temporality are filled in by `resolve`.
-        ..ExportConfig::default()
-    }))
+/// The CA bundle and client identity, each checked now (readable, PEM,
+/// holds what it should, the client certificate currently valid), so a bad
+/// file exits 2 naming the variable and the file.
+fn resolve_tls(cli: &Cli, vars: &Vars<'_>, fe: &FileExport) -> Result<TlsFiles, ConfigError> {
+    let path = |s: &PathBuf| s.display().to_string();
+    let ca = settings::CERTIFICATE.pick(
+        cli.certificate.as_ref().map(path).as_deref(),
+        vars,
+        fe.certificate.clone(),
+    );
+    let cert = settings::CLIENT_CERTIFICATE.pick(
+        cli.client_certificate.as_ref().map(path).as_deref(),
+        vars,
+        fe.client_certificate.clone(),
+    );
+    let key = settings::CLIENT_KEY.pick(
+        cli.client_key.as_ref().map(path).as_deref(),
+        vars,
+        fe.client_key.clone(),
+    );
+    match (&cert, &key) {
+        (Some(c), None) => {
+            return Err(invalid(
+                c.name,
+                format!(
+                    "a client certificate needs a client key too ({}, {} or {})",
+                    settings::CLIENT_KEY.flag.unwrap_or_default(),
+                    env::CLIENT_KEY,
+                    settings::CLIENT_KEY.key
+                ),
+            ))
+        }
+        (None, Some(k)) => {
+            return Err(invalid(
+                k.name,
+                format!(
+                    "a client key needs a client certificate too ({}, {} or {})",
+                    settings::CLIENT_CERTIFICATE.flag.unwrap_or_default(),
+                    env::CLIENT_CERTIFICATE,
+                    settings::CLIENT_CERTIFICATE.key
+                ),
+            ))
+        }
+        _ => {}
+    }
+    Ok(TlsFiles {
+        ca: ca.map(|g| settings::CERTIFICATE.accept(&g)).transpose()?,
+        client_cert: cert
+            .map(|g| settings::CLIENT_CERTIFICATE.accept(&g))
+            .transpose()?,
+        client_key: key.map(|g| settings::CLIENT_KEY.accept(&g)).transpose()?,
+    })
+}
+
+/// `OTEL_SDK_DISABLED`: true turns every exporter (and the table) off.
+fn sdk_disabled(vars: &Vars<'_>, warnings: &mut Vec<String>) -> bool {
+    let Some(v) = vars.get(env::SDK_DISABLED) else {
+        return false;
+    };
+    if v.eq_ignore_ascii_case("true") {
+        return true;
+    }
+    if !v.eq_ignore_ascii_case("false") {
+        warnings.push(format!(
+            "{}: expected true or false, got {v:?}; treating it as false",
+            env::SDK_DISABLED
+        ));
+    }
+    false
+}
+
+/// Where /metrics is served: `OTEL_EXPORTER_PROMETHEUS_HOST` and `_PORT`
+/// (spec defaults localhost and 9464). Checked even when Prometheus is off.
+fn resolve_prometheus(
+    cli: &Cli,
+    vars: &Vars<'_>,
+    fp: file::FilePrometheus,
+) -> Result<SocketAddr, ConfigError> {
+    let host = settings::PROMETHEUS_HOST
+        .resolve(cli.prometheus_host.as_deref(), vars, fp.host)?
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    let port = settings::PROMETHEUS_PORT
+        .resolve(cli.prometheus_port.as_deref(), vars, fp.port)?
+        .unwrap_or(DEFAULT_PROMETHEUS_PORT.into());
+    // In range 1 to 65535.
+    Ok(SocketAddr::new(host, port as u16))
 }
 
 fn resolve_resource(
@@ -615,40 +855,110 @@ fn temporality(key: &str, raw: &str) -> Result<Temporality, ConfigError> {
     }
 }
 
-/// An http:// URL that both transports' own parsers accept (the gRPC URI
-/// and the HTTP URL), so an endpoint that passes here cannot fail after the
-/// programs are attached.
+/// An http:// or https:// URL, or a scheme-less HOST:PORT (gRPC: the scheme
+/// comes from `insecure`), that both transports' own parsers accept (the
+/// gRPC URI and the HTTP URL), so an endpoint that passes here cannot fail
+/// after the programs are attached.
 fn endpoint(key: &str, raw: &str) -> Result<String, ConfigError> {
     let url = raw.trim();
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        // Said here, with the key, rather than by the exporter at startup.
-        return Err(invalid(
-            key,
-            format!(
-                "https (TLS) is not supported by this build, got {raw:?}; {}",
-                env::TLS_ADVICE
-            ),
-        ));
-    }
     let bad = |why: String| {
         invalid(
             key,
-            format!("expected an http:// URL with a host, got {raw:?}{why}"),
+            format!("expected an http:// or https:// URL with a host (or HOST:PORT for gRPC), got {raw:?}{why}"),
         )
     };
-    match lower.strip_prefix("http://") {
-        Some(rest)
-            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) => {
-        }
-        _ => return Err(bad(String::new())),
+    let (scheme, rest) = if let Some(rest) = lower.strip_prefix("http://") {
+        ("http://", &url[url.len() - rest.len()..])
+    } else if let Some(rest) = lower.strip_prefix("https://") {
+        ("https://", &url[url.len() - rest.len()..])
+    } else if lower.contains("://") {
+        return Err(bad(" (the scheme must be http or https)".to_owned()));
+    } else {
+        ("", url)
+    };
+    if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
+        return Err(bad(String::new()));
     }
-    // Schemes are case-insensitive; the transports expect lowercase.
-    let url = format!("http://{}", &url["http://".len()..]);
-    reqwest::Url::parse(&url).map_err(|e| bad(format!(" ({e})")))?;
-    url.parse::<tonic::transport::Uri>()
+    // Schemes are case-insensitive; the transports expect lowercase. A
+    // scheme-less endpoint is checked as if it were http.
+    let checked = format!(
+        "{}{rest}",
+        if scheme.is_empty() { "http://" } else { scheme }
+    );
+    reqwest::Url::parse(&checked).map_err(|e| bad(format!(" ({e})")))?;
+    checked
+        .parse::<tonic::transport::Uri>()
         .map_err(|e| bad(format!(" ({e})")))?;
-    Ok(url)
+    Ok(format!("{scheme}{rest}"))
+}
+
+fn boolean(key: &str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, format!("expected true or false, got {raw:?}"))),
+    }
+}
+
+/// A TLS file, read and checked now with `check`; the path is kept for the
+/// exporter, which re-reads it on change.
+fn tls_file(
+    key: &str,
+    raw: &str,
+    check: fn(&std::path::Path, &[u8]) -> Result<(), String>,
+) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(raw.trim());
+    let text = std::fs::read(&path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    check(&path, &text).map_err(|problem| invalid(key, problem))?;
+    Ok(path)
+}
+
+fn ca_file(key: &str, raw: &str) -> Result<PathBuf, ConfigError> {
+    tls_file(key, raw, |path, text| {
+        crate::export::tls::certificates(path, text).map(drop)
+    })
+}
+
+fn client_cert_file(key: &str, raw: &str) -> Result<PathBuf, ConfigError> {
+    tls_file(key, raw, |path, text| {
+        let chain = crate::export::tls::certificates(path, text)?;
+        crate::export::tls::check_validity(path, &chain[0], std::time::SystemTime::now())
+    })
+}
+
+fn client_key_file(key: &str, raw: &str) -> Result<PathBuf, ConfigError> {
+    tls_file(key, raw, |path, text| {
+        crate::export::tls::private_key(path, text).map(drop)
+    })
+}
+
+/// An IP, `localhost` (127.0.0.1, without asking a resolver: the image has
+/// no /etc/hosts), or a name resolved once, now.
+fn prometheus_host(key: &str, raw: &str) -> Result<std::net::IpAddr, ConfigError> {
+    let host = raw.trim();
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = unbracketed.parse() {
+        return Ok(ip);
+    }
+    use std::net::ToSocketAddrs as _;
+    (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!(
+                    "expected an IP address, localhost or a host name that resolves, got {raw:?}"
+                ),
+            )
+        })
 }
 
 fn log_filter(key: &str, raw: &str) -> Result<String, ConfigError> {

@@ -26,10 +26,11 @@
 //!   max_series_per_metric).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::layer::{Bounds, Setting};
-use super::{env, Compression, ConfigError, ProbeSets, Protocol, Temporality};
+use super::{env, Compression, ConfigError, Exporters, ProbeSets, Protocol, Temporality};
 
 /// A setting that is one of a set of values, or has a syntax.
 pub(super) type Parser<T> = fn(&str, &str) -> Result<T, ConfigError>;
@@ -64,6 +65,60 @@ pub(super) const COMPRESSION: Setting<Parser<Compression>> = Setting {
     env: &[env::METRICS_COMPRESSION, env::COMPRESSION],
     key: "export.compression",
     accepts: super::compression,
+};
+
+/// TLS files are read and checked (PEM, what they hold, validity) when the
+/// configuration is loaded, so a bad one exits 2 naming the variable and the
+/// file; the exporter re-reads them when they change (rotation).
+pub(super) const CERTIFICATE: Setting<Parser<PathBuf>> = Setting {
+    flag: Some("--certificate"),
+    env: &[env::METRICS_CERTIFICATE, env::CERTIFICATE],
+    key: "export.certificate",
+    accepts: super::ca_file,
+};
+
+pub(super) const CLIENT_CERTIFICATE: Setting<Parser<PathBuf>> = Setting {
+    flag: Some("--client-certificate"),
+    env: &[env::METRICS_CLIENT_CERTIFICATE, env::CLIENT_CERTIFICATE],
+    key: "export.client_certificate",
+    accepts: super::client_cert_file,
+};
+
+pub(super) const CLIENT_KEY: Setting<Parser<PathBuf>> = Setting {
+    flag: Some("--client-key"),
+    env: &[env::METRICS_CLIENT_KEY, env::CLIENT_KEY],
+    key: "export.client_key",
+    accepts: super::client_key_file,
+};
+
+/// Only for a gRPC endpoint without a scheme (OTLP spec).
+pub(super) const INSECURE: Setting<Parser<bool>> = Setting {
+    flag: Some("--insecure"),
+    env: &[env::METRICS_INSECURE, env::INSECURE],
+    key: "export.insecure",
+    accepts: super::boolean,
+};
+
+/// The file's list is joined with commas, the form of the variable.
+pub(super) const EXPORTERS: Setting<Parser<Exporters>> = Setting {
+    flag: Some("--exporters"),
+    env: &[env::METRICS_EXPORTER],
+    key: "exporters",
+    accepts: Exporters::parse,
+};
+
+pub(super) const PROMETHEUS_HOST: Setting<Parser<std::net::IpAddr>> = Setting {
+    flag: Some("--prometheus-host"),
+    env: &[env::PROMETHEUS_HOST],
+    key: "prometheus.host",
+    accepts: super::prometheus_host,
+};
+
+pub(super) const PROMETHEUS_PORT: Setting<Bounds<u64>> = Setting {
+    flag: Some("--prometheus-port"),
+    env: &[env::PROMETHEUS_PORT],
+    key: "prometheus.port",
+    accepts: Bounds { min: 1, max: 65535 },
 };
 
 /// The file's headers are a table, not text: `resolve_export` reads them.
@@ -214,6 +269,13 @@ pub(super) fn all() -> Vec<&'static dyn super::layer::Documented> {
         &PROTOCOL,
         &COMPRESSION,
         &HEADERS,
+        &CERTIFICATE,
+        &CLIENT_CERTIFICATE,
+        &CLIENT_KEY,
+        &INSECURE,
+        &EXPORTERS,
+        &PROMETHEUS_HOST,
+        &PROMETHEUS_PORT,
         &TIMEOUT,
         &BUFFER_INTERVALS,
         &MAX_BACKOFF,

@@ -100,17 +100,47 @@ fn endpoint_flag_beats_env() {
 }
 
 #[test]
-fn https_is_refused_naming_the_key() {
-    let err = load(
-        &cli(&[]),
-        &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && err.contains("TLS"),
-        "{err}"
+fn https_and_scheme_less_endpoints() {
+    let ep = |vars: &[(&str, &str)]| export(&ok(&[], vars, "")).endpoint.clone();
+    assert_eq!(
+        ep(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS://collector:4317")]),
+        "https://collector:4317"
     );
+    // gRPC without a scheme: TLS unless insecure (OTLP spec).
+    assert_eq!(
+        ep(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]),
+        "https://collector:4317"
+    );
+    assert_eq!(
+        ep(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        ]),
+        "http://collector:4317"
+    );
+    assert_eq!(
+        ep(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "false")
+        ]),
+        "https://collector:4317"
+    );
+    // A scheme says it itself.
+    assert_eq!(
+        ep(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        ]),
+        "https://c:4317"
+    );
+    let e = err(&[], &[("OTEL_EXPORTER_OTLP_INSECURE", "yes")], "");
+    assert!(
+        e.starts_with("invalid configuration: OTEL_EXPORTER_OTLP_INSECURE: expected true or false"),
+        "{e}"
+    );
+    let e = err(&["--insecure", "maybe"], &[], "");
+    assert!(e.contains("--insecure"), "{e}");
 }
 
 #[test]
@@ -172,7 +202,16 @@ fn file_metrics_endpoint() {
 
 #[test]
 fn endpoint_needs_http_scheme() {
-    let e = err(&["--endpoint", "collector:4317"], &[], "");
+    let e = err(
+        &[
+            "--endpoint",
+            "collector:4318",
+            "--protocol",
+            "http/protobuf",
+        ],
+        &[],
+        "",
+    );
     assert!(e.contains("--endpoint") && e.contains("http://"), "{e}");
     let e = err(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")], "");
     assert!(e.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{e}");
@@ -182,7 +221,11 @@ fn endpoint_needs_http_scheme() {
         "",
     );
     assert!(e.contains("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"), "{e}");
-    let e = err(&[], &[], "[export]\nendpoint = \"localhost\"\n");
+    let e = err(
+        &[],
+        &[],
+        "[export]\nendpoint = \"localhost\"\nprotocol = \"http/protobuf\"\n",
+    );
     assert!(e.contains("export.endpoint"), "{e}");
 }
 
@@ -809,9 +852,22 @@ fn sdk_disabled() {
             "",
         );
         assert_eq!(c.export, None);
+        assert!(!c.table, "disabled: no table either");
         assert_eq!(c.interval, Duration::from_secs(5));
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     }
+    let c = ok(
+        &[],
+        &[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+        ],
+        "",
+    );
+    assert_eq!(
+        (c.export.is_none(), c.prometheus, c.table),
+        (true, None, false)
+    );
     let c = ok(&[], &[ep, ("OTEL_SDK_DISABLED", "false")], "");
     assert!(c.export.is_some() && c.warnings.is_empty());
     let c = ok(&[], &[ep, ("OTEL_SDK_DISABLED", "yes")], "");
@@ -913,7 +969,7 @@ fn to_toml_round_trips() {
     assert_eq!(reparsed, original, "{printed}");
     let table = Config::default();
     let printed = table.to_toml();
-    assert!(printed.starts_with("# export disabled"), "{printed}");
+    assert!(printed.starts_with("# no exporter"), "{printed}");
     assert_eq!(ok(&[], &[], &printed), table);
 }
 
@@ -1358,31 +1414,126 @@ fn metric_export_timeout_is_the_lowest_timeout_variable() {
         .contains("OTEL_METRIC_EXPORT_TIMEOUT: must be between"));
 }
 
+#[test]
+fn exporters_choose_otlp_prometheus_none() {
+    let c = ok(&[], &[("OTEL_METRICS_EXPORTER", "prometheus")], "");
+    assert_eq!(c.export, None);
+    assert!(!c.table);
+    assert_eq!(
+        c.prometheus.unwrap().address,
+        "127.0.0.1:9464".parse().unwrap()
+    );
+    let c = ok(
+        &[],
+        &[
+            ("OTEL_METRICS_EXPORTER", " otlp , prometheus "),
+            ("OTEL_EXPORTER_PROMETHEUS_HOST", "::1"),
+            ("OTEL_EXPORTER_PROMETHEUS_PORT", "9999"),
+        ],
+        "",
+    );
+    // otlp named without an endpoint: the spec's default.
+    assert_eq!(export(&c).endpoint, "http://localhost:4317");
+    assert_eq!(c.prometheus.unwrap().address, "[::1]:9999".parse().unwrap());
+    assert_eq!(c.interval, Duration::from_secs(60));
+    let c = ok(
+        &["--exporters", "none"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x")],
+        "",
+    );
+    assert_eq!(
+        (c.export.is_none(), c.prometheus, c.table),
+        (true, None, false)
+    );
+    assert!(
+        c.warnings[0].contains("not exporting over OTLP"),
+        "{:?}",
+        c.warnings
+    );
+    // The file's list and section; the flag beats the variable.
+    let c = ok(
+        &["--prometheus-port", "9000"],
+        &[("OTEL_EXPORTER_PROMETHEUS_PORT", "9001")],
+        "exporters = [\"prometheus\"]\n[prometheus]\nhost = \"0.0.0.0\"\nport = 9002\n",
+    );
+    assert_eq!(
+        c.prometheus.unwrap().address,
+        "0.0.0.0:9000".parse().unwrap()
+    );
+    let printed = c.to_toml();
+    assert_eq!(ok(&[], &[], &printed), c, "{printed}");
+    let e = err(&[], &[], "exporters = [\"zipkin\"]\n");
+    assert!(
+        e.starts_with("invalid configuration: exporters: unknown"),
+        "{e}"
+    );
+    let e = err(&["--prometheus-port", "x"], &[], "");
+    assert!(e.contains("--prometheus-port"), "{e}");
+}
+
+#[test]
+fn tls_files_are_checked_naming_variable_and_file() {
+    let dir = std::env::temp_dir().join(format!("syscope-tls-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let path = junk.to_str().unwrap();
+    let e = err(&[], &[("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", path)], "");
+    assert!(
+        e.starts_with("invalid configuration: OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE: ")
+            && e.contains(path)
+            && e.contains("not PEM"),
+        "{e}"
+    );
+    // The signal-specific variable wins (it is the one read, and named).
+    let e = err(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", path),
+            ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", path),
+        ],
+        "",
+    );
+    assert!(
+        e.starts_with("invalid configuration: OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE: "),
+        "{e}"
+    );
+    let e = err(&[], &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", path)], "");
+    assert!(
+        e.contains("OTEL_EXPORTER_OTLP_CLIENT_KEY") && e.contains("client certificate too"),
+        "{e}"
+    );
+    let missing = dir.join("missing.pem");
+    let e = err(&["--certificate", missing.to_str().unwrap()], &[], "");
+    assert!(
+        e.contains("--certificate: cannot read") && e.contains("missing.pem"),
+        "{e}"
+    );
+    let e = err(
+        &[],
+        &[],
+        &format!("[export]\nclient_certificate = \"{path}\"\nclient_key = \"{path}\"\n"),
+    );
+    assert!(
+        e.contains("export.client_certificate") && e.contains("not PEM"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Defect 8: variables a user expects to work are refused, not ignored.
 #[test]
 fn unsupported_otel_variables_are_refused_naming_them() {
-    for tls in [
-        "OTEL_EXPORTER_OTLP_CERTIFICATE",
-        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
-        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-        "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
-        "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
-        "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
-    ] {
-        let e = err(&[], &[(tls, "/etc/ssl/x.pem")], "");
-        assert!(
-            e.starts_with(&format!(
-                "invalid configuration: {tls}: TLS is not supported"
-            )),
-            "{e}"
-        );
-    }
     let refused = [
-        ("OTEL_METRICS_EXPORTER", "prometheus"),
-        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_METRICS_EXPORTER", "console"),
         ("OTEL_METRICS_EXPORTER", "otlp,console"),
-        ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
-        ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "false"),
+        ("OTEL_METRICS_EXPORTER", "none,otlp"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "1"),
+        ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "no"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "0"),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "65536"),
+        ("OTEL_EXPORTER_PROMETHEUS_HOST", "no such host.invalid"),
         ("OTEL_METRICS_EXEMPLAR_FILTER", "always_on"),
         (
             "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
@@ -1403,7 +1554,7 @@ fn unsupported_otel_variables_are_refused_naming_them() {
         &[
             ("OTEL_METRICS_EXPORTER", "OTLP"),
             ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
-            ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "True"),
+            ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "False"),
             ("OTEL_METRICS_EXEMPLAR_FILTER", "trace_based"),
             (
                 "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",

@@ -12,9 +12,10 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, warn};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tracing::{debug, info, warn};
 
+use super::tls::{self, Material, Stamp};
 use super::{Compression, ExportError, Protocol, Settings};
 
 const USER_AGENT: &str = concat!("syscope/", env!("CARGO_PKG_VERSION"));
@@ -22,15 +23,15 @@ const USER_AGENT: &str = concat!("syscope/", env!("CARGO_PKG_VERSION"));
 /// Longest response-body excerpt kept in an error (it ends up in a log line).
 const BODY_SNIPPET: usize = 256;
 
-/// Neither tonic nor reqwest is built with a TLS feature here, so an https
-/// endpoint could never connect; saying so at startup beats retrying forever.
-const TLS_SUPPORTED: bool = false;
-
 /// Sends export requests to one collector. Cheap to keep: the gRPC channel
 /// and the HTTP connection pool are reused across calls.
 #[derive(Debug)]
 pub struct Client {
     inner: Inner,
+    settings: Settings,
+    /// The TLS files as last read: a change rebuilds the transport before the
+    /// next request, so rotated certificates apply without a restart.
+    stamps: Vec<Option<Stamp>>,
 }
 
 #[derive(Debug)]
@@ -44,11 +45,43 @@ impl Client {
     /// connects yet: a collector that is down is not a startup error. Must be
     /// called inside a tokio runtime (the gRPC channel spawns its worker).
     pub fn new(settings: &Settings) -> Result<Self, ExportError> {
-        let inner = match settings.protocol {
-            Protocol::Grpc => Inner::Grpc(GrpcSender::new(settings)?),
-            Protocol::HttpProtobuf => Inner::Http(HttpSender::new(settings)?),
-        };
-        Ok(Self { inner })
+        let stamps = settings.tls.stamps();
+        Ok(Self {
+            inner: Self::build(settings)?,
+            settings: settings.clone(),
+            stamps,
+        })
+    }
+
+    fn build(settings: &Settings) -> Result<Inner, ExportError> {
+        let material = settings.tls.load().map_err(ExportError::Tls)?;
+        Ok(match settings.protocol {
+            Protocol::Grpc => Inner::Grpc(GrpcSender::new(settings, &material)?),
+            Protocol::HttpProtobuf => Inner::Http(HttpSender::new(settings, &material)?),
+        })
+    }
+
+    /// Rebuilds the transport when a TLS file changed. A file that cannot
+    /// be used (half written, wrong content) is logged and the previous
+    /// material kept; the next change is tried again.
+    fn reload_if_changed(&mut self) {
+        if self.settings.tls.is_empty() {
+            return;
+        }
+        let now = self.settings.tls.stamps();
+        if now == self.stamps {
+            return;
+        }
+        self.stamps = now;
+        match Self::build(&self.settings) {
+            Ok(inner) => {
+                self.inner = inner;
+                info!("TLS files changed: reloaded the certificates");
+            }
+            Err(e) => {
+                warn!(error = %e, "TLS files changed but cannot be used: keeping the previous ones")
+            }
+        }
     }
 
     /// Where requests go, for logs.
@@ -62,9 +95,47 @@ impl Client {
     /// Sends one request. A partial success (some points rejected) is logged
     /// and reported as success: resending would not help.
     pub async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), ExportError> {
-        match &mut self.inner {
+        self.reload_if_changed();
+        let result = match &mut self.inner {
             Inner::Grpc(g) => g.send(req).await,
             Inner::Http(h) => h.send(req).await,
+        };
+        result.map_err(|e| self.name_tls_files(e))
+    }
+
+    /// A TLS handshake failure also names what the agent trusted and
+    /// presented, so the log says which file to look at.
+    fn name_tls_files(&self, err: ExportError) -> ExportError {
+        let files = |message: &String| {
+            tls::explain(message)?;
+            let tls = &self.settings.tls;
+            let ca = tls.ca.as_ref().map_or_else(
+                || "the built-in Mozilla roots".to_owned(),
+                |p| p.display().to_string(),
+            );
+            let client = tls
+                .client_cert
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |p| p.display().to_string());
+            Some(format!(" [trusted CA: {ca}; client certificate: {client}]"))
+        };
+        match err {
+            ExportError::Connect {
+                endpoint,
+                mut message,
+            } => {
+                if let Some(suffix) = files(&message) {
+                    message.push_str(&suffix);
+                }
+                ExportError::Connect { endpoint, message }
+            }
+            ExportError::Transport(mut message) => {
+                if let Some(suffix) = files(&message) {
+                    message.push_str(&suffix);
+                }
+                ExportError::Transport(message)
+            }
+            other => other,
         }
     }
 }
@@ -78,17 +149,34 @@ struct GrpcSender {
 }
 
 impl GrpcSender {
-    fn new(settings: &Settings) -> Result<Self, ExportError> {
+    fn new(settings: &Settings, material: &Material) -> Result<Self, ExportError> {
         let endpoint = settings.grpc_endpoint().to_owned();
-        check_scheme(&endpoint)?;
+        let https = check_scheme(&endpoint)?;
         let invalid = |reason: String| ExportError::InvalidEndpoint {
             endpoint: endpoint.clone(),
             reason,
         };
-        let channel = Endpoint::from_shared(endpoint.clone())
+        let mut builder = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| invalid(error_chain(&e)))?
             .user_agent(USER_AGENT)
-            .map_err(|e| invalid(error_chain(&e)))?
+            .map_err(|e| invalid(error_chain(&e)))?;
+        if https {
+            // The server name checked is the endpoint's host (tonic's default).
+            // OTLP/gRPC is always HTTP/2: TLS terminators that do not
+            // negotiate ALPN (stunnel, some load balancers) still work.
+            let mut config = ClientTlsConfig::new().assume_http2(true);
+            config = match &material.ca_pem {
+                Some(pem) => config.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                None => config.with_webpki_roots(),
+            };
+            if let Some((chain, key)) = &material.identity {
+                config = config.identity(tonic::transport::Identity::from_pem(chain, key));
+            }
+            builder = builder
+                .tls_config(config)
+                .map_err(|e| ExportError::Tls(error_chain(&e)))?;
+        }
+        let channel = builder
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
             // Lazy: the first export connects, and the channel reconnects by
@@ -155,9 +243,11 @@ fn status_error(status: &tonic::Status, endpoint: &str) -> ExportError {
         return match status.code() {
             tonic::Code::Unavailable => ExportError::Connect {
                 endpoint: endpoint.to_owned(),
-                message: status_chain(status),
+                message: explained(status_chain(status)),
             },
-            code => ExportError::Transport(format!("{code:?}: {}", status_chain(status))),
+            code => {
+                ExportError::Transport(explained(format!("{code:?}: {}", status_chain(status))))
+            }
         };
     }
     ExportError::Status {
@@ -178,9 +268,9 @@ struct HttpSender {
 }
 
 impl HttpSender {
-    fn new(settings: &Settings) -> Result<Self, ExportError> {
+    fn new(settings: &Settings, material: &Material) -> Result<Self, ExportError> {
         let url = settings.http_url();
-        check_scheme(&url)?;
+        let https = check_scheme(&url)?;
         reqwest::Url::parse(&url).map_err(|e| ExportError::InvalidEndpoint {
             endpoint: url.clone(),
             reason: e.to_string(),
@@ -200,9 +290,25 @@ impl HttpSender {
         } else {
             headers.remove(reqwest::header::CONTENT_ENCODING);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            .connect_timeout(settings.timeout)
+            .connect_timeout(settings.timeout);
+        if https {
+            let tls_err = |e: reqwest::Error| ExportError::Tls(error_chain(&e));
+            builder = builder.use_rustls_tls();
+            if let Some(pem) = &material.ca_pem {
+                // A private CA replaces the built-in roots, as for gRPC.
+                builder = builder.tls_built_in_root_certs(false);
+                for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(tls_err)? {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            if let Some((chain, key)) = &material.identity {
+                let pem = [chain.as_slice(), b"\n", key.as_slice()].concat();
+                builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(tls_err)?);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| ExportError::Transport(error_chain(&e)))?;
         Ok(Self {
@@ -266,10 +372,10 @@ impl HttpSender {
         } else if err.is_connect() {
             ExportError::Connect {
                 endpoint: self.url.clone(),
-                message: error_chain(err),
+                message: explained(error_chain(err)),
             }
         } else {
-            ExportError::Transport(error_chain(err))
+            ExportError::Transport(explained(error_chain(err)))
         }
     }
 }
@@ -328,21 +434,26 @@ fn truncate(text: &str) -> String {
     }
 }
 
-fn check_scheme(endpoint: &str) -> Result<(), ExportError> {
-    let reason = if endpoint.starts_with("http://") {
-        return Ok(());
+/// Whether the endpoint is https (config gave every endpoint its scheme).
+fn check_scheme(endpoint: &str) -> Result<bool, ExportError> {
+    if endpoint.starts_with("http://") {
+        Ok(false)
     } else if endpoint.starts_with("https://") {
-        if TLS_SUPPORTED {
-            return Ok(());
-        }
-        "https is not supported: this build has no TLS support"
+        Ok(true)
     } else {
-        "must start with http:// (or https://)"
-    };
-    Err(ExportError::InvalidEndpoint {
-        endpoint: endpoint.to_owned(),
-        reason: reason.to_owned(),
-    })
+        Err(ExportError::InvalidEndpoint {
+            endpoint: endpoint.to_owned(),
+            reason: "must start with http:// or https://".to_owned(),
+        })
+    }
+}
+
+/// A transport error's text, with what a TLS failure means appended.
+fn explained(message: String) -> String {
+    match tls::explain(&message) {
+        Some(hint) => format!("{message} ({hint})"),
+        None => message,
+    }
 }
 
 fn log_partial_success(partial: Option<ExportMetricsPartialSuccess>) {
@@ -444,7 +555,7 @@ fn parse_imf_fixdate(value: &str) -> Option<SystemTime> {
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
 /// algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub(super) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = if year >= 0 { year } else { year - 399 } / 400;
     let year_of_era = year - era * 400;

@@ -1,4 +1,6 @@
-//! OTLP export: gRPC and HTTP/protobuf, retries with backoff, a bounded buffer.
+//! OTLP export: gRPC and HTTP/protobuf, plaintext or TLS (rustls; mTLS,
+//! certificates re-read on change, see `tls`), retries with backoff, a
+//! bounded buffer.
 //!
 //! [`Client`] sends one `ExportMetricsServiceRequest` and classifies failures
 //! as retryable or not (OTLP spec, as opentelemetry-rust and Vector do).
@@ -15,12 +17,14 @@ mod pipeline;
 mod settings;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::time::Duration;
 
 pub use client::Client;
 pub use pipeline::{spawn, ExportHandle, ExportHealth, ExportStatus};
 pub use settings::{grpc_endpoint, http_url, Compression, Protocol, Settings};
+pub use tls::TlsFiles;
 
 /// Why an export (or building the exporter) failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,10 @@ pub enum ExportError {
     Encode(String),
     #[error("transport error: {0}")]
     Transport(String),
+    /// The TLS files cannot be used (caught at startup by config; here when
+    /// a rotated file is bad).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ExportError {
@@ -79,7 +87,10 @@ impl ExportError {
                 _ => false,
             },
             Self::Http { status, .. } => matches!(status, 429 | 502 | 503 | 504),
-            Self::InvalidEndpoint { .. } | Self::InvalidHeader { .. } | Self::Encode(_) => false,
+            Self::InvalidEndpoint { .. }
+            | Self::InvalidHeader { .. }
+            | Self::Encode(_)
+            | Self::Tls(_) => false,
         }
     }
 

@@ -72,6 +72,8 @@ pub struct Settings {
     /// How long exports may keep failing before health turns bad; `None`:
     /// three intervals.
     pub max_failure: Option<Duration>,
+    /// CA bundle and client identity for https endpoints.
+    pub tls: super::TlsFiles,
     /// Temporality of the agent's own counters, which travel with every
     /// request: the SLIs' (`Delta` or `Cumulative`; anything else is read
     /// as `Cumulative`).
@@ -92,6 +94,7 @@ impl Default for Settings {
             initial_backoff: Duration::from_millis(500),
             interval: Duration::from_secs(10),
             max_failure: None,
+            tls: super::TlsFiles::default(),
             temporality: AggregationTemporality::Cumulative,
         }
     }
@@ -159,6 +162,7 @@ impl fmt::Debug for Settings {
             .field("initial_backoff", &self.initial_backoff)
             .field("interval", &self.interval)
             .field("max_failure", &self.max_failure)
+            .field("tls", &self.tls)
             .field("temporality", &self.temporality)
             .finish()
     }

@@ -445,7 +445,8 @@ async fn invalid_header_is_a_construction_error_naming_it() {
 
 #[tokio::test]
 async fn bad_endpoints_are_construction_errors() {
-    for endpoint in ["localhost:4317", "https://collector:4317", "ftp://x"] {
+    // Config gives every endpoint its scheme; the client takes only those.
+    for endpoint in ["localhost:4317", "ftp://x"] {
         for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
             let s = Settings {
                 endpoint: endpoint.to_owned(),
@@ -1249,4 +1250,39 @@ fn backoff_cap_wins_over_the_first_delay() {
     for _ in 0..5 {
         assert!(b.next() <= Duration::from_millis(100));
     }
+}
+
+/// https endpoints build a TLS transport for both protocols with the
+/// built-in roots (nothing connects yet); a CA file that turns bad is a
+/// TLS error, not retryable.
+#[tokio::test]
+async fn https_endpoints_build_with_the_builtin_roots() {
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let s = Settings {
+            endpoint: "https://collector.example:4317".to_owned(),
+            protocol,
+            ..Settings::default()
+        };
+        let c = Client::new(&s).unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
+        assert!(c.target().starts_with("https://"), "{}", c.target());
+    }
+    let dir = std::env::temp_dir().join(format!("syscope-export-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, "not pem").unwrap();
+    let s = Settings {
+        endpoint: "https://collector.example:4317".to_owned(),
+        tls: super::TlsFiles {
+            ca: Some(ca.clone()),
+            ..Default::default()
+        },
+        ..Settings::default()
+    };
+    let err = Client::new(&s).unwrap_err();
+    assert!(
+        matches!(&err, ExportError::Tls(m) if m.contains("ca.pem is not PEM")),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,7 +1,8 @@
-//! A deliberately tiny HTTP/1.1 server for two health paths: one request per
+//! A deliberately tiny HTTP/1.1 server for two health paths (and, through
+//! [`Handler`], the Prometheus endpoint's `/metrics`): one request per
 //! connection, request line parsed strictly, headers read (bounded) and
-//! ignored, `Connection: close`. No HTTP library: the agent only needs this,
-//! and a small parser is easy to bound and to test.
+//! left to the handler, `Connection: close`. No HTTP library: the agent only
+//! needs this, and a small parser is easy to bound and to test.
 //!
 //! The endpoint may face the node network (the DaemonSet binds
 //! `0.0.0.0:9479`, and the kubelet gives liveness 2 s), so whoever reaches it
@@ -47,19 +48,37 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Pause after a failed accept (out of descriptors, say) before the next.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// The limits above, replaceable in tests.
+/// The limits above (another endpoint may take a longer write deadline for
+/// larger answers), replaceable in tests.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    head: Duration,
-    write: Duration,
-    connections: usize,
+pub struct Limits {
+    pub head: Duration,
+    pub write: Duration,
+    pub connections: usize,
+    /// Names the endpoint in logs.
+    pub what: &'static str,
 }
 
-const LIMITS: Limits = Limits {
+pub const LIMITS: Limits = Limits {
     head: HEAD_TIMEOUT,
     write: WRITE_TIMEOUT,
     connections: MAX_CONNECTIONS,
+    what: "health endpoint",
 };
+
+/// Answers one request from its head (request line and headers).
+pub trait Handler: Send + Sync + 'static {
+    fn respond(&self, head: &[u8]) -> Response;
+}
+
+impl Handler for HealthState {
+    fn respond(&self, head: &[u8]) -> Response {
+        match parse_request_line(head) {
+            Ok(req) => route_health(&req, self),
+            Err(resp) => resp,
+        }
+    }
+}
 
 /// What the endpoint's connections did, for the agent's own metrics.
 #[derive(Debug, Default)]
@@ -116,45 +135,84 @@ impl Drop for OpenGuard {
     }
 }
 
-/// A parsed response: status code and JSON body.
+/// A response: status code, content type and body (shared, not copied, so
+/// that a large body served to many clients costs one allocation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub code: u16,
-    pub body: String,
+    pub content_type: &'static str,
+    /// `Content-Encoding` of the body (gzip), if any.
+    pub content_encoding: Option<&'static str>,
+    pub body: bytes::Bytes,
     /// HEAD: same headers, no body.
     pub head_only: bool,
 }
 
 impl Response {
-    fn json(code: u16, body: String) -> Self {
+    pub fn new(code: u16, content_type: &'static str, body: bytes::Bytes) -> Self {
         Response {
             code,
+            content_type,
+            content_encoding: None,
             body,
             head_only: false,
         }
     }
 
-    fn error(code: u16) -> Self {
+    fn json(code: u16, body: String) -> Self {
+        Response::new(code, "application/json", body.into())
+    }
+
+    pub fn error(code: u16) -> Self {
         Response::json(code, format!("{{\"error\":\"{}\"}}", reason(code)))
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// Status line and headers.
+    pub fn head_bytes(&self) -> Vec<u8> {
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
              Cache-Control: no-store\r\nConnection: close\r\n",
             self.code,
             reason(self.code),
+            self.content_type,
             self.body.len()
         );
         if self.code == 405 {
             head.push_str("Allow: GET, HEAD\r\n");
         }
+        if let Some(encoding) = self.content_encoding {
+            head.push_str("Content-Encoding: ");
+            head.push_str(encoding);
+            head.push_str("\r\n");
+        }
         head.push_str("\r\n");
-        let mut out = head.into_bytes();
+        head.into_bytes()
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.head_bytes();
         if !self.head_only {
-            out.extend_from_slice(self.body.as_bytes());
+            out.extend_from_slice(&self.body);
         }
         out
+    }
+}
+
+/// A request line that parsed: method and path (query and fragment cut).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+impl RequestLine<'_> {
+    pub fn head_only(&self) -> bool {
+        self.method == "HEAD"
+    }
+
+    /// GET and HEAD are the only methods either endpoint takes.
+    pub fn is_read(&self) -> bool {
+        self.method == "GET" || self.head_only()
     }
 }
 
@@ -174,42 +232,63 @@ fn reason(code: u16) -> &'static str {
 
 /// The request line of `head` (bytes up to the first CRLF or LF), answered.
 pub fn respond(head: &[u8], state: &HealthState) -> Response {
+    Handler::respond(state, head)
+}
+
+/// The request line of `head`, parsed strictly; a malformed one gives the
+/// error response to send.
+pub fn parse_request_line(head: &[u8]) -> Result<RequestLine<'_>, Response> {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = head[..line_end]
         .strip_suffix(b"\r")
         .unwrap_or(&head[..line_end]);
     let Ok(line) = std::str::from_utf8(line) else {
-        return Response::error(400);
+        return Err(Response::error(400));
     };
     // RFC 9112 3: method SP request-target SP HTTP-version, single spaces.
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Response::error(400);
+        return Err(Response::error(400));
     };
     let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if method.is_empty() || !method.chars().all(is_tchar) {
-        return Response::error(400);
+        return Err(Response::error(400));
     }
     match version {
         "HTTP/1.1" | "HTTP/1.0" => {}
-        v if v.starts_with("HTTP/") && v.len() > 5 => return Response::error(505),
-        _ => return Response::error(400),
+        v if v.starts_with("HTTP/") && v.len() > 5 => return Err(Response::error(505)),
+        _ => return Err(Response::error(400)),
     }
     // origin-form, or absolute-form (which servers must accept) reduced to it.
     let path = match target.strip_prefix("http://") {
         Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
         None if target.starts_with('/') => target,
-        None => return Response::error(400),
+        None => return Err(Response::error(400)),
     };
     if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Response::error(400);
+        return Err(Response::error(400));
     }
     let path = path.split(['?', '#']).next().unwrap_or(path);
-    let head_only = method == "HEAD";
-    let mut resp = match path {
-        "/healthz" | "/readyz" if method != "GET" && !head_only => Response::error(405),
+    Ok(RequestLine { method, path })
+}
+
+/// A header's value from a request head (case-insensitive name; the first
+/// occurrence). Headers are ASCII; a line that is not is skipped.
+pub fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim_matches([' ', '\t', '\r']))
+    })
+}
+
+fn route_health(req: &RequestLine<'_>, state: &HealthState) -> Response {
+    let mut resp = match req.path {
+        "/healthz" | "/readyz" if !req.is_read() => Response::error(405),
         "/healthz" => Response::json(200, state.report().healthz_json()),
         "/readyz" => {
             let r = state.report();
@@ -217,19 +296,21 @@ pub fn respond(head: &[u8], state: &HealthState) -> Response {
         }
         _ => Response::error(404),
     };
-    resp.head_only = head_only;
+    resp.head_only = req.head_only();
     resp
 }
 
 /// Serves until the task is aborted. Accept errors (e.g. out of file
 /// descriptors) are logged and retried after a pause, never fatal.
-pub async fn serve(listener: TcpListener, state: Arc<HealthState>, stats: Arc<ConnectionStats>) {
+pub async fn serve<H: Handler>(listener: TcpListener, state: Arc<H>, stats: Arc<ConnectionStats>) {
     serve_with(listener, state, stats, LIMITS).await;
 }
 
-async fn serve_with(
+/// [`serve`] with other limits (the Prometheus endpoint's longer write
+/// deadline, or a test's).
+pub async fn serve_with<H: Handler>(
     listener: TcpListener,
-    state: Arc<HealthState>,
+    state: Arc<H>,
     stats: Arc<ConnectionStats>,
     limits: Limits,
 ) {
@@ -239,7 +320,7 @@ async fn serve_with(
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                debug!(error = %e, "health endpoint: accept failed");
+                debug!(error = %e, endpoint = limits.what, "accept failed");
                 // Out of descriptors: give one of ours back so that the
                 // next accept, perhaps a probe, can succeed.
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
@@ -264,7 +345,7 @@ async fn serve_with(
         let state = Arc::clone(&state);
         let stats = Arc::clone(&stats);
         let task = tokio::spawn(async move {
-            handle(stream, &state, &stats, limits).await;
+            handle(stream, &*state, &stats, limits).await;
             drop(guard);
         });
         open.push_back(task.abort_handle());
@@ -279,33 +360,38 @@ fn evict_oldest(open: &mut VecDeque<AbortHandle>, stats: &ConnectionStats, limit
     stats.evicted.fetch_add(1, Ordering::Relaxed);
     debug!(
         limit = limits.connections,
-        "health endpoint: connection limit reached, closed the oldest"
+        endpoint = limits.what,
+        "connection limit reached, closed the oldest"
     );
 }
 
 /// One connection: read the head, answer, close; every step under a
 /// deadline. A connection that hits one counts once in `timed_out`.
-async fn handle<S>(mut stream: S, state: &HealthState, stats: &ConnectionStats, limits: Limits)
+async fn handle<S, H>(mut stream: S, state: &H, stats: &ConnectionStats, limits: Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
 {
     let mut timed_out = false;
     let resp = match tokio::time::timeout(limits.head, read_head(&mut stream)).await {
-        Ok(Ok(head)) => respond(&head, state),
+        Ok(Ok(head)) => state.respond(&head),
         Ok(Err(HeadError::TooLarge)) => Response::error(431),
         Ok(Err(HeadError::Io)) => return,
         Err(_) => {
-            debug!(timeout = ?limits.head, "health endpoint: request head too slow");
+            debug!(timeout = ?limits.head, endpoint = limits.what, "request head too slow");
             timed_out = true;
             Response::error(408)
         }
     };
     let answer = async {
-        stream.write_all(&resp.to_bytes()).await?;
+        stream.write_all(&resp.head_bytes()).await?;
+        if !resp.head_only {
+            stream.write_all(&resp.body).await?;
+        }
         stream.shutdown().await
     };
     if tokio::time::timeout(limits.write, answer).await.is_err() {
-        debug!(timeout = ?limits.write, "health endpoint: response not taken in time");
+        debug!(timeout = ?limits.write, endpoint = limits.what, "response not taken in time");
         timed_out = true;
     }
     if timed_out {
@@ -472,6 +558,7 @@ mod tests {
         head: Duration::from_millis(100),
         write: Duration::from_millis(100),
         connections: 4,
+        what: "test endpoint",
     };
 
     #[tokio::test]
