@@ -52,7 +52,11 @@ impl Daemon {
                 cfg.limits.max_series_per_metric,
                 cfg.limits.series_idle_intervals,
             ),
-            cgroups: CgroupResolver::new(),
+            cgroups: CgroupResolver::new().configure(
+                cfg.identity.sources.clone(),
+                cfg.identity.max_cgroups,
+                cfg.identity.retention,
+            ),
             stats,
             resource: otlp::resource(&cfg.resource),
         }
@@ -61,6 +65,7 @@ impl Daemon {
     /// Read the kernel maps and fold this interval into the series.
     pub fn collect(&mut self) {
         let interval = self.collector.collect(&mut self.probes, &self.stats);
+        self.cgroups.refresh();
         self.agg.ingest(
             &interval.syscalls,
             &interval.tcp,
@@ -160,7 +165,7 @@ fn cycle(daemon: &mut Daemon, exporter: Option<&ExportHandle>, cfg: &Config) {
         // Every interval, points or not: the request carries the self-metrics.
         Some(ex) => ex.submit(daemon.request()),
         None => {
-            let rows = table::rows(&daemon.agg, cfg.table_rows);
+            let rows = table::rows(&daemon.agg, &cfg.table);
             let header = format!(
                 "syscope {} | probes={} | {}",
                 humantime::format_rfc3339_seconds(SystemTime::now()),
@@ -169,7 +174,7 @@ fn cycle(daemon: &mut Daemon, exporter: Option<&ExportHandle>, cfg: &Config) {
             );
             print!("{}", table::render(&rows, &header));
             if daemon.probes.tcp.is_some() {
-                let (rows, totals) = table::tcp_rows(&daemon.agg, cfg.table_rows);
+                let (rows, totals) = table::tcp_rows(&daemon.agg, &cfg.table);
                 print!("{}", table::render_tcp(&rows, &totals));
             }
         }

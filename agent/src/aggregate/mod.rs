@@ -29,7 +29,7 @@ pub use metrics::{Attr, Metric};
 use crate::{
     collect::Deltas,
     config::Temporality,
-    enrich::{self, cgroup::CgroupResolver, syscalls::Arch},
+    enrich::{self, cgroup::CgroupResolver, identity::Identity, syscalls::Arch},
 };
 
 /// The exported attributes of a series: only those its metric lists in the
@@ -40,7 +40,9 @@ pub struct Attrs {
     pub syscall: Option<Arc<str>>,
     /// None when a socket's owner is unknown (not tracked, or no socket).
     pub exe: Option<Arc<str>>,
-    pub container: Option<Arc<str>>,
+    /// Whose the workload is (container, pod, unit), from its cgroup; `None`
+    /// when the cgroup is unknown or says nothing.
+    pub identity: Option<Arc<Identity>>,
     /// Peer address, for client-side TCP metrics.
     pub address: Option<Arc<str>>,
     /// Server port; None when unknown.
@@ -61,7 +63,8 @@ impl Attrs {
         }
         keep(&mut self.syscall, m.has(Attr::SyscallName));
         keep(&mut self.exe, m.has(Attr::ExecutableName));
-        keep(&mut self.container, m.has(Attr::ContainerId));
+        // The identity attributes come as one set (`metrics::IDENTITY`).
+        keep(&mut self.identity, m.has(Attr::ContainerId));
         keep(&mut self.address, m.has(Attr::ServerAddress));
         keep(&mut self.port, m.has(Attr::ServerPort));
         keep(&mut self.error, m.has(Attr::ErrorType));
@@ -294,8 +297,8 @@ impl Aggregator {
     fn tcp_attrs(&mut self, k: &TcpKey, cgroups: &mut CgroupResolver) -> Attrs {
         Attrs {
             exe: (k.comm[0] != 0).then(|| self.exe(&k.comm)),
-            container: (k.cgroup_id != 0)
-                .then(|| container_of(cgroups, k.cgroup_id))
+            identity: (k.cgroup_id != 0)
+                .then(|| identity_of(cgroups, k.cgroup_id))
                 .flatten(),
             address: (k.addr != [0; 16]).then(|| Arc::from(addr_to_string(&k.addr))),
             port: (k.port != 0).then_some(k.port),
@@ -316,7 +319,7 @@ impl Aggregator {
         Attrs {
             syscall: Some(syscall),
             exe: Some(self.exe(&k.comm)),
-            container: container_of(cgroups, k.cgroup_id),
+            identity: identity_of(cgroups, k.cgroup_id),
             ..Attrs::default()
         }
     }
@@ -341,10 +344,14 @@ impl Aggregator {
     }
 }
 
-fn container_of(cgroups: &mut CgroupResolver, cgroup_id: u64) -> Option<Arc<str>> {
+/// The identity of a cgroup, `None` when it has none (a plain process in
+/// the root or a user session without a unit), so such series fold by
+/// process name.
+fn identity_of(cgroups: &mut CgroupResolver, cgroup_id: u64) -> Option<Arc<Identity>> {
     cgroups
         .resolve(cgroup_id)
-        .and_then(|c| c.container_id.as_deref().map(Arc::from))
+        .map(|c| c.identity.clone())
+        .filter(|i| **i != Identity::default())
 }
 
 /// An address from the kernel (IPv6, IPv4 v4-mapped) in its usual text form.

@@ -29,6 +29,12 @@ pub(super) struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_filter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_sort: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_failures: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<FileExport>,
@@ -38,6 +44,8 @@ pub(super) struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub health: FileHealth,
+    #[serde(default)]
+    pub identity: super::identity::FileIdentity,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -10,6 +10,7 @@
 mod cli;
 mod env;
 mod file;
+mod identity;
 mod layer;
 mod settings;
 #[cfg(test)]
@@ -27,6 +28,7 @@ use crate::export::{Compression, Protocol};
 pub use cli::Cli;
 pub use env::{Env, ProcessEnv};
 pub use file::EXAMPLE_TOML;
+pub use identity::IdentityConfig;
 
 use env::Vars;
 use file::{FileConfig, FileExport};
@@ -101,7 +103,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// tracing-subscriber `EnvFilter` directives, already checked to parse.
     pub log: String,
-    pub table_rows: usize,
+    /// The live table's rows, filter, order and error ratio.
+    pub table: crate::table::View,
+    /// Where cgroup identity comes from, and how much is kept.
+    pub identity: IdentityConfig,
     /// Probe sets to attach.
     pub probes: ProbeSets,
     /// Non-fatal findings, for main to log once tracing is set up (load()
@@ -242,7 +247,11 @@ impl Default for Config {
             health: HealthConfig::default_for(DEFAULT_TABLE_INTERVAL),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             log: DEFAULT_LOG.to_owned(),
-            table_rows: DEFAULT_TABLE_ROWS,
+            table: crate::table::View {
+                rows: DEFAULT_TABLE_ROWS,
+                ..Default::default()
+            },
+            identity: IdentityConfig::default(),
             probes: ProbeSets::default(),
             warnings: Vec::new(),
         }
@@ -260,7 +269,22 @@ impl Config {
             temporality: Some(self.temporality.to_string()),
             log: Some(self.log.clone()),
             shutdown_grace: Some(fmt_d(self.shutdown_grace)),
-            table_rows: Some(self.table_rows as u64),
+            table_rows: Some(self.table.rows as u64),
+            table_filter: (!self.table.filter.is_empty()).then(|| {
+                let kv: Vec<String> = self
+                    .table
+                    .filter
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                kv.join(",")
+            }),
+            table_sort: crate::table::SortBy::NAMES
+                .iter()
+                .find(|(_, s)| *s == self.table.sort)
+                .map(|(n, _)| n.to_string()),
+            not_failures: Some(self.table.not_failures.clone()),
+            identity: identity::FileIdentity::of(&self.identity),
             probes: Some(self.probes.names()),
             export: self.export.as_ref().map(|e| FileExport {
                 endpoint: Some(e.endpoint.clone()),
@@ -362,6 +386,14 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
     let table_rows = settings::TABLE_ROWS
         .resolve(cli.table_rows.as_deref(), vars, file.table_rows)?
         .map_or(DEFAULT_TABLE_ROWS, |n| n as usize);
+    let table = identity::resolve_view(
+        table_rows,
+        cli.filter.as_deref(),
+        cli.sort.as_deref(),
+        vars,
+        (file.table_filter, file.table_sort, file.not_failures),
+    )?;
+    let identity = identity::resolve_identity(vars, file.identity)?;
     let probes = settings::PROBES
         .resolve(
             cli.probes.as_deref(),
@@ -402,7 +434,8 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
         health,
         shutdown_grace,
         log,
-        table_rows,
+        table,
+        identity,
         probes,
         warnings,
     })

@@ -49,7 +49,7 @@ fn defaults_are_table_mode() {
     }
     assert_eq!(c.limits.series_idle_intervals, 10);
     assert_eq!(c.log, "info");
-    assert_eq!(c.table_rows, 20);
+    assert_eq!(c.table.rows, 20);
     assert_eq!(c.shutdown_grace, Duration::from_secs(5));
 }
 
@@ -427,7 +427,7 @@ fn timeout_precedence_and_errors() {
 fn numbers_from_flags_and_file() {
     let file = "table_rows = 7\n[limits]\nmax_series_per_metric = 50\n[limits.kernel_maps]\nsyscall_latency = 1\n[export]\nbuffer_intervals = 3\nendpoint = \"http://x\"\n";
     let c = ok(&[], &[], file);
-    assert_eq!(c.table_rows, 7);
+    assert_eq!(c.table.rows, 7);
     assert_eq!(c.limits.max_series_per_metric, 50);
     assert_eq!(
         c.limits.kernel_maps[syscope_common::maps::SYSCALL_LATENCY],
@@ -446,7 +446,7 @@ fn numbers_from_flags_and_file() {
         &[],
         file,
     );
-    assert_eq!(c.table_rows, 9);
+    assert_eq!(c.table.rows, 9);
     assert_eq!(c.limits.max_series_per_metric, 2);
     assert_eq!(export(&c).buffer_intervals, 1);
 }
@@ -606,8 +606,8 @@ fn reads_file_from_flag_and_syscope_config() {
         &env(&[("SYSCOPE_CONFIG", p)]),
     );
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(from_flag.unwrap().table_rows, 3);
-    assert_eq!(from_env.unwrap().table_rows, 3);
+    assert_eq!(from_flag.unwrap().table.rows, 3);
+    assert_eq!(from_env.unwrap().table.rows, 3);
     assert!(flag_wins.is_err());
 }
 
@@ -1133,7 +1133,7 @@ fn ranges_hold_at_both_ends() {
     );
     let e = export(&c);
     assert_eq!(c.interval, Duration::from_secs(3600));
-    assert_eq!((e.buffer_intervals, c.table_rows), (10_000, 10_000));
+    assert_eq!((e.buffer_intervals, c.table.rows), (10_000, 10_000));
     assert_eq!(c.limits.max_series_per_metric, 1_000_000);
     assert_eq!(c.limits.series_idle_intervals, 1_000_000);
     assert_eq!(e.timeout, Duration::from_secs(600));
