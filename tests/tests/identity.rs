@@ -1,0 +1,301 @@
+//! Identity end to end on the real kernel and real cgroups: processes placed
+//! in cgroups laid out as systemd and the kubelet lay them out carry the
+//! unit, the pod and the container on every point; names come from a pod
+//! log tree the test builds in a temp dir (the agent's configurable path).
+//!
+//! Needs root (cgroup writes, CAP_BPF) and a cgroup2 mount. Cgroups are
+//! created under a top-level directory unique to the test, removed at the
+//! end.
+
+mod common;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Child,
+    time::Duration,
+};
+
+use common::{require_root, skip, Agent};
+use syscope_tests::{unique_name, workload_bin, MetricPoint, Receiver};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The cgroup2 mount (hybrid hosts: /sys/fs/cgroup/unified).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (f.get(sep + 1) == Some(&"cgroup2") && f[3] == "/").then(|| PathBuf::from(f[4]))
+    })
+}
+
+/// A cgroup subtree created for one test, removed (deepest first) on drop.
+struct Tree {
+    top: PathBuf,
+}
+
+impl Tree {
+    fn new(mount: &Path, top: &str) -> Tree {
+        let top = mount.join(top);
+        fs::create_dir_all(&top).unwrap_or_else(|e| panic!("mkdir {}: {e}", top.display()));
+        Tree { top }
+    }
+
+    /// Creates `rel` (a path below the top) and returns its directory.
+    fn mkdir(&self, rel: &str) -> PathBuf {
+        let d = self.top.join(rel.trim_start_matches('/'));
+        fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        d
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        fn rm(d: &Path) {
+            for e in fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rm(&e.path());
+                }
+            }
+            let _ = fs::remove_dir(d);
+        }
+        rm(&self.top);
+    }
+}
+
+/// Runs the workload as an executable named `name`, in `cgroup` from its
+/// first instruction (the child joins it between fork and exec), so every
+/// syscall it makes is the cgroup's.
+fn run_in(cgroup: &Path, name: &str, args: &[&str]) -> Child {
+    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+    let dir = std::env::temp_dir().join(format!("syscope-id-bin-{name}"));
+    fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    let _ = fs::remove_file(&exe);
+    fs::copy(workload_bin(), &exe).unwrap();
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: only async-signal-safe calls (open, write, close) on a path
+    // built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0": the writing process itself.
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawn {} in {}: {e}", exe.display(), cgroup.display()))
+}
+
+/// Waits for the workload; removes the copy of the binary named after it.
+fn finish(child: Child, name: &str) {
+    let out = child.wait_with_output().unwrap();
+    let _ = fs::remove_dir_all(std::env::temp_dir().join(format!("syscope-id-bin-{name}")));
+    assert!(out.status.success(), "workload failed: {out:?}");
+}
+
+fn errors<'a>(pts: &'a [MetricPoint], name: &str) -> Vec<&'a MetricPoint> {
+    pts.iter()
+        .filter(|p| {
+            p.name == "syscall.errors"
+                && p.has_attrs(&[
+                    ("process.executable.name", name),
+                    ("syscall.name", "openat"),
+                    ("error.type", "ENOENT"),
+                ])
+        })
+        .collect()
+}
+
+fn setup() -> Option<PathBuf> {
+    if !require_root() {
+        return None;
+    }
+    let Some(mount) = cgroup2_mount() else {
+        skip("no cgroup2 mount on this host");
+        return None;
+    };
+    Some(mount)
+}
+
+/// A process in `…/shop.slice/web.service` carries `systemd.unit` and
+/// `systemd.slice` on every point, and the exact error count.
+#[test]
+fn systemd_unit_on_every_point() {
+    let Some(mount) = setup() else { return };
+    let name = unique_name("unit");
+    let tree = Tree::new(&mount, &format!("syscope-{name}.slice"));
+    let unit = tree.mkdir("shop.slice/web.service");
+    let rx = Receiver::start();
+    let _agent = Agent::exporting_to(&rx, &[]);
+    finish(run_in(&unit, &name, &["fail-open", "17"]), &name);
+    let pts = rx.wait_for(WAIT, |p| {
+        errors(p, &name).last().and_then(|p| p.number()) == Some(17.0)
+    });
+    let mine: Vec<&MetricPoint> = pts
+        .iter()
+        .filter(|p| p.attr("process.executable.name") == Some(name.as_str()))
+        .collect();
+    assert!(!mine.is_empty());
+    for p in &mine {
+        assert_eq!(p.attr("systemd.unit"), Some("web.service"), "{p:?}");
+        assert_eq!(p.attr("systemd.slice"), Some("shop.slice"), "{p:?}");
+        assert_eq!(p.attr("container.id"), None, "{p:?}");
+        assert_eq!(p.attr("k8s.pod.uid"), None, "{p:?}");
+    }
+    let e = errors(&pts, &name);
+    assert!(e.iter().all(|p| p.number() == Some(17.0)), "{e:?}");
+    syscope_tests::assert_documented_attributes(&pts);
+}
+
+/// A fake kubelet pod log tree: `pods/<ns>_<pod>_<uid>/<container>/0.log`
+/// and `containers/<pod>_<ns>_<container>-<id>.log`, as the kubelet lays
+/// them out, in a temp dir removed on drop.
+struct PodLogs {
+    dir: PathBuf,
+}
+
+impl PodLogs {
+    fn new(tag: &str, ns: &str, pod: &str, uid: &str, container: &str, id: &str) -> PodLogs {
+        let dir = std::env::temp_dir().join(format!("syscope-podlogs-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        let cdir = dir
+            .join("pods")
+            .join(format!("{ns}_{pod}_{uid}"))
+            .join(container);
+        fs::create_dir_all(&cdir).unwrap();
+        fs::write(cdir.join("0.log"), "").unwrap();
+        fs::create_dir_all(dir.join("containers")).unwrap();
+        std::os::unix::fs::symlink(
+            cdir.join("0.log"),
+            dir.join("containers")
+                .join(format!("{pod}_{ns}_{container}-{id}.log")),
+        )
+        .unwrap();
+        PodLogs { dir }
+    }
+
+    /// A config file pointing the agent at this tree.
+    fn config(&self) -> PathBuf {
+        let path = self.dir.join("syscope.toml");
+        fs::write(
+            &path,
+            format!(
+                "[identity]\npod_logs = \"{}\"\ncontainer_logs = \"{}\"\n",
+                self.dir.join("pods").display(),
+                self.dir.join("containers").display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for PodLogs {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A random-looking id of `n` hex digits, unique to this test run.
+fn hex_id(seed: &str, n: usize) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut out = String::new();
+    let mut i = 0u64;
+    while out.len() < n {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (seed, i, std::process::id()).hash(&mut h);
+        out.push_str(&format!("{:016x}", h.finish()));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+fn uuid(seed: &str) -> String {
+    let h = hex_id(seed, 32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// One kubelet layout: `rel(uid, id)` is the container's cgroup below the
+/// test's top directory.
+fn kubelet_layout(driver: &str, rel: impl Fn(&str, &str) -> String) {
+    let Some(mount) = setup() else { return };
+    let name = unique_name(driver);
+    let (ns, pod, container) = ("shop", "web-7d4b9c8f5-x2x9q", "nginx");
+    let uid = uuid(&name);
+    let id = hex_id(&format!("{name}-c"), 64);
+    let logs = PodLogs::new(&name, ns, pod, &uid, container, &id);
+    let tree = Tree::new(&mount, &format!("syscope-{name}"));
+    let cgroup = tree.mkdir(&rel(&uid, &id));
+    let rx = Receiver::start();
+    let config = logs.config();
+    let _agent = Agent::exporting_to(&rx, &["--config", config.to_str().unwrap()]);
+    finish(run_in(&cgroup, &name, &["fail-open", "23"]), &name);
+    let pts = rx.wait_for(WAIT, |p| {
+        errors(p, &name).last().and_then(|p| p.number()) == Some(23.0)
+    });
+    let want = [
+        ("k8s.namespace.name", ns),
+        ("k8s.pod.name", pod),
+        ("k8s.pod.uid", uid.as_str()),
+        ("k8s.container.name", container),
+        ("container.id", id.as_str()),
+    ];
+    let mine: Vec<&MetricPoint> = pts
+        .iter()
+        .filter(|p| p.attr("process.executable.name") == Some(name.as_str()))
+        .collect();
+    assert!(!mine.is_empty());
+    for p in &mine {
+        for (k, v) in want {
+            assert_eq!(p.attr(k), Some(v), "{k} on {p:?}");
+        }
+        assert_eq!(p.attr("systemd.unit"), None, "{p:?}");
+    }
+    // Exact: every error counted once, none lost to the move.
+    let e = errors(&pts, &name);
+    assert!(e.iter().all(|p| p.number() == Some(23.0)), "{e:?}");
+    syscope_tests::assert_documented_attributes(&pts);
+}
+
+/// kubelet's systemd cgroup driver with containerd.
+#[test]
+fn kubelet_systemd_driver_layout() {
+    kubelet_layout("ksd", |uid, id| {
+        format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        )
+    });
+}
+
+/// kubelet's cgroupfs driver.
+#[test]
+fn kubelet_cgroupfs_driver_layout() {
+    kubelet_layout("kfs", |uid, id| {
+        format!("kubepods/besteffort/pod{uid}/{id}")
+    });
+}
