@@ -11,8 +11,15 @@ use anyhow::Context as _;
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest, resource::v1::Resource,
 };
+use std::os::fd::{AsRawFd, RawFd};
 use syscope_common::maps;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    io::{
+        unix::{AsyncFd, AsyncFdReadyGuard},
+        Interest,
+    },
+    signal::unix::{signal, SignalKind},
+};
 use tracing::info;
 
 use crate::{
@@ -44,6 +51,7 @@ impl Daemon {
             SelfStats::set(&stats.map_capacity[m.id], probes.map_sizes.0[m.id].into());
         }
         SelfStats::set(&stats.series_limit, cfg.limits.max_series_per_metric as u64);
+        SelfStats::set(&stats.identity_capacity, cfg.identity.max_cgroups as u64);
         Daemon {
             probes,
             collector: Collector::new(cfg.limits.series_idle_intervals.max(2)),
@@ -65,6 +73,7 @@ impl Daemon {
     /// Read the kernel maps and fold this interval into the series.
     pub fn collect(&mut self) {
         let interval = self.collector.collect(&mut self.probes, &self.stats);
+        self.drain_cgroup_events();
         self.cgroups.refresh();
         self.agg.ingest(
             &interval.syscalls,
@@ -72,10 +81,28 @@ impl Daemon {
             &mut self.cgroups,
             SystemTime::now(),
         );
+        let id = self.cgroups.stats();
+        SelfStats::set(&self.stats.identity_entries, id.entries);
+        SelfStats::set(&self.stats.identity_departed, id.departed);
+        SelfStats::set(&self.stats.identity_births, id.births);
+        SelfStats::set(&self.stats.identity_dropped, id.dropped);
         for m in Metric::all() {
             let (live, folded) = self.agg.series_counts(m);
             SelfStats::set(&self.stats.series_active[m.index()], live as u64);
             SelfStats::set(&self.stats.series_folded[m.index()], folded);
+        }
+    }
+
+    /// Resolve the cgroups the kernel reported as born since the last call,
+    /// while their runtime's and kubelet's records exist.
+    pub fn drain_cgroup_events(&mut self) {
+        let Some(rb) = self.probes.cgroup_events.as_mut() else {
+            return;
+        };
+        while let Some(item) = rb.next() {
+            if let Some((id, path)) = probes::lifecycle::parse_event(&item) {
+                self.cgroups.learn(id, &path);
+            }
         }
     }
 
@@ -130,12 +157,25 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         daemon.probes.hooks(),
         exporter.as_ref().map(ExportHandle::health),
     );
+    // cgroup births are resolved as they come, not at the next interval.
+    let births = daemon.probes.cgroup_events.as_ref().and_then(|rb| {
+        // SAFETY: the descriptor belongs to the ring buffer in
+        // `daemon.probes`, which outlives `births` (declared after it,
+        // dropped before it) and is never closed or replaced meanwhile.
+        unsafe { AsyncFd::register_with_interest(Fd(rb.as_raw_fd()), Interest::READABLE) }.ok()
+    });
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => cycle(&mut daemon, exporter.as_ref(), &cfg),
+            ready = readable(births.as_ref()) => {
+                daemon.drain_cgroup_events();
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+            }
             () = service.watchdog() => {}
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
@@ -153,6 +193,24 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// A descriptor owned elsewhere (the ring buffer in `Probes`, which lives
+/// as long as the loop), for `AsyncFd`.
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Readiness of `fd`, or never without one.
+async fn readable(fd: Option<&AsyncFd<Fd>>) -> std::io::Result<AsyncFdReadyGuard<'_, Fd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn remaining(deadline: Instant) -> Duration {

@@ -57,6 +57,15 @@ pub struct SelfStats {
     /// attribute sets folded into the overflow series since start (counter).
     pub series_active: [AtomicU64; Metric::COUNT],
     pub series_folded: [AtomicU64; Metric::COUNT],
+    /// cgroup identity cache (`enrich::cgroup`): entries kept (live and
+    /// departed) and its bound (gauges), departed ones among them (gauge),
+    /// births learned from the kernel and entries not kept because it was
+    /// full (counters).
+    pub identity_entries: AtomicU64,
+    pub identity_capacity: AtomicU64,
+    pub identity_departed: AtomicU64,
+    pub identity_births: AtomicU64,
+    pub identity_dropped: AtomicU64,
 }
 
 impl Default for SelfStats {
@@ -79,6 +88,11 @@ impl Default for SelfStats {
             series_limit: AtomicU64::new(0),
             series_active: zeros(),
             series_folded: zeros(),
+            identity_entries: AtomicU64::new(0),
+            identity_capacity: AtomicU64::new(0),
+            identity_departed: AtomicU64::new(0),
+            identity_births: AtomicU64::new(0),
+            identity_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -267,7 +281,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 15] = {
+pub const CATALOGUE: [SelfMetric; 21] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -327,6 +341,54 @@ pub const CATALOGUE: [SelfMetric; 15] = {
             description: "Syscalls not measured because their thread's entry was evicted from the full LRU thread map (raise `limits.kernel_maps.threads`).",
             dimension: None,
             read: Count(|s, _| get(&s.kernel[counter::THREAD_EVICTED as usize])),
+        },
+        SelfMetric {
+            name: "syscope.kernel.cgroup_events_lost",
+            unit: "{event}",
+            instrument: Counter,
+            description: "cgroup births the kernel could not report (event ring buffer full); such cgroups are resolved by the next tree walk if they still exist.",
+            dimension: None,
+            read: Count(|s, _| get(&s.kernel[counter::CGROUP_EVENTS_LOST as usize])),
+        },
+        SelfMetric {
+            name: "syscope.identity.cgroups",
+            unit: "{cgroup}",
+            instrument: Gauge,
+            description: "cgroups whose identity (container, pod, unit) is kept: live ones and removed ones within `identity.retention`.",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_entries)),
+        },
+        SelfMetric {
+            name: "syscope.identity.capacity",
+            unit: "{cgroup}",
+            instrument: Gauge,
+            description: "Most cgroups whose identity is kept (`identity.max_cgroups`).",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_capacity)),
+        },
+        SelfMetric {
+            name: "syscope.identity.departed",
+            unit: "{cgroup}",
+            instrument: Gauge,
+            description: "Removed cgroups whose identity is still kept, so late series keep it.",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_departed)),
+        },
+        SelfMetric {
+            name: "syscope.identity.births",
+            unit: "{cgroup}",
+            instrument: Counter,
+            description: "cgroups resolved at birth, from the kernel's cgroup_mkdir events.",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_births)),
+        },
+        SelfMetric {
+            name: "syscope.identity.dropped",
+            unit: "{cgroup}",
+            instrument: Counter,
+            description: "cgroups whose identity was not kept because the cache was full (raise `identity.max_cgroups`).",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_dropped)),
         },
         SelfMetric {
             name: "syscope.series.active",

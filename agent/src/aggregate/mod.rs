@@ -311,10 +311,7 @@ impl Aggregator {
         let syscall = self
             .syscall_names
             .entry(k.nr)
-            .or_insert_with(|| match enrich::syscalls::syscall_name(arch, k.nr) {
-                Some(n) => n.into(),
-                None => format!("syscall_{}", k.nr).into(),
-            })
+            .or_insert_with(|| syscall_label(arch, k.nr).into())
             .clone();
         Attrs {
             syscall: Some(syscall),
@@ -352,6 +349,27 @@ fn identity_of(cgroups: &mut CgroupResolver, cgroup_id: u64) -> Option<Arc<Ident
         .resolve(cgroup_id)
         .map(|c| c.identity.clone())
         .filter(|i| **i != Identity::default())
+}
+
+/// `syscall.name` of a kernel syscall number: a compat (32-bit) call, marked
+/// with `COMPAT_NR_BIT`, is named from its own table (i386 on x86_64); a
+/// number without a name is `syscall_<nr>` (`compat_syscall_<nr>`).
+pub fn syscall_label(arch: Arch, nr: u32) -> String {
+    use syscope_common::COMPAT_NR_BIT;
+    if nr & COMPAT_NR_BIT != 0 {
+        let nr = nr & !COMPAT_NR_BIT;
+        return match arch
+            .compat()
+            .and_then(|a| enrich::syscalls::syscall_name(a, nr))
+        {
+            Some(n) => n.to_string(),
+            None => format!("compat_syscall_{nr}"),
+        };
+    }
+    match enrich::syscalls::syscall_name(arch, nr) {
+        Some(n) => n.to_string(),
+        None => format!("syscall_{nr}"),
+    }
 }
 
 /// An address from the kernel (IPv6, IPv4 v4-mapped) in its usual text form.
@@ -430,6 +448,23 @@ mod tests {
         let mut b = [0u8; 16];
         b[15] = 1;
         assert_eq!(addr_to_string(&b), "::1");
+    }
+
+    #[test]
+    fn compat_calls_are_named_from_their_table() {
+        use syscope_common::COMPAT_NR_BIT;
+        assert_eq!(syscall_label(Arch::X86_64, 20), "writev");
+        assert_eq!(syscall_label(Arch::X86_64, 20 | COMPAT_NR_BIT), "getpid");
+        assert_eq!(syscall_label(Arch::X86_64, 199 | COMPAT_NR_BIT), "getuid32");
+        assert_eq!(
+            syscall_label(Arch::X86_64, 222 | COMPAT_NR_BIT),
+            "compat_syscall_222"
+        );
+        assert_eq!(
+            syscall_label(Arch::Aarch64, 20 | COMPAT_NR_BIT),
+            "compat_syscall_20"
+        );
+        assert_eq!(syscall_label(Arch::X86_64, 9999), "syscall_9999");
     }
 
     #[test]
