@@ -65,16 +65,23 @@ impl Drop for Tree {
     }
 }
 
-/// Runs the workload as an executable named `name`, in `cgroup` from its
-/// first instruction (the child joins it between fork and exec), so every
-/// syscall it makes is the cgroup's.
-fn run_in(cgroup: &Path, name: &str, args: &[&str]) -> Child {
-    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+/// A copy of the workload binary named `name` (so its `comm` is `name`),
+/// in a directory of its own; [`finish`] removes it.
+fn named_copy(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("syscope-id-bin-{name}"));
     fs::create_dir_all(&dir).unwrap();
     let exe = dir.join(name);
     let _ = fs::remove_file(&exe);
     fs::copy(workload_bin(), &exe).unwrap();
+    exe
+}
+
+/// Runs the workload as an executable named `name`, in `cgroup` from its
+/// first instruction (the child joins it between fork and exec), so every
+/// syscall it makes is the cgroup's.
+fn run_in(cgroup: &Path, name: &str, args: &[&str]) -> Child {
+    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+    let exe = named_copy(name);
     let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(args)
@@ -298,4 +305,88 @@ fn kubelet_cgroupfs_driver_layout() {
     kubelet_layout("kfs", |uid, id| {
         format!("kubepods/besteffort/pod{uid}/{id}")
     });
+}
+
+fn count(pts: &[MetricPoint], exe: &str, syscall: &str) -> Option<u64> {
+    syscope_tests::select(
+        pts,
+        "syscall.duration",
+        &[("process.executable.name", exe), ("syscall.name", syscall)],
+    )
+    .last()
+    .and_then(|p| p.exp_histogram())
+    .map(|h| h.count)
+}
+
+/// getpid through `int 0x80` is exported as getpid (i386's 20), not as
+/// x86_64's 20 (writev).
+#[test]
+fn compat_syscalls_named_from_their_table() {
+    if !require_root() {
+        return;
+    }
+    if !cfg!(target_arch = "x86_64") {
+        skip("int 0x80 exists on x86_64 only (aarch64's arm32 table is not built in)");
+        return;
+    }
+    let rx = Receiver::start();
+    let _agent = Agent::exporting_to(&rx, &[]);
+    let name = unique_name("int80");
+    let out = syscope_tests::run_named(&name, &["int80-getpid", "13"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ok int80-getpid n=13"), "{text}");
+    let pts = rx.wait_for(WAIT, |p| count(p, &name, "getpid") == Some(13));
+    assert_eq!(
+        count(&pts, &name, "writev"),
+        None,
+        "compat getpid named from the 64-bit table"
+    );
+    syscope_tests::assert_documented_attributes(&pts);
+}
+
+/// After the main thread renames the process, another thread's later calls
+/// carry the new name: prctl(PR_SET_NAME) and a write to /proc/<pid>/comm.
+#[test]
+fn rename_applies_to_every_thread() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let _agent = Agent::exporting_to(&rx, &[]);
+    for how in ["prctl", "proc"] {
+        let old = unique_name("renold");
+        let new = unique_name("rennew");
+        syscope_tests::run_named(&old, &["rename", how, &new, "11"]);
+        let pts = rx.wait_for(WAIT, |p| {
+            count(p, &new, "getppid") == Some(11) && count(p, &old, "getppid") == Some(1)
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let pts2 = rx.points();
+        assert_eq!(count(&pts2, &new, "getppid"), Some(11), "{how}");
+        assert_eq!(count(&pts2, &old, "getppid"), Some(1), "{how}");
+        drop(pts);
+    }
+}
+
+/// An execve from a non-main thread is counted, under the new image's name.
+#[test]
+fn exec_from_a_thread_is_counted() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let _agent = Agent::exporting_to(&rx, &[]);
+    let name = unique_name("execthr");
+    let image = unique_name("execimg");
+    let exe = named_copy(&image);
+    syscope_tests::run_named(
+        &name,
+        &["exec-thread", exe.to_str().unwrap(), "getppid", "5"],
+    );
+    let pts = rx.wait_for(WAIT, |p| {
+        count(p, &image, "execve") == Some(1) && count(p, &image, "getppid") == Some(5)
+    });
+    let _ = fs::remove_dir_all(exe.parent().unwrap());
+    // The one execve under the old name is the one that started it.
+    assert_eq!(count(&pts, &name, "execve"), Some(1));
 }
