@@ -390,3 +390,93 @@ fn exec_from_a_thread_is_counted() {
     // The one execve under the old name is the one that started it.
     assert_eq!(count(&pts, &name, "execve"), Some(1));
 }
+
+/// The agent image (`$SYSCOPE_IMAGE`, else `localhost/syscope:<version>`,
+/// which `cargo xtask image` builds); it has the libraries the workload
+/// needs, which is mounted into it.
+fn image() -> Option<String> {
+    let name = std::env::var("SYSCOPE_IMAGE")
+        .unwrap_or_else(|_| format!("localhost/syscope:{}", env!("CARGO_PKG_VERSION")));
+    let exists = std::process::Command::new("podman")
+        .args(["image", "exists", &name])
+        .status()
+        .is_ok_and(|s| s.success());
+    exists.then_some(name)
+}
+
+/// podman here: runc (crun fails on hybrid cgroups) and no rlimits
+/// (setrlimit is refused in this VM).
+fn podman() -> std::process::Command {
+    let dir = std::env::temp_dir().join("syscope-id-podman");
+    fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("containers.conf");
+    fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    let mut c = std::process::Command::new("podman");
+    c.env("CONTAINERS_CONF", conf);
+    c
+}
+
+/// A podman container that lives well under a second, with a 5 s
+/// interval: its cgroup is gone before the agent collects, yet all its
+/// series keep `container.id` and `container.name` (resolved at birth).
+#[test]
+fn short_lived_container_keeps_its_identity() {
+    if !require_root() {
+        return;
+    }
+    let Some(image) = image() else {
+        skip("no syscope image for podman: run `cargo xtask image` (or set SYSCOPE_IMAGE)");
+        return;
+    };
+    let rx = Receiver::start();
+    let endpoint = rx.grpc_endpoint();
+    let _agent = Agent::start(&["--endpoint", &endpoint, "--interval", "5s"], &[]);
+    let exe = unique_name("podwl");
+    let bin = named_copy(&exe);
+    let container = unique_name("idshort");
+    let cidfile = std::env::temp_dir().join(format!("syscope-id-{container}.cid"));
+    let started = std::time::Instant::now();
+    let out = podman()
+        .args(["run", "--rm", "--name", &container, "--cidfile"])
+        .arg(&cidfile)
+        .arg("-v")
+        .arg(format!("{}:/x:ro", bin.parent().unwrap().display()))
+        .args([
+            "--entrypoint",
+            &format!("/x/{exe}"),
+            &image,
+            "fail-open",
+            "7",
+        ])
+        .output()
+        .expect("podman run");
+    let lived = started.elapsed();
+    let _ = fs::remove_dir_all(bin.parent().unwrap());
+    assert!(out.status.success(), "podman run: {out:?}");
+    let id = fs::read_to_string(&cidfile).unwrap().trim().to_string();
+    let _ = fs::remove_file(&cidfile);
+    assert_eq!(id.len(), 64, "{id:?}");
+    eprintln!("container {container} ({id}) lived {lived:?} including podman's own start and stop");
+    // At least 7: the image has no ld.so.cache, so the loader's own
+    // probing of library paths adds failed opens.
+    let pts = rx.wait_for(Duration::from_secs(40), |p| {
+        errors(p, &exe)
+            .last()
+            .and_then(|p| p.number())
+            .is_some_and(|n| n >= 7.0)
+    });
+    let mine: Vec<&MetricPoint> = pts
+        .iter()
+        .filter(|p| p.attr("process.executable.name") == Some(exe.as_str()))
+        .collect();
+    assert!(mine.len() > 3, "{mine:?}");
+    for p in &mine {
+        assert_eq!(p.attr("container.id"), Some(id.as_str()), "{p:?}");
+        assert_eq!(p.attr("container.name"), Some(container.as_str()), "{p:?}");
+    }
+    syscope_tests::assert_documented_attributes(&pts);
+}
