@@ -128,6 +128,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let stats = Arc::new(SelfStats::default());
+    let _ = stats.own_attributes.set(cfg.identity.own.clone());
     let mut service = Service::start(&cfg.health, &ProcessEnv).await?;
     let probes = probes::load(&LoadOptions {
         kernel_maps: cfg.limits.kernel_maps,

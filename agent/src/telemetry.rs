@@ -66,6 +66,9 @@ pub struct SelfStats {
     pub identity_departed: AtomicU64,
     pub identity_births: AtomicU64,
     pub identity_dropped: AtomicU64,
+    /// The agent's own identity (`resource.self_attributes`), set once at
+    /// start: attributes of the `syscope.self` scope.
+    pub own_attributes: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 impl Default for SelfStats {
@@ -93,6 +96,7 @@ impl Default for SelfStats {
             identity_departed: AtomicU64::new(0),
             identity_births: AtomicU64::new(0),
             identity_dropped: AtomicU64::new(0),
+            own_attributes: std::sync::OnceLock::new(),
         }
     }
 }
@@ -571,8 +575,17 @@ impl SelfMetrics {
                 }
             })
             .collect();
+        let mut scope = otlp::scope(SCOPE);
+        scope.attributes = self
+            .stats
+            .own_attributes
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| otlp::kv_str(k, v.as_str()))
+            .collect();
         ScopeMetrics {
-            scope: Some(otlp::scope(SCOPE)),
+            scope: Some(scope),
             metrics,
             ..Default::default()
         }

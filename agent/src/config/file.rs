@@ -76,6 +76,8 @@ pub(super) struct FileResource {
     pub service_name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_attributes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

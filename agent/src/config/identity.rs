@@ -22,6 +22,8 @@ pub struct IdentityConfig {
     pub max_cgroups: usize,
     /// How long a removed cgroup's identity is kept.
     pub retention: Duration,
+    /// The agent's own identity, for its self-metrics only.
+    pub own: Vec<(String, String)>,
 }
 
 impl Default for IdentityConfig {
@@ -30,6 +32,7 @@ impl Default for IdentityConfig {
             sources: Sources::default(),
             max_cgroups: cgroup::MAX_ENTRIES,
             retention: cgroup::DEFAULT_RETENTION,
+            own: Vec::new(),
         }
     }
 }
@@ -127,9 +130,26 @@ pub(super) const RETENTION: Setting<Bounds<Duration>> = Setting {
     },
 };
 
+fn kv_list(key: &str, raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let list = super::env::parse_kv_list(key, raw, false)?;
+    if list.iter().any(|(k, _)| k.is_empty()) {
+        return Err(invalid(key, "attribute names must not be empty"));
+    }
+    Ok(list)
+}
+
+/// The file writes it as the variable does (`key=value,...`).
+pub(super) const SELF_ATTRIBUTES: Setting<Parser<Vec<(String, String)>>> = Setting {
+    flag: None,
+    env: &[super::env::SELF_ATTRIBUTES],
+    key: "resource.self_attributes",
+    accepts: kv_list,
+};
+
 pub(super) fn resolve_identity(
     vars: &Vars<'_>,
     f: FileIdentity,
+    own: Option<String>,
 ) -> Result<IdentityConfig, ConfigError> {
     let d = IdentityConfig::default();
     let path = |s: &Setting<Parser<PathBuf>>, v: Option<String>, def: PathBuf| {
@@ -148,6 +168,9 @@ pub(super) fn resolve_identity(
         retention: RETENTION
             .resolve(None, vars, f.retention)?
             .unwrap_or(d.retention),
+        own: SELF_ATTRIBUTES
+            .resolve(None, vars, own)?
+            .unwrap_or_default(),
     })
 }
 

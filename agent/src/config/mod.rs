@@ -304,6 +304,15 @@ impl Config {
             resource: file::FileResource {
                 service_name: Some(self.resource.service_name.clone()),
                 attributes: self.resource.attributes.iter().cloned().collect(),
+                self_attributes: (!self.identity.own.is_empty()).then(|| {
+                    let kv: Vec<String> = self
+                        .identity
+                        .own
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    kv.join(",")
+                }),
             },
             limits: file::FileLimits {
                 max_series_per_metric: Some(self.limits.max_series_per_metric as u64),
@@ -393,7 +402,8 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
         vars,
         (file.table_filter, file.table_sort, file.not_failures),
     )?;
-    let identity = identity::resolve_identity(vars, file.identity)?;
+    let identity =
+        identity::resolve_identity(vars, file.identity, file.resource.self_attributes.clone())?;
     let probes = settings::PROBES
         .resolve(
             cli.probes.as_deref(),

@@ -237,5 +237,6 @@ pub(super) fn all() -> Vec<&'static dyn super::layer::Documented> {
         &super::identity::DOCKER_ROOT,
         &super::identity::MAX_CGROUPS,
         &super::identity::RETENTION,
+        &super::identity::SELF_ATTRIBUTES,
     ]
 }

@@ -1308,7 +1308,7 @@ mod tests {
             let expected = match arch {
                 Arch::X86_64 => 337 + 46,
                 Arch::Aarch64 => 244 + 35 + 46,
-                Arch::I386 => 424 - 10 + 46,
+                Arch::I386 => 424 - 11 + 46,
             };
             assert_eq!(seen.len(), expected, "{arch:?}");
         }
