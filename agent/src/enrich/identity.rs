@@ -373,7 +373,7 @@ mod tests {
             format!("/kubepods/besteffort/pod{UID}/{ID}"),
             format!("/kubepods/pod{UID}/{ID}"),
             // kind: the node is itself a container.
-            format!("/system.slice/docker-{}.scope/kubepods/burstable/pod{UID}/{ID}", &ID[..]),
+            format!("/system.slice/docker-{ID}.scope/kubepods/burstable/pod{UID}/{ID}"),
         ];
         for p in cases {
             let ids = parse_path(&p);
