@@ -480,3 +480,117 @@ fn short_lived_container_keeps_its_identity() {
     }
     syscope_tests::assert_documented_attributes(&pts);
 }
+
+/// Churn: K short-lived pods (cgroupfs driver layout, each with its own uid
+/// and container id, removed as soon as its process exits) run the same
+/// program. Every error is still counted exactly once, under its own pod,
+/// and the series that identity adds are measured: without identity the K
+/// pods fold into one set of series per program; with it, one set per pod.
+#[test]
+fn churn_cardinality_is_measured() {
+    let Some(mount) = setup() else { return };
+    const K: usize = 12;
+    const N: u64 = 3;
+    let name = unique_name("churn");
+    let logs_root = std::env::temp_dir().join(format!("syscope-podlogs-{name}"));
+    let tree = Tree::new(&mount, &format!("syscope-{name}"));
+    let mut pods = vec![];
+    for i in 0..K {
+        let uid = uuid(&format!("{name}-{i}"));
+        let id = hex_id(&format!("{name}-c{i}"), 64);
+        let pod = format!("web-{i}");
+        let cdir = logs_root
+            .join("pods")
+            .join(format!("shop_{pod}_{uid}"))
+            .join("app");
+        fs::create_dir_all(&cdir).unwrap();
+        fs::create_dir_all(logs_root.join("containers")).unwrap();
+        fs::write(
+            logs_root
+                .join("containers")
+                .join(format!("{pod}_shop_app-{id}.log")),
+            "",
+        )
+        .unwrap();
+        pods.push((uid, id, pod));
+    }
+    let config = logs_root.join("syscope.toml");
+    fs::write(
+        &config,
+        format!(
+            "[identity]\npod_logs = \"{}\"\ncontainer_logs = \"{}\"\n",
+            logs_root.join("pods").display(),
+            logs_root.join("containers").display()
+        ),
+    )
+    .unwrap();
+    let rx = Receiver::start();
+    let _agent = Agent::exporting_to(&rx, &["--config", config.to_str().unwrap()]);
+    for (uid, id, _) in &pods {
+        let dir = tree.mkdir(&format!("kubepods/besteffort/pod{uid}/{id}"));
+        finish(run_in(&dir, &name, &["fail-open", &N.to_string()]), &name);
+        // Gone before the agent's next collection.
+        fs::remove_dir(&dir).unwrap();
+    }
+    let total = |p: &[MetricPoint]| -> f64 {
+        // The latest cumulative value of each series, summed.
+        let mut last: std::collections::BTreeMap<String, f64> = Default::default();
+        for e in errors(p, &name) {
+            last.insert(
+                e.attr("k8s.pod.uid").unwrap_or("").to_string(),
+                e.number().unwrap_or(0.0),
+            );
+        }
+        last.values().sum()
+    };
+    let pts = rx.wait_for(WAIT, |p| total(p) >= (K as u64 * N) as f64);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pts = [pts, rx.points()].concat();
+    assert_eq!(total(&pts), (K as u64 * N) as f64, "every error once");
+    let mine: Vec<&MetricPoint> = pts
+        .iter()
+        .filter(|p| p.attr("process.executable.name") == Some(name.as_str()))
+        .filter(|p| p.name == "syscall.duration" || p.name == "syscall.errors")
+        .collect();
+    for p in &mine {
+        let uid = p.attr("k8s.pod.uid").expect("pod uid on every point");
+        let (_, id, pod) = pods.iter().find(|(u, _, _)| u == uid).unwrap();
+        assert_eq!(p.attr("container.id"), Some(id.as_str()));
+        assert_eq!(p.attr("k8s.pod.name"), Some(pod.as_str()));
+        assert_eq!(p.attr("k8s.container.name"), Some("app"));
+    }
+    let identity = [
+        "container.id",
+        "container.name",
+        "k8s.namespace.name",
+        "k8s.pod.name",
+        "k8s.pod.uid",
+        "k8s.container.name",
+        "systemd.unit",
+        "systemd.slice",
+    ];
+    let key = |p: &MetricPoint, with_identity: bool| -> String {
+        let mut a: Vec<String> = p
+            .attributes
+            .iter()
+            .filter(|(k, _)| with_identity || !identity.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        a.sort();
+        format!("{} {}", p.name, a.join(","))
+    };
+    let count = |with: bool| {
+        mine.iter()
+            .map(|p| key(p, with))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let (before, after) = (count(false), count(true));
+    eprintln!(
+        "cardinality: {K} short-lived pods of one program: {before} series without identity, \
+         {after} with it ({:.1} per pod)",
+        after as f64 / K as f64
+    );
+    assert!(after > before && after <= before * K, "{before} -> {after}");
+    let _ = fs::remove_dir_all(&logs_root);
+}
