@@ -448,6 +448,97 @@ mod tests {
         assert_eq!(workload(&a), "?");
     }
 
+    fn agg_with(series: &[(&str, Option<Identity>, &str, u64, &[(&str, u64)])]) -> Aggregator {
+        use crate::config::Temporality;
+        let mut agg = Aggregator::new(Temporality::Cumulative, 100, 10);
+        let start = std::time::SystemTime::now();
+        for (exe, id, syscall, calls, errs) in series {
+            let a = Attrs {
+                syscall: Some((*syscall).into()),
+                exe: Some((*exe).into()),
+                identity: id.clone().map(Arc::new),
+                ..Attrs::default()
+            };
+            let mut h = HistValue {
+                sum_ns: 1000 * calls,
+                zero: 0,
+                buckets: Box::new([0; syscope_common::hist::NUM_BUCKETS]),
+            };
+            let syscope_common::Bucket::Index(i) = syscope_common::bucket_index(1000) else {
+                unreachable!()
+            };
+            h.buckets[i] = *calls;
+            agg.record_for_test(Metric::SyscallDuration, a.clone(), Some(h), None, start);
+            for (errno, n) in *errs {
+                let mut e = a.clone();
+                e.error = Some((*errno).into());
+                agg.record_for_test(Metric::SyscallErrors, e, None, Some(*n), start);
+            }
+        }
+        agg
+    }
+
+    #[test]
+    fn best_name_filter_sort_and_not_failures() {
+        let pod = Identity {
+            container_id: Some("a".repeat(64).into()),
+            k8s_namespace: Some("shop".into()),
+            k8s_pod_name: Some("web-1".into()),
+            k8s_container_name: Some("nginx".into()),
+            ..Identity::default()
+        };
+        let unit = Identity {
+            systemd_unit: Some("db.service".into()),
+            ..Identity::default()
+        };
+        let agg = agg_with(&[
+            (
+                "nginx",
+                Some(pod),
+                "connect",
+                10,
+                &[("EINPROGRESS", 10), ("ECONNREFUSED", 2)],
+            ),
+            ("postgres", Some(unit), "read", 100, &[("EAGAIN", 50)]),
+            ("cat", None, "openat", 5, &[("ENOENT", 5)]),
+        ]);
+        let view = View::default();
+        let rows = rows(&agg, &view);
+        assert_eq!(rows[0].workload, "db.service (postgres)");
+        assert_eq!(rows[0].error_ratio, 0.0, "EAGAIN is not a failure");
+        let nginx = rows
+            .iter()
+            .find(|r| r.syscall.as_ref() == "connect")
+            .unwrap();
+        assert_eq!(nginx.workload, "web-1/nginx (nginx)");
+        assert!(
+            (nginx.error_ratio - 0.2).abs() < 1e-9,
+            "{}",
+            nginx.error_ratio
+        );
+        // Sorted by error ratio: cat (100 %) first.
+        let by_err = View {
+            sort: SortBy::Errors,
+            ..View::default()
+        };
+        assert_eq!(super::rows(&agg, &by_err)[0].workload, "cat");
+        // Filtered to one namespace.
+        let shop = View {
+            filter: vec![("k8s.namespace.name".into(), "shop".into())],
+            ..View::default()
+        };
+        let r = super::rows(&agg, &shop);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].syscall.as_ref(), "connect");
+        // Counting every errno as a failure.
+        let all = View {
+            not_failures: vec![],
+            ..View::default()
+        };
+        let r = super::rows(&agg, &all);
+        assert_eq!(r[0].error_ratio, 0.5);
+    }
+
     #[test]
     fn renders_rows() {
         let r = Row {

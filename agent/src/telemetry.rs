@@ -684,6 +684,29 @@ mod tests {
 
     /// Delta counters restart at the last acknowledged snapshot, so what a
     /// failed request carried is sent again; gauges are just the value now.
+    /// The agent's own identity is on its scope, nowhere else.
+    #[test]
+    fn own_identity_on_the_self_scope() {
+        let stats = Arc::new(SelfStats::default());
+        let own = SelfMetrics::new(stats.clone(), AggregationTemporality::Cumulative);
+        assert!(own
+            .scope(&own.snapshot())
+            .scope
+            .unwrap()
+            .attributes
+            .is_empty());
+        stats
+            .own_attributes
+            .set(vec![("k8s.pod.name".into(), "syscope-x7k2p".into())])
+            .unwrap();
+        let scope = own.scope(&own.snapshot()).scope.unwrap();
+        assert_eq!(scope.name, SCOPE);
+        assert_eq!(
+            scope.attributes,
+            [otlp::kv_str("k8s.pod.name", "syscope-x7k2p")]
+        );
+    }
+
     #[test]
     fn delta_counts_from_the_acknowledged_snapshot() {
         let stats = Arc::new(SelfStats::default());

@@ -594,3 +594,20 @@ fn churn_cardinality_is_measured() {
     assert!(after > before && after <= before * K, "{before} -> {after}");
     let _ = fs::remove_dir_all(&logs_root);
 }
+
+/// Every program that keeps names and identity true attaches on this kernel
+/// (each is optional to the agent, which only warns without one: this is
+/// where a kernel that refuses one shows).
+#[test]
+fn identity_programs_attach() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start();
+    let agent = Agent::exporting_to(&rx, &[]);
+    let log = agent.stderr();
+    assert!(
+        log.contains(r#"identity programs attached hooks=["task_rename", "sched_process_exec", "cgroup_mkdir"]"#),
+        "{log}"
+    );
+}

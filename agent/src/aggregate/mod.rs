@@ -293,6 +293,24 @@ impl Aggregator {
         }
     }
 
+    /// Records one series' value directly (tests of what reads the series).
+    #[cfg(test)]
+    pub fn record_for_test(
+        &mut self,
+        m: Metric,
+        attrs: Attrs,
+        hist: Option<HistValue>,
+        count: Option<u64>,
+        start: SystemTime,
+    ) {
+        if let Some(h) = hist {
+            self.hists[m.slot()].record(attrs.clone().for_metric(m), &h, start);
+        }
+        if let Some(n) = count {
+            self.counters[m.slot()].record(attrs.for_metric(m), &n, start);
+        }
+    }
+
     /// Owner, peer and port of a TCP key (zero comm / cgroup: owner unknown).
     fn tcp_attrs(&mut self, k: &TcpKey, cgroups: &mut CgroupResolver) -> Attrs {
         Attrs {

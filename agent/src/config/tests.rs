@@ -1461,3 +1461,104 @@ fn help_and_example_state_every_range() {
         assert!(long.contains(r.name), "{} missing from --help", r.name);
     }
 }
+
+#[test]
+fn identity_and_table_view_settings() {
+    let c = ok(&[], &[], "");
+    assert_eq!(c.identity, IdentityConfig::default());
+    assert_eq!(
+        c.identity.sources.pod_logs,
+        std::path::PathBuf::from("/var/log/pods")
+    );
+    assert_eq!(c.table.sort, crate::table::SortBy::Rate);
+    assert_eq!(c.table.not_failures, ["EAGAIN", "EINPROGRESS", "EINTR"]);
+    let c = ok(
+        &["--filter", "k8s.namespace.name=shop, systemd.unit=web.service", "--sort", "p99"],
+        &[("SYSCOPE_SELF_ATTRIBUTES", "k8s.pod.name=a,k8s.pod.uid=b")],
+        "not_failures = [\"EAGAIN\"]\n[identity]\npod_logs = \"/x/pods\"\nmax_cgroups = 100\nretention = \"30s\"\n",
+    );
+    assert_eq!(
+        c.table.filter,
+        [
+            ("k8s.namespace.name".to_string(), "shop".to_string()),
+            ("systemd.unit".to_string(), "web.service".to_string())
+        ]
+    );
+    assert_eq!(c.table.sort, crate::table::SortBy::P99);
+    assert_eq!(c.table.not_failures, ["EAGAIN"]);
+    assert_eq!(
+        c.identity.sources.pod_logs,
+        std::path::PathBuf::from("/x/pods")
+    );
+    assert_eq!(c.identity.max_cgroups, 100);
+    assert_eq!(c.identity.retention, std::time::Duration::from_secs(30));
+    assert_eq!(
+        c.identity.own,
+        [
+            ("k8s.pod.name".to_string(), "a".to_string()),
+            ("k8s.pod.uid".to_string(), "b".to_string())
+        ]
+    );
+    // What --print-config prints reads back the same.
+    let again = ok(&[], &[], &c.to_toml());
+    assert_eq!((again.table, again.identity), (c.table, c.identity));
+}
+
+#[test]
+fn identity_and_table_view_errors_name_the_key() {
+    for (args, toml, want) in [
+        (
+            &["--sort", "fast"][..],
+            "",
+            "--sort: expected one of rate, p50",
+        ),
+        (
+            &["--filter", "pod=x"][..],
+            "",
+            "--filter: unknown attribute \"pod\"",
+        ),
+        (
+            &["--filter", "k8s.pod.name"][..],
+            "",
+            "--filter: expected key=value",
+        ),
+        (
+            &[][..],
+            "table_sort = \"x\"\n",
+            "table_sort: expected one of",
+        ),
+        (
+            &[][..],
+            "not_failures = [\"ENOPE\"]\n",
+            "not_failures: unknown errno name \"ENOPE\"",
+        ),
+        (
+            &[][..],
+            "[identity]\npod_logs = \"var/log\"\n",
+            "identity.pod_logs: expected an absolute path",
+        ),
+        (
+            &[][..],
+            "[identity]\nmax_cgroups = 1\n",
+            "identity.max_cgroups: must be between 16 and 1000000",
+        ),
+        (
+            &[][..],
+            "[identity]\nretention = \"2days\"\n",
+            "identity.retention: must be between",
+        ),
+        (
+            &[][..],
+            "[identity]\nsocket = \"/run/containerd.sock\"\n",
+            "unknown field `socket`",
+        ),
+        (
+            &[][..],
+            "[resource]\nself_attributes = \"=x\"\n",
+            "resource.self_attributes",
+        ),
+    ] {
+        let e = err(args, &[], toml);
+        assert!(e.contains(want), "{args:?} {toml:?}: {e}");
+    }
+}

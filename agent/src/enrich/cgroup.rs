@@ -606,6 +606,40 @@ garbage
         assert!(r.warned_full);
     }
 
+    /// A cgroup learned at birth and removed before any walk keeps its
+    /// identity for `retention`, then is forgotten; the cache is bounded and
+    /// what does not fit is counted.
+    #[test]
+    fn births_are_kept_after_removal_for_retention_bounded() {
+        let tree = TempTree::new();
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::ZERO).configure(
+            Sources::default(),
+            3,
+            Duration::from_millis(200),
+        );
+        let short = format!("/machine.slice/libpod-{ID}.scope");
+        // Never in the tree: born and gone between two walks.
+        r.learn(1001, &short);
+        assert_eq!(r.stats().births, 1);
+        let info = r.resolve(1001).unwrap();
+        assert_eq!(info.identity.container_id.as_deref(), Some(ID));
+        r.refresh();
+        let st = r.stats();
+        assert_eq!((st.entries, st.departed), (1, 1));
+        assert_eq!(r.resolve(1001).unwrap().path, short);
+        std::thread::sleep(Duration::from_millis(250));
+        r.refresh();
+        assert_eq!(r.stats().entries, 0);
+        assert_eq!(r.resolve(1001), None);
+        // Bounded: a fourth birth does not fit, and is counted.
+        for id in 1..=4 {
+            r.learn(id, &format!("/u{id}.slice/x.service"));
+        }
+        let st = r.stats();
+        assert_eq!((st.entries, st.dropped, st.births), (3, 1, 5));
+        assert_eq!(r.resolve(4), None);
+    }
+
     #[test]
     fn unreadable_mount_keeps_cache() {
         let tree = TempTree::new();
