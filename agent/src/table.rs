@@ -448,7 +448,16 @@ mod tests {
         assert_eq!(workload(&a), "?");
     }
 
-    fn agg_with(series: &[(&str, Option<Identity>, &str, u64, &[(&str, u64)])]) -> Aggregator {
+    /// (process, identity, syscall, calls, errors by errno)
+    type TestSeries<'a> = (
+        &'a str,
+        Option<Identity>,
+        &'a str,
+        u64,
+        &'a [(&'a str, u64)],
+    );
+
+    fn agg_with(series: &[TestSeries<'_>]) -> Aggregator {
         use crate::config::Temporality;
         let mut agg = Aggregator::new(Temporality::Cumulative, 100, 10);
         let start = std::time::SystemTime::now();
