@@ -611,3 +611,55 @@ fn identity_programs_attach() {
         "{log}"
     );
 }
+
+/// The live table shows a unit's process under the unit's name, and
+/// `--filter systemd.unit=<unit>` leaves only that unit's rows.
+#[test]
+fn live_table_shows_the_unit_and_filters_by_it() {
+    let Some(mount) = setup() else { return };
+    let name = unique_name("tabunit");
+    let unit = format!("{name}.service");
+    let tree = Tree::new(&mount, &format!("syscope-{name}.slice"));
+    let dir = tree.mkdir(&format!("shop.slice/{unit}"));
+    let filter = format!("systemd.unit={unit}");
+    let agent = Agent::start(
+        &["--interval", "1s", "--filter", &filter, "--sort", "errors"],
+        &[],
+    );
+    finish(run_in(&dir, &name, &["fail-open", "2000"]), &name);
+    let deadline = std::time::Instant::now() + WAIT;
+    let want = format!("{unit} ({name})");
+    loop {
+        let out = agent.stdout();
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                !l.starts_with("syscope ") && !l.starts_with("WORKLOAD") && !l.starts_with('(')
+            })
+            .filter(|l| !l.starts_with("TCP:"))
+            .collect();
+        if let Some(row) = rows.iter().find(|l| l.contains("openat")) {
+            // The table truncates the workload to 28 characters.
+            let shown: String = want.chars().take(27).collect();
+            assert!(row.starts_with(&shown), "{row:?} does not name {want}");
+            // Nothing but the unit passes the filter (its processes: the
+            // workload, and the test's fork child before its exec), and the
+            // last table printed is sorted by error ratio (the last column).
+            let in_unit = format!("{unit} (");
+            assert!(rows.iter().all(|l| l.starts_with(&in_unit)), "{out}");
+            let last = out.rsplit("WORKLOAD").next().unwrap();
+            let ratios: Vec<f64> = last
+                .lines()
+                .filter(|l| l.starts_with(&in_unit))
+                .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+                .collect();
+            assert!(ratios.windows(2).all(|w| w[0] >= w[1]), "{ratios:?}\n{out}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no row for {want}:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
