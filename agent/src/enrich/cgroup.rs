@@ -34,22 +34,34 @@ pub struct CgroupInfo {
     pub ids: PathIds,
     /// Ids and names, resolved when the cgroup was first seen.
     pub identity: Arc<Identity>,
+    /// When the cgroup was first seen: names still missing are retried
+    /// only for [`NAME_RETRY_WINDOW`] after it.
+    first_seen: Instant,
 }
 
+/// How long after a cgroup appears the names its path promises are looked
+/// for again on each tree walk (the kubelet writes a container's log link
+/// after creating it). Past it, what is missing stays missing: a pod's
+/// sandbox container, for one, never gets a log link, and retrying it on
+/// every walk would list the log directories once per sandbox per interval.
+pub const NAME_RETRY_WINDOW: Duration = Duration::from_secs(60);
+
 impl CgroupInfo {
-    fn new(path: String, sources: &Sources) -> Self {
+    fn new(path: String, sources: &Sources, first_seen: Instant) -> Self {
         let (ids, identity) = identity::resolve(&path, sources);
         CgroupInfo {
             container_id: ids.container_id.clone(),
             path,
             ids,
             identity: Arc::new(identity),
+            first_seen,
         }
     }
 
-    /// A name the path promises is still missing.
-    fn incomplete(&self) -> bool {
+    /// A name the path promises is still missing, and may yet appear.
+    fn retry_names(&self, now: Instant) -> bool {
         self.identity.incomplete(&self.ids)
+            && now.saturating_duration_since(self.first_seen) < NAME_RETRY_WINDOW
     }
 }
 
@@ -128,7 +140,7 @@ impl CgroupResolver {
         CgroupResolver {
             mount,
             root_ino,
-            root_info: Arc::new(CgroupInfo::new("/".to_string(), &sources)),
+            root_info: Arc::new(CgroupInfo::new("/".to_string(), &sources, Instant::now())),
             min_rescan,
             last_scan: None,
             cache: HashMap::new(),
@@ -183,7 +195,11 @@ impl CgroupResolver {
         }
         self.cache.insert(
             id,
-            Arc::new(CgroupInfo::new(path.to_string(), &self.sources)),
+            Arc::new(CgroupInfo::new(
+                path.to_string(),
+                &self.sources,
+                Instant::now(),
+            )),
         );
     }
 
@@ -271,8 +287,13 @@ impl CgroupResolver {
                 // reports, so no stat per cgroup is needed.
                 let ino = entry.ino();
                 let info = match old.remove(&ino) {
-                    Some(info) if info.path == child && !info.incomplete() => info,
-                    _ => Arc::new(CgroupInfo::new(child.clone(), &self.sources)),
+                    Some(info) if info.path == child && !info.retry_names(now) => info,
+                    Some(info) if info.path == child => Arc::new(CgroupInfo::new(
+                        child.clone(),
+                        &self.sources,
+                        info.first_seen,
+                    )),
+                    _ => Arc::new(CgroupInfo::new(child.clone(), &self.sources, now)),
                 };
                 fresh.insert(ino, info);
                 stack.push((entry.path(), child));
@@ -638,6 +659,35 @@ garbage
         let st = r.stats();
         assert_eq!((st.entries, st.dropped, st.births), (3, 1, 5));
         assert_eq!(r.resolve(4), None);
+    }
+
+    /// A name written a moment after the cgroup appears is found by a later
+    /// walk, within the retry window.
+    #[test]
+    fn missing_names_are_retried_while_young() {
+        let tree = TempTree::new();
+        let docker = tree.0.join("docker-root");
+        let sources = Sources {
+            docker_root: docker.clone(),
+            ..Sources::default()
+        };
+        let ino = tree.mkdir(&format!("/system.slice/docker-{ID}.scope"));
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::ZERO).configure(
+            sources,
+            100,
+            DEFAULT_RETENTION,
+        );
+        let info = r.resolve(ino).unwrap();
+        assert_eq!(info.identity.container_name, None);
+        assert!(info.retry_names(Instant::now()));
+        assert!(!info.retry_names(info.first_seen + NAME_RETRY_WINDOW));
+        let dir = docker.join("containers").join(ID);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("config.v2.json"), r#"{"Name":"/late"}"#).unwrap();
+        r.refresh();
+        let info = r.resolve(ino).unwrap();
+        assert_eq!(info.identity.container_name.as_deref(), Some("late"));
+        assert!(!info.retry_names(Instant::now()));
     }
 
     #[test]
