@@ -12,8 +12,15 @@ use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest, metrics::v1::AggregationTemporality,
     resource::v1::Resource,
 };
+use std::os::fd::{AsRawFd, RawFd};
 use syscope_common::maps;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    io::{
+        unix::{AsyncFd, AsyncFdReadyGuard},
+        Interest,
+    },
+    signal::unix::{signal, SignalKind},
+};
 use tracing::info;
 
 use crate::{
@@ -54,6 +61,7 @@ impl Daemon {
                 s.hook.is_ok() as u64,
             );
         }
+        SelfStats::set(&stats.identity_capacity, cfg.identity.max_cgroups as u64);
         Daemon {
             probes,
             collector: Collector::new(cfg.limits.series_idle_intervals.max(2)),
@@ -62,7 +70,11 @@ impl Daemon {
                 cfg.limits.max_series_per_metric,
                 cfg.limits.series_idle_intervals,
             ),
-            cgroups: CgroupResolver::new(),
+            cgroups: CgroupResolver::new().configure(
+                cfg.identity.sources.clone(),
+                cfg.identity.max_cgroups,
+                cfg.identity.retention,
+            ),
             own_cumulative: SelfMetrics::new(
                 Arc::clone(&stats),
                 AggregationTemporality::Cumulative,
@@ -75,16 +87,36 @@ impl Daemon {
     /// Read the kernel maps and fold this interval into the series.
     pub fn collect(&mut self) {
         let interval = self.collector.collect(&mut self.probes, &self.stats);
+        self.drain_cgroup_events();
+        self.cgroups.refresh();
         self.agg.ingest(
             &interval.syscalls,
             &interval.tcp,
             &mut self.cgroups,
             SystemTime::now(),
         );
+        let id = self.cgroups.stats();
+        SelfStats::set(&self.stats.identity_entries, id.entries);
+        SelfStats::set(&self.stats.identity_departed, id.departed);
+        SelfStats::set(&self.stats.identity_births, id.births);
+        SelfStats::set(&self.stats.identity_dropped, id.dropped);
         for m in Metric::all() {
             let (live, folded) = self.agg.series_counts(m);
             SelfStats::set(&self.stats.series_active[m.index()], live as u64);
             SelfStats::set(&self.stats.series_folded[m.index()], folded);
+        }
+    }
+
+    /// Resolve the cgroups the kernel reported as born since the last call,
+    /// while their runtime's and kubelet's records exist.
+    pub fn drain_cgroup_events(&mut self) {
+        let Some(rb) = self.probes.cgroup_events.as_mut() else {
+            return;
+        };
+        while let Some(item) = rb.next() {
+            if let Some((id, path)) = probes::lifecycle::parse_event(&item) {
+                self.cgroups.learn(id, &path);
+            }
         }
     }
 
@@ -123,6 +155,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let stats = Arc::new(SelfStats::default());
+    let _ = stats.own_attributes.set(cfg.identity.own.clone());
     let mut service = Service::start(&cfg.health, &ProcessEnv).await?;
     // Bound before the programs load, as health is: a taken port exits now.
     let prometheus = match cfg.prometheus {
@@ -152,7 +185,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         p.publish(&daemon.cumulative_request());
         info!(address = %p.local_addr(), interval = ?cfg.interval, "serving Prometheus metrics at /metrics");
     }
-    if cfg.table {
+    if cfg.show_table {
         info!(interval = ?cfg.interval, "no exporter configured: printing a live table");
     } else if cfg.export.is_none() && prometheus.is_none() {
         info!(interval = ?cfg.interval, "exporters none: collecting, exporting nothing");
@@ -164,12 +197,25 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         daemon.probes.signals.json(),
         exporter.as_ref().map(ExportHandle::health),
     );
+    // cgroup births are resolved as they come, not at the next interval.
+    let births = daemon.probes.cgroup_events.as_ref().and_then(|rb| {
+        // SAFETY: the descriptor belongs to the ring buffer in
+        // `daemon.probes`, which outlives `births` (declared after it,
+        // dropped before it) and is never closed or replaced meanwhile.
+        unsafe { AsyncFd::register_with_interest(Fd(rb.as_raw_fd()), Interest::READABLE) }.ok()
+    });
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => cycle(&mut daemon, exporter.as_ref(), prometheus.as_ref(), &cfg),
+            ready = readable(births.as_ref()) => {
+                daemon.drain_cgroup_events();
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+            }
             () = service.watchdog() => {}
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
@@ -187,6 +233,24 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// A descriptor owned elsewhere (the ring buffer in `Probes`, which lives
+/// as long as the loop), for `AsyncFd`.
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Readiness of `fd`, or never without one.
+async fn readable(fd: Option<&AsyncFd<Fd>>) -> std::io::Result<AsyncFdReadyGuard<'_, Fd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -207,8 +271,8 @@ fn cycle(
     if let Some(p) = prometheus {
         p.publish(&daemon.cumulative_request());
     }
-    if cfg.table {
-        let rows = table::rows(&daemon.agg, cfg.table_rows);
+    if cfg.show_table {
+        let rows = table::rows(&daemon.agg, &cfg.table);
         let header = format!(
             "syscope {} | probes={} | {}",
             humantime::format_rfc3339_seconds(SystemTime::now()),
@@ -217,7 +281,7 @@ fn cycle(
         );
         print!("{}", table::render(&rows, &header));
         if daemon.probes.tcp.is_some() {
-            let (rows, totals) = table::tcp_rows(&daemon.agg, cfg.table_rows);
+            let (rows, totals) = table::tcp_rows(&daemon.agg, &cfg.table);
             print!("{}", table::render_tcp(&rows, &totals));
         }
     }

@@ -1,10 +1,109 @@
 //! The live terminal view, when no OTLP endpoint is configured: the busiest
 //! workload x syscall pairs of the last interval, computed from the same
-//! series that would be exported.
+//! series that would be exported. A workload shows under its best name
+//! (pod/container, container name, systemd unit, else the process); rows
+//! can be filtered by any exported attribute and sorted by rate,
+//! percentile or error ratio.
 
 use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::Duration};
 
-use crate::aggregate::{quantile::quantile_s, Aggregator, Attrs, HistValue, Metric};
+use crate::aggregate::{
+    metrics::IDENTITY, quantile::quantile_s, Aggregator, Attr, Attrs, HistValue, Metric,
+};
+use crate::enrich::identity::Identity;
+
+/// What the table's error ratio leaves out by default: errnos that report
+/// "not yet" or "try again" rather than a failed call (a non-blocking
+/// `connect` answers EINPROGRESS, a non-blocking read with no data EAGAIN,
+/// a call a signal interrupted EINTR). `syscall.errors` still counts them.
+pub const DEFAULT_NOT_FAILURES: [&str; 3] = ["EAGAIN", "EINPROGRESS", "EINTR"];
+
+/// The order of the rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortBy {
+    /// Calls per second (default).
+    #[default]
+    Rate,
+    P50,
+    P99,
+    P999,
+    /// Error ratio (without the errnos that are not failures).
+    Errors,
+}
+
+impl SortBy {
+    pub const NAMES: [(&'static str, SortBy); 5] = [
+        ("rate", SortBy::Rate),
+        ("p50", SortBy::P50),
+        ("p99", SortBy::P99),
+        ("p99.9", SortBy::P999),
+        ("errors", SortBy::Errors),
+    ];
+
+    pub fn parse(s: &str) -> Option<SortBy> {
+        Self::NAMES.iter().find(|(n, _)| *n == s).map(|(_, v)| *v)
+    }
+}
+
+/// How the table selects and orders its rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub rows: usize,
+    /// Only series whose attribute `key` equals the value, all of them.
+    pub filter: Vec<(String, String)>,
+    pub sort: SortBy,
+    /// errno names the error ratio does not count as failures.
+    pub not_failures: Vec<String>,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            rows: 20,
+            filter: Vec::new(),
+            sort: SortBy::Rate,
+            not_failures: DEFAULT_NOT_FAILURES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// The value of attribute `key` on a series, as exported.
+fn attr_value(a: &Attrs, key: &str) -> Option<String> {
+    let id = a.identity.as_deref();
+    let pick = |x: Option<&Option<Arc<str>>>| x.and_then(|v| v.as_deref().map(str::to_string));
+    let attr = [Attr::SyscallName, Attr::ExecutableName, Attr::ErrorType]
+        .into_iter()
+        .chain(IDENTITY)
+        .find(|x| x.key() == key)?;
+    match attr {
+        Attr::SyscallName => pick(Some(&a.syscall)),
+        Attr::ExecutableName => pick(Some(&a.exe)),
+        Attr::ErrorType => pick(Some(&a.error)),
+        Attr::ContainerId => pick(id.map(|i| &i.container_id)),
+        Attr::ContainerName => pick(id.map(|i| &i.container_name)),
+        Attr::K8sNamespace => pick(id.map(|i| &i.k8s_namespace)),
+        Attr::K8sPodName => pick(id.map(|i| &i.k8s_pod_name)),
+        Attr::K8sPodUid => pick(id.map(|i| &i.k8s_pod_uid)),
+        Attr::K8sContainerName => pick(id.map(|i| &i.k8s_container_name)),
+        Attr::SystemdUnit => pick(id.map(|i| &i.systemd_unit)),
+        Attr::SystemdSlice => pick(id.map(|i| &i.systemd_slice)),
+        _ => None,
+    }
+}
+
+/// The attribute keys `--filter` accepts.
+pub fn filter_keys() -> impl Iterator<Item = &'static str> {
+    [Attr::SyscallName, Attr::ExecutableName]
+        .into_iter()
+        .chain(IDENTITY)
+        .map(Attr::key)
+}
+
+fn selected(view: &View, a: &Attrs) -> bool {
+    view.filter
+        .iter()
+        .all(|(k, v)| attr_value(a, k).as_deref() == Some(v.as_str()))
+}
 
 /// One row: a workload x syscall over the last interval.
 #[derive(Debug, Clone)]
@@ -20,21 +119,30 @@ pub struct Row {
 
 type RowKey = (Option<Arc<str>>, Option<Arc<str>>, Option<Arc<str>>);
 
-/// The `limit` busiest rows of the interval that just ended.
-pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
+fn row_key(a: &Attrs) -> RowKey {
+    let c = a.identity.as_ref().and_then(|i| i.container_id.clone());
+    (a.exe.clone(), c, a.syscall.clone())
+}
+
+/// The first `view.rows` rows of the interval that just ended, in
+/// `view.sort` order (busiest first by default).
+pub fn rows(agg: &Aggregator, view: &View) -> Vec<Row> {
     let secs = interval_secs(agg);
-    let mut errors: HashMap<RowKey, u64> = HashMap::new();
+    let mut errors: HashMap<(RowKey, Option<Arc<Identity>>), u64> = HashMap::new();
     for (a, s) in &agg.counter(Metric::SyscallErrors).series {
-        if let Some(d) = s.delta {
-            *errors
-                .entry((a.exe.clone(), a.container.clone(), a.syscall.clone()))
-                .or_default() += d;
+        let failure = a
+            .error
+            .as_deref()
+            .is_none_or(|e| !view.not_failures.iter().any(|n| n == e));
+        if let (Some(d), true) = (s.delta, failure) {
+            *errors.entry((row_key(a), a.identity.clone())).or_default() += d;
         }
     }
     let mut rows: Vec<(u64, Row)> = agg
         .hist(Metric::SyscallDuration)
         .series
         .iter()
+        .filter(|(a, _)| selected(view, a))
         .filter_map(|(a, s)| {
             let d: &HistValue = s.delta.as_ref()?;
             let n = d.count();
@@ -42,7 +150,7 @@ pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
                 return None;
             }
             let errs = errors
-                .get(&(a.exe.clone(), a.container.clone(), a.syscall.clone()))
+                .get(&(row_key(a), a.identity.clone()))
                 .copied()
                 .unwrap_or(0);
             Some((
@@ -59,8 +167,20 @@ pub fn rows(agg: &Aggregator, limit: usize) -> Vec<Row> {
             ))
         })
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.workload.cmp(&b.1.workload)));
-    rows.into_iter().take(limit).map(|(_, r)| r).collect()
+    let key = |r: &(u64, Row)| match view.sort {
+        SortBy::Rate => r.0 as f64,
+        SortBy::P50 => r.1.p50,
+        SortBy::P99 => r.1.p99,
+        SortBy::P999 => r.1.p999,
+        SortBy::Errors => r.1.error_ratio,
+    };
+    rows.sort_by(|a, b| {
+        key(b)
+            .total_cmp(&key(a))
+            .then_with(|| b.0.cmp(&a.0))
+            .then_with(|| a.1.workload.cmp(&b.1.workload))
+    });
+    rows.into_iter().take(view.rows).map(|(_, r)| r).collect()
 }
 
 /// One row of the TCP section: a workload's server port, or a peer it
@@ -96,10 +216,12 @@ fn interval_secs(agg: &Aggregator) -> f64 {
         .max(1e-3)
 }
 
+/// The best name of a series' workload: pod/container, container name,
+/// unit (each with the process when it says more), else the process.
 fn workload(a: &Attrs) -> String {
     let exe = a.exe.as_deref().unwrap_or("?");
-    match &a.container {
-        Some(c) => format!("{exe}@{}", &c[..c.len().min(12)]),
+    match a.identity.as_deref().and_then(Identity::display) {
+        Some(who) => format!("{who} ({exe})"),
         None => exe.to_string(),
     }
 }
@@ -113,8 +235,9 @@ fn tcp_endpoint(a: &Attrs) -> String {
     }
 }
 
-/// The `limit` busiest ports and peers of the interval that just ended.
-pub fn tcp_rows(agg: &Aggregator, limit: usize) -> (Vec<TcpRow>, TcpTotals) {
+/// The `view.rows` busiest ports and peers of the interval that just ended.
+pub fn tcp_rows(agg: &Aggregator, view: &View) -> (Vec<TcpRow>, TcpTotals) {
+    let limit = view.rows;
     let secs = interval_secs(agg);
     let mut errors: HashMap<(String, String), u64> = HashMap::new();
     for (a, s) in &agg.counter(Metric::TcpConnectErrors).series {
@@ -130,6 +253,9 @@ pub fn tcp_rows(agg: &Aggregator, limit: usize) -> (Vec<TcpRow>, TcpTotals) {
     ] {
         for (a, s) in &agg.hist(metric).series {
             let Some(d) = s.delta.as_ref() else { continue };
+            if !selected(view, a) {
+                continue;
+            }
             let n = d.count();
             let (workload, endpoint) = (workload(a), tcp_endpoint(a));
             let errs = if metric == Metric::TcpConnectDuration {
@@ -320,6 +446,106 @@ mod tests {
         };
         assert_eq!(tcp_endpoint(&a), "[::1]:80");
         assert_eq!(workload(&a), "?");
+    }
+
+    /// (process, identity, syscall, calls, errors by errno)
+    type TestSeries<'a> = (
+        &'a str,
+        Option<Identity>,
+        &'a str,
+        u64,
+        &'a [(&'a str, u64)],
+    );
+
+    fn agg_with(series: &[TestSeries<'_>]) -> Aggregator {
+        use crate::config::Temporality;
+        let mut agg = Aggregator::new(Temporality::Cumulative, 100, 10);
+        let start = std::time::SystemTime::now();
+        for (exe, id, syscall, calls, errs) in series {
+            let a = Attrs {
+                syscall: Some((*syscall).into()),
+                exe: Some((*exe).into()),
+                identity: id.clone().map(Arc::new),
+                ..Attrs::default()
+            };
+            let mut h = HistValue {
+                sum_ns: 1000 * calls,
+                zero: 0,
+                buckets: Box::new([0; syscope_common::hist::NUM_BUCKETS]),
+            };
+            let syscope_common::Bucket::Index(i) = syscope_common::bucket_index(1000) else {
+                unreachable!()
+            };
+            h.buckets[i] = *calls;
+            agg.record_for_test(Metric::SyscallDuration, a.clone(), Some(h), None, start);
+            for (errno, n) in *errs {
+                let mut e = a.clone();
+                e.error = Some((*errno).into());
+                agg.record_for_test(Metric::SyscallErrors, e, None, Some(*n), start);
+            }
+        }
+        agg
+    }
+
+    #[test]
+    fn best_name_filter_sort_and_not_failures() {
+        let pod = Identity {
+            container_id: Some("a".repeat(64).into()),
+            k8s_namespace: Some("shop".into()),
+            k8s_pod_name: Some("web-1".into()),
+            k8s_container_name: Some("nginx".into()),
+            ..Identity::default()
+        };
+        let unit = Identity {
+            systemd_unit: Some("db.service".into()),
+            ..Identity::default()
+        };
+        let agg = agg_with(&[
+            (
+                "nginx",
+                Some(pod),
+                "connect",
+                10,
+                &[("EINPROGRESS", 10), ("ECONNREFUSED", 2)],
+            ),
+            ("postgres", Some(unit), "read", 100, &[("EAGAIN", 50)]),
+            ("cat", None, "openat", 5, &[("ENOENT", 5)]),
+        ]);
+        let view = View::default();
+        let rows = rows(&agg, &view);
+        assert_eq!(rows[0].workload, "db.service (postgres)");
+        assert_eq!(rows[0].error_ratio, 0.0, "EAGAIN is not a failure");
+        let nginx = rows
+            .iter()
+            .find(|r| r.syscall.as_ref() == "connect")
+            .unwrap();
+        assert_eq!(nginx.workload, "web-1/nginx (nginx)");
+        assert!(
+            (nginx.error_ratio - 0.2).abs() < 1e-9,
+            "{}",
+            nginx.error_ratio
+        );
+        // Sorted by error ratio: cat (100 %) first.
+        let by_err = View {
+            sort: SortBy::Errors,
+            ..View::default()
+        };
+        assert_eq!(super::rows(&agg, &by_err)[0].workload, "cat");
+        // Filtered to one namespace.
+        let shop = View {
+            filter: vec![("k8s.namespace.name".into(), "shop".into())],
+            ..View::default()
+        };
+        let r = super::rows(&agg, &shop);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].syscall.as_ref(), "connect");
+        // Counting every errno as a failure.
+        let all = View {
+            not_failures: vec![],
+            ..View::default()
+        };
+        let r = super::rows(&agg, &all);
+        assert_eq!(r[0].error_ratio, 0.5);
     }
 
     #[test]

@@ -66,6 +66,18 @@ pub struct SelfStats {
     pub prometheus_connections_closed: AtomicU64,
     pub prometheus_render_us: AtomicU64,
     pub prometheus_exposition_bytes: AtomicU64,
+    /// cgroup identity cache (`enrich::cgroup`): entries kept (live and
+    /// departed) and its bound (gauges), departed ones among them (gauge),
+    /// births learned from the kernel and entries not kept because it was
+    /// full (counters).
+    pub identity_entries: AtomicU64,
+    pub identity_capacity: AtomicU64,
+    pub identity_departed: AtomicU64,
+    pub identity_births: AtomicU64,
+    pub identity_dropped: AtomicU64,
+    /// The agent's own identity (`resource.self_attributes`), set once at
+    /// start: attributes of the `syscope.self` scope.
+    pub own_attributes: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 impl Default for SelfStats {
@@ -93,6 +105,12 @@ impl Default for SelfStats {
             prometheus_connections_closed: AtomicU64::new(0),
             prometheus_render_us: AtomicU64::new(0),
             prometheus_exposition_bytes: AtomicU64::new(0),
+            identity_entries: AtomicU64::new(0),
+            identity_capacity: AtomicU64::new(0),
+            identity_departed: AtomicU64::new(0),
+            identity_births: AtomicU64::new(0),
+            identity_dropped: AtomicU64::new(0),
+            own_attributes: std::sync::OnceLock::new(),
         }
     }
 }
@@ -281,7 +299,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 20] = {
+pub const CATALOGUE: [SelfMetric; 26] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -349,6 +367,54 @@ pub const CATALOGUE: [SelfMetric; 20] = {
             description: "Syscalls not measured because their thread's entry was evicted from the full LRU thread map (raise `limits.kernel_maps.threads`).",
             dimension: None,
             read: Count(|s, _| get(&s.kernel[counter::THREAD_EVICTED as usize])),
+        },
+        SelfMetric {
+            name: "syscope.kernel.cgroup_events_lost",
+            unit: "{event}",
+            instrument: Counter,
+            description: "cgroup births the kernel could not report (event ring buffer full); such cgroups are resolved by the next tree walk if they still exist.",
+            dimension: None,
+            read: Count(|s, _| get(&s.kernel[counter::CGROUP_EVENTS_LOST as usize])),
+        },
+        SelfMetric {
+            name: "syscope.identity.cgroups",
+            unit: "{cgroup}",
+            instrument: Gauge,
+            description: "cgroups whose identity (container, pod, unit) is kept: live ones and removed ones within `identity.retention`.",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_entries)),
+        },
+        SelfMetric {
+            name: "syscope.identity.capacity",
+            unit: "{cgroup}",
+            instrument: Gauge,
+            description: "Most cgroups whose identity is kept (`identity.max_cgroups`).",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_capacity)),
+        },
+        SelfMetric {
+            name: "syscope.identity.departed",
+            unit: "{cgroup}",
+            instrument: Gauge,
+            description: "Removed cgroups whose identity is still kept, so late series keep it.",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_departed)),
+        },
+        SelfMetric {
+            name: "syscope.identity.births",
+            unit: "{cgroup}",
+            instrument: Counter,
+            description: "cgroups resolved at birth, from the kernel's cgroup_mkdir events.",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_births)),
+        },
+        SelfMetric {
+            name: "syscope.identity.dropped",
+            unit: "{cgroup}",
+            instrument: Counter,
+            description: "cgroups whose identity was not kept because the cache was full (raise `identity.max_cgroups`).",
+            dimension: None,
+            read: Count(|s, _| get(&s.identity_dropped)),
         },
         SelfMetric {
             name: "syscope.series.active",
@@ -565,8 +631,17 @@ impl SelfMetrics {
                 }
             })
             .collect();
+        let mut scope = otlp::scope(SCOPE);
+        scope.attributes = self
+            .stats
+            .own_attributes
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| otlp::kv_str(k, v.as_str()))
+            .collect();
         ScopeMetrics {
-            scope: Some(otlp::scope(SCOPE)),
+            scope: Some(scope),
             metrics,
             ..Default::default()
         }
@@ -665,6 +740,29 @@ mod tests {
 
     /// Delta counters restart at the last acknowledged snapshot, so what a
     /// failed request carried is sent again; gauges are just the value now.
+    /// The agent's own identity is on its scope, nowhere else.
+    #[test]
+    fn own_identity_on_the_self_scope() {
+        let stats = Arc::new(SelfStats::default());
+        let own = SelfMetrics::new(stats.clone(), AggregationTemporality::Cumulative);
+        assert!(own
+            .scope(&own.snapshot())
+            .scope
+            .unwrap()
+            .attributes
+            .is_empty());
+        stats
+            .own_attributes
+            .set(vec![("k8s.pod.name".into(), "syscope-x7k2p".into())])
+            .unwrap();
+        let scope = own.scope(&own.snapshot()).scope.unwrap();
+        assert_eq!(scope.name, SCOPE);
+        assert_eq!(
+            scope.attributes,
+            [otlp::kv_str("k8s.pod.name", "syscope-x7k2p")]
+        );
+    }
+
     #[test]
     fn delta_counts_from_the_acknowledged_snapshot() {
         let stats = Arc::new(SelfStats::default());

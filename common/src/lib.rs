@@ -22,15 +22,52 @@ pub const COMM_LEN: usize = 16;
 pub struct ThreadState {
     /// `bpf_ktime_get_ns()` at syscall entry; 0 while no syscall is in flight.
     pub start_ns: u64,
-    /// Syscall number seen at entry.
+    /// Syscall number seen at entry, with [`COMPAT_NR_BIT`] for a compat
+    /// (32-bit) call.
     pub nr: u32,
+    /// The rename epoch (`names::RENAME_EPOCH_MAP`) when `comm` was read: a
+    /// different current epoch means some process was renamed since, and
+    /// `comm` is read again.
+    pub epoch: u32,
     /// fd + 1 of the socket I/O syscall in flight when the syscall route
     /// measures TCP requests (`globals::SOCKIO`); 0: none.
     pub io_fd: u32,
+    pub _pad: u32,
     /// `comm` of the thread group leader: the process name, not the thread's.
     pub comm: [u8; COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 32);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 40);
+
+/// Set in a key's syscall number when the call was made through the
+/// architecture's compat (32-bit) entry, whose numbers are another table
+/// (i386 on x86_64): no native number has this bit.
+pub const COMPAT_NR_BIT: u32 = 1 << 31;
+
+/// Longest cgroup path a birth event carries; a longer one keeps its end
+/// (the container and unit are the last segments) and sets
+/// [`CgroupEvent::TRUNCATED`].
+pub const CGROUP_PATH_LEN: usize = 512;
+
+/// A cgroup2 directory the kernel just created (`cgroup_mkdir`), sent
+/// through the `CGROUP_EVENTS` ring buffer so the agent resolves its
+/// identity at birth, while the runtime's records of it exist.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupEvent {
+    /// cgroup id (kernfs inode), as `bpf_get_current_cgroup_id` reports it.
+    pub id: u64,
+    /// Bytes of `path` used, without a NUL.
+    pub len: u32,
+    pub flags: u32,
+    /// Path from the cgroup2 root, e.g. `/machine.slice/libpod-<id>.scope`.
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+const _: () = assert!(core::mem::size_of::<CgroupEvent>() == 16 + CGROUP_PATH_LEN);
+
+impl CgroupEvent {
+    /// The path was longer than [`CGROUP_PATH_LEN`]: `path` is its end.
+    pub const TRUNCATED: u32 = 1;
+}
 
 /// Key of the latency and error maps: workload x syscall (x errno).
 #[repr(C)]
@@ -91,7 +128,10 @@ pub mod counter {
     /// the entry was evicted from the (full) LRU thread map, so that syscall
     /// was not measured. Rising: `limits.kernel_maps.threads` is too small.
     pub const THREAD_EVICTED: u32 = maps::COUNT as u32 + 1;
-    pub const COUNT: u32 = maps::COUNT as u32 + 2;
+    /// cgroup birth events lost because the ring buffer was full: those
+    /// cgroups are resolved by the next tree walk, if they still exist.
+    pub const CGROUP_EVENTS_LOST: u32 = maps::COUNT as u32 + 2;
+    pub const COUNT: u32 = maps::COUNT as u32 + 3;
     // Syscalls measured are not counted here: the histograms already hold
     // that number, and a counter would cost every syscall a map update.
 }
@@ -172,9 +212,25 @@ pub mod globals {
     /// file.private_data, socket.sk (indexed by `fd_off::*`).
     pub const FD_OFF: &str = "FD_OFF";
 
+    /// Where the "compat syscall in progress" flag is, from BTF at load
+    /// time: offset in `task_struct` (x86_64: `thread_info.status`) and the
+    /// mask of the flag (x86_64: TS_COMPAT); a mask of 0 marks nothing.
+    pub const TASK_COMPAT_OFF: &str = "TASK_COMPAT_OFF";
+    pub const TASK_COMPAT_MASK: &str = "TASK_COMPAT_MASK";
+    /// offsetof(struct task_struct, pid), from BTF: the renamed task of
+    /// `task_rename`.
+    pub const TASK_PID_OFF: &str = "TASK_PID_OFF";
+    /// offsetof(struct cgroup, kn), (struct kernfs_node, id), (struct
+    /// cgroup, root), (struct cgroup_root, hierarchy_id), from BTF: a new
+    /// cgroup's id and hierarchy.
+    pub const CGROUP_KN_OFF: &str = "CGROUP_KN_OFF";
+    pub const KERNFS_ID_OFF: &str = "KERNFS_ID_OFF";
+    pub const CGROUP_ROOT_OFF: &str = "CGROUP_ROOT_OFF";
+    pub const CGROUP_HIERARCHY_OFF: &str = "CGROUP_HIERARCHY_OFF";
+
     /// Every global above: the object declares exactly these (checked by the
     /// agent's contract test).
-    pub const ALL: [&str; 37] = [
+    pub const ALL: [&str; 44] = [
         SELF_TGID,
         TASK_GROUP_LEADER_OFF,
         TASK_COMM_OFF,
@@ -212,6 +268,13 @@ pub mod globals {
         PT_REGS_ARG_OFF,
         TP_ENTER_ARGS_OFF,
         FD_OFF,
+        TASK_COMPAT_OFF,
+        TASK_COMPAT_MASK,
+        TASK_PID_OFF,
+        CGROUP_KN_OFF,
+        KERNFS_ID_OFF,
+        CGROUP_ROOT_OFF,
+        CGROUP_HIERARCHY_OFF,
     ];
 
     /// Words of the socket I/O syscall bitmaps: numbers 0..512.
@@ -249,6 +312,25 @@ pub mod names {
     /// TCP programs attach: connections and listeners older than the agent
     /// join `SOCKETS` and `LISTENERS`.
     pub const SEED_TCP: &str = "seed_tcp";
+    /// One u32, bumped after every process rename (`task_rename`): threads
+    /// whose cached name is older read it again.
+    pub const RENAME_EPOCH_MAP: &str = "RENAME_EPOCH";
+    /// LRU: the newest name of each renamed task, by its thread id, written
+    /// before the epoch moves (the tracepoint fires before the kernel copies
+    /// the name, so reading `comm` then could still see the old one).
+    pub const RENAMED_MAP: &str = "RENAMED";
+    /// Entries of `RENAMED`.
+    pub const RENAMED_ENTRIES: u32 = 4096;
+    /// Ring buffer of [`crate::CgroupEvent`]s.
+    pub const CGROUP_EVENTS_MAP: &str = "CGROUP_EVENTS";
+    /// Bytes of `CGROUP_EVENTS`: 480 events of 528 bytes (a power of two).
+    pub const CGROUP_EVENTS_BYTES: u32 = 256 * 1024;
+    /// Process renames (prctl, /proc/<pid>/comm, exec) and exec from any
+    /// thread (moves the thread's entry to the id it takes over).
+    pub const BTF_RENAME: &str = "task_rename_btf";
+    pub const BTF_EXEC: &str = "process_exec_btf";
+    /// cgroup births, for identity at birth (tp_btf only).
+    pub const BTF_CGROUP_MKDIR: &str = "cgroup_mkdir_btf";
     pub const BTF_ENTER: &str = "sys_enter_btf";
     pub const BTF_EXIT: &str = "sys_exit_btf";
     pub const TP_ENTER: &str = "sys_enter_tp";
@@ -288,6 +370,7 @@ pub mod names {
 mod pod {
     // SAFETY: plain-old-data, repr(C), no padding (sizes asserted above).
     unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::CgroupEvent {}
     unsafe impl aya::Pod for super::SeriesKey {}
     unsafe impl aya::Pod for super::Histogram {}
     unsafe impl aya::Pod for super::tcp::TcpKey {}

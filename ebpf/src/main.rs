@@ -1,12 +1,14 @@
 //! syscope's kernel programs.
 //!
-//! Nothing goes through a ring buffer: the programs aggregate in maps
-//! (histograms in OTLP's exponential layout, see `syscope_common::hist`, and
-//! counters) and userspace reads the aggregates once per interval.
+//! Measurements never go through a ring buffer: the programs aggregate in
+//! maps (histograms in OTLP's exponential layout, see `syscope_common::hist`,
+//! and counters) and userspace reads the aggregates once per interval. Only
+//! cgroup births (rare) are sent as events, so identity is resolved at once.
 //!
 //! - `maps`: the maps and load-time constants (the contract with the loader);
 //! - `helpers`: counters, atomic adds, kernel reads, histogram updates;
-//! - `syscalls`: syscall latency and errors, thread exit;
+//! - `syscalls`: syscall latency and errors, thread exit, renames, exec;
+//! - `cgroup`: cgroup births, for identity;
 //! - `tcp`: socket SLIs and the listener poll;
 //! - `sockio`: TCP request boundaries from the syscall layer (before 6.3);
 //! - `seed`: sockets older than the agent (a BPF iterator, run once);
@@ -19,6 +21,7 @@
 // Inline BPF assembly for atomic adds: core has no atomic RMW on this target.
 #![feature(asm_experimental_arch)]
 
+mod cgroup;
 mod floor;
 mod helpers;
 mod maps;

@@ -4,15 +4,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use syscope_common::{
     counter,
     globals::{fd_off, SOCKIO_NR_WORDS},
-    names,
     maps::{self, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
+    names,
     tcp::{ListenState, SockState, TcpKey},
-    Histogram, SeriesKey, ThreadState,
+    Histogram, SeriesKey, ThreadState, COMM_LEN,
 };
 
 // Load-time constants (see syscope_common::globals). Read them with
@@ -93,6 +93,21 @@ pub(crate) static PT_REGS_ARG_OFF: [u32; 4] = [0; 4];
 pub(crate) static TP_ENTER_ARGS_OFF: u32 = 16;
 #[no_mangle]
 pub(crate) static FD_OFF: [u32; fd_off::COUNT] = [0; fd_off::COUNT];
+// Compat-call flag, renamed task, new cgroup (see syscope_common::globals).
+#[no_mangle]
+pub(crate) static TASK_COMPAT_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static TASK_COMPAT_MASK: u32 = 0;
+#[no_mangle]
+pub(crate) static TASK_PID_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static CGROUP_KN_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static KERNFS_ID_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static CGROUP_ROOT_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static CGROUP_HIERARCHY_OFF: u32 = 0;
 
 /// Threads with a syscall in flight (or recently made one). LRU: threads that
 /// exit without us noticing age out instead of filling the map.
@@ -149,3 +164,16 @@ pub(crate) static TCP_LATENCY: HashMap<TcpKey, Histogram> =
 #[map(name = "TCP_COUNTERS")]
 pub(crate) static TCP_COUNTERS: HashMap<TcpKey, u64> =
     HashMap::with_max_entries(MAPS[maps::TCP_COUNTERS].default_entries, 0);
+
+/// Bumped after each rename (see `names::RENAME_EPOCH_MAP`).
+#[map(name = "RENAME_EPOCH")]
+pub(crate) static RENAME_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Newest name of each renamed task (see `names::RENAMED_MAP`).
+#[map(name = "RENAMED")]
+pub(crate) static RENAMED: LruHashMap<u32, [u8; COMM_LEN]> =
+    LruHashMap::with_max_entries(names::RENAMED_ENTRIES, 0);
+
+/// cgroup births (`syscope_common::CgroupEvent`), read by the agent at once.
+#[map(name = "CGROUP_EVENTS")]
+pub(crate) static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(names::CGROUP_EVENTS_BYTES, 0);

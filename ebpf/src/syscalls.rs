@@ -13,28 +13,40 @@
 //!   was evicted from the full LRU map: `counter::THREAD_EVICTED`;
 //! - otherwise the thread has had no entry since the programs were loaded:
 //!   its syscall was in flight at attach: `counter::EXIT_WITHOUT_ENTER`.
+//!
+//! Names stay true:
+//! - a compat (32-bit) call is marked with `COMPAT_NR_BIT` in its number, so
+//!   the agent names it from the compat table (i386 on x86_64);
+//! - a rename (prctl, a write to /proc/<pid>/comm, exec) is seen by
+//!   `task_rename`, which keeps the new name in `RENAMED` and moves
+//!   `RENAME_EPOCH`: every thread whose cached name is older reads it again
+//!   at its next exit, so all threads of a renamed process follow;
+//! - an exec from a non-leader thread takes over the leader's thread id:
+//!   `sched_process_exec` moves the thread's entry to that id, so the
+//!   execve's own exit finds it and is counted.
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel_str_bytes},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use syscope_common::{
     counter,
     maps::{self, THREADS_SEEN_BITS},
-    SeriesKey, ThreadState,
+    SeriesKey, ThreadState, COMM_LEN, COMPAT_NR_BIT,
 };
 
 use crate::{
     helpers::{
-        add64, bump, cgroup_id, count_add, global, hist_add, is_self_tgid, kread, now_ns,
+        add32, add64, bump, cgroup_id, count_add, global, hist_add, is_self_tgid, kread, now_ns,
         process_comm,
     },
     maps::{
-        NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK,
-        PT_REGS_ARG_OFF, PT_REGS_NR_OFF, SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_SLIS, THREADS,
-        THREADS_SEEN, TP_ENTER_ARGS_OFF, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF, TP_EXIT_RET_OFF,
+        NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK, PT_REGS_ARG_OFF,
+        PT_REGS_NR_OFF, RENAMED, RENAME_EPOCH, SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_SLIS,
+        TASK_COMPAT_MASK, TASK_COMPAT_OFF, TASK_PID_OFF, THREADS, THREADS_SEEN, TP_ENTER_ARGS_OFF,
+        TP_ENTER_ID_OFF, TP_EXIT_ID_OFF, TP_EXIT_RET_OFF,
     },
     sockio,
 };
@@ -115,6 +127,89 @@ pub fn thread_exit_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
+// tp_btf/task_rename: (struct task_struct *task, const char *comm). Fires
+// before the kernel copies the name (prctl, /proc/<pid>/comm, exec).
+#[btf_tracepoint(function = "task_rename")]
+pub fn task_rename_btf(ctx: BtfTracePointContext) -> i32 {
+    try_task_rename(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    0
+}
+
+// tp_btf/sched_process_exec: (struct task_struct *p, pid_t old_pid,
+// struct linux_binprm *bprm), in the task that exec'd, after it took over
+// the leader's id.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn process_exec_btf(ctx: BtfTracePointContext) -> i32 {
+    try_process_exec(ctx.arg::<u64>(1) as u32);
+    0
+}
+
+/// The current rename epoch.
+#[inline(always)]
+fn rename_epoch() -> u32 {
+    RENAME_EPOCH.get_ptr(0).map_or(0, |p| {
+        // SAFETY: a valid array value pointer; other CPUs add to it, hence
+        // a volatile read.
+        unsafe { core::ptr::read_volatile(p) }
+    })
+}
+
+/// `COMPAT_NR_BIT` when the current syscall came through the compat
+/// entry (the flag's place and mask come from the loader; mask 0: never).
+#[inline(always)]
+fn compat_bit() -> u32 {
+    let mask = global(&TASK_COMPAT_MASK);
+    if mask == 0 {
+        return 0;
+    }
+    // SAFETY: the helper returns the current task's address, no
+    // preconditions; it is only used as a base for `kread`.
+    let task = unsafe { bpf_get_current_task() };
+    match kread::<u32>(task, global(&TASK_COMPAT_OFF)) {
+        Some(status) if status & mask != 0 => COMPAT_NR_BIT,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn try_task_rename(task: u64, comm: u64) {
+    let Some(pid) = kread::<u32>(task, global(&TASK_PID_OFF)) else {
+        return;
+    };
+    let mut name = [0u8; COMM_LEN];
+    // SAFETY: the helper bounds the copy by the buffer and fails cleanly on
+    // a bad address.
+    if unsafe { bpf_probe_read_kernel_str_bytes(comm as *const u8, &mut name) }.is_err() {
+        return;
+    }
+    // The name first, then the epoch: a thread that sees the new epoch
+    // finds the new name.
+    let _ = RENAMED.insert(pid, name, BPF_ANY as u64);
+    if let Some(e) = RENAME_EPOCH.get_ptr_mut(0) {
+        // SAFETY: a valid, aligned array value pointer, shared: atomic add.
+        unsafe { add32(e, 1) };
+    }
+}
+
+#[inline(always)]
+fn try_process_exec(old_pid: u32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if old_pid == tid {
+        return;
+    }
+    // A non-leader thread exec'd and now has the leader's id: its entry
+    // (with the execve in flight) moves with it.
+    let Some(st) = THREADS.get_ptr(old_pid) else {
+        return;
+    };
+    // SAFETY: a valid value pointer; the old id's thread is this one.
+    let st = unsafe { *st };
+    if THREADS.insert(tid, st, BPF_ANY as u64).is_ok() {
+        mark_seen(tid);
+    }
+    let _ = THREADS.remove(old_pid);
+}
+
 /// `arg(i)` reads syscall argument `i`, where socket I/O is noted at entry
 /// (the tracepoint hook); only the socket I/O route asks.
 #[inline(always)]
@@ -124,8 +219,10 @@ fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
         return;
     }
     let tid = pid_tgid as u32;
+    let nr = nr as u32 | compat_bit();
     let io_fd = match arg {
-        Some(arg) if sockio::enabled() => sockio::io_fd(nr as u32, arg),
+        // Compat numbers (COMPAT_NR_BIT set) are not in the I/O bitmaps.
+        Some(arg) if sockio::enabled() => sockio::io_fd(nr, arg),
         _ => 0,
     };
     if let Some(st) = THREADS.get_ptr_mut(tid) {
@@ -133,16 +230,20 @@ fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
         // SAFETY: a valid value pointer; the entry is keyed by this thread's
         // id and only this thread (one CPU at a time) writes it.
         unsafe {
-            (*st).nr = nr as u32;
+            (*st).nr = nr;
             (*st).io_fd = io_fd;
             (*st).start_ns = now_ns();
         }
         return;
     }
+    // The epoch before the name: a rename in between shows as a newer
+    // epoch at exit, and the name is read again.
     let st = ThreadState {
         start_ns: 0,
-        nr: nr as u32,
+        nr,
+        epoch: rename_epoch(),
         io_fd,
+        _pad: 0,
         comm: process_comm(),
     };
     if THREADS.insert(tid, st, BPF_ANY as u64).is_err() {
@@ -175,7 +276,8 @@ fn try_sys_exit(
     let Some(st) = THREADS.get_ptr_mut(tid) else {
         if let Some(arg) = arg.as_ref().filter(|_| sockio::enabled() && ret > 0) {
             // In flight at attach (or evicted): still a request boundary.
-            if let Some(nr) = nr_at_exit() {
+            // A compat call's number is from another table: not ours.
+            if let Some(nr) = nr_at_exit().filter(|_| compat_bit() == 0) {
                 sockio::at_exit(sockio::io_fd(nr, arg), nr, ret);
             }
         }
@@ -203,12 +305,33 @@ fn try_sys_exit(
         }
         _ => sockio::at_exit(io_fd, nr, ret),
     }
+    let epoch = rename_epoch();
+    // SAFETY: as above.
+    let cached_epoch = unsafe { (*st).epoch };
     if (nr == global(&NR_EXECVE) || nr == global(&NR_EXECVEAT)) && ret == 0
         || nr == global(&NR_PRCTL)
     {
-        // A new program image or a rename: the process name may have changed.
+        // A new program image or a rename by this thread: the name may have
+        // changed, and the kernel has copied it by now.
         // SAFETY: as above.
-        unsafe { (*st).comm = process_comm() };
+        unsafe {
+            (*st).comm = process_comm();
+            (*st).epoch = epoch;
+        }
+    } else if cached_epoch != epoch {
+        // Some task was renamed since this thread read its name: the
+        // process's new name, if it was its leader, else the leader's comm.
+        let tgid = (pid_tgid >> 32) as u32;
+        let comm = match RENAMED.get_ptr(tgid) {
+            // SAFETY: a valid value pointer of 16 bytes.
+            Some(c) => unsafe { *c },
+            None => process_comm(),
+        };
+        // SAFETY: as above.
+        unsafe {
+            (*st).comm = comm;
+            (*st).epoch = epoch;
+        }
     }
     if global(&SYSCALL_SLIS) == 0 {
         // Attached for the socket I/O route only.
@@ -300,5 +423,8 @@ fn was_seen(tid: u32) -> bool {
 /// id starts clean (with its own process name) and the map has room.
 #[inline(always)]
 fn try_thread_exit() {
-    let _ = THREADS.remove(bpf_get_current_pid_tgid() as u32);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = THREADS.remove(tid);
+    // A later task with this id must not inherit the name.
+    let _ = RENAMED.remove(tid);
 }

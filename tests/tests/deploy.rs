@@ -329,6 +329,8 @@ fn kubernetes_pod_gets_only_what_the_hooks_need() {
             "/sys/kernel/btf->/sys/kernel/btf",
             "/sys/fs/cgroup->/sys/fs/cgroup",
             "/sys/kernel/tracing->/sys/kernel/tracing",
+            "/var/log/pods->/var/log/pods",
+            "/var/log/containers->/var/log/containers",
         ]
     );
     assert_eq!(m.get("livenessProbe"), "/healthz:9479");
@@ -350,15 +352,20 @@ fn kubernetes_pod_gets_only_what_the_hooks_need() {
         m.get("env.K8S_NAMESPACE_NAME"),
         "fieldRef:metadata.namespace"
     );
+    // The resource is the node; the agent's own pod is on its self-metrics
+    // only, never on the resource every workload's series share.
     let attrs = m.get("env.OTEL_RESOURCE_ATTRIBUTES");
+    assert_eq!(
+        attrs,
+        "host.name=$(K8S_NODE_NAME),k8s.node.name=$(K8S_NODE_NAME)"
+    );
+    let own = m.get("env.SYSCOPE_SELF_ATTRIBUTES");
     for attr in [
-        "k8s.node.name=$(K8S_NODE_NAME)",
         "k8s.pod.name=$(K8S_POD_NAME)",
         "k8s.pod.uid=$(K8S_POD_UID)",
         "k8s.namespace.name=$(K8S_NAMESPACE_NAME)",
-        "host.name=$(K8S_NODE_NAME)",
     ] {
-        assert!(attrs.contains(attr), "{attr} missing from {attrs}");
+        assert!(own.contains(attr), "{attr} missing from {own}");
     }
     // The ConfigMap parses as the agent's configuration.
     let dir = temp_dir("configmap");
@@ -473,6 +480,15 @@ fn podman_run(
             .arg(format!("seccomp={}", profile.display()));
     }
     for (src, dst) in m.host_mounts() {
+        // A node without the kubelet's log tree (this test host) gets an
+        // empty directory in its place, as a node with no pods would have.
+        let src = if std::path::Path::new(&src).exists() {
+            src.to_string()
+        } else {
+            let empty = std::env::temp_dir().join("syscope-deploy-empty");
+            std::fs::create_dir_all(&empty).unwrap();
+            empty.display().to_string()
+        };
         c.args(["-v", &format!("{src}:{dst}:ro")]);
     }
     c.arg("-v")
@@ -505,13 +521,23 @@ fn pod_env(m: &Manifest, endpoint: String, health_port: u16) -> Vec<(&'static st
         ("K8S_POD_UID", "0f1e2d3c-aaaa-bbbb-cccc-123456789abc"),
         ("K8S_NAMESPACE_NAME", "syscope"),
     ];
-    let mut attrs = m.get("env.OTEL_RESOURCE_ATTRIBUTES").to_owned();
-    for (k, v) in downward {
-        attrs = attrs.replace(&format!("$({k})"), v);
-    }
-    assert!(!attrs.contains("$("), "unexpanded reference in {attrs}");
+    let expand = |var: &str| {
+        let mut text = m.get(var).to_owned();
+        for (k, v) in downward {
+            text = text.replace(&format!("$({k})"), v);
+        }
+        assert!(!text.contains("$("), "unexpanded reference in {text}");
+        text
+    };
     vec![
-        ("OTEL_RESOURCE_ATTRIBUTES", attrs),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            expand("env.OTEL_RESOURCE_ATTRIBUTES"),
+        ),
+        (
+            "SYSCOPE_SELF_ATTRIBUTES",
+            expand("env.SYSCOPE_SELF_ATTRIBUTES"),
+        ),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         ("SYSCOPE_HEALTH_ADDRESS", format!("127.0.0.1:{health_port}")),
     ]
@@ -574,9 +600,6 @@ fn container_with_manifest_privileges_exports_and_flushes_on_stop() {
     for (k, v) in [
         ("k8s.node.name", "node-a"),
         ("host.name", "node-a"),
-        ("k8s.pod.name", "syscope-x7k2p"),
-        ("k8s.pod.uid", "0f1e2d3c-aaaa-bbbb-cccc-123456789abc"),
-        ("k8s.namespace.name", "syscope"),
         ("service.name", "syscope"),
     ] {
         assert_eq!(
@@ -585,6 +608,10 @@ fn container_with_manifest_privileges_exports_and_flushes_on_stop() {
             "{k}: {:?}",
             p.resource
         );
+    }
+    // The agent's own pod is not the workloads' resource.
+    for k in ["k8s.pod.name", "k8s.pod.uid", "k8s.namespace.name"] {
+        assert_eq!(p.resource.get(k), None, "{k}: {:?}", p.resource);
     }
     let _ = std::fs::remove_dir_all(&config);
 }

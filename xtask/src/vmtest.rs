@@ -39,7 +39,7 @@ options:
   --kernel K[:SET]   5.10, 6.1, 6.12 or all (the default); repeatable; an
                      optional :SET picks that kernel's test set
   --set SET          the test set for kernels without their own :SET:
-                     focused (default), syscalls, tcp, full
+                     focused (default), syscalls, tcp, full, identity
   --allow-fail K     report K's failure but do not fail the run (repeatable)
   --timeout MIN      kill a guest after MIN minutes (default 15)
   --accel tcg|kvm    default: kvm only where a real one (kvm_intel/kvm_amd) is loaded
@@ -142,6 +142,21 @@ const SETS: &[TestSet] = &[
         name: "full",
         binaries: &[("syscalls", &[]), ("tcp", &[])],
     },
+    // The identity programs (renames, exec from threads, compat calls,
+    // cgroup births) and the cgroup layouts; podman is not in the guest.
+    TestSet {
+        name: "identity",
+        binaries: &[("identity", IDENTITY_CHECKS)],
+    },
+];
+
+const IDENTITY_CHECKS: &[&str] = &[
+    "identity_programs_attach",
+    "compat_syscalls_named_from_their_table",
+    "rename_applies_to_every_thread",
+    "exec_from_a_thread_is_counted",
+    "kubelet_",
+    "systemd_unit_on_every_point",
 ];
 
 /// The kernel modules a guest needs to mount the host's root over 9p (and a
@@ -175,9 +190,9 @@ fn series(name: &str) -> Result<Vec<&'static Series>> {
 }
 
 fn test_set(name: &str) -> Result<&'static TestSet> {
-    SETS.iter()
-        .find(|s| s.name == name)
-        .with_context(|| format!("unknown test set {name:?}: one of focused, syscalls, tcp, full"))
+    SETS.iter().find(|s| s.name == name).with_context(|| {
+        format!("unknown test set {name:?}: one of focused, syscalls, tcp, full, identity")
+    })
 }
 
 fn parse_args(args: &[String]) -> Result<Options> {

@@ -12,6 +12,13 @@ pub enum Attr {
     SyscallName,
     ExecutableName,
     ContainerId,
+    ContainerName,
+    K8sNamespace,
+    K8sPodName,
+    K8sPodUid,
+    K8sContainerName,
+    SystemdUnit,
+    SystemdSlice,
     ServerAddress,
     ServerPort,
     ErrorType,
@@ -25,6 +32,13 @@ impl Attr {
             Attr::SyscallName => "syscall.name",
             Attr::ExecutableName => "process.executable.name",
             Attr::ContainerId => "container.id",
+            Attr::ContainerName => "container.name",
+            Attr::K8sNamespace => "k8s.namespace.name",
+            Attr::K8sPodName => "k8s.pod.name",
+            Attr::K8sPodUid => "k8s.pod.uid",
+            Attr::K8sContainerName => "k8s.container.name",
+            Attr::SystemdUnit => "systemd.unit",
+            Attr::SystemdSlice => "systemd.slice",
             Attr::ServerAddress => "server.address",
             Attr::ServerPort => "server.port",
             Attr::ErrorType => "error.type",
@@ -38,7 +52,8 @@ impl Attr {
 pub enum Presence {
     Always,
     /// Only when known: `container.id` outside containers, the owner of a
-    /// socket older than the agent, the port of a reset without a socket.
+    /// socket older than the agent, the port of a reset without a socket,
+    /// identity attributes a workload's cgroup does not have.
     WhenKnown,
 }
 
@@ -78,8 +93,92 @@ pub enum Metric {
 use Attr::*;
 use Presence::*;
 
-const WORKLOAD: [(Attr, Presence); 2] = [(ExecutableName, Always), (ContainerId, WhenKnown)];
-const SOCKET_OWNER: [(Attr, Presence); 2] = [(ExecutableName, WhenKnown), (ContainerId, WhenKnown)];
+/// Whose a series is, from its cgroup (see `enrich::identity`): one set,
+/// carried or dropped together.
+pub const IDENTITY: [Attr; 8] = [
+    ContainerId,
+    ContainerName,
+    K8sNamespace,
+    K8sPodName,
+    K8sPodUid,
+    K8sContainerName,
+    SystemdUnit,
+    SystemdSlice,
+];
+
+const fn workload(exe: Presence) -> [(Attr, Presence); 9] {
+    let mut out = [(ExecutableName, exe); 9];
+    let mut i = 0;
+    while i < IDENTITY.len() {
+        out[i + 1] = (IDENTITY[i], WhenKnown);
+        i += 1;
+    }
+    out
+}
+
+const WORKLOAD: [(Attr, Presence); 9] = workload(Always);
+const SOCKET_OWNER: [(Attr, Presence); 9] = workload(WhenKnown);
+
+/// `first`, then `mid`, then `last`, as one attribute list.
+const fn cat<const N: usize>(
+    first: &[(Attr, Presence)],
+    mid: &[(Attr, Presence); 9],
+    last: &[(Attr, Presence)],
+) -> [(Attr, Presence); N] {
+    let mut out = [(SyscallName, Always); N];
+    let mut i = 0;
+    while i < first.len() {
+        out[i] = first[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < mid.len() {
+        out[i + j] = mid[j];
+        j += 1;
+    }
+    let mut k = 0;
+    while k < last.len() {
+        out[i + j + k] = last[k];
+        k += 1;
+    }
+    assert!(i + j + k == N);
+    out
+}
+
+// Attribute lists, in export order (a const, so `spec` can return them
+// by reference).
+const A_SYSCALL_DURATION: [(Attr, Presence); 10] =
+    cat::<10>(&[(SyscallName, Always)], &WORKLOAD, &[]);
+const A_SYSCALL_ERRORS: [(Attr, Presence); 11] =
+    cat::<11>(&[(SyscallName, Always)], &WORKLOAD, &[(ErrorType, Always)]);
+const A_TCP_CONNECT_DURATION: [(Attr, Presence); 11] = cat::<11>(
+    &[(ServerAddress, Always), (ServerPort, Always)],
+    &WORKLOAD,
+    &[],
+);
+const A_TCP_SERVER_REQUEST: [(Attr, Presence); 10] =
+    cat::<10>(&[(ServerPort, Always)], &WORKLOAD, &[]);
+const A_TCP_CLIENT_REQUEST: [(Attr, Presence); 11] = cat::<11>(
+    &[(ServerAddress, Always), (ServerPort, Always)],
+    &WORKLOAD,
+    &[],
+);
+const A_TCP_RTT: [(Attr, Presence); 10] = cat::<10>(&[(ServerPort, Always)], &WORKLOAD, &[]);
+const A_TCP_CONNECT_ERRORS: [(Attr, Presence); 12] = cat::<12>(
+    &[(ServerAddress, Always), (ServerPort, Always)],
+    &WORKLOAD,
+    &[(ErrorType, Always)],
+);
+const A_TCP_RETRANSMITS: [(Attr, Presence); 10] =
+    cat::<10>(&[(ServerPort, WhenKnown)], &SOCKET_OWNER, &[]);
+const A_TCP_RESETS: [(Attr, Presence); 11] = cat::<11>(
+    &[(ServerPort, WhenKnown)],
+    &SOCKET_OWNER,
+    &[(IoDirection, Always)],
+);
+// A listener older than the agent has no known owner.
+const A_TCP_LISTEN_DROPS: [(Attr, Presence); 10] =
+    cat::<10>(&[(ServerPort, Always)], &SOCKET_OWNER, &[]);
 
 impl Metric {
     /// Histograms, in slot order (see [`Metric::slot`]).
@@ -166,74 +265,49 @@ impl Metric {
                 unit: "s",
                 instrument: Instrument::Histogram,
                 description: "Duration of system calls, per workload and syscall.",
-                attrs: &[
-                    (SyscallName, Always),
-                    WORKLOAD[0],
-                    WORKLOAD[1],
-                ],
+                attrs: &A_SYSCALL_DURATION,
             },
             Metric::SyscallErrors => &MetricSpec {
                 name: "syscall.errors",
                 unit: "{error}",
                 instrument: Instrument::Counter,
                 description: "System calls that returned an error, by errno.",
-                attrs: &[
-                    (SyscallName, Always),
-                    WORKLOAD[0],
-                    WORKLOAD[1],
-                    (ErrorType, Always),
-                ],
+                attrs: &A_SYSCALL_ERRORS,
             },
             Metric::TcpConnectDuration => &MetricSpec {
                 name: "tcp.connect.duration",
                 unit: "s",
                 instrument: Instrument::Histogram,
                 description: "Time from SYN sent to connection established, per workload and server.",
-                attrs: &[
-                    (ServerAddress, Always),
-                    (ServerPort, Always),
-                    WORKLOAD[0],
-                    WORKLOAD[1],
-                ],
+                attrs: &A_TCP_CONNECT_DURATION,
             },
             Metric::TcpServerRequestDuration => &MetricSpec {
                 name: "tcp.server.request.duration",
                 unit: "s",
                 instrument: Instrument::Histogram,
                 description: "Server sockets: first byte of a request read to first byte of the response written.",
-                attrs: &[(ServerPort, Always), WORKLOAD[0], WORKLOAD[1]],
+                attrs: &A_TCP_SERVER_REQUEST,
             },
             Metric::TcpClientRequestDuration => &MetricSpec {
                 name: "tcp.client.request.duration",
                 unit: "s",
                 instrument: Instrument::Histogram,
                 description: "Client sockets: first byte of a request written to first byte of the response read.",
-                attrs: &[
-                    (ServerAddress, Always),
-                    (ServerPort, Always),
-                    WORKLOAD[0],
-                    WORKLOAD[1],
-                ],
+                attrs: &A_TCP_CLIENT_REQUEST,
             },
             Metric::TcpRtt => &MetricSpec {
                 name: "tcp.rtt",
                 unit: "s",
                 instrument: Instrument::Histogram,
                 description: "Smoothed round-trip time of connections, sampled at most once per second per socket.",
-                attrs: &[(ServerPort, Always), WORKLOAD[0], WORKLOAD[1]],
+                attrs: &A_TCP_RTT,
             },
             Metric::TcpConnectErrors => &MetricSpec {
                 name: "tcp.connect.errors",
                 unit: "{error}",
                 instrument: Instrument::Counter,
                 description: "Connects that failed, by cause (errno, or cancelled).",
-                attrs: &[
-                    (ServerAddress, Always),
-                    (ServerPort, Always),
-                    WORKLOAD[0],
-                    WORKLOAD[1],
-                    (ErrorType, Always),
-                ],
+                attrs: &A_TCP_CONNECT_ERRORS,
             },
             Metric::TcpRetransmits => &MetricSpec {
                 name: "tcp.retransmits",
@@ -242,27 +316,21 @@ impl Metric {
                 description: "Retransmitted TCP segments.",
                 // A socket the agent does not track (older than the agent,
                 // or its own) has no known role, so no server port.
-                attrs: &[(ServerPort, WhenKnown), SOCKET_OWNER[0], SOCKET_OWNER[1]],
+                attrs: &A_TCP_RETRANSMITS,
             },
             Metric::TcpResets => &MetricSpec {
                 name: "tcp.resets",
                 unit: "{reset}",
                 instrument: Instrument::Counter,
                 description: "TCP resets sent and received.",
-                attrs: &[
-                    (ServerPort, WhenKnown),
-                    SOCKET_OWNER[0],
-                    SOCKET_OWNER[1],
-                    (IoDirection, Always),
-                ],
+                attrs: &A_TCP_RESETS,
             },
             Metric::TcpListenDrops => &MetricSpec {
                 name: "tcp.listen.drops",
                 unit: "{connection}",
                 instrument: Instrument::Counter,
                 description: "Connections dropped by a listener (accept queue full), per port.",
-                // A listener older than the agent has no known owner.
-                attrs: &[(ServerPort, Always), SOCKET_OWNER[0], SOCKET_OWNER[1]],
+                attrs: &A_TCP_LISTEN_DROPS,
             },
             Metric::TcpServerMultiplexed => &MetricSpec {
                 name: "tcp.server.multiplexed",
@@ -270,7 +338,7 @@ impl Metric {
                 instrument: Instrument::Counter,
                 description: "Server connections whose requests overlapped (pipelining, HTTP/2): \
                               from then on not in tcp.server.request.duration.",
-                attrs: &[(ServerPort, Always), WORKLOAD[0], WORKLOAD[1]],
+                attrs: &A_TCP_SERVER_REQUEST,
             },
             Metric::TcpClientMultiplexed => &MetricSpec {
                 name: "tcp.client.multiplexed",
@@ -278,12 +346,7 @@ impl Metric {
                 instrument: Instrument::Counter,
                 description: "Client connections whose requests overlapped (pipelining, HTTP/2): \
                               from then on not in tcp.client.request.duration.",
-                attrs: &[
-                    (ServerAddress, Always),
-                    (ServerPort, Always),
-                    WORKLOAD[0],
-                    WORKLOAD[1],
-                ],
+                attrs: &A_TCP_CLIENT_REQUEST,
             },
         }
     }

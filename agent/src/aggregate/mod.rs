@@ -29,7 +29,7 @@ pub use metrics::{Attr, Metric};
 use crate::{
     collect::Deltas,
     config::Temporality,
-    enrich::{self, cgroup::CgroupResolver, syscalls::Arch},
+    enrich::{self, cgroup::CgroupResolver, identity::Identity, syscalls::Arch},
 };
 
 /// The exported attributes of a series: only those its metric lists in the
@@ -40,7 +40,9 @@ pub struct Attrs {
     pub syscall: Option<Arc<str>>,
     /// None when a socket's owner is unknown (not tracked, or no socket).
     pub exe: Option<Arc<str>>,
-    pub container: Option<Arc<str>>,
+    /// Whose the workload is (container, pod, unit), from its cgroup; `None`
+    /// when the cgroup is unknown or says nothing.
+    pub identity: Option<Arc<Identity>>,
     /// Peer address, for client-side TCP metrics.
     pub address: Option<Arc<str>>,
     /// Server port; None when unknown.
@@ -61,7 +63,8 @@ impl Attrs {
         }
         keep(&mut self.syscall, m.has(Attr::SyscallName));
         keep(&mut self.exe, m.has(Attr::ExecutableName));
-        keep(&mut self.container, m.has(Attr::ContainerId));
+        // The identity attributes come as one set (`metrics::IDENTITY`).
+        keep(&mut self.identity, m.has(Attr::ContainerId));
         keep(&mut self.address, m.has(Attr::ServerAddress));
         keep(&mut self.port, m.has(Attr::ServerPort));
         keep(&mut self.error, m.has(Attr::ErrorType));
@@ -293,12 +296,30 @@ impl Aggregator {
         }
     }
 
+    /// Records one series' value directly (tests of what reads the series).
+    #[cfg(test)]
+    pub fn record_for_test(
+        &mut self,
+        m: Metric,
+        attrs: Attrs,
+        hist: Option<HistValue>,
+        count: Option<u64>,
+        start: SystemTime,
+    ) {
+        if let Some(h) = hist {
+            self.hists[m.slot()].record(attrs.clone().for_metric(m), &h, start);
+        }
+        if let Some(n) = count {
+            self.counters[m.slot()].record(attrs.for_metric(m), &n, start);
+        }
+    }
+
     /// Owner, peer and port of a TCP key (zero comm / cgroup: owner unknown).
     fn tcp_attrs(&mut self, k: &TcpKey, cgroups: &mut CgroupResolver) -> Attrs {
         Attrs {
             exe: (k.comm[0] != 0).then(|| self.exe(&k.comm)),
-            container: (k.cgroup_id != 0)
-                .then(|| container_of(cgroups, k.cgroup_id))
+            identity: (k.cgroup_id != 0)
+                .then(|| identity_of(cgroups, k.cgroup_id))
                 .flatten(),
             address: (k.addr != [0; 16]).then(|| Arc::from(addr_to_string(&k.addr))),
             port: (k.port != 0).then_some(k.port),
@@ -311,15 +332,12 @@ impl Aggregator {
         let syscall = self
             .syscall_names
             .entry(k.nr)
-            .or_insert_with(|| match enrich::syscalls::syscall_name(arch, k.nr) {
-                Some(n) => n.into(),
-                None => format!("syscall_{}", k.nr).into(),
-            })
+            .or_insert_with(|| syscall_label(arch, k.nr).into())
             .clone();
         Attrs {
             syscall: Some(syscall),
             exe: Some(self.exe(&k.comm)),
-            container: container_of(cgroups, k.cgroup_id),
+            identity: identity_of(cgroups, k.cgroup_id),
             ..Attrs::default()
         }
     }
@@ -344,10 +362,35 @@ impl Aggregator {
     }
 }
 
-fn container_of(cgroups: &mut CgroupResolver, cgroup_id: u64) -> Option<Arc<str>> {
+/// The identity of a cgroup, `None` when it has none (a plain process in
+/// the root or a user session without a unit), so such series fold by
+/// process name.
+fn identity_of(cgroups: &mut CgroupResolver, cgroup_id: u64) -> Option<Arc<Identity>> {
     cgroups
         .resolve(cgroup_id)
-        .and_then(|c| c.container_id.as_deref().map(Arc::from))
+        .map(|c| c.identity.clone())
+        .filter(|i| **i != Identity::default())
+}
+
+/// `syscall.name` of a kernel syscall number: a compat (32-bit) call, marked
+/// with `COMPAT_NR_BIT`, is named from its own table (i386 on x86_64); a
+/// number without a name is `syscall_<nr>` (`compat_syscall_<nr>`).
+pub fn syscall_label(arch: Arch, nr: u32) -> String {
+    use syscope_common::COMPAT_NR_BIT;
+    if nr & COMPAT_NR_BIT != 0 {
+        let nr = nr & !COMPAT_NR_BIT;
+        return match arch
+            .compat()
+            .and_then(|a| enrich::syscalls::syscall_name(a, nr))
+        {
+            Some(n) => n.to_string(),
+            None => format!("compat_syscall_{nr}"),
+        };
+    }
+    match enrich::syscalls::syscall_name(arch, nr) {
+        Some(n) => n.to_string(),
+        None => format!("syscall_{nr}"),
+    }
 }
 
 /// An address from the kernel (IPv6, IPv4 v4-mapped) in its usual text form.
@@ -426,6 +469,23 @@ mod tests {
         let mut b = [0u8; 16];
         b[15] = 1;
         assert_eq!(addr_to_string(&b), "::1");
+    }
+
+    #[test]
+    fn compat_calls_are_named_from_their_table() {
+        use syscope_common::COMPAT_NR_BIT;
+        assert_eq!(syscall_label(Arch::X86_64, 20), "writev");
+        assert_eq!(syscall_label(Arch::X86_64, 20 | COMPAT_NR_BIT), "getpid");
+        assert_eq!(syscall_label(Arch::X86_64, 199 | COMPAT_NR_BIT), "getuid32");
+        assert_eq!(
+            syscall_label(Arch::X86_64, 222 | COMPAT_NR_BIT),
+            "compat_syscall_222"
+        );
+        assert_eq!(
+            syscall_label(Arch::Aarch64, 20 | COMPAT_NR_BIT),
+            "compat_syscall_20"
+        );
+        assert_eq!(syscall_label(Arch::X86_64, 9999), "syscall_9999");
     }
 
     #[test]

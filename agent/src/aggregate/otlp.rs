@@ -21,6 +21,7 @@ use super::{
     metrics::Instrument, Aggregator, Attr, Attrs, HistValue, Metric, MetricSeries, Series,
 };
 use crate::config::{ResourceConfig, Temporality};
+use crate::enrich::identity::Identity;
 
 /// Marks the series that holds what the cardinality limit folded.
 pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
@@ -32,10 +33,19 @@ fn attributes(a: &Attrs, m: Metric) -> Vec<KeyValue> {
         .iter()
         .filter_map(|(attr, _)| {
             let s = |v: &Option<Arc<str>>| v.as_deref().map(|v| kv_str(attr.key(), v));
+            let id =
+                |f: fn(&Identity) -> &Option<Arc<str>>| a.identity.as_deref().and_then(|i| s(f(i)));
             match attr {
                 Attr::SyscallName => s(&a.syscall),
                 Attr::ExecutableName => s(&a.exe),
-                Attr::ContainerId => s(&a.container),
+                Attr::ContainerId => id(|i| &i.container_id),
+                Attr::ContainerName => id(|i| &i.container_name),
+                Attr::K8sNamespace => id(|i| &i.k8s_namespace),
+                Attr::K8sPodName => id(|i| &i.k8s_pod_name),
+                Attr::K8sPodUid => id(|i| &i.k8s_pod_uid),
+                Attr::K8sContainerName => id(|i| &i.k8s_container_name),
+                Attr::SystemdUnit => id(|i| &i.systemd_unit),
+                Attr::SystemdSlice => id(|i| &i.systemd_slice),
                 Attr::ServerAddress => s(&a.address),
                 Attr::ErrorType => s(&a.error),
                 Attr::IoDirection => a.direction.map(|d| kv_str(attr.key(), d)),

@@ -97,6 +97,14 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub table_rows: Option<String>,
 
+    /// Live table: only series with these attributes, e.g. k8s.namespace.name=shop (comma separated key=value)
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub filter: Option<String>,
+
+    /// Live table order: rate (default), p50, p99, p99.9 or errors (error ratio)
+    #[arg(long, value_name = "ORDER")]
+    pub sort: Option<String>,
+
     /// Probe sets to attach, comma separated: syscalls, tcp (default both)
     #[arg(long, value_name = "LIST")]
     pub probes: Option<String>,

@@ -63,6 +63,7 @@ pub(super) const RUST_LOG: &str = "RUST_LOG";
 pub(super) const SYSCOPE_CONFIG: &str = "SYSCOPE_CONFIG";
 pub(super) const SYSCOPE_PROBES: &str = "SYSCOPE_PROBES";
 pub(super) const HEALTH_ADDRESS: &str = "SYSCOPE_HEALTH_ADDRESS";
+pub(super) const SELF_ATTRIBUTES: &str = "SYSCOPE_SELF_ATTRIBUTES";
 
 /// Every variable read, with its `--help` text; a test checks the two agree,
 /// and that each states its setting's range (settings.rs).
@@ -186,6 +187,12 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     (
         SYSCOPE_CONFIG,
         "Config file path, used when --config is not given.",
+    ),
+    (
+        SELF_ATTRIBUTES,
+        "The agent's own identity (e.g. its pod): key=value,key2=value2, percent-encoded,\n\
+         set on its self-metrics (scope syscope.self) only, never on the resource, which\n\
+         every workload's series share.",
     ),
     (
         SYSCOPE_PROBES,

@@ -29,6 +29,12 @@ pub(super) struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_filter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_sort: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_failures: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<String>>,
     /// `OTEL_METRICS_EXPORTER` as a list: otlp, prometheus, or none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +49,8 @@ pub(super) struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub health: FileHealth,
+    #[serde(default)]
+    pub identity: super::identity::FileIdentity,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -96,6 +104,8 @@ pub(super) struct FileResource {
     pub service_name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_attributes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

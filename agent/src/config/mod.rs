@@ -10,6 +10,7 @@
 mod cli;
 mod env;
 mod file;
+mod identity;
 mod layer;
 mod settings;
 #[cfg(test)]
@@ -27,6 +28,7 @@ use crate::export::{Compression, Protocol, TlsFiles};
 pub use cli::{Cli, Command};
 pub use env::{Env, ProcessEnv};
 pub use file::EXAMPLE_TOML;
+pub use identity::IdentityConfig;
 
 use env::Vars;
 use file::{FileConfig, FileExport};
@@ -166,8 +168,8 @@ pub struct Config {
     pub export: Option<ExportConfig>,
     /// The Prometheus pull endpoint, when the exporters name it.
     pub prometheus: Option<PrometheusConfig>,
-    /// The live table: no exporter chosen and no endpoint anywhere.
-    pub table: bool,
+    /// Show the live table: no exporter chosen and no endpoint anywhere.
+    pub show_table: bool,
     /// Export interval, or table refresh interval without export.
     pub interval: Duration,
     pub temporality: Temporality,
@@ -177,7 +179,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// tracing-subscriber `EnvFilter` directives, already checked to parse.
     pub log: String,
-    pub table_rows: usize,
+    /// The live table's rows, filter, order and error ratio.
+    pub table: crate::table::View,
+    /// Where cgroup identity comes from, and how much is kept.
+    pub identity: IdentityConfig,
     /// Probe sets to attach.
     pub probes: ProbeSets,
     /// Non-fatal findings, for main to log once tracing is set up (load()
@@ -315,7 +320,7 @@ impl Default for Config {
         Config {
             export: None,
             prometheus: None,
-            table: true,
+            show_table: true,
             interval: DEFAULT_TABLE_INTERVAL,
             temporality: Temporality::default(),
             resource: ResourceConfig::default(),
@@ -323,7 +328,11 @@ impl Default for Config {
             health: HealthConfig::default_for(DEFAULT_TABLE_INTERVAL),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             log: DEFAULT_LOG.to_owned(),
-            table_rows: DEFAULT_TABLE_ROWS,
+            table: crate::table::View {
+                rows: DEFAULT_TABLE_ROWS,
+                ..Default::default()
+            },
+            identity: IdentityConfig::default(),
             probes: ProbeSets::default(),
             warnings: Vec::new(),
         }
@@ -341,9 +350,24 @@ impl Config {
             temporality: Some(self.temporality.to_string()),
             log: Some(self.log.clone()),
             shutdown_grace: Some(fmt_d(self.shutdown_grace)),
-            table_rows: Some(self.table_rows as u64),
+            table_rows: Some(self.table.rows as u64),
+            table_filter: (!self.table.filter.is_empty()).then(|| {
+                let kv: Vec<String> = self
+                    .table
+                    .filter
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                kv.join(",")
+            }),
+            table_sort: crate::table::SortBy::NAMES
+                .iter()
+                .find(|(_, s)| *s == self.table.sort)
+                .map(|(n, _)| n.to_string()),
+            not_failures: Some(self.table.not_failures.clone()),
+            identity: identity::FileIdentity::of(&self.identity),
             probes: Some(self.probes.names()),
-            exporters: (!self.table).then(|| {
+            exporters: (!self.show_table).then(|| {
                 let e = Exporters {
                     otlp: self.export.is_some(),
                     prometheus: self.prometheus.is_some(),
@@ -377,6 +401,15 @@ impl Config {
             resource: file::FileResource {
                 service_name: Some(self.resource.service_name.clone()),
                 attributes: self.resource.attributes.iter().cloned().collect(),
+                self_attributes: (!self.identity.own.is_empty()).then(|| {
+                    let kv: Vec<String> = self
+                        .identity
+                        .own
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    kv.join(",")
+                }),
             },
             limits: file::FileLimits {
                 max_series_per_metric: Some(self.limits.max_series_per_metric as u64),
@@ -395,7 +428,7 @@ impl Config {
                 max_export_failure: Some(fmt_d(self.health.max_export_failure)),
             },
         };
-        let header = if self.table {
+        let header = if self.show_table {
             "# no exporter and no endpoint: live table\n"
         } else if self.export.is_none() && self.prometheus.is_none() {
             "# exporters none (or OTEL_SDK_DISABLED=true): nothing exported, no table\n"
@@ -448,7 +481,7 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
     let prometheus_address = resolve_prometheus(cli, vars, file.prometheus)?;
     let disabled = sdk_disabled(vars, &mut warnings);
     // Unset: OTLP when an endpoint is configured, else the live table.
-    let (mut exporters, table) = match chosen {
+    let (mut exporters, show_table) = match chosen {
         _ if disabled => (Exporters::NONE, false),
         Some(e) => (e, false),
         None if endpoint_given => (Exporters::OTLP, false),
@@ -494,6 +527,15 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
     let table_rows = settings::TABLE_ROWS
         .resolve(cli.table_rows.as_deref(), vars, file.table_rows)?
         .map_or(DEFAULT_TABLE_ROWS, |n| n as usize);
+    let table = identity::resolve_view(
+        table_rows,
+        cli.filter.as_deref(),
+        cli.sort.as_deref(),
+        vars,
+        (file.table_filter, file.table_sort, file.not_failures),
+    )?;
+    let identity =
+        identity::resolve_identity(vars, file.identity, file.resource.self_attributes.clone())?;
     let probes = settings::PROBES
         .resolve(
             cli.probes.as_deref(),
@@ -528,7 +570,7 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
     Ok(Config {
         export,
         prometheus,
-        table,
+        show_table,
         interval,
         temporality,
         resource,
@@ -536,7 +578,8 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
         health,
         shutdown_grace,
         log,
-        table_rows,
+        table,
+        identity,
         probes,
         warnings,
     })

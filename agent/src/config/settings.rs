@@ -290,5 +290,15 @@ pub(super) fn all() -> Vec<&'static dyn super::layer::Documented> {
         &SERIES_IDLE_INTERVALS,
         &HEALTH_ADDRESS,
         &MAX_EXPORT_FAILURE,
+        &super::identity::FILTER,
+        &super::identity::SORT,
+        &super::identity::NOT_FAILURES,
+        &super::identity::POD_LOGS,
+        &super::identity::CONTAINER_LOGS,
+        &super::identity::PODMAN_STORAGE,
+        &super::identity::DOCKER_ROOT,
+        &super::identity::MAX_CGROUPS,
+        &super::identity::RETENTION,
+        &super::identity::SELF_ATTRIBUTES,
     ]
 }

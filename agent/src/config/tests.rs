@@ -49,7 +49,7 @@ fn defaults_are_table_mode() {
     }
     assert_eq!(c.limits.series_idle_intervals, 10);
     assert_eq!(c.log, "info");
-    assert_eq!(c.table_rows, 20);
+    assert_eq!(c.table.rows, 20);
     assert_eq!(c.shutdown_grace, Duration::from_secs(5));
 }
 
@@ -470,7 +470,7 @@ fn timeout_precedence_and_errors() {
 fn numbers_from_flags_and_file() {
     let file = "table_rows = 7\n[limits]\nmax_series_per_metric = 50\n[limits.kernel_maps]\nsyscall_latency = 1\n[export]\nbuffer_intervals = 3\nendpoint = \"http://x\"\n";
     let c = ok(&[], &[], file);
-    assert_eq!(c.table_rows, 7);
+    assert_eq!(c.table.rows, 7);
     assert_eq!(c.limits.max_series_per_metric, 50);
     assert_eq!(
         c.limits.kernel_maps[syscope_common::maps::SYSCALL_LATENCY],
@@ -489,7 +489,7 @@ fn numbers_from_flags_and_file() {
         &[],
         file,
     );
-    assert_eq!(c.table_rows, 9);
+    assert_eq!(c.table.rows, 9);
     assert_eq!(c.limits.max_series_per_metric, 2);
     assert_eq!(export(&c).buffer_intervals, 1);
 }
@@ -649,8 +649,8 @@ fn reads_file_from_flag_and_syscope_config() {
         &env(&[("SYSCOPE_CONFIG", p)]),
     );
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(from_flag.unwrap().table_rows, 3);
-    assert_eq!(from_env.unwrap().table_rows, 3);
+    assert_eq!(from_flag.unwrap().table.rows, 3);
+    assert_eq!(from_env.unwrap().table.rows, 3);
     assert!(flag_wins.is_err());
 }
 
@@ -852,7 +852,7 @@ fn sdk_disabled() {
             "",
         );
         assert_eq!(c.export, None);
-        assert!(!c.table, "disabled: no table either");
+        assert!(!c.show_table, "disabled: no table either");
         assert_eq!(c.interval, Duration::from_secs(5));
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     }
@@ -865,7 +865,7 @@ fn sdk_disabled() {
         "",
     );
     assert_eq!(
-        (c.export.is_none(), c.prometheus, c.table),
+        (c.export.is_none(), c.prometheus, c.show_table),
         (true, None, false)
     );
     let c = ok(&[], &[ep, ("OTEL_SDK_DISABLED", "false")], "");
@@ -1189,7 +1189,7 @@ fn ranges_hold_at_both_ends() {
     );
     let e = export(&c);
     assert_eq!(c.interval, Duration::from_secs(3600));
-    assert_eq!((e.buffer_intervals, c.table_rows), (10_000, 10_000));
+    assert_eq!((e.buffer_intervals, c.table.rows), (10_000, 10_000));
     assert_eq!(c.limits.max_series_per_metric, 1_000_000);
     assert_eq!(c.limits.series_idle_intervals, 1_000_000);
     assert_eq!(e.timeout, Duration::from_secs(600));
@@ -1418,7 +1418,7 @@ fn metric_export_timeout_is_the_lowest_timeout_variable() {
 fn exporters_choose_otlp_prometheus_none() {
     let c = ok(&[], &[("OTEL_METRICS_EXPORTER", "prometheus")], "");
     assert_eq!(c.export, None);
-    assert!(!c.table);
+    assert!(!c.show_table);
     assert_eq!(
         c.prometheus.unwrap().address,
         "127.0.0.1:9464".parse().unwrap()
@@ -1442,7 +1442,7 @@ fn exporters_choose_otlp_prometheus_none() {
         "",
     );
     assert_eq!(
-        (c.export.is_none(), c.prometheus, c.table),
+        (c.export.is_none(), c.prometheus, c.show_table),
         (true, None, false)
     );
     assert!(
@@ -1610,5 +1610,106 @@ fn help_and_example_state_every_range() {
     }
     for r in env::REFUSED {
         assert!(long.contains(r.name), "{} missing from --help", r.name);
+    }
+}
+
+#[test]
+fn identity_and_table_view_settings() {
+    let c = ok(&[], &[], "");
+    assert_eq!(c.identity, IdentityConfig::default());
+    assert_eq!(
+        c.identity.sources.pod_logs,
+        std::path::PathBuf::from("/var/log/pods")
+    );
+    assert_eq!(c.table.sort, crate::table::SortBy::Rate);
+    assert_eq!(c.table.not_failures, ["EAGAIN", "EINPROGRESS", "EINTR"]);
+    let c = ok(
+        &["--filter", "k8s.namespace.name=shop, systemd.unit=web.service", "--sort", "p99"],
+        &[("SYSCOPE_SELF_ATTRIBUTES", "k8s.pod.name=a,k8s.pod.uid=b")],
+        "not_failures = [\"EAGAIN\"]\n[identity]\npod_logs = \"/x/pods\"\nmax_cgroups = 100\nretention = \"30s\"\n",
+    );
+    assert_eq!(
+        c.table.filter,
+        [
+            ("k8s.namespace.name".to_string(), "shop".to_string()),
+            ("systemd.unit".to_string(), "web.service".to_string())
+        ]
+    );
+    assert_eq!(c.table.sort, crate::table::SortBy::P99);
+    assert_eq!(c.table.not_failures, ["EAGAIN"]);
+    assert_eq!(
+        c.identity.sources.pod_logs,
+        std::path::PathBuf::from("/x/pods")
+    );
+    assert_eq!(c.identity.max_cgroups, 100);
+    assert_eq!(c.identity.retention, std::time::Duration::from_secs(30));
+    assert_eq!(
+        c.identity.own,
+        [
+            ("k8s.pod.name".to_string(), "a".to_string()),
+            ("k8s.pod.uid".to_string(), "b".to_string())
+        ]
+    );
+    // What --print-config prints reads back the same.
+    let again = ok(&[], &[], &c.to_toml());
+    assert_eq!((again.table, again.identity), (c.table, c.identity));
+}
+
+#[test]
+fn identity_and_table_view_errors_name_the_key() {
+    for (args, toml, want) in [
+        (
+            &["--sort", "fast"][..],
+            "",
+            "--sort: expected one of rate, p50",
+        ),
+        (
+            &["--filter", "pod=x"][..],
+            "",
+            "--filter: unknown attribute \"pod\"",
+        ),
+        (
+            &["--filter", "k8s.pod.name"][..],
+            "",
+            "--filter: expected key=value",
+        ),
+        (
+            &[][..],
+            "table_sort = \"x\"\n",
+            "table_sort: expected one of",
+        ),
+        (
+            &[][..],
+            "not_failures = [\"ENOPE\"]\n",
+            "not_failures: unknown errno name \"ENOPE\"",
+        ),
+        (
+            &[][..],
+            "[identity]\npod_logs = \"var/log\"\n",
+            "identity.pod_logs: expected an absolute path",
+        ),
+        (
+            &[][..],
+            "[identity]\nmax_cgroups = 1\n",
+            "identity.max_cgroups: must be between 16 and 1000000",
+        ),
+        (
+            &[][..],
+            "[identity]\nretention = \"2days\"\n",
+            "identity.retention: must be between",
+        ),
+        (
+            &[][..],
+            "[identity]\nsocket = \"/run/containerd.sock\"\n",
+            "unknown field `socket`",
+        ),
+        (
+            &[][..],
+            "[resource]\nself_attributes = \"=x\"\n",
+            "resource.self_attributes",
+        ),
+    ] {
+        let e = err(args, &[], toml);
+        assert!(e.contains(want), "{args:?} {toml:?}: {e}");
     }
 }

@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 use std::fs;
+
+use super::identity::{self, Identity, PathIds, Sources};
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,16 +30,60 @@ pub struct CgroupInfo {
     pub path: String,
     /// The container's 64-hex id, if the path is a known container layout.
     pub container_id: Option<String>,
+    /// What the path says (ids, unit).
+    pub ids: PathIds,
+    /// Ids and names, resolved when the cgroup was first seen.
+    pub identity: Arc<Identity>,
+    /// When the cgroup was first seen: names still missing are retried
+    /// only for [`NAME_RETRY_WINDOW`] after it.
+    first_seen: Instant,
 }
 
+/// How long after a cgroup appears the names its path promises are looked
+/// for again on each tree walk (the kubelet writes a container's log link
+/// after creating it). Past it, what is missing stays missing: a pod's
+/// sandbox container, for one, never gets a log link, and retrying it on
+/// every walk would list the log directories once per sandbox per interval.
+pub const NAME_RETRY_WINDOW: Duration = Duration::from_secs(60);
+
 impl CgroupInfo {
-    fn new(path: String) -> Self {
-        let container_id = container_id_from_path(&path);
-        CgroupInfo { path, container_id }
+    fn new(path: String, sources: &Sources, first_seen: Instant) -> Self {
+        let (ids, identity) = identity::resolve(&path, sources);
+        CgroupInfo {
+            container_id: ids.container_id.clone(),
+            path,
+            ids,
+            identity: Arc::new(identity),
+            first_seen,
+        }
+    }
+
+    /// A name the path promises is still missing, and may yet appear.
+    fn retry_names(&self, now: Instant) -> bool {
+        self.identity.incomplete(&self.ids)
+            && now.saturating_duration_since(self.first_seen) < NAME_RETRY_WINDOW
     }
 }
 
+/// Identity cache counters, for the self-metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityStats {
+    /// cgroups known: live ones and departed ones still kept.
+    pub entries: u64,
+    /// Of those, cgroups already removed, kept for `retention`.
+    pub departed: u64,
+    /// cgroups learned at birth (from the kernel's mkdir events).
+    pub births: u64,
+    /// Entries not kept because the cache was full (cumulative).
+    pub dropped: u64,
+}
+
 /// Resolves cgroup ids to [`CgroupInfo`], caching what it has seen.
+///
+/// A cgroup is resolved when it is first seen: from the kernel's mkdir
+/// event ([`CgroupResolver::learn`]) or a tree walk. When it is gone from
+/// the tree it is kept for `retention`, so the series of a container that
+/// lived a second still carry its identity when the interval ends.
 #[derive(Debug)]
 pub struct CgroupResolver {
     /// Where cgroup2 is mounted; `None` disables resolution.
@@ -49,9 +95,18 @@ pub struct CgroupResolver {
     min_rescan: Duration,
     last_scan: Option<Instant>,
     cache: HashMap<u64, Arc<CgroupInfo>>,
+    /// Removed cgroups and when they were found gone.
+    departed: HashMap<u64, (Arc<CgroupInfo>, Instant)>,
     max_entries: usize,
+    retention: Duration,
+    sources: Sources,
+    births: u64,
+    dropped: u64,
     warned_full: bool,
 }
+
+/// Default time a removed cgroup's identity is kept.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(600);
 
 impl CgroupResolver {
     /// A resolver for this host's cgroup2 mount, found in
@@ -81,21 +136,71 @@ impl CgroupResolver {
             .as_deref()
             .and_then(|m| fs::metadata(m).ok())
             .map(|md| md.ino());
+        let sources = Sources::default();
         CgroupResolver {
             mount,
             root_ino,
-            root_info: Arc::new(CgroupInfo::new("/".to_string())),
+            root_info: Arc::new(CgroupInfo::new("/".to_string(), &sources, Instant::now())),
             min_rescan,
             last_scan: None,
             cache: HashMap::new(),
+            departed: HashMap::new(),
             max_entries: MAX_ENTRIES,
+            retention: DEFAULT_RETENTION,
+            sources,
+            births: 0,
+            dropped: 0,
             warned_full: false,
         }
+    }
+
+    /// Where names come from, how many cgroups are kept and for how long
+    /// after they are gone.
+    pub fn configure(mut self, sources: Sources, max_entries: usize, retention: Duration) -> Self {
+        self.sources = sources;
+        self.max_entries = max_entries.max(1);
+        self.retention = retention;
+        self
     }
 
     /// The cgroup2 mount this resolver reads, if any.
     pub fn mount(&self) -> Option<&Path> {
         self.mount.as_deref()
+    }
+
+    /// Counters for the self-metrics.
+    pub fn stats(&self) -> IdentityStats {
+        IdentityStats {
+            entries: (self.cache.len() + self.departed.len()) as u64,
+            departed: self.departed.len() as u64,
+            births: self.births,
+            dropped: self.dropped,
+        }
+    }
+
+    /// A cgroup the kernel just created (`cgroup_mkdir`): resolve it now,
+    /// while the runtime's and the kubelet's records of it exist. `path` is
+    /// relative to the cgroup2 root.
+    pub fn learn(&mut self, id: u64, path: &str) {
+        self.births += 1;
+        if self.mount.is_none() || self.cache.contains_key(&id) {
+            return;
+        }
+        if self.cache.len() + self.departed.len() >= self.max_entries {
+            self.expire(Instant::now());
+            if self.cache.len() + self.departed.len() >= self.max_entries {
+                self.dropped += 1;
+                return;
+            }
+        }
+        self.cache.insert(
+            id,
+            Arc::new(CgroupInfo::new(
+                path.to_string(),
+                &self.sources,
+                Instant::now(),
+            )),
+        );
     }
 
     /// The path and container of cgroup `id`, or `None` if it is not (yet)
@@ -111,26 +216,51 @@ impl CgroupResolver {
         if let Some(info) = self.cache.get(&id) {
             return Some(info.clone());
         }
-        let due = self
-            .last_scan
-            .is_none_or(|last| last.elapsed() >= self.min_rescan);
-        if !due {
+        if let Some((info, _)) = self.departed.get(&id) {
+            return Some(info.clone());
+        }
+        if !self.due() {
             return None;
         }
         self.rescan();
         self.cache.get(&id).cloned()
     }
 
-    /// Rebuilds the cache from the tree, so removed cgroups drop out. Entries
-    /// whose path did not change keep their `Arc`.
+    fn due(&self) -> bool {
+        self.last_scan
+            .is_none_or(|last| last.elapsed() >= self.min_rescan)
+    }
+
+    /// Once per interval: walk the tree (rate limited) so removed cgroups
+    /// move to `departed` and names that were missing at birth are retried,
+    /// and forget departed cgroups older than `retention`.
+    pub fn refresh(&mut self) {
+        if self.mount.is_some() && self.due() {
+            self.rescan();
+        }
+        self.expire(Instant::now());
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let retention = self.retention;
+        self.departed
+            .retain(|_, (_, gone)| now.saturating_duration_since(*gone) < retention);
+    }
+
+    /// Rebuilds the cache from the tree. Entries whose path did not change
+    /// keep their `Arc` (names retried if incomplete); removed ones move to
+    /// `departed`.
     fn rescan(&mut self) {
-        self.last_scan = Some(Instant::now());
+        let now = Instant::now();
+        self.last_scan = Some(now);
         let Some(mount) = self.mount.clone() else {
             return;
         };
         let mut old = std::mem::take(&mut self.cache);
         let mut fresh = HashMap::new();
         let mut full = false;
+        // Room for live cgroups: what departed ones leave.
+        let room = self.max_entries.saturating_sub(self.departed.len());
         // Depth-first with an explicit stack: (directory, its cgroup path).
         let mut stack = vec![(mount.clone(), String::new())];
         let mut root_readable = false;
@@ -148,7 +278,7 @@ impl CgroupResolver {
                 if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
                 }
-                if fresh.len() >= self.max_entries {
+                if fresh.len() >= room {
                     full = true;
                     break 'walk;
                 }
@@ -157,8 +287,13 @@ impl CgroupResolver {
                 // reports, so no stat per cgroup is needed.
                 let ino = entry.ino();
                 let info = match old.remove(&ino) {
-                    Some(info) if info.path == child => info,
-                    _ => Arc::new(CgroupInfo::new(child.clone())),
+                    Some(info) if info.path == child && !info.retry_names(now) => info,
+                    Some(info) if info.path == child => Arc::new(CgroupInfo::new(
+                        child.clone(),
+                        &self.sources,
+                        info.first_seen,
+                    )),
+                    _ => Arc::new(CgroupInfo::new(child.clone(), &self.sources, now)),
                 };
                 fresh.insert(ino, info);
                 stack.push((entry.path(), child));
@@ -171,12 +306,24 @@ impl CgroupResolver {
             self.cache = old;
             return;
         }
-        if full && !self.warned_full {
-            self.warned_full = true;
-            tracing::warn!(
-                max = self.max_entries,
-                "more cgroups than the resolver indexes; some cgroup ids stay unresolved"
-            );
+        if full {
+            self.dropped += 1;
+            if !self.warned_full {
+                self.warned_full = true;
+                tracing::warn!(
+                    max = self.max_entries,
+                    "more cgroups than the resolver indexes; some cgroup ids stay unresolved"
+                );
+            }
+        } else {
+            // What the walk did not find is gone: keep its identity a while.
+            for (id, info) in old {
+                if self.departed.len() + fresh.len() >= self.max_entries {
+                    self.dropped += 1;
+                    continue;
+                }
+                self.departed.insert(id, (info, now));
+            }
         }
         self.cache = fresh;
     }
@@ -238,39 +385,13 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Prefixes of per-container cgroup directories: docker (systemd driver),
-/// containerd's CRI plugin, CRI-O, podman. Their `-conmon-` siblings hold the
-/// runtime's monitor process, not the container, and do not match because
-/// what follows the prefix is then not a bare id.
-const CONTAINER_PREFIXES: [&str; 4] = ["docker-", "cri-containerd-", "crio-", "libpod-"];
-
 /// The container id in a cgroup path, if the path follows a known container
-/// runtime layout: `docker-<id>.scope`, `cri-containerd-<id>.scope`,
-/// `crio-<id>.scope`, `libpod-<id>.scope` (with or without `.scope`, as the
-/// cgroupfs drivers name them), or a bare `<id>` directory (`/docker/<id>`,
+/// runtime layout (see [`identity::parse_path`]): `docker-<id>.scope`,
+/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope` (with
+/// or without `.scope`), or a bare `<id>` directory (`/docker/<id>`,
 /// `/kubepods/burstable/pod<uid>/<id>`). `<id>` is 64 lowercase hex digits.
-///
-/// The innermost match wins, so processes in sub-cgroups a container creates
-/// for itself (systemd inside a container) still count as that container.
 pub fn container_id_from_path(path: &str) -> Option<String> {
-    path.rsplit('/')
-        .find_map(container_id_from_segment)
-        .map(str::to_string)
-}
-
-fn container_id_from_segment(segment: &str) -> Option<&str> {
-    let name = segment.strip_suffix(".scope").unwrap_or(segment);
-    if is_container_id(name) {
-        return Some(name);
-    }
-    CONTAINER_PREFIXES
-        .iter()
-        .filter_map(|prefix| name.strip_prefix(prefix))
-        .find(|id| is_container_id(id))
-}
-
-fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    identity::parse_path(path).container_id
 }
 
 #[cfg(test)]
@@ -504,6 +625,69 @@ garbage
         r.resolve(u64::MAX);
         assert_eq!(r.cache.len(), 4);
         assert!(r.warned_full);
+    }
+
+    /// A cgroup learned at birth and removed before any walk keeps its
+    /// identity for `retention`, then is forgotten; the cache is bounded and
+    /// what does not fit is counted.
+    #[test]
+    fn births_are_kept_after_removal_for_retention_bounded() {
+        let tree = TempTree::new();
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::ZERO).configure(
+            Sources::default(),
+            3,
+            Duration::from_millis(200),
+        );
+        let short = format!("/machine.slice/libpod-{ID}.scope");
+        // Never in the tree: born and gone between two walks.
+        r.learn(1001, &short);
+        assert_eq!(r.stats().births, 1);
+        let info = r.resolve(1001).unwrap();
+        assert_eq!(info.identity.container_id.as_deref(), Some(ID));
+        r.refresh();
+        let st = r.stats();
+        assert_eq!((st.entries, st.departed), (1, 1));
+        assert_eq!(r.resolve(1001).unwrap().path, short);
+        std::thread::sleep(Duration::from_millis(250));
+        r.refresh();
+        assert_eq!(r.stats().entries, 0);
+        assert_eq!(r.resolve(1001), None);
+        // Bounded: a fourth birth does not fit, and is counted.
+        for id in 1..=4 {
+            r.learn(id, &format!("/u{id}.slice/x.service"));
+        }
+        let st = r.stats();
+        assert_eq!((st.entries, st.dropped, st.births), (3, 1, 5));
+        assert_eq!(r.resolve(4), None);
+    }
+
+    /// A name written a moment after the cgroup appears is found by a later
+    /// walk, within the retry window.
+    #[test]
+    fn missing_names_are_retried_while_young() {
+        let tree = TempTree::new();
+        let docker = tree.0.join("docker-root");
+        let sources = Sources {
+            docker_root: docker.clone(),
+            ..Sources::default()
+        };
+        let ino = tree.mkdir(&format!("/system.slice/docker-{ID}.scope"));
+        let mut r = CgroupResolver::with_root(&tree.0, Duration::ZERO).configure(
+            sources,
+            100,
+            DEFAULT_RETENTION,
+        );
+        let info = r.resolve(ino).unwrap();
+        assert_eq!(info.identity.container_name, None);
+        assert!(info.retry_names(Instant::now()));
+        assert!(!info.retry_names(info.first_seen + NAME_RETRY_WINDOW));
+        let dir = docker.join("containers").join(ID);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("config.v2.json"), r#"{"Name":"/late"}"#).unwrap();
+        r.refresh();
+        let info = r.resolve(ino).unwrap();
+        assert_eq!(info.identity.container_name.as_deref(), Some("late"));
+        assert!(!info.retry_names(Instant::now()));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Names and identities: syscall numbers, errno values, cgroups to containers.
+//! Names and identities: syscall numbers, errno values, cgroups to
+//! containers, pods and units.
 
 pub mod cgroup;
 pub mod errno;
+pub mod identity;
 pub mod syscalls;
 
 pub use cgroup::{container_id_from_path, CgroupInfo, CgroupResolver};

@@ -99,6 +99,24 @@ fn internal_maps_are_in_the_object_as_described() {
     assert_eq!(om.map_type(), bpf_map_type::BPF_MAP_TYPE_HASH as u32);
     assert_eq!((om.key_size(), om.value_size()), (4, 4));
     assert_eq!(om.max_entries(), names::LISTEN_PORTS_ENTRIES);
+    check(
+        names::RENAME_EPOCH_MAP,
+        bpf_map_type::BPF_MAP_TYPE_ARRAY,
+        4,
+        1,
+    );
+    check(
+        names::RENAMED_MAP,
+        bpf_map_type::BPF_MAP_TYPE_LRU_HASH,
+        syscope_common::COMM_LEN,
+        names::RENAMED_ENTRIES,
+    );
+    let rb = obj
+        .maps
+        .get(names::CGROUP_EVENTS_MAP)
+        .expect("cgroup event ring buffer in the object");
+    assert_eq!(rb.map_type(), bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32);
+    assert_eq!(rb.max_entries(), names::CGROUP_EVENTS_BYTES);
     // Nothing else, apart from the data sections of the globals.
     let known: BTreeSet<&str> = MAPS
         .iter()
@@ -108,6 +126,9 @@ fn internal_maps_are_in_the_object_as_described() {
             names::ZERO_HIST_MAP,
             names::THREADS_SEEN_MAP,
             names::LISTEN_PORTS_MAP,
+            names::RENAME_EPOCH_MAP,
+            names::RENAMED_MAP,
+            names::CGROUP_EVENTS_MAP,
         ])
         .collect();
     for name in obj.maps.keys() {
@@ -159,6 +180,9 @@ fn programs_are_in_the_object_on_their_hooks() {
         (names::TCP_RETRANSMIT_OLD, btf(names::TCP_RETRANSMIT.1)),
         (names::LISTEN_POLL, "raw_tp".into()),
         (names::SEED_TCP, "iter/tcp".into()),
+        (names::BTF_RENAME, btf("task_rename")),
+        (names::BTF_EXEC, btf("sched_process_exec")),
+        (names::BTF_CGROUP_MKDIR, btf("cgroup_mkdir")),
     ];
     want.extend(names::TCP_PROGRAMS.iter().map(|(p, h)| (*p, btf(h))));
     for (name, section) in &want {

@@ -7,6 +7,7 @@
 pub mod btf;
 #[cfg(test)]
 mod contract;
+pub mod lifecycle;
 pub mod pidns;
 pub mod privilege;
 pub mod signals;
@@ -18,7 +19,7 @@ pub use tcp::{IoRoute, TcpHooks, TcpMaps};
 use std::path::Path;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -116,6 +117,8 @@ pub struct Probes {
     pub hist: HashMap<MapData, SeriesKey, Histogram>,
     pub errors: HashMap<MapData, SeriesKey, u64>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// cgroup births, when `cgroup_mkdir` is attached (see `lifecycle`).
+    pub cgroup_events: Option<RingBuf<MapData>>,
     pub map_sizes: MapSizes,
     /// Owns the programs and their links; `None` once detached. The maps
     /// above are separate file descriptors and stay readable after that.
@@ -154,13 +157,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let arch = Arch::current();
     // Where the syscall number is in the registers tp_btf/sys_exit passes.
     let regs_nr = match arch {
-        Arch::X86_64 => "orig_ax",
+        Arch::X86_64 | Arch::I386 => "orig_ax",
         Arch::Aarch64 => "syscallno",
     };
     let regs_nr_off = kbtf.member_offset("pt_regs", regs_nr)?;
     let tp = tracepoint_offsets();
     let nr = |name| syscall_nr(arch, name).unwrap_or(u32::MAX);
     let self_tgid = pidns::kernel_self_tgid();
+    let lc = lifecycle::Offsets::from_btf(&kbtf, arch);
 
     let sk = match opts.tcp {
         true if !opts.floor_only => match tcp::SockOffsets::from_btf(&kbtf) {
@@ -261,6 +265,13 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global(globals::PT_REGS_ARG_OFF, &sockio_g.regs_arg, true)
         .override_global(globals::TP_ENTER_ARGS_OFF, &sockio_g.tp_args, true)
         .override_global(globals::FD_OFF, &sockio_g.fd, true)
+        .override_global(globals::TASK_COMPAT_OFF, &lc.compat_off, true)
+        .override_global(globals::TASK_COMPAT_MASK, &lc.compat_mask, true)
+        .override_global(globals::TASK_PID_OFF, &lc.pid, true)
+        .override_global(globals::CGROUP_KN_OFF, &lc.cgroup_kn, true)
+        .override_global(globals::KERNFS_ID_OFF, &lc.kernfs_id, true)
+        .override_global(globals::CGROUP_ROOT_OFF, &lc.cgroup_root, true)
+        .override_global(globals::CGROUP_HIERARCHY_OFF, &lc.hierarchy_id, true)
         .load(OBJECT)
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
 
@@ -285,6 +296,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
             "syscall programs attached"
         );
     }
+    // Renames, exec from threads and cgroup births refine the syscall set.
+    let cgroup_events = if opts.syscalls && !opts.floor_only {
+        lifecycle::attach(&mut ebpf, &lc)
+    } else {
+        None
+    };
     let tcp = match sk {
         Some(_) => match tcp::attach(&mut ebpf, &kbtf, route.unwrap_or(tcp::IoRoute::Syscalls)) {
             Ok(hooks) => {
@@ -349,6 +366,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         hist,
         errors,
         counters,
+        cgroup_events,
         map_sizes: sizes,
         ebpf: Some(ebpf),
     };

@@ -113,7 +113,7 @@ impl SockioSetup {
         };
         let regs_arg = match arch {
             // The syscall ABI's argument registers (r10, not rcx, for the 4th).
-            Arch::X86_64 => [
+            Arch::X86_64 | Arch::I386 => [
                 btf.member_offset("pt_regs", "di")?,
                 btf.member_offset("pt_regs", "si")?,
                 btf.member_offset("pt_regs", "dx")?,

@@ -13,6 +13,16 @@
 //!   threads <n>          n short-lived threads, 8 at a time, each one getppid, then exits
 //!   threads-blocked <n> <ms>  n threads at once, each blocked in one clock_nanosleep(<ms>)
 //!
+//! Identity and naming commands:
+//!   int80-getpid <n>     n x getpid through the 32-bit entry (`int 0x80`, i386 number 20);
+//!                        x86_64 only (exit 2 elsewhere)
+//!   rename <prctl|proc> <name> <n>
+//!                        a second thread makes one getppid, then the main thread renames
+//!                        the process (prctl(PR_SET_NAME), or a write to /proc/<pid>/comm),
+//!                        then the second thread makes n getppid
+//!   exec-thread <path> [args...]  a second thread execve()s path with args (the main thread
+//!                        waits in pause); exit 3 if the execve returns
+//!
 //! TCP commands (IPv4; each prints `port=<p>` and its own measurements):
 //!   tcp-refused <n> [ip]           n connects to a closed port on loopback (127.0.0.1, or
 //!                                  e.g. ::1), each ECONNREFUSED
@@ -416,6 +426,13 @@ fn main() {
         "wait-signal" => wait_signal(),
         "threads" => threads(num(args.get(1), "n")),
         "threads-blocked" => threads_blocked(num(args.get(1), "n"), num(args.get(2), "ms")),
+        "int80-getpid" => int80_getpid(num(args.get(1), "n")),
+        "rename" => rename(
+            args.get(1).unwrap_or_else(|| usage("prctl | proc")),
+            args.get(2).unwrap_or_else(|| usage("name")),
+            num(args.get(3), "n"),
+        ),
+        "exec-thread" => exec_thread(&args[1..]),
         "tcp-refused" => tcp::refused(
             num(args.get(1), "n"),
             args.get(2).map_or("127.0.0.1", String::as_str),
@@ -463,6 +480,106 @@ fn main() {
             num(args.get(6), "ms"),
         ),
         _ => usage("unknown command"),
+    }
+}
+
+/// n x getpid through the i386 entry: the kernel numbers it 20 in the
+/// 32-bit table (x86_64's 20 is writev).
+#[cfg(target_arch = "x86_64")]
+fn int80_getpid(n: u64) {
+    // The pid to expect is read the same way, so every getpid is a 32-bit one.
+    let mut want: Long = 20;
+    // SAFETY: as below.
+    unsafe { std::arch::asm!("int 0x80", inout("rax") want, options(nostack)) };
+    for _ in 1..n {
+        let mut r: Long = 20;
+        // SAFETY: i386 getpid takes no arguments and touches no memory;
+        // `int 0x80` clobbers only eax (the result) on return.
+        unsafe { std::arch::asm!("int 0x80", inout("rax") r, options(nostack)) };
+        if r != want {
+            fail(&format!("int 0x80 getpid returned {r}, want {want}"));
+        }
+    }
+    println!("ok int80-getpid n={n} pid={want}");
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int80_getpid(_n: u64) {
+    usage("int80-getpid needs x86_64")
+}
+
+/// A thread that made a syscall under the old name keeps running after the
+/// process is renamed: its later calls must carry the new name.
+fn rename(how: &str, name: &str, n: u64) {
+    use std::sync::{Arc, Barrier};
+    if name.is_empty() || name.len() > 15 {
+        usage("name: 1 to 15 bytes");
+    }
+    let before = Arc::new(Barrier::new(2));
+    let after = Arc::new(Barrier::new(2));
+    let (b, a) = (before.clone(), after.clone());
+    let t = std::thread::spawn(move || {
+        let _ = sys(libc::SYS_getppid, [0; 6]);
+        b.wait();
+        a.wait();
+        for _ in 0..n {
+            let _ = sys(libc::SYS_getppid, [0; 6]);
+        }
+    });
+    before.wait();
+    match how {
+        "prctl" => {
+            let c = CString::new(name).unwrap();
+            if let Err(e) = sys(
+                libc::SYS_prctl,
+                [libc::PR_SET_NAME as Long, c.as_ptr() as Long, 0, 0, 0, 0],
+            ) {
+                fail(&format!("prctl: errno {e}"));
+            }
+        }
+        "proc" => {
+            let path = format!("/proc/{}/comm", std::process::id());
+            if let Err(e) = std::fs::write(&path, name) {
+                fail(&format!("write {path}: {e}"));
+            }
+        }
+        _ => usage("rename prctl | proc"),
+    }
+    after.wait();
+    t.join().unwrap_or_else(|_| fail("thread panicked"));
+    println!("ok rename n={n}");
+}
+
+/// execve from a non-main thread: the kernel gives it the leader's id.
+fn exec_thread(args: &[String]) {
+    let Some(path) = args.first() else {
+        usage("exec-thread <path> [args...]")
+    };
+    let c: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_str()).unwrap_or_else(|_| usage("NUL in argument")))
+        .collect();
+    let _ = path;
+    std::thread::spawn(move || {
+        let mut argv: Vec<*const libc::c_char> = c.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        let r = sys(
+            libc::SYS_execve,
+            [
+                argv[0] as Long,
+                argv.as_ptr() as Long,
+                envp.as_ptr() as Long,
+                0,
+                0,
+                0,
+            ],
+        );
+        fail(&format!("execve returned {r:?}"));
+    });
+    loop {
+        // SAFETY: pause has no arguments; the exec ends this process image.
+        unsafe { libc::pause() };
     }
 }
 
