@@ -1,10 +1,17 @@
-//! Generated sections of docs/metrics.md: a test checks each one against
-//! what the code's catalogue renders (`SYSCOPE_BLESS=1` rewrites it).
+//! Generated sections of docs/metrics.md and the README: a test checks each
+//! one against what the code's catalogue renders (`SYSCOPE_BLESS=1`
+//! rewrites it).
 
 /// Assert that the section between `<!-- {marker}:begin -->` and
 /// `<!-- {marker}:end -->` of docs/metrics.md is `want`.
 pub fn check_section(marker: &str, want: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+    check_section_in("docs/metrics.md", marker, want);
+}
+
+/// [`check_section`] in `file` (relative to the repository).
+pub fn check_section_in(file: &str, marker: &str, want: &str) {
+    let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = path.as_str();
     let doc = std::fs::read_to_string(path).unwrap();
     let (begin, end) = (
         format!("<!-- {marker}:begin -->\n"),
@@ -18,6 +25,6 @@ pub fn check_section(marker: &str, want: &str) {
     if std::env::var_os("SYSCOPE_BLESS").is_some() {
         std::fs::write(path, format!("{}{want}{}", &doc[..a], &doc[b..])).unwrap();
     } else {
-        panic!("docs/metrics.md section {marker} is stale (SYSCOPE_BLESS=1 rewrites it); expected:\n{want}");
+        panic!("{file} section {marker} is stale (SYSCOPE_BLESS=1 rewrites it); expected:\n{want}");
     }
 }

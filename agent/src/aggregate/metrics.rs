@@ -359,19 +359,33 @@ impl Metric {
 
 /// The metric table of docs/metrics.md, rendered from the catalogue.
 pub fn doc_table() -> String {
+    table(false)
+}
+
+/// The README's shorter table: the identity set as one entry.
+pub fn readme_table() -> String {
+    table(true)
+}
+
+fn table(identity_as_one: bool) -> String {
     let mut out = String::from(
         "| metric | instrument | unit | attributes (* only when known) |\n|---|---|---|---|\n",
     );
     for m in Metric::all() {
         let s = m.spec();
-        let attrs: Vec<String> = s
-            .attrs
-            .iter()
-            .map(|(a, p)| match p {
+        let mut attrs: Vec<String> = vec![];
+        for (a, p) in s.attrs {
+            if identity_as_one && IDENTITY.contains(a) {
+                if *a == IDENTITY[0] {
+                    attrs.push("the identity attributes*".into());
+                }
+                continue;
+            }
+            attrs.push(match p {
                 Always => format!("`{}`", a.key()),
                 WhenKnown => format!("`{}`*", a.key()),
-            })
-            .collect();
+            });
+        }
         let instrument = match s.instrument {
             Instrument::Histogram => "exponential histogram",
             Instrument::Counter => "monotonic sum",
@@ -417,5 +431,11 @@ mod tests {
     #[test]
     fn doc_table_matches_docs() {
         crate::docgen::check_section("metrics", &doc_table());
+    }
+
+    /// The README's metric table, from the same catalogue.
+    #[test]
+    fn readme_table_matches_readme() {
+        crate::docgen::check_section_in("README.md", "metrics", &readme_table());
     }
 }
