@@ -242,20 +242,22 @@ fn assert_requests_match(
     assert_eq!(h.count, n, "{metric}: requests");
     let truth = durations_s(out, truth_key);
     assert_eq!(truth.len() as u64, n);
-    // The workload's clock reads bracket the kernel's by a few µs; under
-    // emulation (the VM matrix, qemu TCG) a return to userspace after a
-    // wakeup can take milliseconds (measured up to 2.5 ms), so the bound
-    // widens by that there (cargo xtask vmtest sets SYSCOPE_EMULATED).
-    let slack = if std::env::var_os("SYSCOPE_EMULATED").is_some() {
-        0.003
+    // The workload's clock reads bracket the kernel's by a few µs. Under
+    // emulation (the VM matrix, qemu TCG, on a shared host) a return to
+    // userspace after a wakeup takes milliseconds: measured 0.7-8.5 ms on
+    // 20 ms requests whose sleeps themselves took 27-41 ms. There the bound
+    // widens to 25 % + 3 ms (cargo xtask vmtest sets SYSCOPE_EMULATED); the
+    // counts stay exact and this host's run keeps the tight bound.
+    let (rel, abs) = if std::env::var_os("SYSCOPE_EMULATED").is_some() {
+        (0.25, 0.003)
     } else {
-        0.0
+        (0.0, 0.0)
     };
     for q in [0.5, 0.9] {
         let want = truth[((q * n as f64).ceil() as usize).clamp(1, truth.len()) - 1];
         let got = h.quantile(q);
         assert!(
-            (got - want).abs() <= want * (BUCKET_ERR + 0.01) + slack,
+            (got - want).abs() <= want * (BUCKET_ERR + 0.01 + rel) + abs,
             "{metric} p{q}: got {got}, workload measured {want}"
         );
     }
@@ -263,7 +265,7 @@ fn assert_requests_match(
     let got = h.sum.expect("sum") / n as f64;
     eprintln!("{metric}: {n} requests, mean {got:.6} s (workload measured {mean:.6} s)");
     assert!(
-        (got - mean).abs() <= mean * 0.03 + slack,
+        (got - mean).abs() <= mean * (0.03 + rel) + abs,
         "{metric} mean: got {got}, workload measured {mean}"
     );
 }
