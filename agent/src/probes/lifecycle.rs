@@ -8,13 +8,12 @@
 
 use aya::{
     maps::{MapData, RingBuf},
-    programs::BtfTracePoint,
     Ebpf,
 };
 use syscope_common::{names, CgroupEvent};
 use tracing::{info, warn};
 
-use super::{btf::Btf, error_chain};
+use super::btf::Btf;
 use crate::enrich::syscalls::Arch;
 
 /// x86_64's TS_COMPAT in `thread_info.status` ("32-bit syscall active"):
@@ -72,19 +71,6 @@ impl Offsets {
     }
 }
 
-fn attach_one(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result<(), String> {
-    let p: &mut BtfTracePoint = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| format!("no program {prog}"))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    p.load(hook, btf)
-        .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
-    p.attach()
-        .map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
-    Ok(())
-}
-
 /// Attaches the rename, exec and cgroup-birth programs, each on its own;
 /// returns the cgroup event ring buffer when its program is attached.
 pub fn attach(ebpf: &mut Ebpf, o: &Offsets) -> Option<RingBuf<MapData>> {
@@ -105,7 +91,7 @@ pub fn attach(ebpf: &mut Ebpf, o: &Offsets) -> Option<RingBuf<MapData>> {
         programs.push((names::BTF_CGROUP_MKDIR, "cgroup_mkdir"));
     }
     for (prog, hook) in programs {
-        match attach_one(ebpf, &btf, prog, hook) {
+        match super::attach_btf_program(ebpf, &btf, prog, hook) {
             Ok(()) => attached.push(hook),
             Err(e) => warn!(error = %e, hook, "hook unavailable: what it follows is not followed"),
         }

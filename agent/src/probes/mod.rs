@@ -447,6 +447,25 @@ fn attach_syscalls(ebpf: &mut Ebpf, force: Option<AttachMode>) -> Result<AttachM
     Ok(AttachMode::Tracepoint)
 }
 
+/// Load and attach one tp_btf program on `hook`; the error names both.
+pub(crate) fn attach_btf_program(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    prog: &str,
+    hook: &str,
+) -> Result<(), String> {
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| format!("no program {prog}"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    p.load(hook, btf)
+        .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
+    p.attach()
+        .map_err(|e| format!("attach {prog} to {hook}: {}", error_chain(&e)))?;
+    Ok(())
+}
+
 fn attach_btf(ebpf: &mut Ebpf, enter: &str, exit: &str) -> Result<(), String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
     let hooks = [(enter, "sys_enter"), (exit, "sys_exit")];
@@ -454,20 +473,8 @@ fn attach_btf(ebpf: &mut Ebpf, enter: &str, exit: &str) -> Result<(), String> {
     let cleanup =
         (enter == names::BTF_ENTER).then_some((names::BTF_THREAD_EXIT, "sched_process_exit"));
     let mut done: Vec<&str> = vec![];
-    let attach_one = |ebpf: &mut Ebpf, prog: &str, hook: &str| -> Result<(), String> {
-        let p: &mut BtfTracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| format!("no program {prog}"))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        p.load(hook, &btf)
-            .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
-        p.attach()
-            .map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
-        Ok(())
-    };
     for (prog, hook) in hooks.into_iter().chain(cleanup) {
-        if let Err(e) = attach_one(ebpf, prog, hook) {
+        if let Err(e) = attach_btf_program(ebpf, &btf, prog, hook) {
             // All or nothing: a half-attached set next to the fallback's
             // programs would count syscalls twice.
             for p in done.iter().chain(std::iter::once(&prog)) {

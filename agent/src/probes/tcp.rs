@@ -20,6 +20,7 @@ use syscope_common::{
 use tracing::debug;
 
 use super::{
+    attach_btf_program,
     btf::{Btf, BtfError},
     error_chain, ProbeError,
 };
@@ -200,7 +201,7 @@ pub fn attach(ebpf: &mut Ebpf, kbtf: &Btf, route: IoRoute) -> Result<TcpHooks, S
     let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
     let mut done: Vec<&str> = vec![];
     for (prog, hook) in [names::TCP_STATE, names::TCP_DESTROY] {
-        if let Err(e) = attach_one(ebpf, &btf, prog, hook) {
+        if let Err(e) = attach_btf_program(ebpf, &btf, prog, hook) {
             for p in done.iter().chain(std::iter::once(&prog)) {
                 unload(ebpf, p);
             }
@@ -212,7 +213,7 @@ pub fn attach(ebpf: &mut Ebpf, kbtf: &Btf, route: IoRoute) -> Result<TcpHooks, S
         if kbtf.tracepoint_args(hook).is_none() {
             return Err(format!("this kernel has no tracepoint {hook}"));
         }
-        attach_one(ebpf, &btf, prog, hook)
+        attach_btf_program(ebpf, &btf, prog, hook)
     };
     let sock_io = match route {
         IoRoute::SockTracepoints => optional(ebpf, names::SOCK_SEND).and_then(|()| {
@@ -253,22 +254,8 @@ fn unload(ebpf: &mut Ebpf, prog: &str) {
     }
 }
 
-fn attach_one(ebpf: &mut Ebpf, btf: &aya::Btf, prog: &str, hook: &str) -> Result<(), String> {
-    let p: &mut BtfTracePoint = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| format!("no program {prog}"))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    p.load(hook, btf)
-        .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
-    p.attach()
-        .map_err(|e| format!("attach {prog} to {hook}: {}", error_chain(&e)))?;
-    Ok(())
-}
-
 /// Run the seeding iterator once: connections and listeners older than the
-/// agent join the tracked ones (see ebpf/src/seed.rs). Returns how many
-/// tracked sockets and listeners there are after it.
+/// agent join the tracked ones (see ebpf/src/seed.rs).
 pub fn seed(ebpf: &mut Ebpf) -> Result<(), String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
     let prog: &mut Iter = ebpf
