@@ -140,7 +140,8 @@ fn mutual_tls_required_and_given() {
     let log = wait_log(&without, "requires a client certificate");
     let line = last_line(&log, "requires a client certificate");
     eprintln!("without a client certificate: {line}");
-    assert!(line.contains("OTLP export failed"), "{line}");
+    // "OTLP export failed" or, once it keeps failing, "still failing".
+    assert!(line.contains("OTLP export"), "{line}");
     wait_log(&without, "OTLP export still failing");
     assert!(without.is_running());
     assert_eq!(errors_of(&rx.points(), &name), None);
