@@ -12,4 +12,6 @@ pub use docs::assert_documented_attributes;
 pub use otlp_text::{latest, select, ExpHistogram, MetricPoint, PointValue, Temporality};
 pub use prom::{http_get, prometheus_path, Prometheus};
 pub use receiver::{free_port, free_ports, rotel_agent_path, workspace_root, Receiver};
-pub use workload::{run_named, spawn_named, unique_name, workload_bin};
+pub use workload::{
+    output_durations_s, output_field, run_named, spawn_named, unique_name, workload_bin,
+};

@@ -145,6 +145,25 @@ pub fn run_named(name: &str, args: &[&str]) -> Output {
     out
 }
 
+/// `key=value` from a workload's stdout (every TCP command prints its truths so).
+pub fn output_field(out: &Output, key: &str) -> String {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("workload printed no {key}=:\n{text}"))
+        .to_string()
+}
+
+/// A `key=ns,ns,...` field as seconds, sorted.
+pub fn output_durations_s(out: &Output, key: &str) -> Vec<f64> {
+    let mut v: Vec<f64> = output_field(out, key)
+        .split(',')
+        .map(|n| n.parse::<f64>().unwrap() * 1e-9)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,14 +12,14 @@ mod common;
 
 use std::{
     net::{SocketAddr, TcpStream},
-    process::Output,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use common::{require_root, skip, Agent};
 use syscope_tests::{
-    free_port, http_get, prometheus_path, run_named, select, unique_name, Prometheus, Receiver,
+    free_port, http_get, output_durations_s, output_field, prometheus_path, run_named, select,
+    unique_name, Prometheus, Receiver,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -50,27 +50,6 @@ fn agent_with_prometheus(exporters: &str, extra: &[(&str, &str)]) -> (Agent, Soc
     env.extend_from_slice(extra);
     let agent = Agent::start(&[], &env);
     (agent, SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
-fn durations_s(out: &Output, key: &str) -> Vec<f64> {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut v: Vec<f64> = text
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("workload printed no {key}=:\n{text}"))
-        .split(',')
-        .map(|n| n.parse::<f64>().unwrap() * 1e-9)
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-fn field(out: &Output, key: &str) -> String {
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("workload printed no {key}=:\n{text}"))
-        .to_string()
 }
 
 /// The truth's q-quantile (nearest rank, as the OTLP tests take it).
@@ -133,7 +112,7 @@ fn prometheus_scrapes_native_histograms_and_promql_matches_the_truth() {
         raw[0].get("histogram").is_some(),
         "not a native histogram: {raw:?}"
     );
-    let truth = durations_s(&sleeps, "durations_ns");
+    let truth = output_durations_s(&sleeps, "durations_ns");
     for q in [0.5, 0.9] {
         let got = prom
             .scalar(&format!("histogram_quantile({q}, {sleep_sel})"))
@@ -149,15 +128,15 @@ fn prometheus_scrapes_native_histograms_and_promql_matches_the_truth() {
 
     // TCP: 7 refused connects; 3 connections x 4 requests answered after 10 ms.
     let refused = run_named(&name, &["tcp-refused", "7"]);
-    let rport = field(&refused, "port");
+    let rport = output_field(&refused, "port");
     let conn_err = format!("sum(tcp_connect_errors_total{{{sel},server_port=\"{rport}\",server_address=\"127.0.0.1\",error_type=\"ECONNREFUSED\"}})");
     assert_eq!(prom.wait_for(&conn_err, |v| v >= 7.0), 7.0);
     let rr = run_named(&name, &["tcp-reqresp", "3", "4", "10"]);
-    let port = field(&rr, "port");
+    let port = output_field(&rr, "port");
     let server = format!("tcp_server_request_duration_seconds{{{sel},server_port=\"{port}\"}}");
     let n = prom.wait_for(&format!("histogram_count({server})"), |v| v >= 12.0);
     assert_eq!(n, 12.0);
-    let truth = durations_s(&rr, "server_ns");
+    let truth = output_durations_s(&rr, "server_ns");
     let got = prom
         .scalar(&format!("histogram_quantile(0.5, {server})"))
         .unwrap();
@@ -225,7 +204,7 @@ fn otlp_and_prometheus_at_once() {
     );
     let name = unique_name("both");
     run_named(&name, &["fail-open", "19"]);
-    let slept = durations_s(&run_named(&name, &["sleep", "5", "10"]), "durations_ns");
+    let slept = output_durations_s(&run_named(&name, &["sleep", "5", "10"]), "durations_ns");
     let attrs = [
         ("process.executable.name", name.as_str()),
         ("syscall.name", "openat"),

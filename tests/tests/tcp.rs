@@ -15,7 +15,10 @@ use std::{
 };
 
 use common::{require_root, Agent};
-use syscope_tests::{run_named, select, spawn_named, unique_name, MetricPoint, Receiver};
+use syscope_tests::{
+    output_durations_s, output_field, run_named, select, spawn_named, unique_name, MetricPoint,
+    Receiver,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Relative error of a value reported from a scale-3 bucket (4.33 %).
@@ -23,24 +26,6 @@ const BUCKET_ERR: f64 = 0.0433;
 
 fn start_agent(rx: &Receiver) -> Agent {
     Agent::exporting_to(rx, &["--probes", "tcp"])
-}
-
-/// `key=value` from a workload's stdout.
-fn field(out: &Output, key: &str) -> String {
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("workload printed no {key}=:\n{text}"))
-        .to_string()
-}
-
-fn durations_s(out: &Output, key: &str) -> Vec<f64> {
-    let mut v: Vec<f64> = field(out, key)
-        .split(',')
-        .map(|n| n.parse::<f64>().unwrap() * 1e-9)
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v
 }
 
 /// The latest value of a counter series (cumulative: the total so far).
@@ -98,7 +83,7 @@ fn refused_connects_counted_exactly_and_connects_timed() {
     let _agent = start_agent(&rx);
     let name = unique_name("refuse");
     let out = run_named(&name, &["tcp-refused", "23"]);
-    let port = field(&out, "port");
+    let port = output_field(&out, "port");
     let by = [
         ("process.executable.name", name.as_str()),
         ("server.port", port.as_str()),
@@ -125,7 +110,7 @@ fn refused_connects_counted_exactly_and_connects_timed() {
 
     let name = unique_name("connect");
     let out = run_named(&name, &["tcp-connect", "17"]);
-    let port = field(&out, "port");
+    let port = output_field(&out, "port");
     let by = [
         ("process.executable.name", name.as_str()),
         ("server.port", port.as_str()),
@@ -160,7 +145,7 @@ fn refused_connects_over_ipv6() {
     let _agent = start_agent(&rx);
     let name = unique_name("refuse6");
     let out = run_named(&name, &["tcp-refused", "7", "::1"]);
-    let port = field(&out, "port");
+    let port = output_field(&out, "port");
     let by = [
         ("process.executable.name", name.as_str()),
         ("server.port", port.as_str()),
@@ -198,7 +183,7 @@ fn request_latency(extra: &[&str]) {
     let name = unique_name("reqresp");
     let (conns, reqs) = (3, 5);
     let out = run_named(&name, &["tcp-reqresp", "3", "5", "20"]);
-    let port = field(&out, "port");
+    let port = output_field(&out, "port");
     let n = (conns * reqs) as u64;
     for (metric, truth_key, with_addr) in [
         ("tcp.server.request.duration", "server_ns", false),
@@ -240,7 +225,7 @@ fn assert_requests_match(
         .unwrap()
         .clone();
     assert_eq!(h.count, n, "{metric}: requests");
-    let truth = durations_s(out, truth_key);
+    let truth = output_durations_s(out, truth_key);
     assert_eq!(truth.len() as u64, n);
     // The workload's clock reads bracket the kernel's by a few µs. Under
     // emulation (the VM matrix, qemu TCG, on a shared host) a return to
@@ -344,8 +329,8 @@ fn overlapping_requests_are_counted_not_measured() {
     let _agent = start_agent(&rx);
     let name = unique_name("overlap");
     let out = run_named(&name, &["tcp-stream-overlap", "2"]);
-    let port = field(&out, "port");
-    let updates: u64 = field(&out, "updates").parse().unwrap();
+    let port = output_field(&out, "port");
+    let updates: u64 = output_field(&out, "updates").parse().unwrap();
     assert!(updates > 100, "the client wrote {updates} times");
     let by = [
         ("process.executable.name", name.as_str()),
@@ -610,8 +595,8 @@ fn listen_drops_match_the_kernel_counter() {
     let _agent = start_agent(&rx);
     let name = unique_name("flood");
     let out = run_named(&name, &["--netns", &ns.0, "tcp-listen-flood", "12"]);
-    let port = field(&out, "port");
-    let want: f64 = field(&out, "listen_drops").parse().unwrap();
+    let port = output_field(&out, "port");
+    let want: f64 = output_field(&out, "listen_drops").parse().unwrap();
     assert!(want > 0.0, "the flood caused no drops: {out:?}");
     eprintln!("listen drops: kernel ListenDrops delta {want}");
     let by = [
@@ -642,7 +627,7 @@ fn linger_zero_close_is_a_reset_each_way() {
     let _agent = start_agent(&rx);
     let name = unique_name("reset");
     let out = run_named(&name, &["tcp-reset"]);
-    let port = field(&out, "port");
+    let port = output_field(&out, "port");
     for dir in ["transmit", "receive"] {
         let by = [
             ("process.executable.name", name.as_str()),
@@ -713,7 +698,7 @@ fn timed_out_connect_is_etimedout_with_its_syn_retransmits() {
         &name,
         &["--netns", &a.0, "tcp-timeout", "10.205.0.2", "7171"],
     );
-    let retrans: f64 = field(&out, "total_retrans").parse().unwrap();
+    let retrans: f64 = output_field(&out, "total_retrans").parse().unwrap();
     assert!(retrans >= 1.0, "{out:?}");
     let by = [
         ("process.executable.name", name.as_str()),
@@ -798,10 +783,10 @@ fn retransmits_and_rtt_over_a_veth_pair() {
     );
     let _ = server.kill();
     let _ = server.wait();
-    let retrans: f64 = field(&out, "total_retrans").parse().unwrap();
+    let retrans: f64 = output_field(&out, "total_retrans").parse().unwrap();
     let (lo, hi): (f64, f64) = (
-        field(&out, "rtt_min_us").parse::<f64>().unwrap() * 1e-6,
-        field(&out, "rtt_max_us").parse::<f64>().unwrap() * 1e-6,
+        output_field(&out, "rtt_min_us").parse::<f64>().unwrap() * 1e-6,
+        output_field(&out, "rtt_max_us").parse::<f64>().unwrap() * 1e-6,
     );
     assert!(retrans >= 1.0);
     let by = [
