@@ -28,7 +28,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn have_tools() -> bool {
     if !nginx_path().exists() {
-        skip("no nginx (apt package nginx-light; cargo xtask setup installs it)");
+        skip("no nginx (apt package nginx; cargo xtask setup installs it)");
         return false;
     }
     if Command::new("stunnel4").arg("-version").output().is_err() {

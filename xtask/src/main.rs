@@ -47,10 +47,9 @@ const APT_PACKAGES: &[&str] = &[
     "kmod",
     "xz-utils",
     // Export backends the tests run for real: Prometheus 2.42 scraping the
-    // agent (tests/tests/prometheus.rs); nginx and stunnel terminating TLS
+    // agent (tests/tests/prometheus.rs); nginx (listed above) and stunnel terminating TLS
     // in front of the receiver, openssl making the certificates (tls.rs).
     "prometheus",
-    "nginx-light",
     "stunnel4",
     "openssl",
 ];
