@@ -169,6 +169,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         syscalls: cfg.probes.syscalls,
         tcp: cfg.probes.tcp,
         force_io: opts.force_io,
+        thresholds: crate::slo::definition::thresholds(&cfg.slos),
     })?;
     let mut daemon = Daemon::new(&cfg, probes, stats.clone());
     let exporter = cfg

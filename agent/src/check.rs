@@ -100,6 +100,7 @@ pub fn run(cfg: &Config, force_io: Option<IoRoute>) -> Report {
         syscalls: cfg.probes.syscalls,
         tcp: cfg.probes.tcp,
         force_io,
+        thresholds: crate::slo::definition::thresholds(&cfg.slos),
     });
     match loaded {
         Ok(mut p) => {

@@ -11,7 +11,7 @@ use std::{collections::HashMap, hash::Hash, time::Instant};
 
 use syscope_common::{
     counter,
-    hist::NUM_BUCKETS,
+    hist::{NUM_BUCKETS, SPLITS},
     maps,
     tcp::{CountKind, ListenState, TcpKey},
     Histogram, SeriesKey,
@@ -147,6 +147,9 @@ pub struct HistValue {
     pub sum_ns: u64,
     pub zero: u64,
     pub buckets: Box<[u64; NUM_BUCKETS]>,
+    /// Per SLO threshold slot: the durations of the threshold's bucket at
+    /// or below it (see `syscope_common::hist::SPLITS`).
+    pub split: [u64; SPLITS],
 }
 
 impl Default for HistValue {
@@ -155,6 +158,7 @@ impl Default for HistValue {
             sum_ns: 0,
             zero: 0,
             buckets: Box::new([0; NUM_BUCKETS]),
+            split: [0; SPLITS],
         }
     }
 }
@@ -170,6 +174,17 @@ impl HistValue {
         for (a, b) in self.buckets.iter_mut().zip(d.buckets.iter()) {
             *a += b;
         }
+        for (a, b) in self.split.iter_mut().zip(d.split.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Durations at or below a threshold, exactly: the buckets wholly below
+    /// it, and the split counter of its own bucket (`slot` is its place in
+    /// the kernel's `SPLIT_NS`, `bucket` the index it falls in).
+    pub fn at_or_below(&self, slot: usize, bucket: usize) -> u64 {
+        let below: u64 = self.buckets.iter().take(bucket).sum();
+        self.zero + below + self.split.get(slot).copied().unwrap_or(0)
     }
 
     /// Delta from `prev` to `cur`; `None` prev (or a reset) means all of `cur`.
@@ -189,6 +204,7 @@ impl HistValue {
             sum_ns: cur.sum_ns - prev.sum_ns,
             zero: cur.zero.wrapping_sub(prev.zero) as u64,
             buckets,
+            split: std::array::from_fn(|k| cur.split[k].wrapping_sub(prev.split[k]) as u64),
         }
     }
 

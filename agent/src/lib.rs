@@ -21,5 +21,6 @@ pub mod export;
 pub mod probes;
 pub mod prometheus;
 pub mod service;
+pub mod slo;
 pub mod table;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use syscope::{
-    config::{self, Cli, Command, ProcessEnv},
+    config::{self, Cli, Command, ProcessEnv, SloCommand},
     probes::{AttachMode, IoRoute},
 };
 
@@ -24,6 +24,18 @@ fn main() -> ExitCode {
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
     }
+    // SLOs as code: generated from the checked definitions, nothing loaded.
+    if let Some(Command::Slo { what }) = &cli.command {
+        if cfg.slos.is_empty() {
+            eprintln!("syscope: no SLOs defined: add [[slo]] tables to --config or --slo-file");
+            return ExitCode::from(config::EXIT_CODE_INVALID_CONFIG as u8);
+        }
+        match what {
+            SloCommand::Rules => print!("{}", syscope::slo::rules::render(&cfg.slos)),
+            SloCommand::Dashboard => print!("{}", syscope::slo::dashboard::render(&cfg.slos)),
+        }
+        return ExitCode::SUCCESS;
+    }
     let force_io = match cli.tcp_io_hook.as_str() {
         "sock" => Some(IoRoute::SockTracepoints),
         "syscalls" => Some(IoRoute::Syscalls),
@@ -31,7 +43,7 @@ fn main() -> ExitCode {
     };
     // The preflight reports on stdout; the loader's own lines stay quiet.
     let log = match cli.command {
-        Some(Command::Check { .. }) => "warn",
+        Some(Command::Check { .. } | Command::Slo { .. }) => "warn",
         None => cfg.log.as_str(),
     };
     tracing_subscriber::fmt()

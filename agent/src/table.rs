@@ -472,6 +472,7 @@ mod tests {
                 sum_ns: 1000 * calls,
                 zero: 0,
                 buckets: Box::new([0; syscope_common::hist::NUM_BUCKETS]),
+                ..Default::default()
             };
             let syscope_common::Bucket::Index(i) = syscope_common::bucket_index(1000) else {
                 unreachable!()

@@ -14,6 +14,12 @@
 //! Relative error of a value reported from its bucket (lo, hi] as
 //! 2·lo·hi/(lo+hi): at most (2^(1/8) - 1) / (2^(1/8) + 1) = 4.33 %.
 
+/// Latency thresholds the kernel splits their bucket at (SLOs): for each,
+/// `Histogram::split[k]` counts the durations of the threshold's bucket
+/// that are at or below it, so "at or below the threshold" is exact
+/// wherever the threshold falls.
+pub const SPLITS: usize = 4;
+
 /// OTLP exponential histogram scale: 2^SCALE buckets per power of two.
 pub const SCALE: i32 = 3;
 /// `8 * log2(1e9)` rounded up: the ns -> s shift of bucket indexes.

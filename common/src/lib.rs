@@ -98,8 +98,12 @@ pub struct Histogram {
     pub _pad: u32,
     /// `buckets[i]` counts OTLP bucket index `i + hist::OTLP_INDEX_OFFSET`.
     pub buckets: [u32; hist::NUM_BUCKETS],
+    /// `split[k]`: durations in the bucket of threshold `k`
+    /// (`globals::SPLIT_NS`) at or below it; wraps like the buckets.
+    pub split: [u32; hist::SPLITS],
 }
-const _: () = assert!(core::mem::size_of::<Histogram>() == 16 + 4 * hist::NUM_BUCKETS);
+const _: () =
+    assert!(core::mem::size_of::<Histogram>() == 16 + 4 * (hist::NUM_BUCKETS + hist::SPLITS));
 
 impl Histogram {
     pub const ZERO: Histogram = Histogram {
@@ -107,6 +111,7 @@ impl Histogram {
         zero: 0,
         _pad: 0,
         buckets: [0; hist::NUM_BUCKETS],
+        split: [0; hist::SPLITS],
     };
 }
 
@@ -228,9 +233,17 @@ pub mod globals {
     pub const CGROUP_ROOT_OFF: &str = "CGROUP_ROOT_OFF";
     pub const CGROUP_HIERARCHY_OFF: &str = "CGROUP_HIERARCHY_OFF";
 
+    /// SLO latency thresholds in ns (`[u64; hist::SPLITS]`) and the index of
+    /// the bucket each falls in (`[u32; hist::SPLITS]`, `NO_SPLIT` when the
+    /// slot is unused): the kernel compares only durations of that bucket.
+    pub const SPLIT_NS: &str = "SPLIT_NS";
+    pub const SPLIT_IDX: &str = "SPLIT_IDX";
+    /// A split slot no bucket index matches.
+    pub const NO_SPLIT: u32 = u32::MAX;
+
     /// Every global above: the object declares exactly these (checked by the
     /// agent's contract test).
-    pub const ALL: [&str; 44] = [
+    pub const ALL: [&str; 46] = [
         SELF_TGID,
         TASK_GROUP_LEADER_OFF,
         TASK_COMM_OFF,
@@ -275,6 +288,8 @@ pub mod globals {
         KERNFS_ID_OFF,
         CGROUP_ROOT_OFF,
         CGROUP_HIERARCHY_OFF,
+        SPLIT_NS,
+        SPLIT_IDX,
     ];
 
     /// Words of the socket I/O syscall bitmaps: numbers 0..512.

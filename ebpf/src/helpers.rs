@@ -9,9 +9,15 @@ use aya_ebpf::{
     },
     maps::HashMap,
 };
-use syscope_common::{bucket_index, hist::NUM_BUCKETS, Bucket, Histogram, COMM_LEN};
+use syscope_common::{
+    bucket_index,
+    hist::{NUM_BUCKETS, SPLITS},
+    Bucket, Histogram, COMM_LEN,
+};
 
-use crate::maps::{COUNTERS, SELF_TGID, TASK_COMM_OFF, TASK_GROUP_LEADER_OFF, ZERO_HIST};
+use crate::maps::{
+    COUNTERS, SELF_TGID, SPLIT_IDX, SPLIT_NS, TASK_COMM_OFF, TASK_GROUP_LEADER_OFF, ZERO_HIST,
+};
 
 /// `-EEXIST`, what a `BPF_NOEXIST` insert returns when another CPU created
 /// the key between our lookup and our insert.
@@ -148,6 +154,16 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
             Bucket::Index(i) => {
                 if i < NUM_BUCKETS {
                     add32((&raw mut (*h).buckets).cast::<u32>().add(i), 1);
+                }
+                // SLO thresholds: only a duration in a threshold's own
+                // bucket is compared (a load and a compare per slot).
+                let split = (&raw mut (*h).split).cast::<u32>();
+                for k in 0..SPLITS {
+                    if let (Some(idx), Some(t)) = (SPLIT_IDX.get(k), SPLIT_NS.get(k)) {
+                        if i as u32 == global(idx) && ns <= global(t) {
+                            add32(split.add(k), 1);
+                        }
+                    }
                 }
             }
         }

@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use syscope_common::{
     counter,
-    globals::{fd_off, SOCKIO_NR_WORDS},
+    globals::{fd_off, NO_SPLIT, SOCKIO_NR_WORDS},
+    hist::SPLITS,
     maps::{self, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
     names,
     tcp::{ListenState, SockState, TcpKey},
@@ -79,6 +80,11 @@ pub(crate) static SK_STATE_OFF: u32 = 0;
 pub(crate) static SYSCALL_SLIS: u32 = 1;
 #[no_mangle]
 pub(crate) static SOCKIO: u32 = 0;
+// SLO thresholds: split counters of the threshold's bucket.
+#[no_mangle]
+pub(crate) static SPLIT_NS: [u64; SPLITS] = [0; SPLITS];
+#[no_mangle]
+pub(crate) static SPLIT_IDX: [u32; SPLITS] = [NO_SPLIT; SPLITS];
 #[no_mangle]
 pub(crate) static SOCKIO_RECV_NRS: [u64; SOCKIO_NR_WORDS] = [0; SOCKIO_NR_WORDS];
 #[no_mangle]

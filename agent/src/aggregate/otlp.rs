@@ -312,6 +312,7 @@ mod tests {
             sum_ns: 20_000_000 * 3,
             zero: 0,
             buckets: Box::new([0; syscope_common::hist::NUM_BUCKETS]),
+            ..Default::default()
         };
         let syscope_common::Bucket::Index(i) = syscope_common::bucket_index(20_000_000) else {
             unreachable!()

@@ -109,6 +109,14 @@ pub struct Cli {
     #[arg(long, value_name = "LIST")]
     pub probes: Option<String>,
 
+    /// A TOML file of [[slo]] tables, added to those of the config file
+    #[arg(long, value_name = "PATH")]
+    pub slo_file: Option<String>,
+
+    /// Directory where SLO history survives restarts (default: none, in memory)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
+
     /// Print the resolved configuration as TOML (header values redacted) and exit
     #[arg(long)]
     pub print_config: bool,
@@ -143,6 +151,20 @@ pub enum Command {
         #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"], default_value = "text")]
         output: String,
     },
+    /// SLOs as code, from the configured [[slo]] definitions
+    Slo {
+        #[command(subcommand)]
+        what: SloCommand,
+    },
+}
+
+/// What `syscope slo` prints.
+#[derive(Clone, Debug, Subcommand)]
+pub enum SloCommand {
+    /// Prometheus recording and multi-window burn-rate alerting rules (YAML)
+    Rules,
+    /// A Grafana dashboard (JSON): budgets, burn rates, good/bad rates and the SLIs
+    Dashboard,
 }
 
 fn after_help() -> String {

@@ -64,6 +64,8 @@ pub(super) const SYSCOPE_CONFIG: &str = "SYSCOPE_CONFIG";
 pub(super) const SYSCOPE_PROBES: &str = "SYSCOPE_PROBES";
 pub(super) const HEALTH_ADDRESS: &str = "SYSCOPE_HEALTH_ADDRESS";
 pub(super) const SELF_ATTRIBUTES: &str = "SYSCOPE_SELF_ATTRIBUTES";
+pub(super) const SLO_FILE: &str = "SYSCOPE_SLO_FILE";
+pub(super) const STATE_DIR: &str = "SYSCOPE_STATE_DIR";
 
 /// Every variable read, with its `--help` text; a test checks the two agree,
 /// and that each states its setting's range (settings.rs).
@@ -201,6 +203,14 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     (
         HEALTH_ADDRESS,
         "Health endpoint IP:PORT (like --health-address), or off.",
+    ),
+    (
+        SLO_FILE,
+        "A TOML file of [[slo]] tables (like --slo-file), added to the config file's.",
+    ),
+    (
+        STATE_DIR,
+        "Directory where SLO history survives restarts (like --state-dir); unset: in memory.",
     ),
 ];
 

@@ -51,6 +51,12 @@ pub(super) struct FileConfig {
     pub health: FileHealth,
     #[serde(default)]
     pub identity: super::identity::FileIdentity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo: Vec<crate::slo::definition::FileSlo>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

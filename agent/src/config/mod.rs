@@ -11,6 +11,7 @@ mod cli;
 mod env;
 mod file;
 mod identity;
+mod slo;
 mod layer;
 mod settings;
 #[cfg(test)]
@@ -25,7 +26,7 @@ use syscope_common::maps;
 
 use crate::export::{Compression, Protocol, TlsFiles};
 
-pub use cli::{Cli, Command};
+pub use cli::{Cli, Command, SloCommand};
 pub use env::{Env, ProcessEnv};
 pub use file::EXAMPLE_TOML;
 pub use identity::IdentityConfig;
@@ -185,6 +186,10 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Probe sets to attach.
     pub probes: ProbeSets,
+    /// Service level objectives, checked.
+    pub slos: Vec<crate::slo::Slo>,
+    /// Where SLO history is kept across restarts; None: memory only.
+    pub state_dir: Option<PathBuf>,
     /// Non-fatal findings, for main to log once tracing is set up (load()
     /// runs before the subscriber exists, so it cannot log them itself).
     pub warnings: Vec<String>,
@@ -334,6 +339,8 @@ impl Default for Config {
             },
             identity: IdentityConfig::default(),
             probes: ProbeSets::default(),
+            slos: Vec::new(),
+            state_dir: None,
             warnings: Vec::new(),
         }
     }
@@ -366,6 +373,11 @@ impl Config {
                 .map(|(n, _)| n.to_string()),
             not_failures: Some(self.table.not_failures.clone()),
             identity: identity::FileIdentity::of(&self.identity),
+            // The SLOs of a --slo-file are printed inline: the output is
+            // one self-contained file.
+            slo_file: None,
+            state_dir: self.state_dir.as_ref().map(|p| p.display().to_string()),
+            slo: self.slos.iter().map(crate::slo::Slo::to_file).collect(),
             probes: Some(self.probes.names()),
             exporters: (!self.show_table).then(|| {
                 let e = Exporters {
@@ -536,6 +548,14 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
     )?;
     let identity =
         identity::resolve_identity(vars, file.identity, file.resource.self_attributes.clone())?;
+    let (slos, state_dir) = slo::resolve(
+        cli.slo_file.as_deref(),
+        cli.state_dir.as_deref(),
+        vars,
+        file.slo,
+        file.slo_file,
+        file.state_dir,
+    )?;
     let probes = settings::PROBES
         .resolve(
             cli.probes.as_deref(),
@@ -581,6 +601,8 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
         table,
         identity,
         probes,
+        slos,
+        state_dir,
         warnings,
     })
 }

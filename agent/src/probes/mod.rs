@@ -67,6 +67,25 @@ pub struct LoadOptions {
     pub tcp: bool,
     /// Force the route of TCP request latency instead of probing.
     pub force_io: Option<IoRoute>,
+    /// SLO latency thresholds (at most `hist::SPLITS`): each histogram
+    /// counts exactly the durations at or below each.
+    pub thresholds: Vec<std::time::Duration>,
+}
+
+/// The split globals for `thresholds`: ns, and the bucket each falls in.
+pub fn split_globals(
+    thresholds: &[std::time::Duration],
+) -> ([u64; syscope_common::hist::SPLITS], [u32; syscope_common::hist::SPLITS]) {
+    let mut ns = [0u64; syscope_common::hist::SPLITS];
+    let mut idx = [globals::NO_SPLIT; syscope_common::hist::SPLITS];
+    for (k, t) in thresholds.iter().take(ns.len()).enumerate() {
+        let t = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+        if let syscope_common::Bucket::Index(i) = syscope_common::bucket_index(t) {
+            ns[k] = t;
+            idx[k] = i as u32;
+        }
+    }
+    (ns, idx)
 }
 
 /// Errors loading or attaching: each says what to do about it.
@@ -215,6 +234,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let (nr_fork, nr_vfork) = (nr("fork"), nr("vfork"));
     let syscall_slis = opts.syscalls as u32;
     let sockio_on = sockio.is_some() as u32;
+    let (split_ns, split_idx) = split_globals(&opts.thresholds);
     let mut loader = EbpfLoader::new();
     for m in &maps::MAPS {
         loader.map_max_entries(m.object, sizes.0[m.id]);
@@ -272,6 +292,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global(globals::KERNFS_ID_OFF, &lc.kernfs_id, true)
         .override_global(globals::CGROUP_ROOT_OFF, &lc.cgroup_root, true)
         .override_global(globals::CGROUP_HIERARCHY_OFF, &lc.hierarchy_id, true)
+        .override_global(globals::SPLIT_NS, &split_ns, true)
+        .override_global(globals::SPLIT_IDX, &split_idx, true)
         .load(OBJECT)
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
 
