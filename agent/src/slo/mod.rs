@@ -105,6 +105,84 @@ pub const ALERTS: [BurnAlert; 4] = [
     },
 ];
 
+/// Attribute keys of the SLO metrics.
+pub const ATTR_NAME: &str = "slo.name";
+pub const ATTR_OUTCOME: &str = "slo.outcome";
+pub const ATTR_WINDOW: &str = "slo.window";
+
+/// Instrument of an SLO metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SloInstrument {
+    /// Monotonic sum, cumulative since the agent started.
+    Counter,
+    Gauge,
+}
+
+/// One SLO metric: what the engine exports (OTLP scope `syscope.slo`, and
+/// the Prometheus endpoint by the usual translation), what the rules and the
+/// dashboard query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SloMetric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub instrument: SloInstrument,
+    pub description: &'static str,
+    pub attrs: &'static [&'static str],
+}
+
+impl SloMetric {
+    /// The Prometheus name (`syscope_slo_events_total`, ...).
+    pub fn prometheus_name(&self) -> String {
+        let kind = match self.instrument {
+            SloInstrument::Counter => crate::prometheus::translate::Kind::Counter,
+            SloInstrument::Gauge => crate::prometheus::translate::Kind::Gauge,
+        };
+        crate::prometheus::translate::metric_name(self.name, self.unit, kind)
+    }
+}
+
+pub const EVENTS: SloMetric = SloMetric {
+    name: "syscope.slo.events",
+    unit: "{event}",
+    instrument: SloInstrument::Counter,
+    description: "Events of each SLO, good or bad, counted exactly from the kernel's measurements.",
+    attrs: &[ATTR_NAME, ATTR_OUTCOME],
+};
+pub const OBJECTIVE: SloMetric = SloMetric {
+    name: "syscope.slo.objective",
+    unit: "1",
+    instrument: SloInstrument::Gauge,
+    description: "The SLO's objective: the fraction of events that must be good.",
+    attrs: &[ATTR_NAME],
+};
+pub const BURN_RATE: SloMetric = SloMetric {
+    name: "syscope.slo.burn_rate",
+    unit: "1",
+    instrument: SloInstrument::Gauge,
+    description: "(bad / total events over the window) / (1 - objective), from what this agent saw; 0 without events.",
+    attrs: &[ATTR_NAME, ATTR_WINDOW],
+};
+pub const BUDGET_REMAINING: SloMetric = SloMetric {
+    name: "syscope.slo.error_budget.remaining",
+    unit: "1",
+    instrument: SloInstrument::Gauge,
+    description: "Error budget left over the SLO's window (1 - burn rate over it); negative when overspent.",
+    attrs: &[ATTR_NAME],
+};
+pub const HISTORY: SloMetric = SloMetric {
+    name: "syscope.slo.history",
+    unit: "s",
+    instrument: SloInstrument::Gauge,
+    description: "How much of the past the burn rates and budget cover (agent uptime, or the state directory's history): a window longer than this is only partly observed.",
+    attrs: &[ATTR_NAME],
+};
+
+/// Every SLO metric, in export order.
+pub const METRICS: [SloMetric; 5] = [EVENTS, OBJECTIVE, BURN_RATE, BUDGET_REMAINING, HISTORY];
+
+/// The OTLP scope of the SLO metrics.
+pub const SCOPE: &str = "syscope.slo";
+
 /// `slo.outcome` values of `syscope.slo.events`.
 pub const GOOD: &str = "good";
 pub const BAD: &str = "bad";
@@ -129,6 +207,17 @@ mod tests {
         let b = burn_rate(20, 10, 0.99);
         assert!((b - 100.0 / 3.0).abs() < 1e-9, "{b}");
         assert_eq!(burn_rate(0, 0, 0.99), 0.0);
+    }
+
+    #[test]
+    fn prometheus_names() {
+        assert_eq!(EVENTS.prometheus_name(), "syscope_slo_events_total");
+        assert_eq!(BURN_RATE.prometheus_name(), "syscope_slo_burn_rate_ratio");
+        assert_eq!(
+            BUDGET_REMAINING.prometheus_name(),
+            "syscope_slo_error_budget_remaining_ratio"
+        );
+        assert_eq!(HISTORY.prometheus_name(), "syscope_slo_history_seconds");
     }
 
     #[test]
