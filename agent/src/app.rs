@@ -9,7 +9,8 @@ use std::{
 
 use anyhow::Context as _;
 use opentelemetry_proto::tonic::{
-    collector::metrics::v1::ExportMetricsServiceRequest, metrics::v1::AggregationTemporality,
+    collector::metrics::v1::ExportMetricsServiceRequest,
+    metrics::v1::{AggregationTemporality, ScopeMetrics},
     resource::v1::Resource,
 };
 use std::os::fd::{AsRawFd, RawFd};
@@ -32,6 +33,7 @@ use crate::{
     probes::{self, LoadOptions, Probes},
     prometheus,
     service::Service,
+    slo::engine::{BurnChange, Engine},
     table,
     telemetry::{SelfMetrics, SelfStats},
 };
@@ -47,10 +49,14 @@ pub struct Daemon {
     resource: Resource,
     /// The agent's own metrics in cumulative form, for Prometheus.
     own_cumulative: SelfMetrics,
+    /// SLOs evaluated at the edge.
+    pub slo: Engine,
+    /// Burns that started or stopped in the last interval.
+    pub burns: Vec<BurnChange>,
 }
 
 impl Daemon {
-    pub fn new(cfg: &Config, probes: Probes, stats: Arc<SelfStats>) -> Self {
+    pub fn new(cfg: &Config, probes: Probes, stats: Arc<SelfStats>) -> anyhow::Result<Self> {
         for m in &maps::MAPS {
             SelfStats::set(&stats.map_capacity[m.id], probes.map_sizes.0[m.id].into());
         }
@@ -62,7 +68,15 @@ impl Daemon {
             );
         }
         SelfStats::set(&stats.identity_capacity, cfg.identity.max_cgroups as u64);
-        Daemon {
+        let slo = Engine::new(
+            &cfg.slos,
+            &cfg.table.not_failures,
+            cfg.state_dir.as_deref(),
+            SystemTime::now(),
+        )?;
+        Ok(Daemon {
+            slo,
+            burns: Vec::new(),
             probes,
             collector: Collector::new(cfg.limits.series_idle_intervals.max(2)),
             agg: Aggregator::new(
@@ -81,7 +95,7 @@ impl Daemon {
             ),
             stats,
             resource: otlp::resource(&cfg.resource),
-        }
+        })
     }
 
     /// Read the kernel maps and fold this interval into the series.
@@ -95,6 +109,20 @@ impl Daemon {
             &mut self.cgroups,
             SystemTime::now(),
         );
+        self.burns = self.slo.observe(&self.agg, self.agg.interval_end);
+        for b in &self.burns {
+            let s = &self.slo.slos()[b.slo];
+            let rates: Vec<String> = crate::slo::WINDOWS
+                .iter()
+                .zip(b.status.burn)
+                .map(|(w, r)| format!("{}={r:.1}", w.label))
+                .collect();
+            if b.started {
+                tracing::warn!(slo = %s.def.name, burn_rates = %rates.join(" "), "SLO burning its error budget at a page-level rate");
+            } else {
+                info!(slo = %s.def.name, burn_rates = %rates.join(" "), "SLO no longer burning at a page-level rate");
+            }
+        }
         let id = self.cgroups.stats();
         SelfStats::set(&self.stats.identity_entries, id.entries);
         SelfStats::set(&self.stats.identity_departed, id.departed);
@@ -122,13 +150,33 @@ impl Daemon {
 
     /// This interval's request (the exporter adds the self-metrics).
     pub fn request(&self) -> ExportMetricsServiceRequest {
-        otlp::build_request(&self.agg, &self.resource)
+        let mut req = otlp::build_request(&self.agg, &self.resource);
+        self.add_slo_scope(&mut req, self.agg.temporality);
+        req
+    }
+
+    /// The SLO metrics as their own scope (`syscope.slo`).
+    fn add_slo_scope(&self, req: &mut ExportMetricsServiceRequest, t: Temporality) {
+        let metrics = self
+            .slo
+            .metrics(t, self.agg.interval_end, self.agg.interval_start);
+        if metrics.is_empty() {
+            return;
+        }
+        if let Some(rm) = req.resource_metrics.first_mut() {
+            rm.scope_metrics.push(ScopeMetrics {
+                scope: Some(otlp::scope(crate::slo::SCOPE)),
+                metrics,
+                ..Default::default()
+            });
+        }
     }
 
     /// Everything the Prometheus endpoint shows: the SLIs cumulative,
     /// whatever OTLP's temporality, and the self-metrics read now.
     pub fn cumulative_request(&self) -> ExportMetricsServiceRequest {
         let mut req = otlp::build_request_as(&self.agg, &self.resource, Temporality::Cumulative);
+        self.add_slo_scope(&mut req, Temporality::Cumulative);
         let own = self.own_cumulative.scope(&self.own_cumulative.snapshot());
         if let Some(rm) = req.resource_metrics.first_mut() {
             rm.scope_metrics.push(own);
@@ -171,7 +219,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         force_io: opts.force_io,
         thresholds: crate::slo::definition::thresholds(&cfg.slos),
     })?;
-    let mut daemon = Daemon::new(&cfg, probes, stats.clone());
+    let mut daemon = Daemon::new(&cfg, probes, stats.clone())?;
     let exporter = cfg
         .export
         .clone()
@@ -228,6 +276,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     service.stopping();
     daemon.probes.detach();
     cycle(&mut daemon, exporter.as_ref(), prometheus.as_ref(), &cfg);
+    daemon.slo.save();
     if let Some(ex) = exporter {
         // Logs an error itself when intervals are left unsent.
         ex.shutdown(remaining(deadline)).await;
@@ -280,7 +329,8 @@ fn cycle(
             daemon.probes.hooks(),
             daemon.stats.summary()
         );
-        print!("{}", table::render(&rows, &header));
+        print!("{header}\n{}", table::render_slos(daemon.slo.slos()));
+        print!("{}", table::render(&rows, ""));
         if daemon.probes.tcp.is_some() {
             let (rows, totals) = table::tcp_rows(&daemon.agg, &cfg.table);
             print!("{}", table::render_tcp(&rows, &totals));

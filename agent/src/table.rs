@@ -67,28 +67,14 @@ impl Default for View {
     }
 }
 
-/// The value of attribute `key` on a series, as exported.
+/// The value of attribute `key` on a series, as exported (only the keys
+/// `--filter` accepts).
 fn attr_value(a: &Attrs, key: &str) -> Option<String> {
-    let id = a.identity.as_deref();
-    let pick = |x: Option<&Option<Arc<str>>>| x.and_then(|v| v.as_deref().map(str::to_string));
     let attr = [Attr::SyscallName, Attr::ExecutableName, Attr::ErrorType]
         .into_iter()
         .chain(IDENTITY)
         .find(|x| x.key() == key)?;
-    match attr {
-        Attr::SyscallName => pick(Some(&a.syscall)),
-        Attr::ExecutableName => pick(Some(&a.exe)),
-        Attr::ErrorType => pick(Some(&a.error)),
-        Attr::ContainerId => pick(id.map(|i| &i.container_id)),
-        Attr::ContainerName => pick(id.map(|i| &i.container_name)),
-        Attr::K8sNamespace => pick(id.map(|i| &i.k8s_namespace)),
-        Attr::K8sPodName => pick(id.map(|i| &i.k8s_pod_name)),
-        Attr::K8sPodUid => pick(id.map(|i| &i.k8s_pod_uid)),
-        Attr::K8sContainerName => pick(id.map(|i| &i.k8s_container_name)),
-        Attr::SystemdUnit => pick(id.map(|i| &i.systemd_unit)),
-        Attr::SystemdSlice => pick(id.map(|i| &i.systemd_slice)),
-        _ => None,
-    }
+    a.value(attr).map(|v| v.into_owned())
 }
 
 /// The attribute keys `--filter` accepts.
@@ -357,6 +343,46 @@ pub fn render_tcp(rows: &[TcpRow], t: &TcpTotals) -> String {
     out
 }
 
+/// The SLO section, first in the table: objective, budget left, burn rates
+/// and whether a page-level burn is on.
+pub fn render_slos(slos: &[crate::slo::engine::Tracked]) -> String {
+    use crate::slo::WINDOWS;
+    let mut out = String::new();
+    if slos.is_empty() {
+        return out;
+    }
+    let _ = write!(
+        out,
+        "{:<24} {:>8} {:>9} {:>9}",
+        "SLO", "OBJ", "BUDGET", "EVENTS"
+    );
+    for w in WINDOWS {
+        let _ = write!(out, " {:>6}", w.label);
+    }
+    let _ = writeln!(out, "  STATE");
+    for s in slos {
+        let st = &s.status;
+        let _ = write!(
+            out,
+            "{:<24} {:>7.3}% {:>8.1}% {:>9}",
+            truncate(&s.def.name, 24),
+            s.def.objective * 100.0,
+            st.remaining * 100.0,
+            s.good + s.bad
+        );
+        for b in st.burn {
+            let _ = write!(out, " {b:>6.1}");
+        }
+        let state = match st.paging.first() {
+            Some(a) => format!("BURNING (>{}x over {})", a.factor, a.long.label),
+            None if st.remaining < 0.0 => "budget spent".to_owned(),
+            None => "ok".to_owned(),
+        };
+        let _ = writeln!(out, "  {state}");
+    }
+    out
+}
+
 /// A duration in seconds, short and human: 812ns, 4.1µs, 20.0ms, 1.20s.
 pub fn fmt_duration(s: f64) -> String {
     if s < 1e-6 {
@@ -373,7 +399,9 @@ pub fn fmt_duration(s: f64) -> String {
 /// Render the table (with a header line of agent health).
 pub fn render(rows: &[Row], header: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{header}");
+    if !header.is_empty() {
+        let _ = writeln!(out, "{header}");
+    }
     let _ = writeln!(
         out,
         "{:<28} {:<18} {:>10} {:>9} {:>9} {:>9} {:>7}",

@@ -54,6 +54,32 @@ pub struct Attrs {
 }
 
 impl Attrs {
+    /// The exported value of `a`, as text (the port in decimal), if set.
+    pub fn value(&self, a: Attr) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        fn s(v: &Option<Arc<str>>) -> Option<Cow<'_, str>> {
+            v.as_deref().map(Cow::Borrowed)
+        }
+        let id =
+            |f: fn(&Identity) -> &Option<Arc<str>>| self.identity.as_deref().and_then(|i| s(f(i)));
+        match a {
+            Attr::SyscallName => s(&self.syscall),
+            Attr::ExecutableName => s(&self.exe),
+            Attr::ContainerId => id(|i| &i.container_id),
+            Attr::ContainerName => id(|i| &i.container_name),
+            Attr::K8sNamespace => id(|i| &i.k8s_namespace),
+            Attr::K8sPodName => id(|i| &i.k8s_pod_name),
+            Attr::K8sPodUid => id(|i| &i.k8s_pod_uid),
+            Attr::K8sContainerName => id(|i| &i.k8s_container_name),
+            Attr::SystemdUnit => id(|i| &i.systemd_unit),
+            Attr::SystemdSlice => id(|i| &i.systemd_slice),
+            Attr::ServerAddress => s(&self.address),
+            Attr::ServerPort => self.port.map(|p| Cow::Owned(p.to_string())),
+            Attr::ErrorType => s(&self.error),
+            Attr::IoDirection => self.direction.map(Cow::Borrowed),
+        }
+    }
+
     /// Keep only the attributes `m` carries.
     fn for_metric(mut self, m: Metric) -> Attrs {
         fn keep<T>(v: &mut Option<T>, yes: bool) {

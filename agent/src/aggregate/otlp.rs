@@ -15,13 +15,10 @@ use opentelemetry_proto::tonic::{
 };
 use syscope_common::hist::{OTLP_INDEX_OFFSET, SCALE, ZERO_THRESHOLD_S};
 
-use std::sync::Arc;
-
 use super::{
     metrics::Instrument, Aggregator, Attr, Attrs, HistValue, Metric, MetricSeries, Series,
 };
 use crate::config::{ResourceConfig, Temporality};
-use crate::enrich::identity::Identity;
 
 /// Marks the series that holds what the cardinality limit folded.
 pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
@@ -31,32 +28,15 @@ fn attributes(a: &Attrs, m: Metric) -> Vec<KeyValue> {
     m.spec()
         .attrs
         .iter()
-        .filter_map(|(attr, _)| {
-            let s = |v: &Option<Arc<str>>| v.as_deref().map(|v| kv_str(attr.key(), v));
-            let id =
-                |f: fn(&Identity) -> &Option<Arc<str>>| a.identity.as_deref().and_then(|i| s(f(i)));
-            match attr {
-                Attr::SyscallName => s(&a.syscall),
-                Attr::ExecutableName => s(&a.exe),
-                Attr::ContainerId => id(|i| &i.container_id),
-                Attr::ContainerName => id(|i| &i.container_name),
-                Attr::K8sNamespace => id(|i| &i.k8s_namespace),
-                Attr::K8sPodName => id(|i| &i.k8s_pod_name),
-                Attr::K8sPodUid => id(|i| &i.k8s_pod_uid),
-                Attr::K8sContainerName => id(|i| &i.k8s_container_name),
-                Attr::SystemdUnit => id(|i| &i.systemd_unit),
-                Attr::SystemdSlice => id(|i| &i.systemd_slice),
-                Attr::ServerAddress => s(&a.address),
-                Attr::ErrorType => s(&a.error),
-                Attr::IoDirection => a.direction.map(|d| kv_str(attr.key(), d)),
-                Attr::ServerPort => a.port.map(|p| KeyValue {
-                    key: attr.key().into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::IntValue(p.into())),
-                    }),
-                    ..Default::default()
+        .filter_map(|(attr, _)| match attr {
+            Attr::ServerPort => a.port.map(|p| KeyValue {
+                key: attr.key().into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(p.into())),
                 }),
-            }
+                ..Default::default()
+            }),
+            _ => a.value(*attr).map(|v| kv_str(attr.key(), v)),
         })
         .collect()
 }
