@@ -71,6 +71,33 @@ impl Attrs {
         keep(&mut self.direction, m.has(Attr::IoDirection));
         self
     }
+
+    /// The value of `a` as exported (the port as decimal digits), `None`
+    /// when the series does not carry it.
+    pub fn value(&self, a: Attr) -> Option<String> {
+        let id = |f: fn(&Identity) -> &Option<Arc<str>>| {
+            self.identity
+                .as_deref()
+                .and_then(|i| f(i).as_deref().map(str::to_string))
+        };
+        let s = |v: &Option<Arc<str>>| v.as_deref().map(str::to_string);
+        match a {
+            Attr::SyscallName => s(&self.syscall),
+            Attr::ExecutableName => s(&self.exe),
+            Attr::ContainerId => id(|i| &i.container_id),
+            Attr::ContainerName => id(|i| &i.container_name),
+            Attr::K8sNamespace => id(|i| &i.k8s_namespace),
+            Attr::K8sPodName => id(|i| &i.k8s_pod_name),
+            Attr::K8sPodUid => id(|i| &i.k8s_pod_uid),
+            Attr::K8sContainerName => id(|i| &i.k8s_container_name),
+            Attr::SystemdUnit => id(|i| &i.systemd_unit),
+            Attr::SystemdSlice => id(|i| &i.systemd_slice),
+            Attr::ServerAddress => s(&self.address),
+            Attr::ServerPort => self.port.map(|p| p.to_string()),
+            Attr::ErrorType => s(&self.error),
+            Attr::IoDirection => self.direction.map(str::to_string),
+        }
+    }
 }
 
 /// Values a series can hold.

@@ -10,6 +10,7 @@
 
 pub mod dashboard;
 pub mod definition;
+pub mod diagnosis;
 pub mod rules;
 
 use std::time::Duration;
@@ -166,7 +167,8 @@ pub const BUDGET_REMAINING: SloMetric = SloMetric {
     name: "syscope.slo.error_budget.remaining",
     unit: "1",
     instrument: SloInstrument::Gauge,
-    description: "Error budget left over the SLO's window (1 - burn rate over it); negative when overspent.",
+    description:
+        "Error budget left over the SLO's window (1 - burn rate over it); negative when overspent.",
     attrs: &[ATTR_NAME],
 };
 pub const HISTORY: SloMetric = SloMetric {

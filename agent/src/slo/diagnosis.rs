@@ -1,0 +1,654 @@
+//! What changed when an SLO starts or stops burning: for the workloads the
+//! SLO matches, this interval against the last hour, ranked.
+//!
+//! [`Baseline`] keeps, per series of the metrics that can explain a burn,
+//! an exponentially decayed sum (time constant [`HORIZON`], one hour) of
+//! what each interval brought: calls (or events), their seconds, and their
+//! squared seconds. Rates divide the decayed counts by the decayed time
+//! observed, so a series that appeared ten minutes ago has a low rate over
+//! the hour rather than the rate of its ten minutes. [`Baseline::diagnose`]
+//! compares the aggregator's current deltas (`Series::delta`) with it.
+//!
+//! # Scoring
+//!
+//! Every finding is scored in *seconds added to the workloads this
+//! interval*, so kinds rank together:
+//!
+//! - latencies (`syscall.latency`, `tcp.connect.duration`,
+//!   `tcp.client.request.duration`, `tcp.rtt`): calls this interval × (mean
+//!   now − mean over the last hour); a series never seen in the last hour
+//!   counts fully (its baseline mean is 0). Time a thread spends waiting for
+//!   another party ([`WAITS`]: socket reads, poll/epoll/select, futex,
+//!   accept, wait) and the time of a peer's requests and connects contain
+//!   that party's slowness, which is reported on its own when it runs here:
+//!   those count [`WAIT_WEIGHT`] (half). A sleep is the thread's own doing
+//!   and counts fully, so a handler that starts sleeping ranks above the
+//!   longer reads of its clients.
+//! - events (`syscall.errors`, `tcp.connect.errors`, `tcp.resets`,
+//!   `tcp.listen.drops`, `tcp.retransmits`): events this interval above the
+//!   last hour's rate over the same length, times a cost: a failure or a
+//!   dropped connection [`ERROR_COST_S`] (1 s: a dropped SYN is retried
+//!   after the initial RTO of 1 s; a failed request weighs about as much as
+//!   a second's wait), a retransmit [`RETRANSMIT_COST_S`] (0.2 s, the least
+//!   RTO).
+//!
+//! A change is a finding only when it is clear of the noise a steady
+//! workload makes: a mean at least [`GROWTH`] times the baseline's and
+//! [`SIGMAS`] standard errors above it; a count at least [`GROWTH`] times
+//! the expected and [`SIGMAS`] Poisson deviations above it (any listen drop
+//! above the expected counts); and a score of at least [`MIN_SCORE_S`].
+//!
+//! # Memory
+//!
+//! At most `max_series` series (all metrics together), each one map entry
+//! of ≈ 170 bytes (the attributes: 104, mostly `Arc`s shared with the
+//! aggregator while it holds the series; two accumulators of 3 × f64; the
+//! time last seen) plus the hash table's slack: about 200 bytes a series,
+//! 2 MB for 10 000. A series without events for [`HORIZON`] is forgotten;
+//! a new series takes the place of the longest idle one when full, and is
+//! turned away (counted, [`Baseline::turned_away`]) when every tracked
+//! series had events this interval.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    time::{Duration, Instant, SystemTime},
+};
+
+use syscope_common::hist::OTLP_INDEX_OFFSET;
+
+use crate::aggregate::{
+    quantile::{bucket_bounds_s, representative},
+    Aggregator, Attr, Attrs, HistValue, Metric,
+};
+
+use super::Slo;
+
+/// How far back the baseline looks: the decay's time constant, and how
+/// long an idle series is remembered.
+pub const HORIZON: Duration = Duration::from_secs(3600);
+/// A mean or a count must grow at least this much to be a finding.
+pub const GROWTH: f64 = 1.5;
+/// ... and stand this many standard errors above the baseline.
+pub const SIGMAS: f64 = 3.0;
+/// Least score (seconds added this interval) of a finding.
+pub const MIN_SCORE_S: f64 = 0.01;
+/// Weight of the added time of [`WAITS`] and of peers' durations.
+pub const WAIT_WEIGHT: f64 = 0.5;
+/// Seconds charged per excess error, reset or listen drop.
+pub const ERROR_COST_S: f64 = 1.0;
+/// Seconds charged per excess retransmit.
+pub const RETRANSMIT_COST_S: f64 = 0.2;
+
+/// Syscalls that wait for another party (a peer, another thread, a child):
+/// their added time is usually that party's, reported on its own.
+pub const WAITS: [&str; 25] = [
+    "read",
+    "readv",
+    "recvfrom",
+    "recvmsg",
+    "recvmmsg",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "futex",
+    "futex_waitv",
+    "accept",
+    "accept4",
+    "wait4",
+    "waitid",
+    "io_getevents",
+    "io_pgetevents",
+    "io_uring_enter",
+    "pause",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "msgrcv",
+];
+
+/// `Finding::kind` values.
+pub mod kind {
+    pub const SYSCALL_LATENCY: &str = "syscall.latency";
+    pub const SYSCALL_ERRORS: &str = "syscall.errors";
+    pub const CONNECT_DURATION: &str = "tcp.connect.duration";
+    pub const CLIENT_REQUEST_DURATION: &str = "tcp.client.request.duration";
+    pub const CONNECT_ERRORS: &str = "tcp.connect.errors";
+    pub const RETRANSMITS: &str = "tcp.retransmits";
+    pub const RESETS: &str = "tcp.resets";
+    pub const RTT: &str = "tcp.rtt";
+    pub const LISTEN_DROPS: &str = "tcp.listen.drops";
+}
+
+/// The metrics the baseline tracks, in [`Baseline`]'s slot order. The
+/// server request duration is what latency SLOs measure (the symptom), and
+/// the multiplexing counters explain nothing: neither is tracked.
+const TRACKED: [Metric; 9] = [
+    Metric::SyscallDuration,
+    Metric::SyscallErrors,
+    Metric::TcpConnectDuration,
+    Metric::TcpConnectErrors,
+    Metric::TcpClientRequestDuration,
+    Metric::TcpRtt,
+    Metric::TcpRetransmits,
+    Metric::TcpResets,
+    Metric::TcpListenDrops,
+];
+
+/// One thing that changed, ranked by `score`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    /// One of [`kind`]'s values.
+    pub kind: &'static str,
+    /// What changed, and whose: `clock_nanosleep (nginx)`,
+    /// `ECONNREFUSED on connect (api)`, `127.0.0.1:5432 ECONNREFUSED (api)`,
+    /// `port 8080 (server)`.
+    pub subject: String,
+    /// This interval: the mean in seconds (unit `s`), or the events.
+    pub now: f64,
+    /// The last hour: the mean in seconds, or the events expected in an
+    /// interval of this length at the last hour's rate.
+    pub baseline: f64,
+    /// `s` for latencies, else the metric's unit (`{error}`, ...).
+    pub unit: &'static str,
+    /// What changed in the kind's own unit: seconds added, or events above
+    /// the expected.
+    pub excess: f64,
+    /// Seconds added to the workloads this interval (module docs): the
+    /// rank.
+    pub score: f64,
+}
+
+impl fmt::Display for Finding {
+    /// One line: `clock_nanosleep (server): 50.1 ms per call, was 0 (+1.50 s
+    /// this interval)`, `port 8080 (server): 12 listen drops, expected 0.0
+    /// (+12.0 this interval)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            kind::SYSCALL_LATENCY => "per call",
+            kind::CONNECT_DURATION => "per connect",
+            kind::CLIENT_REQUEST_DURATION => "per request",
+            kind::RTT => "RTT",
+            kind::SYSCALL_ERRORS => "errors",
+            kind::CONNECT_ERRORS => "connect errors",
+            kind::RETRANSMITS => "retransmits",
+            kind::RESETS => "resets",
+            kind::LISTEN_DROPS => "listen drops",
+            other => other,
+        };
+        if self.unit == "s" {
+            write!(
+                f,
+                "{}: {} {what}, was {} (+{} this interval)",
+                self.subject,
+                seconds(self.now),
+                seconds(self.baseline),
+                seconds(self.excess)
+            )
+        } else {
+            write!(
+                f,
+                "{}: {:.0} {what}, expected {:.1} (+{:.1} this interval)",
+                self.subject, self.now, self.baseline, self.excess
+            )
+        }
+    }
+}
+
+/// Seconds for a person: `0`, `12.3 µs`, `50.1 ms`, `1.50 s`.
+fn seconds(s: f64) -> String {
+    if s == 0.0 {
+        "0".into()
+    } else if s < 1e-3 {
+        format!("{:.1} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// What some intervals brought to a series: calls (or events), their
+/// seconds and squared seconds (histograms only).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Acc {
+    count: f64,
+    sum_s: f64,
+    sq_s2: f64,
+}
+
+impl Acc {
+    fn of_hist(h: &HistValue) -> Acc {
+        let count = h.count() as f64;
+        let sum_s = h.sum_ns as f64 * 1e-9;
+        // Squares from the buckets' representatives, rescaled so that their
+        // mean is the exact one: a histogram of one value has no variance.
+        let (mut rep_sum, mut rep_sq) = (0.0, 0.0);
+        for (i, &n) in h.buckets.iter().enumerate() {
+            if n > 0 {
+                let (lo, hi) = bucket_bounds_s(OTLP_INDEX_OFFSET + i as i32);
+                let r = representative(lo, hi);
+                rep_sum += n as f64 * r;
+                rep_sq += n as f64 * r * r;
+            }
+        }
+        let k = if rep_sum > 0.0 { sum_s / rep_sum } else { 0.0 };
+        Acc {
+            count,
+            sum_s,
+            sq_s2: rep_sq * k * k,
+        }
+    }
+
+    fn of_count(n: u64) -> Acc {
+        Acc {
+            count: n as f64,
+            ..Acc::default()
+        }
+    }
+
+    /// `self` decayed by `f`, plus `other`.
+    fn fold(self, f: f64, other: Acc) -> Acc {
+        Acc {
+            count: self.count * f + other.count,
+            sum_s: self.sum_s * f + other.sum_s,
+            sq_s2: self.sq_s2 * f + other.sq_s2,
+        }
+    }
+}
+
+/// One tracked series: the decayed past, and the interval observed last
+/// (kept apart until the next, so `diagnose` may run before or after
+/// `observe` for the same interval).
+#[derive(Clone, Debug)]
+struct Track {
+    base: Acc,
+    pending: Acc,
+    seen: Instant,
+}
+
+/// What the last hour looked like, per series (module docs).
+pub struct Baseline {
+    /// Per [`TRACKED`] metric.
+    series: [HashMap<Attrs, Track>; TRACKED.len()],
+    max_series: usize,
+    /// Decayed seconds observed before the pending interval.
+    base_s: f64,
+    /// Length of the pending interval (the one observed last), seconds.
+    pending_s: f64,
+    /// `Aggregator::interval_end` of the interval observed last.
+    observed_end: Option<SystemTime>,
+    last_now: Option<Instant>,
+    turned_away: u64,
+    turned_away_at: Option<Instant>,
+}
+
+/// The decay over `dt_s` seconds.
+fn decay(dt_s: f64) -> f64 {
+    (-dt_s / HORIZON.as_secs_f64()).exp()
+}
+
+/// Length of the aggregator's current interval, when it has one.
+fn interval_s(agg: &Aggregator) -> Option<f64> {
+    agg.interval_end
+        .duration_since(agg.interval_start)
+        .ok()
+        .map(|d| d.as_secs_f64())
+        .filter(|s| *s > 0.0)
+}
+
+/// This interval's values of the series of `m` that changed.
+fn deltas(agg: &Aggregator, m: Metric) -> Vec<(&Attrs, Acc)> {
+    if Metric::HISTOGRAMS.contains(&m) {
+        agg.hist(m)
+            .series
+            .iter()
+            .filter_map(|(a, s)| s.delta.as_ref().map(|d| (a, Acc::of_hist(d))))
+            .collect()
+    } else {
+        agg.counter(m)
+            .series
+            .iter()
+            .filter_map(|(a, s)| s.delta.map(|d| (a, Acc::of_count(d))))
+            .collect()
+    }
+}
+
+impl Baseline {
+    pub fn new(max_series: usize) -> Self {
+        Baseline {
+            series: std::array::from_fn(|_| HashMap::new()),
+            max_series,
+            base_s: 0.0,
+            pending_s: 0.0,
+            observed_end: None,
+            last_now: None,
+            turned_away: 0,
+            turned_away_at: None,
+        }
+    }
+
+    /// Series tracked, all metrics together (at most `max_series`).
+    pub fn len(&self) -> usize {
+        self.series.iter().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// New series not tracked for lack of room, since start.
+    pub fn turned_away(&self) -> u64 {
+        self.turned_away
+    }
+
+    /// How much past the baseline holds (decayed: it tends to the
+    /// horizon, 3600 s, and reaches 63 % of it after an hour).
+    pub fn covered(&self) -> Duration {
+        Duration::from_secs_f64(self.base_s + self.pending_s)
+    }
+
+    /// Folds the aggregator's current interval in; call once per interval
+    /// after `Aggregator::ingest` (a second call for the same interval does
+    /// nothing).
+    pub fn observe(&mut self, agg: &Aggregator, now: Instant) {
+        if self.observed_end == Some(agg.interval_end) {
+            return;
+        }
+        let dt = interval_s(agg)
+            .or_else(|| self.last_now.map(|t| now.duration_since(t).as_secs_f64()))
+            .unwrap_or(0.0);
+        // The pending interval joins the past.
+        let f = decay(self.pending_s);
+        for map in &mut self.series {
+            for t in map.values_mut() {
+                t.base = t.base.fold(f, t.pending);
+                t.pending = Acc::default();
+            }
+            map.retain(|_, t| now.duration_since(t.seen) <= HORIZON);
+        }
+        self.base_s = self.base_s * f + self.pending_s;
+        self.pending_s = dt;
+
+        // This interval becomes the pending one.
+        let mut new: Vec<(usize, Attrs, Acc)> = Vec::new();
+        for (slot, m) in TRACKED.into_iter().enumerate() {
+            for (attrs, acc) in deltas(agg, m) {
+                if acc.count == 0.0 {
+                    continue;
+                }
+                match self.series[slot].get_mut(attrs) {
+                    Some(t) => {
+                        t.pending = acc;
+                        t.seen = now;
+                    }
+                    None => new.push((slot, attrs.clone(), acc)),
+                }
+            }
+        }
+        let room = self.max_series.saturating_sub(self.len());
+        if new.len() > room {
+            self.evict_idlest(new.len() - room, now);
+        }
+        // When not all fit, the busiest are kept.
+        new.sort_by(|a, b| b.2.count.total_cmp(&a.2.count));
+        for (slot, attrs, acc) in new {
+            if self.len() < self.max_series {
+                self.series[slot].insert(
+                    attrs,
+                    Track {
+                        base: Acc::default(),
+                        pending: acc,
+                        seen: now,
+                    },
+                );
+            } else {
+                self.turned_away += 1;
+                self.turned_away_at = Some(now);
+            }
+        }
+        self.observed_end = Some(agg.interval_end);
+        self.last_now = Some(now);
+    }
+
+    /// Forgets up to `n` series without events this interval, the longest
+    /// idle first.
+    fn evict_idlest(&mut self, n: usize, now: Instant) {
+        let mut idle: Vec<(Instant, usize, Attrs)> = self
+            .series
+            .iter()
+            .enumerate()
+            .flat_map(|(slot, map)| {
+                map.iter()
+                    .filter(|(_, t)| t.seen < now)
+                    .map(move |(a, t)| (t.seen, slot, a.clone()))
+            })
+            .collect();
+        idle.sort_by_key(|(seen, _, _)| *seen);
+        for (_, slot, attrs) in idle.into_iter().take(n) {
+            self.series[slot].remove(&attrs);
+        }
+    }
+
+    /// Whether series were turned away within the horizon: a series the
+    /// baseline does not know may then be an old one it had no room for,
+    /// not a new one.
+    fn crowded(&self) -> bool {
+        match (self.turned_away_at, self.last_now) {
+            (Some(at), Some(last)) => last.duration_since(at) <= HORIZON,
+            _ => false,
+        }
+    }
+
+    /// What changed in the aggregator's current interval against the last
+    /// hour, for the series `slo` matches (each metric's series must satisfy
+    /// every matcher on an attribute the metric carries), best first, at
+    /// most `max_findings`. Empty without a past to compare with. Works
+    /// before or after `observe` for the same interval.
+    pub fn diagnose(&self, agg: &Aggregator, slo: &Slo, max_findings: usize) -> Vec<Finding> {
+        // Whether the pending interval is the aggregator's current one.
+        let current_pending = self.observed_end == Some(agg.interval_end);
+        let f = decay(self.pending_s);
+        let base_s = if current_pending {
+            self.base_s
+        } else {
+            self.base_s * f + self.pending_s
+        };
+        let interval = interval_s(agg).unwrap_or(self.pending_s);
+        if base_s <= 0.0 || interval <= 0.0 {
+            return Vec::new();
+        }
+        let crowded = self.crowded();
+        let mut out = Vec::new();
+        for (slot, m) in TRACKED.into_iter().enumerate() {
+            for (attrs, now) in deltas(agg, m) {
+                if !matches(m, attrs, &slo.matchers) {
+                    continue;
+                }
+                let base = match self.series[slot].get(attrs) {
+                    Some(t) if current_pending => t.base,
+                    Some(t) => t.base.fold(f, t.pending),
+                    None if crowded => continue,
+                    None => Acc::default(),
+                };
+                let finding = if m.spec().unit == "s" {
+                    latency(m, attrs, now, base)
+                } else {
+                    events(m, attrs, now.count, base.count / base_s * interval)
+                };
+                out.extend(finding.filter(|f| f.score >= MIN_SCORE_S));
+            }
+        }
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.kind.cmp(b.kind))
+                .then_with(|| a.subject.cmp(&b.subject))
+        });
+        out.truncate(max_findings);
+        out
+    }
+}
+
+/// Whether a series of `m` satisfies every matcher on an attribute `m`
+/// carries.
+fn matches(m: Metric, attrs: &Attrs, matchers: &[(Attr, String)]) -> bool {
+    matchers
+        .iter()
+        .filter(|(a, _)| m.has(*a))
+        .all(|(a, v)| attrs.value(*a).as_deref() == Some(v.as_str()))
+}
+
+/// A latency finding: the mean grew clear of the baseline's noise.
+fn latency(m: Metric, attrs: &Attrs, now: Acc, base: Acc) -> Option<Finding> {
+    if now.count < 1.0 {
+        return None;
+    }
+    let mean = now.sum_s / now.count;
+    let (was, sd) = if base.count > 0.0 {
+        let mean_b = base.sum_s / base.count;
+        (
+            mean_b,
+            (base.sq_s2 / base.count - mean_b * mean_b).max(0.0).sqrt(),
+        )
+    } else {
+        (0.0, 0.0)
+    };
+    let per_call = mean - was;
+    if per_call <= 0.0
+        || (base.count > 0.0 && (mean < GROWTH * was || per_call <= SIGMAS * sd / now.count.sqrt()))
+    {
+        return None;
+    }
+    let excess = now.count * per_call;
+    let (kind, subject, weight) = match m {
+        Metric::SyscallDuration => {
+            let name = attrs.syscall.as_deref().unwrap_or("?");
+            let weight = if WAITS.contains(&name) {
+                WAIT_WEIGHT
+            } else {
+                1.0
+            };
+            (
+                kind::SYSCALL_LATENCY,
+                format!("{name}{}", who(attrs)),
+                weight,
+            )
+        }
+        Metric::TcpConnectDuration => (
+            kind::CONNECT_DURATION,
+            format!("{}{}", peer(attrs), who(attrs)),
+            WAIT_WEIGHT,
+        ),
+        Metric::TcpClientRequestDuration => (
+            kind::CLIENT_REQUEST_DURATION,
+            format!("{}{}", peer(attrs), who(attrs)),
+            WAIT_WEIGHT,
+        ),
+        Metric::TcpRtt => (kind::RTT, format!("{}{}", port(attrs), who(attrs)), 1.0),
+        _ => return None,
+    };
+    Some(Finding {
+        kind,
+        subject,
+        now: mean,
+        baseline: was,
+        unit: "s",
+        excess,
+        score: weight * excess,
+    })
+}
+
+/// An event finding: more events than the last hour's rate gives an
+/// interval of this length, clear of Poisson noise.
+fn events(m: Metric, attrs: &Attrs, now: f64, expected: f64) -> Option<Finding> {
+    let excess = now - expected;
+    let any_counts = m == Metric::TcpListenDrops;
+    if excess < 1.0
+        || (!any_counts && (now < GROWTH * expected || excess < SIGMAS * expected.sqrt()))
+    {
+        return None;
+    }
+    let error = attrs.error.as_deref().unwrap_or("?");
+    let (kind, subject, cost) = match m {
+        Metric::SyscallErrors => {
+            if crate::table::DEFAULT_NOT_FAILURES.contains(&error) {
+                return None;
+            }
+            let call = attrs.syscall.as_deref().unwrap_or("?");
+            (
+                kind::SYSCALL_ERRORS,
+                format!("{error} on {call}{}", who(attrs)),
+                ERROR_COST_S,
+            )
+        }
+        Metric::TcpConnectErrors => (
+            kind::CONNECT_ERRORS,
+            format!("{} {error}{}", peer(attrs), who(attrs)),
+            ERROR_COST_S,
+        ),
+        Metric::TcpRetransmits => (
+            kind::RETRANSMITS,
+            format!("{}{}", port(attrs), who(attrs)),
+            RETRANSMIT_COST_S,
+        ),
+        Metric::TcpResets => {
+            let way = match attrs.direction {
+                Some("transmit") => " sent",
+                Some("receive") => " received",
+                _ => "",
+            };
+            (
+                kind::RESETS,
+                format!("{}{way}{}", port(attrs), who(attrs)),
+                ERROR_COST_S,
+            )
+        }
+        Metric::TcpListenDrops => (
+            kind::LISTEN_DROPS,
+            format!("{}{}", port(attrs), who(attrs)),
+            ERROR_COST_S,
+        ),
+        _ => return None,
+    };
+    Some(Finding {
+        kind,
+        subject,
+        now,
+        baseline: expected,
+        unit: m.spec().unit,
+        excess,
+        score: cost * excess,
+    })
+}
+
+/// ` (exe)`, ` (exe, pod/container)`, or nothing when the owner is unknown.
+fn who(a: &Attrs) -> String {
+    let id = a.identity.as_deref().and_then(|i| i.display());
+    match (a.exe.as_deref(), id) {
+        (Some(e), Some(i)) => format!(" ({e}, {i})"),
+        (Some(e), None) => format!(" ({e})"),
+        (None, Some(i)) => format!(" ({i})"),
+        (None, None) => String::new(),
+    }
+}
+
+/// `127.0.0.1:5432`, `[::1]:5432`.
+fn peer(a: &Attrs) -> String {
+    let addr = a.address.as_deref().unwrap_or("?");
+    let port = a.port.map_or_else(|| "?".into(), |p| p.to_string());
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+/// `port 8080`, or `unknown port`.
+fn port(a: &Attrs) -> String {
+    a.port
+        .map_or_else(|| "unknown port".into(), |p| format!("port {p}"))
+}
