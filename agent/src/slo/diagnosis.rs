@@ -55,12 +55,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use syscope_common::hist::OTLP_INDEX_OFFSET;
-
-use crate::aggregate::{
-    quantile::{bucket_bounds_s, representative},
-    Aggregator, Attr, Attrs, HistValue, Metric,
-};
+use crate::aggregate::{Aggregator, Attr, Attrs, HistValue, Metric};
 
 use super::Slo;
 
@@ -212,41 +207,36 @@ fn seconds(s: f64) -> String {
 }
 
 /// What some intervals brought to a series: calls (or events), their
-/// seconds and squared seconds (histograms only).
+/// seconds (histograms), and the squares that give how much the interval
+/// values move: histograms Σ calls × mean², counters Σ events².
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Acc {
     count: f64,
     sum_s: f64,
-    sq_s2: f64,
+    sq: f64,
 }
 
 impl Acc {
     fn of_hist(h: &HistValue) -> Acc {
         let count = h.count() as f64;
         let sum_s = h.sum_ns as f64 * 1e-9;
-        // Squares from the buckets' representatives, rescaled so that their
-        // mean is the exact one: a histogram of one value has no variance.
-        let (mut rep_sum, mut rep_sq) = (0.0, 0.0);
-        for (i, &n) in h.buckets.iter().enumerate() {
-            if n > 0 {
-                let (lo, hi) = bucket_bounds_s(OTLP_INDEX_OFFSET + i as i32);
-                let r = representative(lo, hi);
-                rep_sum += n as f64 * r;
-                rep_sq += n as f64 * r * r;
-            }
-        }
-        let k = if rep_sum > 0.0 { sum_s / rep_sum } else { 0.0 };
         Acc {
             count,
             sum_s,
-            sq_s2: rep_sq * k * k,
+            sq: if count > 0.0 {
+                sum_s * sum_s / count
+            } else {
+                0.0
+            },
         }
     }
 
     fn of_count(n: u64) -> Acc {
+        let count = n as f64;
         Acc {
-            count: n as f64,
-            ..Acc::default()
+            count,
+            sum_s: 0.0,
+            sq: count * count,
         }
     }
 
@@ -255,7 +245,7 @@ impl Acc {
         Acc {
             count: self.count * f + other.count,
             sum_s: self.sum_s * f + other.sum_s,
-            sq_s2: self.sq_s2 * f + other.sq_s2,
+            sq: self.sq * f + other.sq,
         }
     }
 }
@@ -275,8 +265,9 @@ pub struct Baseline {
     /// Per [`TRACKED`] metric.
     series: [HashMap<Attrs, Track>; TRACKED.len()],
     max_series: usize,
-    /// Decayed seconds observed before the pending interval.
+    /// Decayed seconds and intervals observed before the pending interval.
     base_s: f64,
+    base_n: f64,
     /// Length of the pending interval (the one observed last), seconds.
     pending_s: f64,
     /// `Aggregator::interval_end` of the interval observed last.
@@ -323,6 +314,7 @@ impl Baseline {
             series: std::array::from_fn(|_| HashMap::new()),
             max_series,
             base_s: 0.0,
+            base_n: 0.0,
             pending_s: 0.0,
             observed_end: None,
             last_now: None,
@@ -370,7 +362,10 @@ impl Baseline {
             }
             map.retain(|_, t| now.duration_since(t.seen) <= HORIZON);
         }
-        self.base_s = self.base_s * f + self.pending_s;
+        if self.observed_end.is_some() {
+            self.base_s = self.base_s * f + self.pending_s;
+            self.base_n = self.base_n * f + 1.0;
+        }
         self.pending_s = dt;
 
         // This interval becomes the pending one.
@@ -452,10 +447,9 @@ impl Baseline {
         // Whether the pending interval is the aggregator's current one.
         let current_pending = self.observed_end == Some(agg.interval_end);
         let f = decay(self.pending_s);
-        let base_s = if current_pending {
-            self.base_s
-        } else {
-            self.base_s * f + self.pending_s
+        let (base_s, base_n) = match (current_pending, self.observed_end) {
+            (true, _) | (false, None) => (self.base_s, self.base_n),
+            (false, Some(_)) => (self.base_s * f + self.pending_s, self.base_n * f + 1.0),
         };
         let interval = interval_s(agg).unwrap_or(self.pending_s);
         if base_s <= 0.0 || interval <= 0.0 {
@@ -477,7 +471,11 @@ impl Baseline {
                 let finding = if m.spec().unit == "s" {
                     latency(m, attrs, now, base)
                 } else {
-                    events(m, attrs, now.count, base.count / base_s * interval)
+                    // Events per interval move by their spread over the
+                    // past intervals, or by Poisson noise, the larger.
+                    let mean_n = base.count / base_n;
+                    let sd = (base.sq / base_n - mean_n * mean_n).max(0.0).sqrt();
+                    events(m, attrs, now.count, base.count / base_s * interval, sd)
                 };
                 out.extend(finding.filter(|f| f.score >= MIN_SCORE_S));
             }
@@ -508,19 +506,17 @@ fn latency(m: Metric, attrs: &Attrs, now: Acc, base: Acc) -> Option<Finding> {
         return None;
     }
     let mean = now.sum_s / now.count;
+    // The baseline's mean, and how much the mean of an interval moves
+    // about it (count-weighted spread of the past intervals' means).
     let (was, sd) = if base.count > 0.0 {
         let mean_b = base.sum_s / base.count;
-        (
-            mean_b,
-            (base.sq_s2 / base.count - mean_b * mean_b).max(0.0).sqrt(),
-        )
+        let spread = (base.sq / base.count - mean_b * mean_b).max(0.0).sqrt();
+        (mean_b, spread)
     } else {
         (0.0, 0.0)
     };
     let per_call = mean - was;
-    if per_call <= 0.0
-        || (base.count > 0.0 && (mean < GROWTH * was || per_call <= SIGMAS * sd / now.count.sqrt()))
-    {
+    if per_call <= 0.0 || (base.count > 0.0 && (mean < GROWTH * was || per_call <= SIGMAS * sd)) {
         return None;
     }
     let excess = now.count * per_call;
@@ -564,11 +560,11 @@ fn latency(m: Metric, attrs: &Attrs, now: Acc, base: Acc) -> Option<Finding> {
 
 /// An event finding: more events than the last hour's rate gives an
 /// interval of this length, clear of Poisson noise.
-fn events(m: Metric, attrs: &Attrs, now: f64, expected: f64) -> Option<Finding> {
+fn events(m: Metric, attrs: &Attrs, now: f64, expected: f64, sd: f64) -> Option<Finding> {
     let excess = now - expected;
     let any_counts = m == Metric::TcpListenDrops;
     if excess < 1.0
-        || (!any_counts && (now < GROWTH * expected || excess < SIGMAS * expected.sqrt()))
+        || (!any_counts && (now < GROWTH * expected || excess < SIGMAS * expected.sqrt().max(sd)))
     {
         return None;
     }
@@ -651,4 +647,501 @@ fn peer(a: &Attrs) -> String {
 fn port(a: &Attrs) -> String {
     a.port
         .map_or_else(|| "unknown port".into(), |p| format!("port {p}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Temporality;
+    use crate::enrich::identity::Identity;
+    use crate::slo::Sli;
+    use std::sync::Arc;
+    use syscope_common::{bucket_index, Bucket};
+
+    const STEP: Duration = Duration::from_secs(10);
+    const MS: u64 = 1_000_000;
+    const US: u64 = 1_000;
+
+    /// Intervals one after another, each a fresh aggregator (only deltas
+    /// matter here) whose window is the interval's.
+    struct Clock {
+        t0: Instant,
+        s0: SystemTime,
+        i: u32,
+    }
+
+    impl Clock {
+        fn new() -> Self {
+            Clock {
+                t0: Instant::now(),
+                s0: SystemTime::now(),
+                i: 0,
+            }
+        }
+        fn next(&mut self) -> Aggregator {
+            self.i += 1;
+            let mut agg = Aggregator::new(Temporality::Delta, 100_000, 5);
+            agg.interval_end = self.s0 + STEP * self.i;
+            agg.interval_start = agg.interval_end - STEP;
+            agg
+        }
+        fn now(&self) -> Instant {
+            self.t0 + STEP * self.i
+        }
+    }
+
+    fn hist(n: u64, each_ns: u64) -> HistValue {
+        let mut h = HistValue::default();
+        for _ in 0..n {
+            h.sum_ns += each_ns;
+            match bucket_index(each_ns) {
+                Bucket::Zero => h.zero += 1,
+                Bucket::Index(i) => h.buckets[i] += 1,
+            }
+        }
+        h
+    }
+
+    fn sys(exe: &str, call: &str) -> Attrs {
+        Attrs {
+            syscall: Some(call.into()),
+            exe: Some(exe.into()),
+            ..Attrs::default()
+        }
+    }
+
+    fn err(exe: &str, call: &str, errno: &str) -> Attrs {
+        Attrs {
+            error: Some(errno.into()),
+            ..sys(exe, call)
+        }
+    }
+
+    fn tcp(exe: &str, port: u16) -> Attrs {
+        Attrs {
+            exe: Some(exe.into()),
+            port: Some(port),
+            ..Attrs::default()
+        }
+    }
+
+    fn to(exe: &str, addr: &str, port: u16) -> Attrs {
+        Attrs {
+            address: Some(addr.into()),
+            ..tcp(exe, port)
+        }
+    }
+
+    fn time(agg: &mut Aggregator, m: Metric, a: Attrs, n: u64, each_ns: u64) {
+        let start = agg.interval_start;
+        agg.record_for_test(m, a, Some(hist(n, each_ns)), None, start);
+    }
+
+    fn count(agg: &mut Aggregator, m: Metric, a: Attrs, n: u64) {
+        let start = agg.interval_start;
+        agg.record_for_test(m, a, None, Some(n), start);
+    }
+
+    fn slo(matchers: &[(Attr, &str)]) -> Slo {
+        Slo {
+            name: "web".into(),
+            sli: Sli::Latency {
+                metric: Metric::TcpServerRequestDuration,
+                threshold: Duration::from_millis(20),
+            },
+            objective: 0.99,
+            window: Duration::from_secs(30 * 86_400),
+            matchers: matchers.iter().map(|(a, v)| (*a, v.to_string())).collect(),
+            min_events: 30,
+        }
+    }
+
+    /// A server on 8080 and its client, 100 requests an interval; `slow`
+    /// adds a 50 ms sleep to each request.
+    fn web(agg: &mut Aggregator, slow: bool) {
+        let sleep = if slow { 50 * MS } else { 0 };
+        time(
+            agg,
+            Metric::SyscallDuration,
+            sys("server", "accept4"),
+            100,
+            MS,
+        );
+        time(
+            agg,
+            Metric::SyscallDuration,
+            sys("server", "read"),
+            100,
+            20 * US,
+        );
+        time(
+            agg,
+            Metric::SyscallDuration,
+            sys("server", "write"),
+            100,
+            15 * US,
+        );
+        if slow {
+            let s = sys("server", "clock_nanosleep");
+            time(agg, Metric::SyscallDuration, s, 100, sleep + 100 * US);
+        }
+        time(
+            agg,
+            Metric::SyscallDuration,
+            sys("client", "connect"),
+            100,
+            60 * US,
+        );
+        time(
+            agg,
+            Metric::SyscallDuration,
+            sys("client", "write"),
+            100,
+            10 * US,
+        );
+        // The client waits for the whole request, sleep included.
+        let wait = sleep + 100 * US + 150 * US;
+        time(
+            agg,
+            Metric::SyscallDuration,
+            sys("client", "read"),
+            100,
+            wait,
+        );
+        let peer = to("client", "127.0.0.1", 8080);
+        time(
+            agg,
+            Metric::TcpClientRequestDuration,
+            peer.clone(),
+            100,
+            wait,
+        );
+        time(agg, Metric::TcpConnectDuration, peer, 100, 40 * US);
+        time(agg, Metric::TcpRtt, tcp("server", 8080), 10, 50 * US);
+    }
+
+    /// `n` intervals of `f` observed.
+    fn run(b: &mut Baseline, c: &mut Clock, n: u32, mut f: impl FnMut(&mut Aggregator, u32)) {
+        for k in 0..n {
+            let mut agg = c.next();
+            f(&mut agg, k);
+            b.observe(&agg, c.now());
+        }
+    }
+
+    fn lines(f: &[Finding]) -> String {
+        f.iter().map(|f| format!("{f}\n")).collect()
+    }
+
+    #[test]
+    fn a_handler_that_starts_sleeping_puts_the_sleep_first() {
+        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
+        run(&mut b, &mut c, 30, |agg, _| web(agg, false));
+        let mut agg = c.next();
+        web(&mut agg, true);
+        let s = slo(&[(Attr::ServerPort, "8080")]);
+        // Before and after the interval is observed: the same answer.
+        let before = b.diagnose(&agg, &s, 10);
+        b.observe(&agg, c.now());
+        let after = b.diagnose(&agg, &s, 10);
+        assert_eq!(before, after);
+        let f = &after[0];
+        assert_eq!(f.kind, kind::SYSCALL_LATENCY, "{}", lines(&after));
+        assert_eq!(f.subject, "clock_nanosleep (server)");
+        assert_eq!(
+            f.to_string(),
+            "clock_nanosleep (server): 50.1 ms per call, was 0 (+5.01 s this interval)"
+        );
+        // The client's longer waits are there too, below it, at half weight.
+        let client_read = after
+            .iter()
+            .find(|f| f.subject == "read (client)")
+            .expect(&lines(&after));
+        assert!((client_read.score - 0.5 * client_read.excess).abs() < 1e-9);
+        assert!(client_read.excess > 4.9 && client_read.score < f.score / 1.9);
+        assert!(after
+            .iter()
+            .any(|f| f.kind == kind::CLIENT_REQUEST_DURATION
+                && f.subject == "127.0.0.1:8080 (client)"));
+        // Nothing steady is a finding.
+        assert!(
+            after.iter().all(|f| !f.subject.starts_with("accept4")
+                && !f.subject.starts_with("write")
+                && f.kind != kind::RTT
+                && f.kind != kind::CONNECT_DURATION),
+            "{}",
+            lines(&after)
+        );
+        assert_eq!(b.diagnose(&agg, &s, 1).len(), 1);
+    }
+
+    #[test]
+    fn an_accept_queue_overflow_yields_listen_drops_on_the_matched_port() {
+        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
+        // Another listener drops steadily; ours never did.
+        run(&mut b, &mut c, 30, |agg, _| {
+            web(agg, false);
+            count(agg, Metric::TcpListenDrops, tcp("other", 9090), 5);
+        });
+        let mut agg = c.next();
+        web(&mut agg, false);
+        count(&mut agg, Metric::TcpListenDrops, tcp("server", 8080), 12);
+        count(&mut agg, Metric::TcpListenDrops, tcp("other", 9090), 50);
+        // The clients whose SYNs were dropped retried after 1 s.
+        let peer = to("client", "127.0.0.1", 8080);
+        time(&mut agg, Metric::TcpConnectDuration, peer, 12, 1_000 * MS);
+        let got = b.diagnose(&agg, &slo(&[(Attr::ServerPort, "8080")]), 10);
+        let f = &got[0];
+        assert_eq!(f.kind, kind::LISTEN_DROPS, "{}", lines(&got));
+        assert_eq!(f.subject, "port 8080 (server)");
+        assert_eq!(f.now, 12.0);
+        assert_eq!(
+            f.to_string(),
+            "port 8080 (server): 12 listen drops, expected 0.0 (+12.0 this interval)"
+        );
+        assert!(got.iter().any(|f| f.kind == kind::CONNECT_DURATION));
+        assert!(!got.iter().any(|f| f.subject.contains("9090")));
+
+        // A single drop above what the port usually drops is a finding.
+        let mut agg = c.next();
+        web(&mut agg, false);
+        count(&mut agg, Metric::TcpListenDrops, tcp("other", 9090), 6);
+        let got = b.diagnose(&agg, &slo(&[(Attr::ServerPort, "9090")]), 10);
+        assert_eq!(got.len(), 1, "{}", lines(&got));
+        assert_eq!(got[0].kind, kind::LISTEN_DROPS);
+        assert_eq!(got[0].subject, "port 9090 (other)");
+    }
+
+    #[test]
+    fn matchers_apply_only_to_the_attributes_a_metric_carries() {
+        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
+        let web_id = Arc::new(Identity {
+            container_name: Some("web".into()),
+            ..Identity::default()
+        });
+        let in_web = |a: Attrs| Attrs {
+            identity: Some(web_id.clone()),
+            ..a
+        };
+        run(&mut b, &mut c, 10, |agg, _| web(agg, false));
+        let mut agg = c.next();
+        let sleep = 50 * MS;
+        time(
+            &mut agg,
+            Metric::SyscallDuration,
+            sys("server", "nanosleep"),
+            10,
+            sleep,
+        );
+        time(
+            &mut agg,
+            Metric::SyscallDuration,
+            sys("other", "nanosleep"),
+            10,
+            sleep,
+        );
+        let boxed = in_web(sys("server", "fsync"));
+        time(&mut agg, Metric::SyscallDuration, boxed, 10, sleep);
+        let enoent = err("server", "openat", "ENOENT");
+        count(&mut agg, Metric::SyscallErrors, enoent, 20);
+        count(&mut agg, Metric::TcpRetransmits, tcp("server", 8080), 30);
+        count(&mut agg, Metric::TcpRetransmits, tcp("server", 9090), 30);
+        let refused = Attrs {
+            error: Some("ECONNREFUSED".into()),
+            ..to("server", "10.0.0.7", 5432)
+        };
+        count(&mut agg, Metric::TcpConnectErrors, refused, 20);
+        let subjects = |m: &[(Attr, &str)]| -> Vec<String> {
+            let mut s: Vec<String> = b
+                .diagnose(&agg, &slo(m), 100)
+                .into_iter()
+                .map(|f| format!("{} {}", f.kind, f.subject))
+                .collect();
+            s.sort();
+            s
+        };
+        // The port excludes the retransmits of 9090 and the connect errors
+        // to 5432, not the syscalls (no port); the name excludes `other`.
+        assert_eq!(
+            subjects(&[(Attr::ServerPort, "8080"), (Attr::ExecutableName, "server")]),
+            [
+                "syscall.errors ENOENT on openat (server)",
+                "syscall.latency fsync (server, web)",
+                "syscall.latency nanosleep (server)",
+                "tcp.retransmits port 8080 (server)",
+            ]
+        );
+        // Identity attributes: a series without them does not match.
+        assert_eq!(
+            subjects(&[(Attr::ContainerName, "web")]),
+            ["syscall.latency fsync (server, web)"]
+        );
+        // The errno of a connect, and the peer refusing them.
+        let got = subjects(&[(Attr::ServerAddress, "10.0.0.7")]);
+        assert!(
+            got.contains(&"tcp.connect.errors 10.0.0.7:5432 ECONNREFUSED (server)".to_string()),
+            "{got:?}"
+        );
+        // Retransmits carry no address: the address matcher keeps them all.
+        assert!(
+            got.contains(&"tcp.retransmits port 9090 (server)".to_string()),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn attribute_values_are_as_exported() {
+        let a = Attrs {
+            port: Some(8080),
+            direction: Some("receive"),
+            ..sys("nginx", "read")
+        };
+        assert_eq!(a.value(Attr::ServerPort).as_deref(), Some("8080"));
+        assert_eq!(a.value(Attr::ExecutableName).as_deref(), Some("nginx"));
+        assert_eq!(a.value(Attr::IoDirection).as_deref(), Some("receive"));
+        assert_eq!(a.value(Attr::ContainerName), None);
+    }
+
+    /// A steady workload that jitters (±25 % durations, ±30 % counts, a
+    /// blocking wait whose mean swings ±50 %) gives no finding.
+    #[test]
+    fn a_steady_workload_gives_no_findings() {
+        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
+        let jitter = |k: u32, salt: u32, pct: u64| -> u64 {
+            // Deterministic pseudo-random in 100 ± pct.
+            let x = (k.wrapping_mul(2_654_435_761) ^ salt.wrapping_mul(40_503)) % 1000;
+            100 - pct + u64::from(x) * 2 * pct / 1000
+        };
+        let workload = |agg: &mut Aggregator, k: u32| {
+            let j = |salt, pct| jitter(k, salt, pct);
+            let n = 100 * j(1, 30) / 100;
+            time(
+                agg,
+                Metric::SyscallDuration,
+                sys("server", "read"),
+                n,
+                20 * US * j(2, 25) / 100,
+            );
+            time(
+                agg,
+                Metric::SyscallDuration,
+                sys("server", "write"),
+                n,
+                15 * US * j(3, 25) / 100,
+            );
+            let ep = sys("server", "epoll_wait");
+            time(
+                agg,
+                Metric::SyscallDuration,
+                ep,
+                20,
+                200 * MS * j(4, 50) / 100,
+            );
+            let fsync = sys("server", "fdatasync");
+            time(
+                agg,
+                Metric::SyscallDuration,
+                fsync,
+                1 + k as u64 % 3,
+                3 * MS * j(5, 40) / 100,
+            );
+            let peer = to("server", "10.0.0.7", 5432);
+            time(
+                agg,
+                Metric::TcpClientRequestDuration,
+                peer,
+                n,
+                2 * MS * j(6, 25) / 100,
+            );
+            time(
+                agg,
+                Metric::TcpRtt,
+                tcp("server", 8080),
+                10,
+                50 * US * j(7, 25) / 100,
+            );
+            count(
+                agg,
+                Metric::SyscallErrors,
+                err("server", "read", "EAGAIN"),
+                5 * n,
+            );
+            let enoent = err("server", "openat", "ENOENT");
+            count(agg, Metric::SyscallErrors, enoent, 20 * j(8, 30) / 100);
+            if k % 4 == 0 {
+                count(agg, Metric::TcpRetransmits, tcp("server", 8080), 2);
+            }
+        };
+        run(&mut b, &mut c, 30, workload);
+        let s = slo(&[(Attr::ExecutableName, "server")]);
+        for k in 30..120 {
+            let mut agg = c.next();
+            workload(&mut agg, k);
+            let got = b.diagnose(&agg, &s, 10);
+            assert!(got.is_empty(), "interval {k}:\n{}", lines(&got));
+            b.observe(&agg, c.now());
+        }
+    }
+
+    #[test]
+    fn no_past_no_findings() {
+        let (b, mut c) = (Baseline::new(1000), Clock::new());
+        let mut agg = c.next();
+        web(&mut agg, true);
+        assert!(b.diagnose(&agg, &slo(&[]), 10).is_empty());
+        assert_eq!(b.covered(), Duration::ZERO);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_idle_series_make_room() {
+        assert!(
+            std::mem::size_of::<(Attrs, Track)>() <= 176,
+            "{} bytes a series",
+            std::mem::size_of::<(Attrs, Track)>()
+        );
+        let (mut b, mut c) = (Baseline::new(50), Clock::new());
+        let many = |agg: &mut Aggregator, from: u32, n: u32| {
+            for i in from..from + n {
+                let a = sys("server", &format!("call{i}"));
+                time(agg, Metric::SyscallDuration, a, 1, MS);
+            }
+        };
+        // 200 series at once: 50 tracked, 150 turned away.
+        run(&mut b, &mut c, 1, |agg, _| many(agg, 0, 200));
+        assert_eq!(b.len(), 50);
+        assert_eq!(b.turned_away(), 150);
+        // While full of active series, an unknown series may be an old one
+        // turned away: it is not reported as new.
+        let mut agg = c.next();
+        many(&mut agg, 0, 200);
+        time(
+            &mut agg,
+            Metric::SyscallDuration,
+            sys("server", "nanosleep"),
+            10,
+            50 * MS,
+        );
+        assert!(b.diagnose(&agg, &slo(&[]), 10).is_empty());
+        b.observe(&agg, c.now());
+        assert_eq!(b.len(), 50);
+        // New series take the places of idle ones.
+        run(&mut b, &mut c, 1, |agg, _| many(agg, 1000, 20));
+        assert_eq!(b.len(), 50);
+        // After an hour without events, every series is forgotten.
+        run(&mut b, &mut c, 361, |_, _| {});
+        assert_eq!(b.len(), 0);
+        // ... and once nothing was turned away for an hour, an unknown
+        // series is new again.
+        let mut agg = c.next();
+        time(
+            &mut agg,
+            Metric::SyscallDuration,
+            sys("server", "nanosleep"),
+            10,
+            50 * MS,
+        );
+        let got = b.diagnose(&agg, &slo(&[]), 10);
+        assert_eq!(got.len(), 1, "{}", lines(&got));
+        assert!(b.covered() > Duration::from_secs(2000));
+    }
 }
