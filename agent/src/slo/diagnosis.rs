@@ -856,7 +856,7 @@ mod tests {
         let client_read = after
             .iter()
             .find(|f| f.subject == "read (client)")
-            .expect(&lines(&after));
+            .unwrap_or_else(|| panic!("{}", lines(&after)));
         assert!((client_read.score - 0.5 * client_read.excess).abs() < 1e-9);
         assert!(client_read.excess > 4.9 && client_read.score < f.score / 1.9);
         assert!(after
@@ -1068,7 +1068,7 @@ mod tests {
             );
             let enoent = err("server", "openat", "ENOENT");
             count(agg, Metric::SyscallErrors, enoent, 20 * j(8, 30) / 100);
-            if k % 4 == 0 {
+            if k.is_multiple_of(4) {
                 count(agg, Metric::TcpRetransmits, tcp("server", 8080), 2);
             }
         };
