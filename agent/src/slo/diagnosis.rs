@@ -3,11 +3,15 @@
 //!
 //! [`Baseline`] keeps, per series of the metrics that can explain a burn,
 //! an exponentially decayed sum (time constant [`HORIZON`], one hour) of
-//! what each interval brought: calls (or events), their seconds, and their
-//! squared seconds. Rates divide the decayed counts by the decayed time
-//! observed, so a series that appeared ten minutes ago has a low rate over
-//! the hour rather than the rate of its ten minutes. [`Baseline::diagnose`]
-//! compares the aggregator's current deltas (`Series::delta`) with it.
+//! what each interval brought: calls (or events), their seconds, and a sum
+//! of squares that tells how much an interval's value moves. Rates divide
+//! the decayed counts by the decayed time the baseline observed (all
+//! series alike), so a series that appeared ten minutes ago has a low rate
+//! over the hour rather than the rate of its ten minutes.
+//! [`Baseline::diagnose`] compares the aggregator's current deltas
+//! (`Series::delta`) with it, for the series whose attributes satisfy every
+//! matcher of the SLO on an attribute their metric carries (a
+//! `server.port` matcher keeps every syscall series, which have no port).
 //!
 //! # Scoring
 //!
@@ -33,21 +37,31 @@
 //!   RTO).
 //!
 //! A change is a finding only when it is clear of the noise a steady
-//! workload makes: a mean at least [`GROWTH`] times the baseline's and
-//! [`SIGMAS`] standard errors above it; a count at least [`GROWTH`] times
-//! the expected and [`SIGMAS`] Poisson deviations above it (any listen drop
-//! above the expected counts); and a score of at least [`MIN_SCORE_S`].
+//! workload makes: a mean at least [`GROWTH`] times the baseline's and more
+//! than [`SIGMAS`] times the spread of the past intervals' means above it;
+//! a count at least [`GROWTH`] times the expected and [`SIGMAS`] times the
+//! larger of its Poisson deviation and the past intervals' spread above it
+//! (any listen drop above the expected counts); and a score of at least
+//! [`MIN_SCORE_S`]. Without any past (the first interval), nothing is a
+//! finding.
+//!
+//! Series the baseline does not know are new (baseline 0), unless it turned
+//! series away for lack of room within the horizon: then they may be old
+//! ones it had no room for, and are left out rather than reported as new.
+//! The aggregator's overflow series (attributes unknown) are left out.
 //!
 //! # Memory
 //!
-//! At most `max_series` series (all metrics together), each one map entry
-//! of ≈ 170 bytes (the attributes: 104, mostly `Arc`s shared with the
-//! aggregator while it holds the series; two accumulators of 3 × f64; the
-//! time last seen) plus the hash table's slack: about 200 bytes a series,
-//! 2 MB for 10 000. A series without events for [`HORIZON`] is forgotten;
-//! a new series takes the place of the longest idle one when full, and is
-//! turned away (counted, [`Baseline::turned_away`]) when every tracked
-//! series had events this interval.
+//! At most `max_series` series, all metrics together. Each is one map entry
+//! of 160 bytes on 64-bit (the attributes, 96, whose strings are `Arc`s
+//! the aggregator interned or shares; two accumulators of 3 × f64; the time
+//! last seen: a test pins it) plus the hash table's control byte and slack,
+//! ≈ 185 bytes, and a peer address string (≤ 60 bytes) the aggregator may
+//! no longer hold: under 250 bytes a series, 2.5 MB for 10 000. A series
+//! without events for [`HORIZON`] is forgotten; a new series takes the
+//! place of the longest idle one when full, and is turned away (counted,
+//! [`Baseline::turned_away`]) when every tracked series had events this
+//! interval.
 
 use std::{
     collections::HashMap,
@@ -1095,7 +1109,7 @@ mod tests {
     #[test]
     fn memory_is_bounded_and_idle_series_make_room() {
         assert!(
-            std::mem::size_of::<(Attrs, Track)>() <= 176,
+            std::mem::size_of::<(Attrs, Track)>() <= 160,
             "{} bytes a series",
             std::mem::size_of::<(Attrs, Track)>()
         );
