@@ -91,7 +91,7 @@ pub const RETRANSMIT_COST_S: f64 = 0.2;
 
 /// Syscalls that wait for another party (a peer, another thread, a child):
 /// their added time is usually that party's, reported on its own.
-pub const WAITS: [&str; 25] = [
+pub const WAITS: [&str; 26] = [
     "read",
     "readv",
     "recvfrom",
@@ -108,6 +108,7 @@ pub const WAITS: [&str; 25] = [
     "futex_waitv",
     "accept",
     "accept4",
+    "connect",
     "wait4",
     "waitid",
     "io_getevents",
@@ -1001,6 +1002,57 @@ mod tests {
             got.contains(&"tcp.retransmits port 9090 (server)".to_string()),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn errnos_that_grew_and_the_peers_refusing_connects() {
+        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
+        let steady = |agg: &mut Aggregator| {
+            time(
+                agg,
+                Metric::SyscallDuration,
+                sys("api", "connect"),
+                100,
+                60 * US,
+            );
+            count(
+                agg,
+                Metric::SyscallErrors,
+                err("api", "openat", "ENOENT"),
+                20,
+            );
+            count(
+                agg,
+                Metric::SyscallErrors,
+                err("api", "read", "EAGAIN"),
+                500,
+            );
+        };
+        run(&mut b, &mut c, 30, |agg, _| steady(agg));
+        let mut agg = c.next();
+        steady(&mut agg);
+        // Not failures, however many.
+        count(
+            &mut agg,
+            Metric::SyscallErrors,
+            err("api", "read", "EAGAIN"),
+            5000,
+        );
+        let refused = err("api", "connect", "ECONNREFUSED");
+        count(&mut agg, Metric::SyscallErrors, refused, 40);
+        let peer = Attrs {
+            error: Some("ECONNREFUSED".into()),
+            ..to("api", "::1", 5432)
+        };
+        count(&mut agg, Metric::TcpConnectErrors, peer, 40);
+        let got = b.diagnose(&agg, &slo(&[(Attr::ExecutableName, "api")]), 10);
+        assert_eq!(
+            lines(&got),
+            "ECONNREFUSED on connect (api): 40 errors, expected 0.0 (+40.0 this interval)\n\
+             [::1]:5432 ECONNREFUSED (api): 40 connect errors, expected 0.0 (+40.0 this interval)\n"
+        );
+        assert_eq!(got[0].unit, "{error}");
+        assert_eq!(got[0].score, 40.0 * ERROR_COST_S);
     }
 
     #[test]
