@@ -3,13 +3,15 @@
 //! from the raw measurements (`engine.rs`), burn rates and error budgets over
 //! a bounded history that may survive restarts (`history.rs`), and the rules
 //! and dashboards generated from the same definitions (`rules.rs`,
-//! `dashboard.rs`).
+//! `dashboard.rs`), and the diagnosis of what changed when one burns
+//! (`diagnosis.rs`).
 //!
 //! Every window, burn-rate factor and name used by the engine, the rules and
 //! the dashboard is defined here once.
 
 pub mod dashboard;
 pub mod definition;
+pub mod diagnosis;
 pub mod engine;
 pub mod history;
 pub mod rules;
