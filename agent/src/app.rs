@@ -33,7 +33,10 @@ use crate::{
     probes::{self, LoadOptions, Probes},
     prometheus,
     service::Service,
-    slo::engine::{BurnChange, Engine},
+    slo::{
+        diagnosis::{Baseline, Finding},
+        engine::{BurnChange, Engine},
+    },
     table,
     telemetry::{SelfMetrics, SelfStats},
 };
@@ -51,8 +54,11 @@ pub struct Daemon {
     own_cumulative: SelfMetrics,
     /// SLOs evaluated at the edge.
     pub slo: Engine,
-    /// Burns that started or stopped in the last interval.
-    pub burns: Vec<BurnChange>,
+    /// Burns that started or stopped in the last interval, with what
+    /// changed in the SLO's workloads.
+    pub burns: Vec<(BurnChange, Vec<Finding>)>,
+    /// The last hour of the workloads, for diagnoses (only with SLOs).
+    baseline: Option<Baseline>,
 }
 
 impl Daemon {
@@ -75,6 +81,7 @@ impl Daemon {
             SystemTime::now(),
         )?;
         Ok(Daemon {
+            baseline: (!slo.is_empty()).then(|| Baseline::new(cfg.limits.max_series_per_metric)),
             slo,
             burns: Vec::new(),
             probes,
@@ -109,18 +116,29 @@ impl Daemon {
             &mut self.cgroups,
             SystemTime::now(),
         );
-        self.burns = self.slo.observe(&self.agg, self.agg.interval_end);
-        for b in &self.burns {
+        let changes = self.slo.observe(&self.agg, self.agg.interval_end);
+        self.burns = changes
+            .into_iter()
+            .map(|b| {
+                let findings = match &self.baseline {
+                    Some(base) => {
+                        base.diagnose(&self.agg, &self.slo.slos()[b.slo].def, DIAGNOSIS_FINDINGS)
+                    }
+                    None => Vec::new(),
+                };
+                (b, findings)
+            })
+            .collect();
+        if let Some(base) = &mut self.baseline {
+            base.observe(&self.agg, std::time::Instant::now());
+        }
+        for (b, findings) in &self.burns {
             let s = &self.slo.slos()[b.slo];
-            let rates: Vec<String> = crate::slo::WINDOWS
-                .iter()
-                .zip(b.status.burn)
-                .map(|(w, r)| format!("{}={r:.1}", w.label))
-                .collect();
+            let text = crate::slo::events::summary(s, b, findings);
             if b.started {
-                tracing::warn!(slo = %s.def.name, burn_rates = %rates.join(" "), "SLO burning its error budget at a page-level rate");
+                tracing::warn!(slo = %s.def.name, "{text}");
             } else {
-                info!(slo = %s.def.name, burn_rates = %rates.join(" "), "SLO no longer burning at a page-level rate");
+                info!(slo = %s.def.name, "{text}");
             }
         }
         let id = self.cgroups.stats();
@@ -184,6 +202,9 @@ impl Daemon {
         req
     }
 }
+
+/// Findings a burn event carries at most.
+const DIAGNOSIS_FINDINGS: usize = 5;
 
 /// How to attach, from the command line.
 #[derive(Clone, Copy, Debug, Default)]

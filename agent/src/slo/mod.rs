@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod definition;
 pub mod diagnosis;
 pub mod engine;
+pub mod events;
 pub mod history;
 pub mod rules;
 

@@ -31,6 +31,9 @@
 //!                                  prints `client_ns=` and `server_ns=` per request
 //!   tcp-reqresp-old <r> <ms> <go>  one connection, one exchange, prints `port=`, waits until the
 //!                                  file <go> exists, then r timed requests as tcp-reqresp
+//!   tcp-reqresp-us spin|sleep <us,us,...>  one connection; request i answered after the i-th
+//!                                  delay (µs), spinning (placed to the µs) or sleeping in
+//!                                  clock_nanosleep; prints `port=` and the server's `server_ns=`
 //!   tcp-stream-overlap <mib>       one request answered with mib MiB, the client writing a byte
 //!                                  per 16 KiB read (overlapping requests, as HTTP/2 flow control)
 //!   tcp-listen-flood <n>           n connects to a backlog-0 listener never accepted; prints
@@ -456,6 +459,10 @@ fn main() {
         ),
         "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n")),
         "tcp-reset" => tcp::reset(),
+        "tcp-reqresp-us" => tcp::reqresp_us(
+            args.get(1).map_or("", String::as_str) == "sleep",
+            args.get(2).map_or("", String::as_str),
+        ),
         "tcp-stream-overlap" => tcp::stream_overlap(num(args.get(1), "MiB")),
         "tcp-timeout" => tcp::timeout(
             args.get(1).unwrap_or_else(|| usage("ip")),
@@ -876,6 +883,56 @@ mod tcp {
             r => fail(&format!("expected ECONNRESET, got {r:?}")),
         }
         println!("port={p}");
+    }
+
+    /// One connection; request i is answered after `delays[i]` µs. The
+    /// server times each answer itself, from the read's return to the
+    /// write's, as the kernel stamps them.
+    pub fn reqresp_us(sleep: bool, spec: &str) {
+        let delays: Vec<u64> = spec
+            .split(',')
+            .map(|d| {
+                d.parse()
+                    .unwrap_or_else(|_| fail(&format!("bad delay {d:?}")))
+            })
+            .collect();
+        let l = loopback_listener(1);
+        let p = port(&l);
+        let n = delays.len();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
+            let mut buf = [0u8; REQ];
+            let mut took = vec![];
+            for d in delays {
+                s.read_exact(&mut buf)
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                let t0 = Instant::now();
+                let d = Duration::from_micros(d);
+                if sleep {
+                    std::thread::sleep(d);
+                } else {
+                    while t0.elapsed() < d {
+                        std::hint::spin_loop();
+                    }
+                }
+                s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
+                took.push(t0.elapsed().as_nanos().to_string());
+            }
+            took
+        });
+        let mut s =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, p)).unwrap_or_else(|e| fail(&e.to_string()));
+        s.set_nodelay(true).unwrap();
+        let mut buf = [7u8; REQ];
+        for _ in 0..n {
+            s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
+            s.read_exact(&mut buf)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+        }
+        let _ = s.shutdown(Shutdown::Write);
+        let took = server.join().unwrap();
+        println!("port={p}");
+        println!("server_ns={}", took.join(","));
     }
 
     /// One request answered with `mib` MiB; the client writes one byte after
