@@ -316,6 +316,24 @@ pub fn doc_table() -> String {
             kind_word(kind),
         ));
     }
+    for m in &crate::slo::METRICS {
+        let kind = match m.instrument {
+            crate::slo::SloInstrument::Counter => Kind::Counter,
+            crate::slo::SloInstrument::Gauge => Kind::Gauge,
+        };
+        let labels: Vec<String> = m
+            .attrs
+            .iter()
+            .map(|a| format!("`{}`", label_name(a)))
+            .collect();
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            m.name,
+            m.prometheus_name(),
+            kind_word(kind),
+            labels.join(", ")
+        ));
+    }
     out
 }
 

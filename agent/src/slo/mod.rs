@@ -189,6 +189,28 @@ pub const METRICS: [SloMetric; 5] = [EVENTS, OBJECTIVE, BURN_RATE, BUDGET_REMAIN
 /// The OTLP scope of the SLO metrics.
 pub const SCOPE: &str = "syscope.slo";
 
+/// docs/metrics.md's table of the SLO metrics.
+pub fn doc_table() -> String {
+    let mut out = String::from(
+        "| metric | instrument | unit | attributes | description |\n|---|---|---|---|---|\n",
+    );
+    for m in METRICS {
+        let kind = match m.instrument {
+            SloInstrument::Counter => "counter",
+            SloInstrument::Gauge => "gauge",
+        };
+        let attrs: Vec<String> = m.attrs.iter().map(|a| format!("`{a}`")).collect();
+        out.push_str(&format!(
+            "| `{}` | {kind} | `{}` | {} | {} |\n",
+            m.name,
+            m.unit,
+            attrs.join(", "),
+            m.description
+        ));
+    }
+    out
+}
+
 /// `slo.outcome` values of `syscope.slo.events`.
 pub const GOOD: &str = "good";
 pub const BAD: &str = "bad";
@@ -213,6 +235,11 @@ mod tests {
         let b = burn_rate(20, 10, 0.99);
         assert!((b - 100.0 / 3.0).abs() < 1e-9, "{b}");
         assert_eq!(burn_rate(0, 0, 0.99), 0.0);
+    }
+
+    #[test]
+    fn doc_table_matches_docs() {
+        crate::docgen::check_section("slo-metrics", &doc_table());
     }
 
     #[test]
