@@ -22,6 +22,7 @@
 //!   `syscope.export.dropped{reason}` (the self-metrics have one attribute
 //!   per metric, so no `signal`) and logged at error level with
 //!   `signal=logs`.
+//!
 //! Log requests carry no self-metrics scope: those travel with intervals.
 
 use std::collections::hash_map::RandomState;
