@@ -1651,3 +1651,27 @@ async fn rejected_and_unsent_log_requests_are_counted() {
         assert_eq!(unsent.len(), 1, "{signal}: {unsent:#?}");
     }
 }
+
+/// gRPC with a base and a metrics endpoint on different collectors: each
+/// signal gets its own channel, with the same headers.
+#[tokio::test]
+async fn grpc_logs_follow_the_base_endpoint_not_the_metrics_one() {
+    let (base, base_addr, base_server) = grpc_collector().await;
+    let (metrics, metrics_addr, metrics_server) = grpc_collector().await;
+    let s = Settings {
+        endpoint: format!("http://{base_addr}"),
+        metrics_endpoint: Some(format!("http://{metrics_addr}")),
+        headers: vec![("tenant".to_owned(), "a".to_owned())],
+        ..settings(Protocol::Grpc, base_addr)
+    };
+    let mut client = Client::new(&s).unwrap();
+    assert_eq!(client.logs_target(), format!("http://{base_addr}"));
+    client.send(request(1)).await.unwrap();
+    client.send_logs(log_request(1)).await.unwrap();
+    assert_eq!(metrics.tags(), tags(1..=1));
+    assert_eq!(base.tags(), log_tags(1..=1));
+    let received = base.received.lock().unwrap()[0].clone();
+    assert_eq!(received.headers.get("tenant").unwrap(), "a");
+    base_server.abort();
+    metrics_server.abort();
+}
