@@ -11,9 +11,9 @@ mod cli;
 mod env;
 mod file;
 mod identity;
+mod slo;
 mod layer;
 mod settings;
-mod slo;
 #[cfg(test)]
 mod tests;
 

@@ -75,10 +75,7 @@ pub struct LoadOptions {
 /// The split globals for `thresholds`: ns, and the bucket each falls in.
 pub fn split_globals(
     thresholds: &[std::time::Duration],
-) -> (
-    [u64; syscope_common::hist::SPLITS],
-    [u32; syscope_common::hist::SPLITS],
-) {
+) -> ([u64; syscope_common::hist::SPLITS], [u32; syscope_common::hist::SPLITS]) {
     let mut ns = [0u64; syscope_common::hist::SPLITS];
     let mut idx = [globals::NO_SPLIT; syscope_common::hist::SPLITS];
     for (k, t) in thresholds.iter().take(ns.len()).enumerate() {

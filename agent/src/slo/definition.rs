@@ -50,10 +50,7 @@ pub enum Sli {
     /// Events are the measurements of `metric` (a duration histogram);
     /// good when `<= threshold`. Exact: the kernel compares every duration
     /// to the threshold.
-    Latency {
-        metric: Metric,
-        threshold: Duration,
-    },
+    Latency { metric: Metric, threshold: Duration },
     Availability(Availability),
 }
 
@@ -152,10 +149,9 @@ impl Slo {
     /// The file form, for `--print-config`.
     pub fn to_file(&self) -> FileSlo {
         let (threshold, errors) = match &self.sli {
-            Sli::Latency { threshold, .. } => (
-                Some(humantime::format_duration(*threshold).to_string()),
-                None,
-            ),
+            Sli::Latency { threshold, .. } => {
+                (Some(humantime::format_duration(*threshold).to_string()), None)
+            }
             Sli::Availability(a) => (None, Some(a.errors().to_vec())),
         };
         FileSlo {
@@ -325,9 +321,7 @@ fn check(i: usize, f: &FileSlo) -> Result<Slo, ConfigError> {
                 }
             };
             for e in a.errors() {
-                if e.is_empty()
-                    || e.len() > 32
-                    || !e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                if e.is_empty() || e.len() > 32 || !e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 {
                     return Err(bad(&who, "errors", format!("{e:?} is not an error.type")));
                 }
@@ -409,20 +403,10 @@ fn check(i: usize, f: &FileSlo) -> Result<Slo, ConfigError> {
                 s.clone()
             }
             (Attr::ServerPort, v) => {
-                return Err(bad(
-                    &who,
-                    &mkey,
-                    format!("{v}: expected a port, 1 to 65535"),
-                ))
+                return Err(bad(&who, &mkey, format!("{v}: expected a port, 1 to 65535")))
             }
             (_, toml::Value::String(s)) if !s.is_empty() && s.len() <= 1024 => s.clone(),
-            (_, v) => {
-                return Err(bad(
-                    &who,
-                    &mkey,
-                    format!("{v}: expected a non-empty string"),
-                ))
-            }
+            (_, v) => return Err(bad(&who, &mkey, format!("{v}: expected a non-empty string"))),
         };
         probe.matchers.push((attr, v));
     }
@@ -548,10 +532,7 @@ window = "1d"
                 .replace("100ms", &format!("{}ms", 10 + i));
         }
         let e = err(&text);
-        assert!(
-            e.contains(&format!("slo.s{}.threshold", crate::slo::MAX_THRESHOLDS)),
-            "{e}"
-        );
+        assert!(e.contains(&format!("slo.s{}.threshold", crate::slo::MAX_THRESHOLDS)), "{e}");
         // Shared thresholds do not count twice.
         let mut text = String::new();
         for i in 0..=crate::slo::MAX_THRESHOLDS {

@@ -166,8 +166,7 @@ pub const BUDGET_REMAINING: SloMetric = SloMetric {
     name: "syscope.slo.error_budget.remaining",
     unit: "1",
     instrument: SloInstrument::Gauge,
-    description:
-        "Error budget left over the SLO's window (1 - burn rate over it); negative when overspent.",
+    description: "Error budget left over the SLO's window (1 - burn rate over it); negative when overspent.",
     attrs: &[ATTR_NAME],
 };
 pub const HISTORY: SloMetric = SloMetric {
