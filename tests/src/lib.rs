@@ -9,7 +9,9 @@ pub mod tls;
 pub mod workload;
 
 pub use docs::assert_documented_attributes;
-pub use otlp_text::{latest, select, ExpHistogram, MetricPoint, PointValue, Temporality};
+pub use otlp_text::{
+    latest, select, ExpHistogram, LogRecord, MetricPoint, PointValue, Temporality,
+};
 pub use prom::{http_get, prometheus_path, Prometheus};
 pub use receiver::{free_port, free_ports, rotel_agent_path, workspace_root, Receiver};
 pub use workload::{

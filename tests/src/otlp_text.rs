@@ -1,4 +1,6 @@
-//! Parser for what rotel-agent prints with `--debug-log metrics --debug-log-verbosity detailed`.
+//! Parser for what rotel-agent prints with `--debug-log metrics --debug-log logs
+//! --debug-log-verbosity detailed`: metric points ([`parse`]) and log records
+//! ([`parse_logs`]); each parser skips the other signal's requests.
 //!
 //! rotel mirrors the OpenTelemetry Collector's debug exporter, for example:
 //!
@@ -30,6 +32,33 @@
 //! and zero_threshold cannot be observed at all. The zero bucket line only appears when
 //! zero_count != 0. Lines this parser does not know (rotel's own log lines, exemplars,
 //! explicit histograms' buckets, summaries' quantiles) are skipped, so log lines may interleave.
+//!
+//! Log records print as:
+//!
+//! ```text
+//! ResourceLog #0
+//! Resource SchemaURL:
+//! Resource attributes:
+//!      -> service.name: Str(syscope)
+//! ScopeLogs #0
+//! ScopeLogs SchemaURL:
+//! InstrumentationScope syscope.slo 0.1.0
+//! LogRecord #0
+//! ObservedTimestamp: 1795303133040957945
+//! Timestamp: 1795303133040957944
+//! SeverityText: WARN
+//! SeverityNumber: SEVERITY_NUMBER_WARN(13)
+//! Body: Str(SLO checkout burning: page)
+//! Attributes:
+//!      -> slo.burn_rate: Double(14.4)
+//!      -> slo.windows: Slice(Str(5m), Str(1h))
+//!     Trace ID       :
+//!     Span ID        :
+//! Flags: 0
+//! ```
+//!
+//! A body or string attribute holding a newline would span lines; such a record's text is
+//! cut at the first one (the agent's events are one line).
 
 use std::collections::BTreeMap;
 
@@ -61,6 +90,37 @@ pub enum PointValue {
     ExpHistogram(ExpHistogram),
     /// Explicit-bucket histograms and summaries: not modelled, only their type name is kept.
     Other(String),
+}
+
+/// One log record as a receiver got it, flattened with its scope and resource.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogRecord {
+    /// Instrumentation scope name ("" when the request had none).
+    pub scope: String,
+    pub resource: BTreeMap<String, String>,
+    pub time_unix_nano: u64,
+    pub observed_unix_nano: u64,
+    /// As sent ("" when unset).
+    pub severity_text: String,
+    /// The number in `SEVERITY_NUMBER_WARN(13)`; 0 when unspecified.
+    pub severity_number: i32,
+    /// Rendered as attribute values are: `Str(x)` -> `x`; other kinds as rotel printed them
+    /// (`Map(a:Int(1))`); "" when empty.
+    pub body: String,
+    /// Rendered as [`MetricPoint::attributes`] are: `Double(14.4)` -> `14.4`, arrays as
+    /// printed (`Slice(Str(5m), Str(1h))`).
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl LogRecord {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+
+    /// True when every (key, value) pair is among the record's attributes.
+    pub fn has_attrs(&self, attrs: &[(&str, &str)]) -> bool {
+        attrs.iter().all(|(k, v)| self.attr(k) == Some(*v))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +309,13 @@ pub fn parse(text: &str) -> Vec<MetricPoint> {
 
 impl Parser {
     fn line(&mut self, line: &str) {
-        if line.starts_with("ResourceMetrics #") {
+        if other_signal(line, "ResourceMetrics #") {
+            // Another signal's request: its timestamps and attributes are not ours.
+            self.flush();
+            self.in_resource = false;
+            self.metric = None;
+            self.ctx = Ctx::None;
+        } else if line.starts_with("ResourceMetrics #") {
             self.flush();
             self.in_resource = true;
             self.resource.clear();
@@ -435,29 +501,171 @@ fn scale_and_offset(buckets: &[(f64, f64, u64)]) -> (i32, i32) {
     (scale, offset)
 }
 
+/// Whether `line` starts a request of a signal other than the one whose header is `ours`.
+fn other_signal(line: &str, ours: &str) -> bool {
+    ["ResourceMetrics #", "ResourceLog #", "ResourceSpans #"]
+        .iter()
+        .any(|h| *h != ours && line.starts_with(h))
+}
+
 /// Splits `key: Type(value)` into (key, rendered value). Keys may themselves contain ": ",
 /// so the split is at the first ": " followed by a known value type.
 fn split_attr(s: &str) -> Option<(String, String)> {
-    const TYPES: [&str; 7] = [
-        "Str(", "Bool(", "Int(", "Double(", "Slice(", "Map(", "Bytes(",
-    ];
     let mut from = 0;
     while let Some(i) = s[from..].find(": ").map(|i| i + from) {
-        let (key, v) = (&s[..i], &s[i + 2..]);
-        if v == "Empty" {
-            return Some((key.to_string(), String::new()));
-        }
-        if v.ends_with(')') && TYPES.iter().any(|t| v.starts_with(t)) {
-            let rendered = ["Str(", "Bool(", "Int(", "Double("]
-                .iter()
-                .find_map(|t| v.strip_prefix(t))
-                .map(|inner| inner[..inner.len() - 1].to_string())
-                .unwrap_or_else(|| v.to_string());
-            return Some((key.to_string(), rendered));
+        if let Some(rendered) = render_value(&s[i + 2..]) {
+            return Some((s[..i].to_string(), rendered));
         }
         from = i + 2;
     }
     None
+}
+
+/// A printed value rendered as text: `Str(x)` -> `x`, `Bool`/`Int`/`Double` -> their text,
+/// `Empty` -> "", arrays, maps and bytes as printed. `None` if it is not a printed value.
+fn render_value(v: &str) -> Option<String> {
+    const TYPES: [&str; 7] = [
+        "Str(", "Bool(", "Int(", "Double(", "Slice(", "Map(", "Bytes(",
+    ];
+    if v == "Empty" {
+        return Some(String::new());
+    }
+    if !(v.ends_with(')') && TYPES.iter().any(|t| v.starts_with(t))) {
+        return None;
+    }
+    let rendered = ["Str(", "Bool(", "Int(", "Double("]
+        .iter()
+        .find_map(|t| v.strip_prefix(t))
+        .map(|inner| inner[..inner.len() - 1].to_string())
+        .unwrap_or_else(|| v.to_string());
+    Some(rendered)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum LogCtx {
+    None,
+    ResourceAttrs,
+    RecordAttrs,
+    /// Scope attributes: their `->` lines are not ours.
+    Ignored,
+}
+
+struct LogParser {
+    in_resource: bool,
+    resource: BTreeMap<String, String>,
+    scope: String,
+    record: Option<LogRecord>,
+    ctx: LogCtx,
+    out: Vec<LogRecord>,
+}
+
+/// Parses everything rotel printed so far into log records, in the order received.
+pub fn parse_logs(text: &str) -> Vec<LogRecord> {
+    let mut p = LogParser {
+        in_resource: false,
+        resource: BTreeMap::new(),
+        scope: String::new(),
+        record: None,
+        ctx: LogCtx::None,
+        out: Vec::new(),
+    };
+    for line in text.lines() {
+        p.line(line.trim_end_matches('\r'));
+    }
+    p.flush();
+    p.out
+}
+
+impl LogParser {
+    fn line(&mut self, line: &str) {
+        if other_signal(line, "ResourceLog #") {
+            self.flush();
+            self.in_resource = false;
+            self.ctx = LogCtx::None;
+        } else if line.starts_with("ResourceLog #") {
+            self.flush();
+            self.in_resource = true;
+            self.resource.clear();
+            self.scope.clear();
+            self.ctx = LogCtx::None;
+        } else if !self.in_resource {
+            // Metrics, traces, or a cut-off tail: nothing of ours until the next header.
+        } else if line == "Resource attributes:" {
+            self.ctx = LogCtx::ResourceAttrs;
+        } else if line.starts_with("ScopeLogs #") {
+            self.flush();
+            self.scope.clear();
+            self.ctx = LogCtx::None;
+        } else if line == "InstrumentationScope attributes:" {
+            self.ctx = LogCtx::Ignored;
+        } else if let Some(rest) = line.strip_prefix("InstrumentationScope ") {
+            // "InstrumentationScope <name> <version>"
+            self.scope = rest.split(' ').next().unwrap_or("").to_string();
+            self.ctx = LogCtx::None;
+        } else if line.starts_with("LogRecord #") {
+            self.flush();
+            self.record = Some(LogRecord {
+                scope: self.scope.clone(),
+                resource: self.resource.clone(),
+                ..LogRecord::default()
+            });
+            self.ctx = LogCtx::None;
+        } else if line == "Attributes:" {
+            self.ctx = LogCtx::RecordAttrs;
+        } else if let Some(rest) = line.strip_prefix("     -> ") {
+            match self.ctx {
+                LogCtx::ResourceAttrs => {
+                    if let Some((k, v)) = split_attr(rest) {
+                        self.resource.insert(k, v);
+                    }
+                }
+                LogCtx::RecordAttrs => {
+                    if let (Some(r), Some((k, v))) = (self.record.as_mut(), split_attr(rest)) {
+                        r.attributes.insert(k, v);
+                    }
+                }
+                LogCtx::None | LogCtx::Ignored => {}
+            }
+        } else {
+            self.field(line);
+        }
+    }
+
+    /// A record field such as `SeverityText: WARN`.
+    fn field(&mut self, line: &str) {
+        let Some(r) = self.record.as_mut() else {
+            return;
+        };
+        let value = |prefix: &str| line.strip_prefix(prefix).map(str::trim);
+        if let Some(v) = value("ObservedTimestamp:") {
+            r.observed_unix_nano = v.parse().unwrap_or(0);
+        } else if let Some(v) = value("Timestamp:") {
+            r.time_unix_nano = v.parse().unwrap_or(0);
+        } else if let Some(v) = value("SeverityText:") {
+            r.severity_text = v.to_string();
+        } else if let Some(v) = value("SeverityNumber:") {
+            // "SEVERITY_NUMBER_WARN(13)"
+            r.severity_number = v
+                .rsplit_once('(')
+                .and_then(|(_, n)| n.strip_suffix(')'))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if let Some(v) = value("Body:") {
+            r.body = render_value(v).unwrap_or_else(|| v.to_string());
+        } else if value("Flags:").is_some() {
+            // The last line of a record.
+        } else {
+            // Unknown lines (log lines, trace ids) do not end an attribute block.
+            return;
+        }
+        self.ctx = LogCtx::None;
+    }
+
+    fn flush(&mut self) {
+        if let Some(r) = self.record.take() {
+            self.out.push(r);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -685,6 +893,75 @@ mod tests {
         assert!((lo - 2f64.powf(-70.0 / 8.0)).abs() < 1e-15);
         assert!((hi / lo - h.base()).abs() < 1e-12);
         assert!((h.base() - 2f64.powf(0.125)).abs() < 1e-12);
+    }
+
+    const LOGS: &str = include_str!("testdata/rotel_logs_detailed.txt");
+
+    #[test]
+    fn parses_log_records() {
+        let logs = parse_logs(LOGS);
+        assert_eq!(logs.len(), 3);
+        let r = &logs[0];
+        assert_eq!(r.scope, "syscope.slo");
+        assert_eq!(r.resource["service.name"], "syscope");
+        assert_eq!(r.resource["host.name"], "h1");
+        assert_eq!(r.time_unix_nano, 1795303133040957944);
+        assert_eq!(r.observed_unix_nano, 1795303133040957945);
+        assert_eq!((r.severity_text.as_str(), r.severity_number), ("WARN", 13));
+        assert_eq!(r.body, "SLO checkout burning: page");
+        let attrs: Vec<(&str, &str)> = r
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            attrs,
+            [
+                ("slo.burn_rate", "14.4"),
+                ("slo.count", "7"),
+                ("slo.firing", "true"),
+                ("slo.name", "checkout"),
+                ("slo.windows", "Slice(Str(5m), Str(1h))"),
+                ("weird key: x", "a: b (c) -> d"),
+            ]
+        );
+        assert!(r.has_attrs(&[("slo.name", "checkout"), ("slo.count", "7")]));
+        let r = &logs[1];
+        assert_eq!((r.severity_text.as_str(), r.severity_number), ("INFO", 9));
+        assert_eq!(r.body, "SLO checkout recovered");
+        assert_eq!(r.observed_unix_nano, 0);
+        assert_eq!(r.scope, "syscope.slo");
+        assert_eq!(r.attributes.len(), 1);
+        // No resource attributes, no scope, a map body, an unset severity.
+        let r = &logs[2];
+        assert!(r.resource.is_empty());
+        assert_eq!(r.scope, "");
+        assert_eq!((r.severity_text.as_str(), r.severity_number), ("", 0));
+        assert_eq!(r.body, "Map(a:Int(1))");
+        assert_eq!(r.attr("d"), Some("0.5"));
+    }
+
+    /// Metrics and logs in one output: each parser keeps to its own signal (a log record's
+    /// `Timestamp:` must not land on the metric point printed before it, and back).
+    #[test]
+    fn metrics_and_logs_do_not_mix() {
+        let points = parse(LOGS);
+        assert_eq!(points.len(), 1);
+        let g = &points[0];
+        assert_eq!((g.name.as_str(), g.time_unix_nano), ("g", 5));
+        assert_eq!(g.value, PointValue::Gauge(2.5));
+        assert_eq!(attrs(g), [("k", "v")]);
+        assert_eq!(g.resource.len(), 1);
+        assert!(parse_logs(GOLDEN).is_empty());
+        let both = format!("{GOLDEN}{LOGS}{GOLDEN}");
+        assert_eq!(parse_logs(&both), parse_logs(LOGS));
+        assert_eq!(
+            format!("{:?}", parse(&both)),
+            format!(
+                "{:?}",
+                [parse(GOLDEN), points.clone(), parse(GOLDEN)].concat()
+            )
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A real third-party OTLP receiver (rotel-agent) run as a child process for tests.
 
-use crate::otlp_text::{self, MetricPoint};
+use crate::otlp_text::{self, LogRecord, MetricPoint};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -77,7 +77,7 @@ struct Output {
     last_growth: Option<Instant>,
 }
 
-/// A running rotel-agent printing every metric it receives; killed on drop.
+/// A running rotel-agent printing every metric and log record it receives; killed on drop.
 pub struct Receiver {
     // In a Mutex so every method takes &self (a receiver may be shared between threads).
     child: Mutex<Child>,
@@ -130,9 +130,12 @@ impl Receiver {
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
             .args(["--exporter", "blackhole"])
+            // One `--debug-log` per signal (rotel rejects a comma list).
             .args([
                 "--debug-log",
                 "metrics",
+                "--debug-log",
+                "logs",
                 "--debug-log-verbosity",
                 "detailed",
             ])
@@ -238,6 +241,41 @@ impl Receiver {
         timeout: Duration,
         predicate: impl Fn(&[MetricPoint]) -> bool,
     ) -> Vec<MetricPoint> {
+        self.wait_parsed(timeout, otlp_text::parse, predicate, |points| {
+            format!(
+                "{} points received, metrics {:?}",
+                points.len(),
+                metric_names(points)
+            )
+        })
+    }
+
+    /// Every log record received so far, in order.
+    pub fn logs(&self) -> Vec<LogRecord> {
+        otlp_text::parse_logs(&self.raw_output())
+    }
+
+    /// Polls until `predicate` holds on all log records received so far and returns them.
+    /// Panics with rotel's recent output on timeout or if rotel died.
+    pub fn wait_for_logs(
+        &self,
+        timeout: Duration,
+        predicate: impl Fn(&[LogRecord]) -> bool,
+    ) -> Vec<LogRecord> {
+        self.wait_parsed(timeout, otlp_text::parse_logs, predicate, |logs| {
+            let bodies: Vec<&str> = logs.iter().map(|r| r.body.as_str()).collect();
+            format!("{} log records received, bodies {bodies:?}", logs.len())
+        })
+    }
+
+    /// `wait_for` for any signal: parses the output once it is quiet and tests `predicate`.
+    fn wait_parsed<T>(
+        &self,
+        timeout: Duration,
+        parse: fn(&str) -> Vec<T>,
+        predicate: impl Fn(&[T]) -> bool,
+        describe: impl Fn(&[T]) -> String,
+    ) -> Vec<T> {
         let deadline = Instant::now() + timeout;
         loop {
             let timed_out = Instant::now() > deadline;
@@ -247,16 +285,15 @@ impl Receiver {
                 (out.text.clone(), settled)
             };
             if settled || timed_out {
-                let points = otlp_text::parse(&text);
-                if predicate(&points) {
-                    return points;
+                let parsed = parse(&text);
+                if predicate(&parsed) {
+                    return parsed;
                 }
                 if timed_out {
                     panic!(
-                        "receiver: condition not met within {timeout:?}; {} points received, \
-                         metrics {:?}; rotel output tail:\n{}",
-                        points.len(),
-                        metric_names(&points),
+                        "receiver: condition not met within {timeout:?}; {}; rotel output \
+                         tail:\n{}",
+                        describe(&parsed),
                         self.output_tail(120)
                     );
                 }
@@ -417,5 +454,12 @@ mod tests {
     fn wait_for_times_out_with_output() {
         let r = Receiver::start();
         r.wait_for(Duration::from_millis(300), |p| !p.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "0 log records received")]
+    fn wait_for_logs_times_out_with_output() {
+        let r = Receiver::start();
+        r.wait_for_logs(Duration::from_millis(300), |l| !l.is_empty());
     }
 }

@@ -1,10 +1,17 @@
-//! One OTLP metrics export over gRPC or HTTP/protobuf, with failures mapped
-//! to [`ExportError`] so the pipeline can tell "retry" from "drop".
+//! One OTLP export (metrics, or log records for SLO events) over gRPC or
+//! HTTP/protobuf, with failures mapped to [`ExportError`] so the pipeline
+//! can tell "retry" from "drop". Both signals share the transport settings
+//! (TLS, headers, compression, timeout); only the target differs (see
+//! `settings::logs_http_url`).
 
 use std::error::Error as StdError;
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    logs_service_client::LogsServiceClient, ExportLogsPartialSuccess, ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     metrics_service_client::MetricsServiceClient, ExportMetricsPartialSuccess,
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -36,7 +43,8 @@ pub struct Client {
 
 #[derive(Debug)]
 enum Inner {
-    Grpc(GrpcSender),
+    // Boxed: two service clients make it far larger than the HTTP side.
+    Grpc(Box<GrpcSender>),
     Http(HttpSender),
 }
 
@@ -56,7 +64,7 @@ impl Client {
     fn build(settings: &Settings) -> Result<Inner, ExportError> {
         let material = settings.tls.load().map_err(ExportError::Tls)?;
         Ok(match settings.protocol {
-            Protocol::Grpc => Inner::Grpc(GrpcSender::new(settings, &material)?),
+            Protocol::Grpc => Inner::Grpc(Box::new(GrpcSender::new(settings, &material)?)),
             Protocol::HttpProtobuf => Inner::Http(HttpSender::new(settings, &material)?),
         })
     }
@@ -84,11 +92,19 @@ impl Client {
         }
     }
 
-    /// Where requests go, for logs.
+    /// Where metrics requests go, for logs.
     pub fn target(&self) -> &str {
         match &self.inner {
             Inner::Grpc(g) => &g.endpoint,
             Inner::Http(h) => &h.url,
+        }
+    }
+
+    /// Where log requests go, for logs.
+    pub fn logs_target(&self) -> &str {
+        match &self.inner {
+            Inner::Grpc(g) => &g.logs_endpoint,
+            Inner::Http(h) => &h.logs_url,
         }
     }
 
@@ -99,6 +115,19 @@ impl Client {
         let result = match &mut self.inner {
             Inner::Grpc(g) => g.send(req).await,
             Inner::Http(h) => h.send(req).await,
+        };
+        result.map_err(|e| self.name_tls_files(e))
+    }
+
+    /// Sends one log request (`LogsService/Export`, or a POST to the logs
+    /// URL), with the same transport, headers, compression and timeout as
+    /// metrics. A partial success (some records rejected) is logged and
+    /// reported as success, as for metrics.
+    pub async fn send_logs(&mut self, req: ExportLogsServiceRequest) -> Result<(), ExportError> {
+        self.reload_if_changed();
+        let result = match &mut self.inner {
+            Inner::Grpc(g) => g.send_logs(req).await,
+            Inner::Http(h) => h.send_logs(req).await,
         };
         result.map_err(|e| self.name_tls_files(e))
     }
@@ -143,78 +172,122 @@ impl Client {
 #[derive(Debug)]
 struct GrpcSender {
     client: MetricsServiceClient<Channel>,
+    /// On the same channel as `client` when both signals go to one target.
+    logs: LogsServiceClient<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
     endpoint: String,
+    logs_endpoint: String,
 }
 
 impl GrpcSender {
     fn new(settings: &Settings, material: &Material) -> Result<Self, ExportError> {
         let endpoint = settings.grpc_endpoint().to_owned();
-        let https = check_scheme(&endpoint)?;
-        let invalid = |reason: String| ExportError::InvalidEndpoint {
-            endpoint: endpoint.clone(),
-            reason,
+        let logs_endpoint = settings.logs_grpc_endpoint().to_owned();
+        let channel = grpc_channel(&endpoint, settings, material)?;
+        let logs_channel = if logs_endpoint == endpoint {
+            channel.clone()
+        } else {
+            grpc_channel(&logs_endpoint, settings, material)?
         };
-        let mut builder = Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| invalid(error_chain(&e)))?
-            .user_agent(USER_AGENT)
-            .map_err(|e| invalid(error_chain(&e)))?;
-        if https {
-            // The server name checked is the endpoint's host (tonic's default).
-            // OTLP/gRPC is always HTTP/2: TLS terminators that do not
-            // negotiate ALPN (stunnel, some load balancers) still work.
-            let mut config = ClientTlsConfig::new().assume_http2(true);
-            config = match &material.ca_pem {
-                Some(pem) => config.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-                None => config.with_webpki_roots(),
-            };
-            if let Some((chain, key)) = &material.identity {
-                config = config.identity(tonic::transport::Identity::from_pem(chain, key));
-            }
-            builder = builder
-                .tls_config(config)
-                .map_err(|e| ExportError::Tls(error_chain(&e)))?;
-        }
-        let channel = builder
-            .connect_timeout(settings.timeout)
-            .timeout(settings.timeout)
-            // Lazy: the first export connects, and the channel reconnects by
-            // itself after the collector restarts.
-            .connect_lazy();
-        let client = with_compression(MetricsServiceClient::new(channel), settings.compression);
+        let (client, logs) = match settings.compression {
+            Compression::None => (
+                MetricsServiceClient::new(channel),
+                LogsServiceClient::new(logs_channel),
+            ),
+            // `grpc-encoding: gzip`.
+            Compression::Gzip => (
+                MetricsServiceClient::new(channel).send_compressed(GZIP),
+                LogsServiceClient::new(logs_channel).send_compressed(GZIP),
+            ),
+        };
         Ok(Self {
             client,
+            logs,
             metadata: grpc_metadata(&settings.headers)?,
             timeout: settings.timeout,
             endpoint,
+            logs_endpoint,
         })
     }
 
-    async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), ExportError> {
-        let mut request = tonic::Request::new(req);
+    /// A request with our metadata and deadline.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
         *request.metadata_mut() = self.metadata.clone();
         // Tells the server our deadline (grpc-timeout); the local timeout
-        // below is what actually bounds the call.
+        // in `call` is what actually bounds the call.
         request.set_timeout(self.timeout);
-        let response = tokio::time::timeout(self.timeout, self.client.export(request))
-            .await
-            .map_err(|_| ExportError::Timeout(self.timeout))?
-            .map_err(|status| status_error(&status, &self.endpoint))?;
-        log_partial_success(response.into_inner().partial_success);
+        request
+    }
+
+    async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), ExportError> {
+        let request = self.request(req);
+        let response = call(self.timeout, &self.endpoint, self.client.export(request)).await?;
+        log_partial_success(response.partial_success);
+        Ok(())
+    }
+
+    async fn send_logs(&mut self, req: ExportLogsServiceRequest) -> Result<(), ExportError> {
+        let request = self.request(req);
+        let response = call(self.timeout, &self.logs_endpoint, self.logs.export(request)).await?;
+        log_logs_partial_success(response.partial_success);
         Ok(())
     }
 }
 
-/// gRPC payload compression (`grpc-encoding: gzip`).
-fn with_compression(
-    client: MetricsServiceClient<Channel>,
-    compression: Compression,
-) -> MetricsServiceClient<Channel> {
-    match compression {
-        Compression::None => client,
-        Compression::Gzip => client.send_compressed(tonic::codec::CompressionEncoding::Gzip),
+const GZIP: tonic::codec::CompressionEncoding = tonic::codec::CompressionEncoding::Gzip;
+
+/// One unary call bounded by `timeout`, its failure mapped.
+async fn call<R>(
+    timeout: Duration,
+    endpoint: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+) -> Result<R, ExportError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| ExportError::Timeout(timeout))?
+        .map(tonic::Response::into_inner)
+        .map_err(|status| status_error(&status, endpoint))
+}
+
+/// A lazy channel to `endpoint` (plaintext or TLS by its scheme).
+fn grpc_channel(
+    endpoint: &str,
+    settings: &Settings,
+    material: &Material,
+) -> Result<Channel, ExportError> {
+    let https = check_scheme(endpoint)?;
+    let invalid = |reason: String| ExportError::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let mut builder = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| invalid(error_chain(&e)))?
+        .user_agent(USER_AGENT)
+        .map_err(|e| invalid(error_chain(&e)))?;
+    if https {
+        // The server name checked is the endpoint's host (tonic's default).
+        // OTLP/gRPC is always HTTP/2: TLS terminators that do not
+        // negotiate ALPN (stunnel, some load balancers) still work.
+        let mut config = ClientTlsConfig::new().assume_http2(true);
+        config = match &material.ca_pem {
+            Some(pem) => config.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            None => config.with_webpki_roots(),
+        };
+        if let Some((chain, key)) = &material.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(chain, key));
+        }
+        builder = builder
+            .tls_config(config)
+            .map_err(|e| ExportError::Tls(error_chain(&e)))?;
     }
+    Ok(builder
+        .connect_timeout(settings.timeout)
+        .timeout(settings.timeout)
+        // Lazy: the first export connects, and the channel reconnects by
+        // itself after the collector restarts.
+        .connect_lazy())
 }
 
 fn grpc_metadata(headers: &[(String, String)]) -> Result<MetadataMap, ExportError> {
@@ -261,6 +334,8 @@ fn status_error(status: &tonic::Status, endpoint: &str) -> ExportError {
 struct HttpSender {
     client: reqwest::Client,
     url: String,
+    /// Where log requests are POSTed (`settings::logs_http_url`).
+    logs_url: String,
     /// User headers plus Content-Type/Content-Encoding, built once.
     headers: HeaderMap,
     gzip: bool,
@@ -270,11 +345,15 @@ struct HttpSender {
 impl HttpSender {
     fn new(settings: &Settings, material: &Material) -> Result<Self, ExportError> {
         let url = settings.http_url();
+        let logs_url = settings.logs_http_url();
         let https = check_scheme(&url)?;
-        reqwest::Url::parse(&url).map_err(|e| ExportError::InvalidEndpoint {
-            endpoint: url.clone(),
-            reason: e.to_string(),
-        })?;
+        for url in [&url, &logs_url] {
+            check_scheme(url)?;
+            reqwest::Url::parse(url).map_err(|e| ExportError::InvalidEndpoint {
+                endpoint: url.clone(),
+                reason: e.to_string(),
+            })?;
+        }
         let gzip = settings.compression == Compression::Gzip;
         let mut headers = http_headers(&settings.headers)?;
         // Inserted last so a user header cannot make the body undecodable.
@@ -314,6 +393,7 @@ impl HttpSender {
         Ok(Self {
             client,
             url,
+            logs_url,
             headers,
             gzip,
             timeout: settings.timeout,
@@ -322,15 +402,37 @@ impl HttpSender {
 
     async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), ExportError> {
         let body = encode_body(&req, self.gzip)?;
+        // The export is delivered even if the response cannot be decoded.
+        if let Some(body) = self.post(&self.url, body).await? {
+            if let Ok(resp) = ExportMetricsServiceResponse::decode(body) {
+                log_partial_success(resp.partial_success);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_logs(&mut self, req: ExportLogsServiceRequest) -> Result<(), ExportError> {
+        let body = encode_body(&req, self.gzip)?;
+        if let Some(body) = self.post(&self.logs_url, body).await? {
+            if let Ok(resp) = ExportLogsServiceResponse::decode(body) {
+                log_logs_partial_success(resp.partial_success);
+            }
+        }
+        Ok(())
+    }
+
+    /// POSTs an encoded request. On success returns the response body if it
+    /// is protobuf (an `Export*ServiceResponse`) and could be read.
+    async fn post(&self, url: &str, body: Vec<u8>) -> Result<Option<bytes::Bytes>, ExportError> {
         let response = self
             .client
-            .post(&self.url)
+            .post(url)
             .headers(self.headers.clone())
             .timeout(self.timeout)
             .body(body)
             .send()
             .await
-            .map_err(|e| self.reqwest_error(&e))?;
+            .map_err(|e| self.reqwest_error(&e, url))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -345,14 +447,7 @@ impl HttpSender {
         let body = response.bytes().await;
         if status.is_success() {
             // The export is delivered even if the body cannot be read.
-            if let Ok(body) = body {
-                if protobuf {
-                    if let Ok(resp) = ExportMetricsServiceResponse::decode(body) {
-                        log_partial_success(resp.partial_success);
-                    }
-                }
-            }
-            return Ok(());
+            return Ok(body.ok().filter(|_| protobuf));
         }
         let mut body = body.map(|b| error_body(&b, protobuf)).unwrap_or_default();
         if body.is_empty() {
@@ -366,12 +461,12 @@ impl HttpSender {
         })
     }
 
-    fn reqwest_error(&self, err: &reqwest::Error) -> ExportError {
+    fn reqwest_error(&self, err: &reqwest::Error, url: &str) -> ExportError {
         if err.is_timeout() {
             ExportError::Timeout(self.timeout)
         } else if err.is_connect() {
             ExportError::Connect {
-                endpoint: self.url.clone(),
+                endpoint: url.to_owned(),
                 message: explained(error_chain(err)),
             }
         } else {
@@ -398,7 +493,7 @@ fn http_headers(headers: &[(String, String)]) -> Result<HeaderMap, ExportError> 
     Ok(map)
 }
 
-fn encode_body(req: &ExportMetricsServiceRequest, gzip: bool) -> Result<Vec<u8>, ExportError> {
+fn encode_body(req: &impl prost::Message, gzip: bool) -> Result<Vec<u8>, ExportError> {
     let raw = req.encode_to_vec();
     if !gzip {
         return Ok(raw);
@@ -466,6 +561,20 @@ fn log_partial_success(partial: Option<ExportMetricsPartialSuccess>) {
         );
     } else if !partial.error_message.is_empty() {
         debug!(message = %partial.error_message, "collector sent a warning with an export");
+    }
+}
+
+/// As [`log_partial_success`], for log records.
+fn log_logs_partial_success(partial: Option<ExportLogsPartialSuccess>) {
+    let Some(partial) = partial else { return };
+    if partial.rejected_log_records > 0 {
+        warn!(
+            rejected_log_records = partial.rejected_log_records,
+            message = %partial.error_message,
+            "collector rejected part of a log export"
+        );
+    } else if !partial.error_message.is_empty() {
+        debug!(message = %partial.error_message, "collector sent a warning with a log export");
     }
 }
 

@@ -2,13 +2,18 @@
 //! certificates re-read on change, see `tls`), retries with backoff, a
 //! bounded buffer.
 //!
-//! [`Client`] sends one `ExportMetricsServiceRequest` and classifies failures
-//! as retryable or not (OTLP spec, as opentelemetry-rust and Vector do).
+//! [`Client`] sends one `ExportMetricsServiceRequest` (or, for SLO events,
+//! one `ExportLogsServiceRequest`: same transport, to the logs URL) and
+//! classifies failures as retryable or not (OTLP spec, as
+//! opentelemetry-rust and Vector do).
 //! [`spawn`] runs a task that owns a bounded buffer of unsent intervals: the
 //! collect loop [`ExportHandle::submit`]s one request per interval and never
 //! waits on the network; when the collector is down the newest
 //! `buffer_intervals` intervals are kept and delivered, oldest first, once it
-//! comes back. Every attempt carries the agent's own metrics as a second
+//! comes back. [`ExportHandle::submit_logs`] queues a log request in the same
+//! buffer; it is sent at once, ahead of buffered intervals, and a full
+//! buffer drops metrics before it (see `pipeline`). Every metrics attempt
+//! carries the agent's own metrics as a second
 //! scope of the same request (see `telemetry`), so they share its resource,
 //! buffer and retries, and an outage is reported once the collector is back.
 
@@ -23,7 +28,9 @@ use std::time::Duration;
 
 pub use client::Client;
 pub use pipeline::{spawn, ExportHandle, ExportHealth, ExportStatus};
-pub use settings::{grpc_endpoint, http_url, Compression, Protocol, Settings};
+pub use settings::{
+    grpc_endpoint, http_url, logs_grpc_endpoint, logs_http_url, Compression, Protocol, Settings,
+};
 pub use tls::TlsFiles;
 
 /// Why an export (or building the exporter) failed.

@@ -8,6 +8,22 @@
 //! (counted in `syscope.export.dropped{reason}` and logged). A request the
 //! collector received but whose answer was lost (timeout, reset) is sent
 //! again: the one case of a duplicate.
+//!
+//! Log requests (SLO events, [`ExportHandle::submit_logs`]) share the buffer,
+//! the retries and the counters: each takes one slot, as an interval does.
+//! They are rare and each one matters, so:
+//! - they are sent first: the task takes the oldest log request before any
+//!   buffered interval, so an event is not held behind a backlog;
+//! - a full buffer makes room by dropping the oldest *metrics* interval; a
+//!   log request is dropped for room only when the whole buffer is log
+//!   requests (then the oldest one goes), and an interval arriving at a
+//!   buffer full of log requests is itself dropped, never a log request;
+//! - every dropped log request is counted in the same
+//!   `syscope.export.dropped{reason}` (the self-metrics have one attribute
+//!   per metric, so no `signal`) and logged at error level with
+//!   `signal=logs`.
+//!
+//! Log requests carry no self-metrics scope: those travel with intervals.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -15,6 +31,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use tokio::sync::{watch, Notify};
@@ -44,14 +61,46 @@ fn after(d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-type Request = Arc<ExportMetricsServiceRequest>;
+/// One buffered export request: an interval's metrics or log records.
+#[derive(Debug)]
+enum Payload {
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Payload {
+    fn signal(&self) -> Signal {
+        match self {
+            Payload::Metrics(_) => Signal::Metrics,
+            Payload::Logs(_) => Signal::Logs,
+        }
+    }
+}
+
+/// Which OTLP signal a request carries (the `signal` field of the log lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signal {
+    Metrics,
+    Logs,
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        })
+    }
+}
+
+type Request = Arc<Payload>;
 
 /// State shared by the handle (submit, health) and the task (send).
 #[derive(Debug)]
 struct Shared {
-    /// Unsent intervals, oldest first. The front is the one being sent: it
-    /// stays here until delivered so that overflow can still drop it and
-    /// shutdown counts it as unsent.
+    /// Unsent requests, oldest first. The one being sent stays here until
+    /// delivered so that overflow can still drop it and shutdown counts it
+    /// as unsent.
     queue: Mutex<VecDeque<Request>>,
     capacity: usize,
     /// Wakes the idle task on submit.
@@ -79,20 +128,60 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn front(&self) -> Option<Request> {
-        lock(&self.queue).front().cloned()
+    /// The request to send next: the oldest log request, else the oldest
+    /// interval.
+    fn next(&self) -> Option<Request> {
+        let queue = lock(&self.queue);
+        queue
+            .iter()
+            .find(|r| r.signal() == Signal::Logs)
+            .or_else(|| queue.front())
+            .cloned()
     }
 
-    /// Removes `req` if it is still the front (overflow may have dropped it
+    /// Removes `req` if it is still queued (overflow may have dropped it
     /// while it was being sent). Returns whether it was, and how many remain.
-    fn remove_front(&self, req: &Request) -> (bool, usize) {
+    fn remove(&self, req: &Request) -> (bool, usize) {
         let mut queue = lock(&self.queue);
-        let removed = queue.front().is_some_and(|front| Arc::ptr_eq(front, req));
-        if removed {
-            queue.pop_front();
+        let at = queue.iter().position(|r| Arc::ptr_eq(r, req));
+        if let Some(at) = at {
+            queue.remove(at);
         }
         SelfStats::set(&self.stats.export_buffered_intervals, queue.len() as u64);
-        (removed, queue.len())
+        (at.is_some(), queue.len())
+    }
+
+    /// Queues `payload`, making room in a full buffer by the rules in the
+    /// module doc. Returns the signal of what was dropped for it, if any.
+    fn push(&self, payload: Payload) -> Option<Signal> {
+        let signal = payload.signal();
+        let mut queue = lock(&self.queue);
+        let mut dropped = None;
+        if queue.len() >= self.capacity {
+            let oldest_metrics = queue.iter().position(|r| r.signal() == Signal::Metrics);
+            match (oldest_metrics, signal) {
+                (Some(at), _) => {
+                    queue.remove(at);
+                    dropped = Some(Signal::Metrics);
+                }
+                // Only log requests buffered: the new interval gives way.
+                (None, Signal::Metrics) => return Some(Signal::Metrics),
+                (None, Signal::Logs) => {
+                    queue.pop_front();
+                    dropped = Some(Signal::Logs);
+                }
+            }
+        }
+        queue.push_back(Arc::new(payload));
+        SelfStats::set(&self.stats.export_buffered_intervals, queue.len() as u64);
+        dropped
+    }
+
+    /// How many queued requests carry each signal: (metrics, logs).
+    fn count_by_signal(&self) -> (usize, usize) {
+        let queue = lock(&self.queue);
+        let logs = queue.iter().filter(|r| r.signal() == Signal::Logs).count();
+        (queue.len() - logs, logs)
     }
 
     fn buffered(&self) -> usize {
@@ -125,9 +214,10 @@ impl Shared {
         health.last_error = None;
     }
 
-    /// Counts `n` intervals that will never be delivered and logs them with
-    /// their reason: the log and `syscope.export.dropped{reason}` agree.
-    fn record_drop(&self, reason: DropReason, n: u64, err: Option<&ExportError>) {
+    /// Counts `n` requests of `signal` that will never be delivered and logs
+    /// them with their reason: the log and `syscope.export.dropped{reason}`
+    /// agree (log requests count there too, one per request).
+    fn record_drop(&self, reason: DropReason, signal: Signal, n: u64, err: Option<&ExportError>) {
         if n == 0 {
             return;
         }
@@ -135,26 +225,53 @@ impl Shared {
         SelfStats::add(&stats.export_dropped[reason as usize], n);
         let total = stats.dropped(reason);
         let error = err.map(tracing::field::display);
-        match reason {
-            DropReason::BufferFull => warn!(
+        match (reason, signal) {
+            (DropReason::BufferFull, Signal::Metrics) => warn!(
                 %reason,
+                %signal,
                 dropped_intervals = n,
                 dropped_total = total,
                 buffer_intervals = self.capacity,
                 "OTLP export buffer full: dropped the oldest unsent interval"
             ),
-            DropReason::Rejected => error!(
+            // A lost event: an error, not a warning.
+            (DropReason::BufferFull, Signal::Logs) => error!(
                 %reason,
+                %signal,
+                dropped_requests = n,
+                dropped_total = total,
+                buffer_intervals = self.capacity,
+                "OTLP export buffer full of log requests: dropped the oldest unsent log request"
+            ),
+            (DropReason::Rejected, Signal::Metrics) => error!(
+                %reason,
+                %signal,
                 dropped_intervals = n,
                 dropped_total = total,
                 error,
                 "OTLP export rejected by the collector (not retryable): dropped the interval"
             ),
-            DropReason::Shutdown => error!(
+            (DropReason::Rejected, Signal::Logs) => error!(
                 %reason,
+                %signal,
+                dropped_requests = n,
+                dropped_total = total,
+                error,
+                "OTLP log export rejected by the collector (not retryable): dropped the log request"
+            ),
+            (DropReason::Shutdown, Signal::Metrics) => error!(
+                %reason,
+                %signal,
                 dropped_intervals = n,
                 dropped_total = total,
                 "OTLP export shut down with intervals unsent: dropped them"
+            ),
+            (DropReason::Shutdown, Signal::Logs) => error!(
+                %reason,
+                %signal,
+                dropped_requests = n,
+                dropped_total = total,
+                "OTLP export shut down with log requests unsent: dropped them"
             ),
         }
     }
@@ -247,9 +364,10 @@ pub fn spawn(settings: Settings, stats: Arc<SelfStats>) -> Result<ExportHandle, 
     };
     debug!(
         target = worker.client.target(),
+        logs_target = worker.client.logs_target(),
         protocol = ?settings.protocol,
         buffer_intervals = capacity,
-        "OTLP metrics export started"
+        "OTLP export started"
     );
     let task = tokio::spawn(worker.run());
     Ok(ExportHandle {
@@ -261,29 +379,33 @@ pub fn spawn(settings: Settings, stats: Arc<SelfStats>) -> Result<ExportHandle, 
 
 impl ExportHandle {
     /// Queues one interval's request without waiting. When the buffer is
-    /// full the oldest interval is dropped: recent data is worth more.
+    /// full the oldest interval is dropped: recent data is worth more. Log
+    /// requests are never dropped for an interval: if the buffer holds only
+    /// those, this interval is dropped instead (counted and logged).
     pub fn submit(&self, req: ExportMetricsServiceRequest) {
-        let dropped = {
-            let mut queue = lock(&self.shared.queue);
-            let dropped = if queue.len() >= self.shared.capacity {
-                queue.pop_front()
-            } else {
-                None
-            };
-            queue.push_back(Arc::new(req));
-            SelfStats::set(
-                &self.shared.stats.export_buffered_intervals,
-                queue.len() as u64,
-            );
-            dropped.is_some()
-        };
-        if dropped {
-            self.shared.record_drop(DropReason::BufferFull, 1, None);
+        self.enqueue(Payload::Metrics(req));
+    }
+
+    /// Queues one log request (e.g. an SLO event) without waiting; the task
+    /// sends it at once, before any buffered interval, with the same
+    /// transport, retries and backoff. A full buffer drops its oldest
+    /// interval to make room, or, holding only log requests, the oldest of
+    /// those; a dropped log request is counted in
+    /// `syscope.export.dropped{reason}` and logged at error level.
+    pub fn submit_logs(&self, req: ExportLogsServiceRequest) {
+        self.enqueue(Payload::Logs(req));
+    }
+
+    fn enqueue(&self, payload: Payload) {
+        if let Some(signal) = self.shared.push(payload) {
+            self.shared
+                .record_drop(DropReason::BufferFull, signal, 1, None);
         }
         self.shared.wake.notify_one();
     }
 
-    /// Intervals waiting to be sent (including one in flight).
+    /// Requests (intervals and log requests) waiting to be sent, including
+    /// one in flight.
     pub fn buffered(&self) -> usize {
         self.shared.buffered()
     }
@@ -320,11 +442,14 @@ impl ExportHandle {
             task.abort();
             let _ = task.await;
         }
-        let left = self.shared.buffered();
+        let (metrics, logs) = self.shared.count_by_signal();
+        let left = metrics + logs;
         SelfStats::set(&self.shared.stats.export_buffered_intervals, left as u64);
         if left > 0 {
-            self.shared
-                .record_drop(DropReason::Shutdown, left as u64, None);
+            for (signal, n) in [(Signal::Logs, logs), (Signal::Metrics, metrics)] {
+                self.shared
+                    .record_drop(DropReason::Shutdown, signal, n as u64, None);
+            }
         } else {
             info!("OTLP export shut down, everything delivered");
         }
@@ -362,7 +487,7 @@ impl Worker {
         loop {
             // Also marks the value seen, so `changed()` below waits for news.
             let deadline = *self.shutdown.borrow_and_update();
-            let Some(req) = self.shared.front() else {
+            let Some(req) = self.shared.next() else {
                 if deadline.is_some() {
                     return;
                 }
@@ -379,15 +504,23 @@ impl Worker {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
-            // The self-metrics as of now, in this attempt only: a delivered
-            // one moves the delta baseline, a failed one is read again later.
-            let snapshot = self.own.snapshot();
-            let attempt = with_scope(&req, self.own.scope(&snapshot));
             let started = Instant::now();
-            let result = self.client.send(attempt).await;
+            let (result, snapshot) = match &*req {
+                Payload::Metrics(metrics) => {
+                    // The self-metrics as of now, in this attempt only: a
+                    // delivered one moves the delta baseline, a failed one is
+                    // read again later.
+                    let snapshot = self.own.snapshot();
+                    let attempt = with_scope(metrics, self.own.scope(&snapshot));
+                    (self.client.send(attempt).await, Some(snapshot))
+                }
+                Payload::Logs(logs) => (self.client.send_logs(logs.clone()).await, None),
+            };
             let delay = match result {
                 Ok(()) => {
-                    self.own.acknowledge(snapshot);
+                    if let Some(snapshot) = snapshot {
+                        self.own.acknowledge(snapshot);
+                    }
                     self.on_success(&req, started.elapsed());
                     continue;
                 }
@@ -423,8 +556,8 @@ impl Worker {
         );
         self.shared.record_success();
         self.backoff.reset();
-        let (_, left) = self.shared.remove_front(req);
-        debug!(took_us = took.as_micros(), "OTLP export delivered");
+        let (_, left) = self.shared.remove(req);
+        debug!(signal = %req.signal(), took_us = took.as_micros(), "OTLP export delivered");
         if let Some(outage) = &mut self.outage {
             outage.delivered += 1;
             // Recovered once the backlog is drained, not at the first success.
@@ -434,7 +567,7 @@ impl Worker {
                     dropped_intervals = stats.dropped_total().saturating_sub(outage.dropped_before),
                     failed_attempts = outage.attempts,
                     outage = ?outage.since.elapsed(),
-                    "OTLP export recovered: buffered intervals delivered"
+                    "OTLP export recovered: buffered requests delivered"
                 );
                 self.outage = None;
             }
@@ -498,10 +631,14 @@ impl Worker {
         self.shared.record_failure(err);
         // The collector answered, so it is up: no reason to wait before the next.
         self.backoff.reset();
-        let (removed, _) = self.shared.remove_front(req);
+        let (removed, _) = self.shared.remove(req);
         // If overflow already dropped it, it was counted then.
-        self.shared
-            .record_drop(DropReason::Rejected, u64::from(removed), Some(err));
+        self.shared.record_drop(
+            DropReason::Rejected,
+            req.signal(),
+            u64::from(removed),
+            Some(err),
+        );
     }
 }
 

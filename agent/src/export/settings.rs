@@ -48,7 +48,8 @@ pub struct Settings {
     /// `http://localhost:4318` (HTTP; `/v1/metrics` is appended).
     pub endpoint: String,
     /// Signal-specific endpoint (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`): used
-    /// as is, for both protocols, instead of `endpoint`.
+    /// as is, for both protocols, instead of `endpoint`. Log records (SLO
+    /// events) never go there: see [`logs_http_url`].
     pub metrics_endpoint: Option<String>,
     pub protocol: Protocol,
     /// Extra request headers / gRPC metadata (e.g. authentication).
@@ -121,6 +122,17 @@ impl Settings {
         grpc_endpoint(&self.endpoint, self.metrics_endpoint.as_deref())
     }
 
+    /// The URL an HTTP/protobuf log export is POSTed to (see
+    /// [`logs_http_url`]).
+    pub fn logs_http_url(&self) -> String {
+        logs_http_url(&self.endpoint, self.metrics_endpoint.as_deref())
+    }
+
+    /// The gRPC target of log exports (see [`logs_grpc_endpoint`]).
+    pub fn logs_grpc_endpoint(&self) -> &str {
+        logs_grpc_endpoint(&self.endpoint)
+    }
+
     /// The longest wait between two attempts: `max_backoff`, and never more
     /// than one interval.
     pub fn retry_cap(&self) -> Duration {
@@ -140,6 +152,42 @@ pub fn http_url(endpoint: &str, metrics_endpoint: Option<&str>) -> String {
 /// The gRPC target: per the OTLP spec the metrics endpoint wins here too.
 pub fn grpc_endpoint<'a>(endpoint: &'a str, metrics_endpoint: Option<&'a str>) -> &'a str {
     metrics_endpoint.unwrap_or(endpoint)
+}
+
+/// The HTTP/protobuf URL of log exports (`LogsService`, SLO events).
+///
+/// The OTLP spec appends `/v1/logs` to the base endpoint
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`); a metrics-specific endpoint is for
+/// metrics only. So:
+/// - a base endpoint configured (with or without a metrics endpoint):
+///   `<endpoint>/v1/logs`;
+/// - only a metrics endpoint configured: that URL with a trailing
+///   `/v1/metrics` replaced by `/v1/logs` (`http://c:4318/otlp/v1/metrics`
+///   -> `http://c:4318/otlp/v1/logs`); without that suffix it is read as a
+///   base and `/v1/logs` is appended (`http://c:9999/custom` ->
+///   `http://c:9999/custom/v1/logs`).
+///
+/// "Only a metrics endpoint" is recognised as config builds it
+/// (`config::resolve_export`): it copies the metrics URL into `endpoint`
+/// when no base is given, so the two are equal. A base given equal to the
+/// metrics URL is read the same way, which differs only if it ends with
+/// `/v1/metrics`, an unlikely base.
+pub fn logs_http_url(endpoint: &str, metrics_endpoint: Option<&str>) -> String {
+    let base = match metrics_endpoint {
+        Some(metrics) if metrics == endpoint => {
+            let metrics = metrics.trim_end_matches('/');
+            metrics.strip_suffix("/v1/metrics").unwrap_or(metrics)
+        }
+        _ => endpoint.trim_end_matches('/'),
+    };
+    format!("{base}/v1/logs")
+}
+
+/// The gRPC target of log exports: the base endpoint. When only a metrics
+/// endpoint is configured, config made it the base too; gRPC uses only its
+/// scheme and authority (the path is the RPC's, `LogsService/Export`).
+pub fn logs_grpc_endpoint(endpoint: &str) -> &str {
+    endpoint
 }
 
 // Hand-written so header values (usually credentials) never reach a log.

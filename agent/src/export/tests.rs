@@ -1,5 +1,6 @@
-//! Exporter tests against real local listeners: a tonic MetricsService and a
-//! hand-written HTTP/1.1 server, so the bytes on the wire are checked.
+//! Exporter tests against real local listeners: a tonic MetricsService and
+//! LogsService, and a hand-written HTTP/1.1 server, so the bytes on the wire
+//! are checked.
 
 use std::collections::VecDeque;
 use std::io::Read as _;
@@ -7,11 +8,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    logs_service_server::{LogsService, LogsServiceServer},
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     metrics_service_server::{MetricsService, MetricsServiceServer},
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Metric, ResourceMetrics, ScopeMetrics,
 };
@@ -47,6 +53,39 @@ fn tag_of(req: &ExportMetricsServiceRequest) -> String {
         .map(|rm| rm.schema_url.clone())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A log request recognisable by its schema URL (`log-<tag>`), with one
+/// record.
+fn log_request(tag: u32) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            schema_url: format!("log-{tag}"),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    severity_text: "WARN".to_owned(),
+                    body: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!("event {tag}"))),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn log_tag_of(req: &ExportLogsServiceRequest) -> String {
+    req.resource_logs
+        .iter()
+        .map(|rl| rl.schema_url.clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn log_tags(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range.map(|t| format!("log-{t}")).collect()
 }
 
 fn tags(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
@@ -178,13 +217,18 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 struct GrpcReceived {
     tag: String,
     headers: tonic::metadata::MetadataMap,
+    /// Empty for a log request.
     request: ExportMetricsServiceRequest,
+    /// For a log request (`LogsService/Export`).
+    logs: Option<ExportLogsServiceRequest>,
 }
 
 #[derive(Clone, Default)]
 struct GrpcCollector {
+    /// Both services' requests, in arrival order.
     received: Arc<Mutex<Vec<GrpcReceived>>>,
-    /// Answers to give, in order, before plain success.
+    /// Answers to give, in order, before plain success (for either
+    /// service: a log request gets the status, or an empty success).
     script: Arc<Mutex<VecDeque<Result<ExportMetricsServiceResponse, tonic::Status>>>>,
 }
 
@@ -211,6 +255,7 @@ impl MetricsService for GrpcCollector {
             tag: tag_of(&req),
             headers,
             request: req,
+            logs: None,
         });
         let answer = self.script.lock().unwrap().pop_front();
         answer
@@ -219,10 +264,68 @@ impl MetricsService for GrpcCollector {
     }
 }
 
+#[tonic::async_trait]
+impl LogsService for GrpcCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let headers = request.metadata().clone();
+        let req = request.into_inner();
+        self.received.lock().unwrap().push(GrpcReceived {
+            tag: log_tag_of(&req),
+            headers,
+            request: ExportMetricsServiceRequest::default(),
+            logs: Some(req),
+        });
+        let answer = self.script.lock().unwrap().pop_front();
+        match answer {
+            Some(Err(status)) => Err(status),
+            _ => Ok(tonic::Response::new(ExportLogsServiceResponse::default())),
+        }
+    }
+}
+
+/// Both OTLP services on one port, routed by the gRPC path (tonic's own
+/// router is a feature the agent does not need).
+#[derive(Clone)]
+struct BothServices {
+    metrics: MetricsServiceServer<GrpcCollector>,
+    logs: LogsServiceServer<GrpcCollector>,
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for BothServices {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        if req
+            .uri()
+            .path()
+            .starts_with("/opentelemetry.proto.collector.logs.")
+        {
+            self.logs.call(req)
+        } else {
+            self.metrics.call(req)
+        }
+    }
+}
+
 async fn start_grpc(listener: TcpListener) -> (GrpcCollector, JoinHandle<()>) {
     let collector = GrpcCollector::default();
-    let service = MetricsServiceServer::new(collector.clone())
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let gzip = tonic::codec::CompressionEncoding::Gzip;
+    let service = BothServices {
+        metrics: MetricsServiceServer::new(collector.clone()).accept_compressed(gzip),
+        logs: LogsServiceServer::new(collector.clone()).accept_compressed(gzip),
+    };
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .serve_with_incoming(service, TcpIncoming::from(listener))
@@ -264,6 +367,23 @@ impl HttpReceived {
     fn request(&self) -> ExportMetricsServiceRequest {
         ExportMetricsServiceRequest::decode(self.body.as_slice()).unwrap()
     }
+
+    fn is_logs(&self) -> bool {
+        self.path.ends_with("/v1/logs")
+    }
+
+    fn logs(&self) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest::decode(self.body.as_slice()).unwrap()
+    }
+
+    /// `tag-N` for metrics, `log-N` for a log request (by the path).
+    fn tag(&self) -> String {
+        if self.is_logs() {
+            log_tag_of(&self.logs())
+        } else {
+            tag_of(&self.request())
+        }
+    }
 }
 
 struct HttpAnswer {
@@ -281,15 +401,15 @@ struct HttpCollector {
 impl HttpCollector {
     fn tags(&self) -> Vec<String> {
         let received = self.received.lock().unwrap();
-        received.iter().map(|r| tag_of(&r.request())).collect()
+        received.iter().map(HttpReceived::tag).collect()
     }
 
-    /// The requests answered with 200, in order.
+    /// The metrics requests answered with 200, in order.
     fn accepted(&self) -> Vec<ExportMetricsServiceRequest> {
         let received = self.received.lock().unwrap();
         received
             .iter()
-            .filter(|r| r.status == 200)
+            .filter(|r| r.status == 200 && !r.is_logs())
             .map(HttpReceived::request)
             .collect()
     }
@@ -1285,4 +1405,273 @@ async fn https_endpoints_build_with_the_builtin_roots() {
     );
     assert!(!err.is_retryable());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ------------------------------------------------ (g) log requests
+
+#[test]
+fn logs_url_follows_the_base_or_replaces_the_metrics_path() {
+    let url = |endpoint: &str, metrics: Option<&str>| logs_http_url(endpoint, metrics);
+    // A base endpoint: the spec's <base>/v1/logs.
+    assert_eq!(url("http://c:4318", None), "http://c:4318/v1/logs");
+    assert_eq!(url("https://c/otlp/", None), "https://c/otlp/v1/logs");
+    // A base and a metrics endpoint: the metrics one is for metrics only.
+    assert_eq!(
+        url("http://base:4318", Some("http://m:9999/v1/metrics")),
+        "http://base:4318/v1/logs"
+    );
+    // Only a metrics endpoint (config copies it into `endpoint`).
+    let only = |m: &str| url(m, Some(m));
+    assert_eq!(only("http://m:4318/v1/metrics"), "http://m:4318/v1/logs");
+    assert_eq!(only("https://m/otlp/v1/metrics/"), "https://m/otlp/v1/logs");
+    assert_eq!(only("http://m:9999/custom"), "http://m:9999/custom/v1/logs");
+    let s = Settings {
+        endpoint: "http://m:4318/v1/metrics".to_owned(),
+        metrics_endpoint: Some("http://m:4318/v1/metrics".to_owned()),
+        ..Settings::default()
+    };
+    assert_eq!(s.logs_http_url(), "http://m:4318/v1/logs");
+    // gRPC: the base (config's copy of the metrics URL when only that is
+    // given); the path is the RPC's.
+    assert_eq!(s.logs_grpc_endpoint(), "http://m:4318/v1/metrics");
+    let s = Settings {
+        endpoint: "http://base:4317".to_owned(),
+        metrics_endpoint: Some("http://m:4317".to_owned()),
+        ..Settings::default()
+    };
+    assert_eq!(s.logs_grpc_endpoint(), "http://base:4317");
+    assert_eq!(s.grpc_endpoint(), "http://m:4317");
+}
+
+/// A log request goes out at once over gRPC (the interval is a minute: it
+/// does not wait for one), through `LogsService/Export`, with the headers,
+/// gzip and deadline of metrics; it carries no self-metrics scope.
+#[tokio::test]
+async fn grpc_logs_are_sent_at_once_with_headers_and_gzip() {
+    init_logs();
+    let (collector, addr, server) = grpc_collector().await;
+    let stats = Arc::new(SelfStats::default());
+    let s = Settings {
+        headers: vec![("X-Api-Key".to_owned(), "secret".to_owned())],
+        compression: Compression::Gzip,
+        interval: Duration::from_secs(60),
+        ..settings(Protocol::Grpc, addr)
+    };
+    let handle = spawn(s, Arc::clone(&stats)).unwrap();
+    let started = Instant::now();
+    handle.submit_logs(log_request(1));
+    wait_until("the log request", || get(&stats.export_successes) == 1).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    handle.submit(request(2));
+    wait_until("the interval", || get(&stats.export_successes) == 2).await;
+    assert_eq!(collector.tags(), ["log-1", "tag-2"]);
+    let received = collector.received.lock().unwrap()[0].clone();
+    assert_eq!(received.logs.as_ref(), Some(&log_request(1)));
+    assert_eq!(received.headers.get("x-api-key").unwrap(), "secret");
+    assert_eq!(
+        received
+            .headers
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    assert!(received.headers.get("grpc-timeout").is_some());
+    assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+    server.abort();
+}
+
+/// Over HTTP a log request is POSTed to `<endpoint>/v1/logs`, even when a
+/// metrics endpoint is set (that one is for metrics), gzipped, with the
+/// headers.
+#[tokio::test]
+async fn http_logs_are_posted_to_the_logs_url() {
+    init_logs();
+    let (collector, addr, server) = http_collector().await;
+    let stats = Arc::new(SelfStats::default());
+    let s = Settings {
+        endpoint: format!("http://{addr}/otlp/"),
+        metrics_endpoint: Some(format!("http://{addr}/custom/metrics")),
+        headers: vec![("X-Api-Key".to_owned(), "secret".to_owned())],
+        compression: Compression::Gzip,
+        interval: Duration::from_secs(60),
+        ..settings(Protocol::HttpProtobuf, addr)
+    };
+    let handle = spawn(s, Arc::clone(&stats)).unwrap();
+    handle.submit_logs(log_request(1));
+    handle.submit(request(2));
+    wait_until("both", || get(&stats.export_successes) == 2).await;
+    let received = collector.received.lock().unwrap().clone();
+    let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/otlp/v1/logs", "/custom/metrics"]);
+    let log = &received[0];
+    assert_eq!(log.method, "POST");
+    assert_eq!(log.logs(), log_request(1));
+    assert_eq!(log.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(log.header("content-encoding"), Some("gzip"));
+    assert_eq!(log.header("x-api-key"), Some("secret"));
+    assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+
+    // Only a metrics endpoint: its /v1/metrics becomes /v1/logs.
+    let only = format!("http://{addr}/gw/v1/metrics");
+    let s = Settings {
+        endpoint: only.clone(),
+        metrics_endpoint: Some(only),
+        ..settings(Protocol::HttpProtobuf, addr)
+    };
+    Client::new(&s)
+        .unwrap()
+        .send_logs(log_request(3))
+        .await
+        .unwrap();
+    assert_eq!(collector.received.lock().unwrap()[2].path, "/gw/v1/logs");
+    server.abort();
+}
+
+/// The collector down, then up: the log request is retried like an
+/// interval and, once it is back, delivered before the intervals buffered
+/// ahead of it; nothing is dropped.
+async fn logs_are_retried_and_sent_first(protocol: Protocol) {
+    init_logs();
+    let addr = free_addr().await;
+    let stats = Arc::new(SelfStats::default());
+    let handle = spawn(settings(protocol, addr), Arc::clone(&stats)).unwrap();
+    handle.submit(request(1));
+    handle.submit(request(2));
+    handle.submit_logs(log_request(1));
+    wait_until("failed attempts", || get(&stats.export_failures) >= 2).await;
+    assert_eq!(handle.buffered(), 3);
+
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let received: Box<dyn Fn() -> Vec<String>> = match protocol {
+        Protocol::Grpc => {
+            let (collector, _server) = start_grpc(listener).await;
+            Box::new(move || collector.tags())
+        }
+        Protocol::HttpProtobuf => {
+            let (collector, _server) = start_http(listener);
+            Box::new(move || collector.tags())
+        }
+    };
+    wait_until("the backlog", || get(&stats.export_successes) == 3).await;
+    assert_eq!(received(), ["log-1", "tag-1", "tag-2"], "{protocol:?}");
+    assert_eq!(stats.dropped_total(), 0);
+    assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+}
+
+#[tokio::test]
+async fn grpc_logs_are_retried_and_sent_first() {
+    logs_are_retried_and_sent_first(Protocol::Grpc).await;
+}
+
+#[tokio::test]
+async fn http_logs_are_retried_and_sent_first() {
+    logs_are_retried_and_sent_first(Protocol::HttpProtobuf).await;
+}
+
+/// A buffer of 3 with the collector down: log requests push intervals out,
+/// an interval never pushes a log request out, and a log request is dropped
+/// only when the buffer holds nothing else. Every drop is counted as
+/// `buffer_full` and logged with its signal; the log requests kept arrive
+/// once the collector is back.
+#[tokio::test]
+async fn full_buffer_drops_intervals_before_log_requests() {
+    let (logs, _guard) = Logs::capture();
+    let addr = free_addr().await;
+    let stats = Arc::new(SelfStats::default());
+    let s = Settings {
+        buffer_intervals: 3,
+        ..settings(Protocol::HttpProtobuf, addr)
+    };
+    let handle = spawn(s, Arc::clone(&stats)).unwrap();
+    handle.submit(request(1));
+    handle.submit(request(2));
+    handle.submit_logs(log_request(1));
+    handle.submit(request(3)); // drops interval 1
+    handle.submit_logs(log_request(2)); // drops interval 2
+    handle.submit_logs(log_request(3)); // drops interval 3
+    assert_eq!(stats.dropped(DropReason::BufferFull), 3);
+    handle.submit(request(4)); // only log requests buffered: dropped itself
+    assert_eq!(stats.dropped(DropReason::BufferFull), 4);
+    handle.submit_logs(log_request(4)); // drops log request 1
+    assert_eq!(stats.dropped(DropReason::BufferFull), 5);
+    assert_eq!(handle.buffered(), 3);
+    assert_eq!(get(&stats.export_buffered_intervals), 3);
+    assert_eq!(
+        logs.lines_with(&["reason=buffer_full", "signal=metrics"])
+            .len(),
+        4
+    );
+    let lost = logs.lines_with(&["ERROR", "reason=buffer_full", "signal=logs"]);
+    assert_eq!(lost.len(), 1, "{lost:#?}");
+    assert!(lost[0].contains("dropped_requests=1"), "{}", lost[0]);
+
+    let (collector, server) = start_http(TcpListener::bind(addr).await.unwrap());
+    wait_until("the log requests", || collector.tags().len() == 3).await;
+    assert_eq!(collector.tags(), log_tags(2..=4));
+    // The count reaches the collector with the next interval.
+    handle.submit(request(5));
+    wait_until("an interval", || collector.accepted().len() == 1).await;
+    assert_eq!(
+        dropped_in(&collector.accepted()[0], DropReason::BufferFull),
+        5
+    );
+    assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+    server.abort();
+}
+
+/// A log request the collector refuses for good is dropped as `rejected`
+/// (not retried) and logged with `signal=logs`; one still unsent at
+/// shutdown is counted as `shutdown`.
+#[tokio::test]
+async fn rejected_and_unsent_log_requests_are_counted() {
+    let (logs, _guard) = Logs::capture();
+    let (collector, addr, server) = grpc_collector().await;
+    collector.then(Err(tonic::Status::invalid_argument("bad record")));
+    let stats = Arc::new(SelfStats::default());
+    let handle = spawn(settings(Protocol::Grpc, addr), Arc::clone(&stats)).unwrap();
+    handle.submit_logs(log_request(1));
+    handle.submit_logs(log_request(2));
+    wait_until("the second", || get(&stats.export_successes) == 1).await;
+    assert_eq!(collector.tags(), log_tags(1..=2));
+    assert_eq!(stats.dropped(DropReason::Rejected), 1);
+    let rejected = logs.lines_with(&["reason=rejected", "signal=logs", "bad record"]);
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(handle.shutdown(Duration::from_secs(1)).await, 0);
+    server.abort();
+
+    let addr = free_addr().await;
+    let stats = Arc::new(SelfStats::default());
+    let handle = spawn(settings(Protocol::Grpc, addr), Arc::clone(&stats)).unwrap();
+    handle.submit_logs(log_request(3));
+    handle.submit(request(3));
+    assert_eq!(handle.shutdown(Duration::from_millis(200)).await, 2);
+    assert_eq!(stats.dropped(DropReason::Shutdown), 2);
+    for signal in ["signal=logs", "signal=metrics"] {
+        let unsent = logs.lines_with(&["reason=shutdown", signal]);
+        assert_eq!(unsent.len(), 1, "{signal}: {unsent:#?}");
+    }
+}
+
+/// gRPC with a base and a metrics endpoint on different collectors: each
+/// signal gets its own channel, with the same headers.
+#[tokio::test]
+async fn grpc_logs_follow_the_base_endpoint_not_the_metrics_one() {
+    let (base, base_addr, base_server) = grpc_collector().await;
+    let (metrics, metrics_addr, metrics_server) = grpc_collector().await;
+    let s = Settings {
+        endpoint: format!("http://{base_addr}"),
+        metrics_endpoint: Some(format!("http://{metrics_addr}")),
+        headers: vec![("tenant".to_owned(), "a".to_owned())],
+        ..settings(Protocol::Grpc, base_addr)
+    };
+    let mut client = Client::new(&s).unwrap();
+    assert_eq!(client.logs_target(), format!("http://{base_addr}"));
+    client.send(request(1)).await.unwrap();
+    client.send_logs(log_request(1)).await.unwrap();
+    assert_eq!(metrics.tags(), tags(1..=1));
+    assert_eq!(base.tags(), log_tags(1..=1));
+    let received = base.received.lock().unwrap()[0].clone();
+    assert_eq!(received.headers.get("tenant").unwrap(), "a");
+    base_server.abort();
+    metrics_server.abort();
 }
