@@ -337,6 +337,18 @@ fn cycle(
     daemon.collect();
     // Every interval, points or not: the request carries the self-metrics.
     if let Some(ex) = exporter {
+        // A burn's event goes first: the exporter sends log requests ahead
+        // of buffered intervals.
+        for (b, findings) in &daemon.burns {
+            let s = &daemon.slo.slos()[b.slo];
+            ex.submit_logs(crate::slo::events::log_request(
+                &daemon.resource,
+                s,
+                b,
+                findings,
+                SystemTime::now(),
+            ));
+        }
         ex.submit(daemon.request());
     }
     if let Some(p) = prometheus {

@@ -885,9 +885,12 @@ mod tcp {
         println!("port={p}");
     }
 
-    /// One connection; request i is answered after `delays[i]` µs. The
-    /// server times each answer itself, from the read's return to the
-    /// write's, as the kernel stamps them.
+    /// One connection; request i is answered after `delays[i]` µs. Prints
+    /// bounds of what the kernel can measure for each request: `inner_ns`
+    /// (the server's read returned .. its write began: the kernel's request
+    /// starts before and ends after) and `outer_ns` (the client's write
+    /// began .. the server's write returned: the kernel's lies within).
+    /// Spinning runs at SCHED_FIFO when allowed, so nothing preempts it.
     pub fn reqresp_us(sleep: bool, spec: &str) {
         let delays: Vec<u64> = spec
             .split(',')
@@ -900,9 +903,14 @@ mod tcp {
         let p = port(&l);
         let n = delays.len();
         let server = std::thread::spawn(move || {
+            if !sleep {
+                let param = libc::sched_param { sched_priority: 1 };
+                // SAFETY: this thread, a valid param; failure leaves it as is.
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            }
             let (mut s, _) = l.accept().unwrap_or_else(|e| fail(&e.to_string()));
             let mut buf = [0u8; REQ];
-            let mut took = vec![];
+            let mut stamps = vec![];
             for d in delays {
                 s.read_exact(&mut buf)
                     .unwrap_or_else(|e| fail(&e.to_string()));
@@ -915,24 +923,33 @@ mod tcp {
                         std::hint::spin_loop();
                     }
                 }
+                let t1 = Instant::now();
                 s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
-                took.push(t0.elapsed().as_nanos().to_string());
+                stamps.push((t0, t1, Instant::now()));
             }
-            took
+            stamps
         });
         let mut s =
             TcpStream::connect((Ipv4Addr::LOCALHOST, p)).unwrap_or_else(|e| fail(&e.to_string()));
         s.set_nodelay(true).unwrap();
         let mut buf = [7u8; REQ];
+        let mut sent = vec![];
         for _ in 0..n {
+            sent.push(Instant::now());
             s.write_all(&buf).unwrap_or_else(|e| fail(&e.to_string()));
             s.read_exact(&mut buf)
                 .unwrap_or_else(|e| fail(&e.to_string()));
         }
         let _ = s.shutdown(Shutdown::Write);
-        let took = server.join().unwrap();
+        let stamps = server.join().unwrap();
+        let ns = |d: Duration| d.as_nanos().to_string();
+        let list = |f: &dyn Fn(usize) -> Duration| -> String {
+            (0..n).map(|i| ns(f(i))).collect::<Vec<_>>().join(",")
+        };
         println!("port={p}");
-        println!("server_ns={}", took.join(","));
+        println!("server_ns={}", list(&|i| stamps[i].2 - stamps[i].0));
+        println!("inner_ns={}", list(&|i| stamps[i].1 - stamps[i].0));
+        println!("outer_ns={}", list(&|i| stamps[i].2 - sent[i]));
     }
 
     /// One request answered with `mib` MiB; the client writes one byte after
