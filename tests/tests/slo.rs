@@ -387,3 +387,176 @@ min_events = 5
         "the listen drops of port {port} are not named: {ev:?}"
     );
 }
+
+/// The history in `--state-dir` survives a restart: a new agent's burn
+/// rates start from what the last one counted, before any new event.
+#[test]
+fn history_survives_a_restart_with_a_state_dir() {
+    if !require_root() {
+        return;
+    }
+    let name = unique_name("slostate");
+    let dir = std::env::temp_dir().join(format!("{name}.state"));
+    let cfg = slo_file(
+        &name,
+        &format!(
+            r#"
+[[slo]]
+name = "kept"
+sli = "availability"
+metric = "tcp.connect.errors"
+objective = 0.9
+window = "1d"
+[slo.match]
+"process.executable.name" = "{name}"
+"#
+        ),
+    );
+    let args = |rx: &Receiver| {
+        (
+            rx.grpc_endpoint(),
+            vec![
+                "--probes".to_owned(),
+                "tcp".to_owned(),
+                "--slo-file".to_owned(),
+                cfg.display().to_string(),
+                "--state-dir".to_owned(),
+                dir.display().to_string(),
+            ],
+        )
+    };
+    let rx = Receiver::start();
+    let (ep, extra) = args(&rx);
+    let mut a: Vec<&str> = vec!["--endpoint", &ep, "--interval", "1s"];
+    a.extend(extra.iter().map(String::as_str));
+    let mut agent = Agent::start(&a, &[]);
+    run_named(&name, &["tcp-connect", "6"]);
+    run_named(&name, &["tcp-refused", "4"]);
+    wait_events(&rx, "kept", (6, 4));
+    assert!(agent.terminate().success(), "{}", agent.stderr());
+    assert!(dir.join("slo-history.json").is_file());
+
+    // A new agent, a new receiver, no traffic: 4 of 10 bad at 0.9 is a
+    // burn rate of 4 over the hour, from the saved history; its own
+    // events start at zero.
+    let rx = Receiver::start();
+    let (ep, extra) = args(&rx);
+    let mut a: Vec<&str> = vec!["--endpoint", &ep, "--interval", "1s"];
+    a.extend(extra.iter().map(String::as_str));
+    let _agent = Agent::start(&a, &[]);
+    let burn = |p: &[MetricPoint]| {
+        last(
+            p,
+            "syscope.slo.burn_rate",
+            &[("slo.name", "kept"), ("slo.window", "1h")],
+        )
+    };
+    let pts = rx.wait_for(WAIT, |p| burn(p).is_some());
+    assert!(
+        burn(&pts).is_some_and(|b| (b - 4.0).abs() < 1e-9),
+        "{:?}",
+        burn(&pts)
+    );
+    let good = last(
+        &pts,
+        "syscope.slo.events",
+        &[("slo.name", "kept"), ("slo.outcome", "good")],
+    );
+    assert_eq!(good, Some(0.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An invalid definition exits 2 before anything loads, naming the SLO and
+/// the key.
+#[test]
+fn invalid_definitions_exit_2_naming_the_slo_and_key() {
+    let name = unique_name("slobad");
+    for (body, key) in [
+        ("threshold = \"20 parsecs\"", "slo.api.threshold"),
+        ("objective = 1.5", "slo.api.objective"),
+        ("[slo.match]\n\"pod\" = \"x\"", "slo.api.match.\"pod\""),
+    ] {
+        let mut text = String::from(
+            "[[slo]]\nname = \"api\"\nsli = \"latency\"\nmetric = \"tcp.server.request.duration\"\nwindow = \"28d\"\n",
+        );
+        if !body.starts_with("threshold") {
+            text += "threshold = \"20ms\"\n";
+        }
+        if !body.starts_with("objective") {
+            text += "objective = 0.99\n";
+        }
+        text += body;
+        text += "\n";
+        let cfg = slo_file(&name, &text);
+        let out = std::process::Command::new(common::agent_bin())
+            .args(["--slo-file", cfg.to_str().unwrap(), "slo", "rules"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body}: {err}");
+        assert!(err.contains(key), "{body}: {err}");
+    }
+}
+
+/// The live table leads with the SLOs: objective, budget, burn rates, state.
+#[test]
+fn the_table_leads_with_the_slos() {
+    if !require_root() {
+        return;
+    }
+    let name = unique_name("slotable");
+    let cfg = slo_file(
+        &name,
+        &format!(
+            r#"
+[[slo]]
+name = "tabled"
+sli = "availability"
+metric = "tcp.connect.errors"
+objective = 0.99
+window = "1d"
+min_events = 1
+[slo.match]
+"process.executable.name" = "{name}"
+"#
+        ),
+    );
+    let agent = Agent::start(
+        &[
+            "--interval",
+            "1s",
+            "--probes",
+            "tcp",
+            "--slo-file",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    run_named(&name, &["tcp-refused", "2"]);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let out = agent.stdout();
+        // The last table printed: its SLO section comes before the syscalls'.
+        if let Some(t) = out.rsplit("syscope 20").next() {
+            let slo = t.find("tabled ");
+            let calls = t.find("WORKLOAD");
+            if let (Some(s), Some(c)) = (slo, calls) {
+                let row = t[s..].lines().next().unwrap();
+                if row.contains("BURNING") {
+                    assert!(s < c, "{t}");
+                    assert!(
+                        t.contains("SLO ") && t.contains("BUDGET") && t.contains(" 5m"),
+                        "{t}"
+                    );
+                    assert!(row.contains("99.000%"), "{row}");
+                    break;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no burning SLO row:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
