@@ -1516,6 +1516,8 @@ mod tests {
             run(&mut b, &mut c, 200, read);
             assert_eq!(b.window.len(), n, "{step_ms} ms");
             assert_eq!(ring(&b).0, n, "{step_ms} ms");
+            // The allocation the memory docs count: 64 slots at most.
+            assert!(ring(&b).1 <= RECENT_MAX_INTERVALS, "{step_ms} ms");
         }
         // Short intervals: at most RECENT_MAX_INTERVALS.
         let (mut b, mut c) = (Baseline::new(10), Clock::every(Duration::from_millis(100)));
