@@ -1,70 +1,93 @@
 //! What changed when an SLO starts or stops burning: for the workloads the
-//! SLO matches, this interval against the last hour, ranked.
+//! SLO matches, what changed in the last minute against the hour before,
+//! ranked.
 //!
 //! [`Baseline`] keeps, per series of the metrics that can explain a burn,
-//! an exponentially decayed sum (time constant [`HORIZON`], one hour) of
-//! what each interval brought: calls (or events), their seconds, and a sum
-//! of squares that tells how much an interval's value moves. Rates divide
-//! the decayed counts by the decayed time the baseline observed (all
-//! series alike), so a series that appeared ten minutes ago has a low rate
-//! over the hour rather than the rate of its ten minutes.
-//! [`Baseline::diagnose`] compares the aggregator's current deltas
-//! (`Series::delta`) with it, for the series whose attributes satisfy every
-//! matcher of the SLO on an attribute their metric carries (a
-//! `server.port` matcher keeps every syscall series, which have no port).
+//! the intervals of the recent window ([`RECENT`], the last minute; with
+//! longer intervals, the current one) apart, and folds an interval into
+//! the past only when it leaves that window. The past is an exponentially
+//! decayed sum (time constant [`HORIZON`], one hour) of what each interval
+//! brought: calls (or events), their seconds, and a sum of squares that
+//! tells how much an interval's value moves. Rates divide the decayed
+//! counts by the decayed time the past covers (all series alike), so a
+//! series that appeared ten minutes ago has a low rate over the hour
+//! rather than the rate of its ten minutes.
+//! [`Baseline::diagnose`] compares the recent window's totals (the
+//! aggregator's current deltas, `Series::delta`, included, whether or not
+//! the interval was observed yet) with that past, for the series whose
+//! attributes satisfy every matcher of the SLO on an attribute their
+//! metric carries (a `server.port` matcher keeps every syscall series,
+//! which have no port) and that had events in the window.
+//!
+//! Why a window and not the current interval: a burn shows when clients
+//! fail or give up, often an interval or two after the cause. SYNs
+//! dropped by a full accept queue at 0 s and at 1 s (the retransmit) make
+//! connects that give up at 1.5 s: with 1 s intervals the errors, and the
+//! burn, come an interval or two after the drops. Kept in the window, the
+//! drops are compared with the past before them rather than folded into
+//! it as expected.
 //!
 //! # Scoring
 //!
-//! Every finding is scored in *seconds added to the workloads this
-//! interval*, so kinds rank together:
+//! Every finding is scored in *seconds added to the workloads in the
+//! recent window*, so kinds rank together:
 //!
 //! - latencies (`syscall.latency`, `tcp.connect.duration`,
-//!   `tcp.client.request.duration`, `tcp.rtt`): calls this interval × (mean
-//!   now − mean over the last hour); a series never seen in the last hour
-//!   counts fully (its baseline mean is 0). Time a thread spends waiting for
-//!   another party ([`WAITS`]: socket reads, poll/epoll/select, futex,
-//!   accept, wait) and the time of a peer's requests and connects contain
-//!   that party's slowness, which is reported on its own when it runs here:
-//!   those count [`WAIT_WEIGHT`] (half). A sleep is the thread's own doing
-//!   and counts fully, so a handler that starts sleeping ranks above the
-//!   longer reads of its clients.
+//!   `tcp.client.request.duration`, `tcp.rtt`): calls in the window ×
+//!   (mean in the window − mean in the past); a series without calls in
+//!   the past counts fully (its past mean is 0). Time a thread spends
+//!   waiting for another party ([`WAITS`]: socket reads, poll/epoll/select,
+//!   futex, accept, wait) and the time of a peer's requests and connects
+//!   contain that party's slowness, which is reported on its own when it
+//!   runs here: those count [`WAIT_WEIGHT`] (half). A sleep is the thread's
+//!   own doing and counts fully, so a handler that starts sleeping ranks
+//!   above the longer reads of its clients.
 //! - events (`syscall.errors`, `tcp.connect.errors`, `tcp.resets`,
-//!   `tcp.listen.drops`, `tcp.retransmits`): events this interval above the
-//!   last hour's rate over the same length, times a cost: a failure or a
+//!   `tcp.listen.drops`, `tcp.retransmits`): events in the window above the
+//!   past's rate over the window's length, times a cost: a failure or a
 //!   dropped connection [`ERROR_COST_S`] (1 s: a dropped SYN is retried
 //!   after the initial RTO of 1 s; a failed request weighs about as much as
 //!   a second's wait), a retransmit [`RETRANSMIT_COST_S`] (0.2 s, the least
 //!   RTO).
 //!
 //! A change is a finding only when it is clear of the noise a steady
-//! workload makes: a mean at least [`GROWTH`] times the baseline's and more
+//! workload makes: a mean at least [`GROWTH`] times the past's and more
 //! than [`SIGMAS`] times the spread of the past intervals' means above it;
 //! a count at least [`GROWTH`] times the expected and [`SIGMAS`] times the
-//! larger of its Poisson deviation and the past intervals' spread above it
-//! (any listen drop above the expected counts); and a score of at least
-//! [`MIN_SCORE_S`]. Without any past (the first interval), nothing is a
-//! finding.
+//! larger of its Poisson deviation and the past intervals' spread (times
+//! √ of the window's intervals) above it (any listen drop above the
+//! expected counts); and a score of at least [`MIN_SCORE_S`].
 //!
-//! Series the baseline does not know are new (baseline 0), unless it turned
-//! series away for lack of room within the horizon: then they may be old
-//! ones it had no room for, and are left out rather than reported as new.
-//! The aggregator's overflow series (attributes unknown) are left out.
+//! Without a past before the window (an agent younger than the window plus
+//! an interval), the past is taken as empty: everything in the window
+//! counts fully, and the costs alone rank it (the drops of a full accept
+//! queue above the connect errors they cause, a sleep above the reads
+//! waiting for it). Series the baseline does not know are new (past 0),
+//! unless it turned series away for lack of room within the horizon: then
+//! they may be old ones it had no room for, and are left out rather than
+//! reported as new. The aggregator's overflow series (attributes unknown)
+//! are left out.
 //!
 //! # Memory
 //!
 //! At most `max_series` series, all metrics together. Each is one map entry
-//! of 160 bytes on 64-bit (the attributes, 96, whose strings are `Arc`s
-//! the aggregator interned or shares; two accumulators of 3 × f64; the time
-//! last seen: a test pins it) plus the hash table's control byte and slack,
-//! ≈ 185 bytes, and a peer address string (≤ 60 bytes) the aggregator may
-//! no longer hold: under 250 bytes a series, 2.5 MB for 10 000. A series
-//! without events for [`HORIZON`] is forgotten; a new series takes the
-//! place of the longest idle one when full, and is turned away (counted,
-//! [`Baseline::turned_away`]) when every tracked series had events this
-//! interval.
+//! of 168 bytes on 64-bit (the attributes, 96, whose strings are `Arc`s
+//! the aggregator interned or shares; the past, 3 × f64; the recent ring's
+//! header, 32; the time last seen: a test pins it) plus the hash table's
+//! control byte and slack, ≈ 195 bytes, and a peer address string (≤ 60
+//! bytes) the aggregator may no longer hold; and its recent ring: 16 bytes
+//! per interval of the window in which it had events, at most
+//! [`RECENT_MAX_INTERVALS`] (with 1 s intervals up to 60, a 64-slot
+//! allocation of 1 KiB; with 10 s intervals 6, 128 bytes), freed once the
+//! series is idle for the window. Under 1.3 KB a series with 1 s intervals
+//! (13 MB for 10 000), under 400 bytes with 10 s intervals (4 MB). A
+//! series without events for [`HORIZON`] is forgotten; a new series takes
+//! the place of the longest idle one when full, and is turned away
+//! (counted, [`Baseline::turned_away`]) when every tracked series had
+//! events this interval.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     time::{Duration, Instant, SystemTime},
 };
@@ -76,11 +99,19 @@ use super::Slo;
 /// How far back the baseline looks: the decay's time constant, and how
 /// long an idle series is remembered.
 pub const HORIZON: Duration = Duration::from_secs(3600);
+/// The recent window a diagnosis looks at: the intervals of the last
+/// minute (with longer intervals, the current one). A burn is noticed
+/// when the clients fail or give up, often an interval or two after the
+/// cause (a dropped SYN is retried after 1 s, 3 s, ...): the window keeps
+/// the cause in view, and out of the past it is compared with.
+pub const RECENT: Duration = Duration::from_secs(60);
+/// At most this many intervals in the recent window (short intervals).
+pub const RECENT_MAX_INTERVALS: usize = 64;
 /// A mean or a count must grow at least this much to be a finding.
 pub const GROWTH: f64 = 1.5;
 /// ... and stand this many standard errors above the baseline.
 pub const SIGMAS: f64 = 3.0;
-/// Least score (seconds added this interval) of a finding.
+/// Least score (seconds added in the recent window) of a finding.
 pub const MIN_SCORE_S: f64 = 0.01;
 /// Weight of the added time of [`WAITS`] and of peers' durations.
 pub const WAIT_WEIGHT: f64 = 0.5;
@@ -157,25 +188,25 @@ pub struct Finding {
     /// `ECONNREFUSED on connect (api)`, `127.0.0.1:5432 ECONNREFUSED (api)`,
     /// `port 8080 (server)`.
     pub subject: String,
-    /// This interval: the mean in seconds (unit `s`), or the events.
+    /// The recent window: the mean in seconds (unit `s`), or the events.
     pub now: f64,
-    /// The last hour: the mean in seconds, or the events expected in an
-    /// interval of this length at the last hour's rate.
+    /// The past before it: the mean in seconds, or the events expected in
+    /// a window of this length at the past's rate.
     pub baseline: f64,
     /// `s` for latencies, else the metric's unit (`{error}`, ...).
     pub unit: &'static str,
     /// What changed in the kind's own unit: seconds added, or events above
     /// the expected.
     pub excess: f64,
-    /// Seconds added to the workloads this interval (module docs): the
-    /// rank.
+    /// Seconds added to the workloads in the recent window (module docs):
+    /// the rank.
     pub score: f64,
 }
 
 impl fmt::Display for Finding {
     /// One line: `clock_nanosleep (server): 50.1 ms per call, was 0 (+1.50 s
-    /// this interval)`, `port 8080 (server): 12 listen drops, expected 0.0
-    /// (+12.0 this interval)`.
+    /// recently)`, `port 8080 (server): 12 listen drops, expected 0.0
+    /// (+12.0 recently)`: recently is the recent window ([`RECENT`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {
             kind::SYSCALL_LATENCY => "per call",
@@ -192,7 +223,7 @@ impl fmt::Display for Finding {
         if self.unit == "s" {
             write!(
                 f,
-                "{}: {} {what}, was {} (+{} this interval)",
+                "{}: {} {what}, was {} (+{} recently)",
                 self.subject,
                 seconds(self.now),
                 seconds(self.baseline),
@@ -201,7 +232,7 @@ impl fmt::Display for Finding {
         } else {
             write!(
                 f,
-                "{}: {:.0} {what}, expected {:.1} (+{:.1} this interval)",
+                "{}: {:.0} {what}, expected {:.1} (+{:.1} recently)",
                 self.subject, self.now, self.baseline, self.excess
             )
         }
@@ -265,26 +296,65 @@ impl Acc {
     }
 }
 
-/// One tracked series: the decayed past, and the interval observed last
-/// (kept apart until the next, so `diagnose` may run before or after
-/// `observe` for the same interval).
+/// What one interval of the recent window brought to a series: 16 bytes
+/// (the squares follow from the count and the seconds).
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    /// The interval's number ([`Baseline`]'s `window`).
+    seq: u32,
+    count: u32,
+    sum_s: f64,
+}
+
+impl Rec {
+    fn of(seq: u32, acc: Acc) -> Rec {
+        Rec {
+            seq,
+            count: acc.count.min(f64::from(u32::MAX)) as u32,
+            sum_s: acc.sum_s,
+        }
+    }
+
+    fn acc(self, hist: bool) -> Acc {
+        let count = f64::from(self.count);
+        Acc {
+            count,
+            sum_s: self.sum_s,
+            sq: if !hist {
+                count * count
+            } else if count > 0.0 {
+                self.sum_s * self.sum_s / count
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// One tracked series: the decayed past before the recent window, the
+/// intervals of the recent window in which it had events (oldest first;
+/// at most one per interval of the window, so at most
+/// [`RECENT_MAX_INTERVALS`]), and when it last had events.
 #[derive(Clone, Debug)]
 struct Track {
     base: Acc,
-    pending: Acc,
+    recent: VecDeque<Rec>,
     seen: Instant,
 }
 
-/// What the last hour looked like, per series (module docs).
+/// The recent window and the hour before it, per series (module docs).
 pub struct Baseline {
     /// Per [`TRACKED`] metric.
     series: [HashMap<Attrs, Track>; TRACKED.len()],
     max_series: usize,
-    /// Decayed seconds and intervals observed before the pending interval.
+    /// Decayed seconds and intervals observed before the recent window.
     base_s: f64,
     base_n: f64,
-    /// Length of the pending interval (the one observed last), seconds.
-    pending_s: f64,
+    /// The observed intervals of the recent window, oldest first: number
+    /// and length in seconds.
+    window: VecDeque<(u32, f64)>,
+    /// Number of the next interval observed.
+    next_seq: u32,
     /// `Aggregator::interval_end` of the interval observed last.
     observed_end: Option<SystemTime>,
     last_now: Option<Instant>,
@@ -323,6 +393,36 @@ fn deltas(agg: &Aggregator, m: Metric) -> Vec<(&Attrs, Acc)> {
     }
 }
 
+/// This interval's value of one series of `m`, if it changed.
+fn delta(agg: &Aggregator, m: Metric, attrs: &Attrs) -> Option<Acc> {
+    if Metric::HISTOGRAMS.contains(&m) {
+        let s = agg.hist(m).series.get(attrs)?;
+        s.delta.as_ref().map(Acc::of_hist)
+    } else {
+        let s = agg.counter(m).series.get(attrs)?;
+        s.delta.map(Acc::of_count)
+    }
+}
+
+/// `base` after the intervals `leaving` (oldest first) join it, taking
+/// their values from the front of `recent`; and how many entries of
+/// `recent` that used.
+fn folded(base: Acc, recent: &VecDeque<Rec>, leaving: &[(u32, f64)], hist: bool) -> (Acc, usize) {
+    let mut base = base;
+    let mut used = 0;
+    for &(seq, len_s) in leaving {
+        let add = match recent.get(used) {
+            Some(r) if r.seq == seq => {
+                used += 1;
+                r.acc(hist)
+            }
+            _ => Acc::default(),
+        };
+        base = base.fold(decay(len_s), add);
+    }
+    (base, used)
+}
+
 impl Baseline {
     pub fn new(max_series: usize) -> Self {
         Baseline {
@@ -330,7 +430,8 @@ impl Baseline {
             max_series,
             base_s: 0.0,
             base_n: 0.0,
-            pending_s: 0.0,
+            window: VecDeque::new(),
+            next_seq: 0,
             observed_end: None,
             last_now: None,
             turned_away: 0,
@@ -352,15 +453,36 @@ impl Baseline {
         self.turned_away
     }
 
-    /// How much past the baseline holds (decayed: it tends to the
-    /// horizon, 3600 s, and reaches 63 % of it after an hour).
+    /// How much past the baseline holds, the recent window included
+    /// (decayed: it tends to the horizon, 3600 s, and reaches 63 % of it
+    /// after an hour).
     pub fn covered(&self) -> Duration {
-        Duration::from_secs_f64(self.base_s + self.pending_s)
+        let recent: f64 = self.window.iter().map(|w| w.1).sum();
+        Duration::from_secs_f64(self.base_s + recent)
     }
 
-    /// Folds the aggregator's current interval in; call once per interval
-    /// after `Aggregator::ingest` (a second call for the same interval does
-    /// nothing).
+    /// How many of the oldest observed intervals leave the recent window
+    /// when one of `len_s` seconds joins it: the window keeps the newest
+    /// intervals that fit in [`RECENT`], at most [`RECENT_MAX_INTERVALS`],
+    /// and always the newest.
+    fn leaving(&self, len_s: f64) -> usize {
+        let mut total: f64 = self.window.iter().map(|w| w.1).sum::<f64>() + len_s;
+        let mut n = self.window.len() + 1;
+        let mut k = 0;
+        // A millisecond of slack: sixty 1 s intervals measured a little
+        // long still fill a minute.
+        while n > 1 && (n > RECENT_MAX_INTERVALS || total > RECENT.as_secs_f64() + 1e-3) {
+            total -= self.window[k].1;
+            k += 1;
+            n -= 1;
+        }
+        k
+    }
+
+    /// Adds the aggregator's current interval to the recent window, and
+    /// folds the intervals that leave it into the past; call once per
+    /// interval after `Aggregator::ingest` (a second call for the same
+    /// interval does nothing).
     pub fn observe(&mut self, agg: &Aggregator, now: Instant) {
         if self.observed_end == Some(agg.interval_end) {
             return;
@@ -368,22 +490,31 @@ impl Baseline {
         let dt = interval_s(agg)
             .or_else(|| self.last_now.map(|t| now.duration_since(t).as_secs_f64()))
             .unwrap_or(0.0);
-        // The pending interval joins the past.
-        let f = decay(self.pending_s);
-        for map in &mut self.series {
+        // The oldest intervals of the recent window join the past.
+        let k = self.leaving(dt);
+        let leaving: Vec<(u32, f64)> = self.window.drain(..k).collect();
+        for &(_, len_s) in &leaving {
+            let f = decay(len_s);
+            self.base_s = self.base_s * f + len_s;
+            self.base_n = self.base_n * f + 1.0;
+        }
+        for (slot, map) in self.series.iter_mut().enumerate() {
+            let hist = Metric::HISTOGRAMS.contains(&TRACKED[slot]);
             for t in map.values_mut() {
-                t.base = t.base.fold(f, t.pending);
-                t.pending = Acc::default();
+                let (base, used) = folded(t.base, &t.recent, &leaving, hist);
+                t.base = base;
+                t.recent.drain(..used);
+                if t.recent.is_empty() && t.recent.capacity() > 0 {
+                    t.recent = VecDeque::new();
+                }
             }
             map.retain(|_, t| now.duration_since(t.seen) <= HORIZON);
         }
-        if self.observed_end.is_some() {
-            self.base_s = self.base_s * f + self.pending_s;
-            self.base_n = self.base_n * f + 1.0;
-        }
-        self.pending_s = dt;
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        self.window.push_back((seq, dt));
 
-        // This interval becomes the pending one.
+        // This interval joins the recent window.
         let mut new: Vec<(usize, Attrs, Acc)> = Vec::new();
         for (slot, m) in TRACKED.into_iter().enumerate() {
             for (attrs, acc) in deltas(agg, m) {
@@ -392,7 +523,14 @@ impl Baseline {
                 }
                 match self.series[slot].get_mut(attrs) {
                     Some(t) => {
-                        t.pending = acc;
+                        // The window holds at most RECENT_MAX_INTERVALS
+                        // intervals, so this never folds; it only bounds.
+                        while t.recent.len() >= RECENT_MAX_INTERVALS {
+                            let hist = Metric::HISTOGRAMS.contains(&m);
+                            let old = t.recent.pop_front().map(|r| r.acc(hist));
+                            t.base = t.base.fold(1.0, old.unwrap_or_default());
+                        }
+                        t.recent.push_back(Rec::of(seq, acc));
                         t.seen = now;
                     }
                     None => new.push((slot, attrs.clone(), acc)),
@@ -411,7 +549,7 @@ impl Baseline {
                     attrs,
                     Track {
                         base: Acc::default(),
-                        pending: acc,
+                        recent: VecDeque::from([Rec::of(seq, acc)]),
                         seen: now,
                     },
                 );
@@ -453,46 +591,84 @@ impl Baseline {
         }
     }
 
-    /// What changed in the aggregator's current interval against the last
-    /// hour, for the series `slo` matches (each metric's series must satisfy
-    /// every matcher on an attribute the metric carries), best first, at
-    /// most `max_findings`. Empty without a past to compare with. Works
-    /// before or after `observe` for the same interval.
+    /// What changed in the recent window (the last [`RECENT`], the
+    /// aggregator's current interval included) against the past before
+    /// it, for the series `slo` matches (each metric's series must satisfy
+    /// every matcher on an attribute the metric carries) that had events
+    /// in the window, best first, at most `max_findings`. Without a past
+    /// before the window (a young agent) the past is taken as empty: what
+    /// the window holds counts fully. Works before or after `observe` for
+    /// the same interval.
     pub fn diagnose(&self, agg: &Aggregator, slo: &Slo, max_findings: usize) -> Vec<Finding> {
-        // Whether the pending interval is the aggregator's current one.
-        let current_pending = self.observed_end == Some(agg.interval_end);
-        let f = decay(self.pending_s);
-        let (base_s, base_n) = match (current_pending, self.observed_end) {
-            (true, _) | (false, None) => (self.base_s, self.base_n),
-            (false, Some(_)) => (self.base_s * f + self.pending_s, self.base_n * f + 1.0),
+        // The recent window as it is once the current interval is observed.
+        let observed = self.observed_end == Some(agg.interval_end);
+        let (k, current_s) = if observed {
+            (0, 0.0)
+        } else {
+            let s = interval_s(agg)
+                .or_else(|| self.window.back().map(|w| w.1))
+                .unwrap_or(0.0);
+            (self.leaving(s), s)
         };
-        let interval = interval_s(agg).unwrap_or(self.pending_s);
-        if base_s <= 0.0 || interval <= 0.0 {
+        let leaving: Vec<(u32, f64)> = self.window.iter().take(k).copied().collect();
+        let (mut base_s, mut base_n) = (self.base_s, self.base_n);
+        for &(_, len_s) in &leaving {
+            let f = decay(len_s);
+            base_s = base_s * f + len_s;
+            base_n = base_n * f + 1.0;
+        }
+        let window_s = self.window.iter().skip(k).map(|w| w.1).sum::<f64>() + current_s;
+        let window_n = (self.window.len() - k + usize::from(!observed)) as f64;
+        if window_s <= 0.0 {
             return Vec::new();
         }
         let crowded = self.crowded();
         let mut out = Vec::new();
+        let mut judge = |m: Metric, attrs: &Attrs, recent: Acc, base: Acc| {
+            if recent.count == 0.0 || !matches(m, attrs, &slo.matchers) {
+                return;
+            }
+            let finding = if m.spec().unit == "s" {
+                latency(m, attrs, recent, base)
+            } else if base_s > 0.0 && base_n > 0.0 {
+                // Events per interval move by their spread over the past
+                // intervals (over the window's intervals: √n times it), or
+                // by Poisson noise, the larger.
+                let mean_n = base.count / base_n;
+                let sd = (base.sq / base_n - mean_n * mean_n).max(0.0).sqrt();
+                let expected = base.count / base_s * window_s;
+                events(m, attrs, recent.count, expected, sd * window_n.sqrt())
+            } else {
+                events(m, attrs, recent.count, 0.0, 0.0)
+            };
+            out.extend(finding.filter(|f| f.score >= MIN_SCORE_S));
+        };
         for (slot, m) in TRACKED.into_iter().enumerate() {
-            for (attrs, now) in deltas(agg, m) {
-                if !matches(m, attrs, &slo.matchers) {
-                    continue;
+            let hist = Metric::HISTOGRAMS.contains(&m);
+            for (attrs, t) in &self.series[slot] {
+                let (base, used) = folded(t.base, &t.recent, &leaving, hist);
+                let mut recent = t
+                    .recent
+                    .iter()
+                    .skip(used)
+                    .fold(Acc::default(), |a, r| a.fold(1.0, r.acc(hist)));
+                if !observed {
+                    if let Some(d) = delta(agg, m, attrs) {
+                        recent = recent.fold(1.0, d);
+                    }
                 }
-                let base = match self.series[slot].get(attrs) {
-                    Some(t) if current_pending => t.base,
-                    Some(t) => t.base.fold(f, t.pending),
-                    None if crowded => continue,
-                    None => Acc::default(),
-                };
-                let finding = if m.spec().unit == "s" {
-                    latency(m, attrs, now, base)
-                } else {
-                    // Events per interval move by their spread over the
-                    // past intervals, or by Poisson noise, the larger.
-                    let mean_n = base.count / base_n;
-                    let sd = (base.sq / base_n - mean_n * mean_n).max(0.0).sqrt();
-                    events(m, attrs, now.count, base.count / base_s * interval, sd)
-                };
-                out.extend(finding.filter(|f| f.score >= MIN_SCORE_S));
+                judge(m, attrs, recent, base);
+            }
+            // Series the baseline does not know: new ones (no past), or,
+            // once it turned series away, maybe old ones it had no room
+            // for. Observed, an unknown series was turned away.
+            if observed || crowded {
+                continue;
+            }
+            for (attrs, d) in deltas(agg, m) {
+                if !self.series[slot].contains_key(attrs) {
+                    judge(m, attrs, d, Acc::default());
+                }
             }
         }
         out.sort_by(|a, b| {
@@ -515,7 +691,7 @@ fn matches(m: Metric, attrs: &Attrs, matchers: &[(Attr, String)]) -> bool {
         .all(|(a, v)| attrs.value(*a).as_deref() == Some(v.as_str()))
 }
 
-/// A latency finding: the mean grew clear of the baseline's noise.
+/// A latency finding: the mean grew clear of the past's noise.
 fn latency(m: Metric, attrs: &Attrs, now: Acc, base: Acc) -> Option<Finding> {
     if now.count < 1.0 {
         return None;
@@ -573,8 +749,8 @@ fn latency(m: Metric, attrs: &Attrs, now: Acc, base: Acc) -> Option<Finding> {
     })
 }
 
-/// An event finding: more events than the last hour's rate gives an
-/// interval of this length, clear of Poisson noise.
+/// An event finding: more events than the past's rate gives a window of
+/// this length, clear of Poisson noise.
 fn events(m: Metric, attrs: &Attrs, now: f64, expected: f64, sd: f64) -> Option<Finding> {
     let excess = now - expected;
     let any_counts = m == Metric::TcpListenDrops;
@@ -682,26 +858,31 @@ mod tests {
     struct Clock {
         t0: Instant,
         s0: SystemTime,
+        step: Duration,
         i: u32,
     }
 
     impl Clock {
         fn new() -> Self {
+            Clock::every(STEP)
+        }
+        fn every(step: Duration) -> Self {
             Clock {
                 t0: Instant::now(),
                 s0: SystemTime::now(),
+                step,
                 i: 0,
             }
         }
         fn next(&mut self) -> Aggregator {
             self.i += 1;
             let mut agg = Aggregator::new(Temporality::Delta, 100_000, 5);
-            agg.interval_end = self.s0 + STEP * self.i;
-            agg.interval_start = agg.interval_end - STEP;
+            agg.interval_end = self.s0 + self.step * self.i;
+            agg.interval_start = agg.interval_end - self.step;
             agg
         }
         fn now(&self) -> Instant {
-            self.t0 + STEP * self.i
+            self.t0 + self.step * self.i
         }
     }
 
@@ -865,7 +1046,7 @@ mod tests {
         assert_eq!(f.subject, "clock_nanosleep (server)");
         assert_eq!(
             f.to_string(),
-            "clock_nanosleep (server): 50.1 ms per call, was 0 (+5.01 s this interval)"
+            "clock_nanosleep (server): 50.1 ms per call, was 0 (+5.01 s recently)"
         );
         // The client's longer waits are there too, below it, at half weight.
         let client_read = after
@@ -912,7 +1093,7 @@ mod tests {
         assert_eq!(f.now, 12.0);
         assert_eq!(
             f.to_string(),
-            "port 8080 (server): 12 listen drops, expected 0.0 (+12.0 this interval)"
+            "port 8080 (server): 12 listen drops, expected 0.0 (+12.0 recently)"
         );
         assert!(got.iter().any(|f| f.kind == kind::CONNECT_DURATION));
         assert!(!got.iter().any(|f| f.subject.contains("9090")));
@@ -1048,8 +1229,8 @@ mod tests {
         let got = b.diagnose(&agg, &slo(&[(Attr::ExecutableName, "api")]), 10);
         assert_eq!(
             lines(&got),
-            "ECONNREFUSED on connect (api): 40 errors, expected 0.0 (+40.0 this interval)\n\
-             [::1]:5432 ECONNREFUSED (api): 40 connect errors, expected 0.0 (+40.0 this interval)\n"
+            "ECONNREFUSED on connect (api): 40 errors, expected 0.0 (+40.0 recently)\n\
+             [::1]:5432 ECONNREFUSED (api): 40 connect errors, expected 0.0 (+40.0 recently)\n"
         );
         assert_eq!(got[0].unit, "{error}");
         assert_eq!(got[0].score, 40.0 * ERROR_COST_S);
@@ -1072,7 +1253,6 @@ mod tests {
     /// blocking wait whose mean swings ±50 %) gives no finding.
     #[test]
     fn a_steady_workload_gives_no_findings() {
-        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
         let jitter = |k: u32, salt: u32, pct: u64| -> u64 {
             // Deterministic pseudo-random in 100 ± pct.
             let x = (k.wrapping_mul(2_654_435_761) ^ salt.wrapping_mul(40_503)) % 1000;
@@ -1138,30 +1318,226 @@ mod tests {
                 count(agg, Metric::TcpRetransmits, tcp("server", 8080), 2);
             }
         };
-        run(&mut b, &mut c, 30, workload);
         let s = slo(&[(Attr::ExecutableName, "server")]);
-        for k in 30..120 {
-            let mut agg = c.next();
-            workload(&mut agg, k);
-            let got = b.diagnose(&agg, &s, 10);
-            assert!(got.is_empty(), "interval {k}:\n{}", lines(&got));
-            b.observe(&agg, c.now());
+        // 10 s intervals (a window of 6), 1 s intervals (60), each once
+        // there is a past before the window.
+        for (step, from) in [(STEP, 30), (Duration::from_secs(1), 90)] {
+            let (mut b, mut c) = (Baseline::new(1000), Clock::every(step));
+            run(&mut b, &mut c, from, workload);
+            for k in from..from + 120 {
+                let mut agg = c.next();
+                workload(&mut agg, k);
+                let got = b.diagnose(&agg, &s, 10);
+                assert!(got.is_empty(), "{step:?}, interval {k}:\n{}", lines(&got));
+                b.observe(&agg, c.now());
+            }
         }
     }
 
     #[test]
-    fn no_past_no_findings() {
-        let (b, mut c) = (Baseline::new(1000), Clock::new());
+    fn without_a_past_everything_counts_fully() {
+        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
         let mut agg = c.next();
         web(&mut agg, true);
-        assert!(b.diagnose(&agg, &slo(&[]), 10).is_empty());
+        let before = b.diagnose(&agg, &slo(&[]), 10);
         assert_eq!(b.covered(), Duration::ZERO);
+        b.observe(&agg, c.now());
+        assert_eq!(before, b.diagnose(&agg, &slo(&[]), 10));
+        assert_eq!(before[0].subject, "clock_nanosleep (server)");
+        assert_eq!(before[0].baseline, 0.0);
+        // The steady series are there too (nothing to compare them with),
+        // ranked by what they cost.
+        assert!(before.iter().any(|f| f.subject == "accept4 (server)"));
+        assert_eq!(b.covered(), STEP);
+    }
+
+    /// Port 8080's accept queue is full (backlog 0): 20 clients' SYNs are
+    /// dropped (`Drop`: and retransmitted), twice, 1 s apart; the clients
+    /// give up at 1.5 s (`GiveUp`: their connects fail after 1.5 s; a
+    /// script sleeps a second). With 1 s intervals the burn starts an
+    /// interval or two after the drops.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Queue {
+        Calm,
+        Drop,
+        GiveUp,
+    }
+
+    fn queue(agg: &mut Aggregator, q: Queue) {
+        match q {
+            Queue::Calm => {}
+            Queue::Drop => {
+                count(agg, Metric::TcpListenDrops, tcp("server", 8080), 20);
+                count(agg, Metric::TcpRetransmits, tcp("client", 8080), 20);
+            }
+            Queue::GiveUp => {
+                let peer = Attrs {
+                    error: Some("ETIMEDOUT".into()),
+                    ..to("client", "127.0.0.1", 8080)
+                };
+                count(agg, Metric::TcpConnectErrors, peer, 20);
+                let e = err("client", "connect", "ETIMEDOUT");
+                count(agg, Metric::SyscallErrors, e, 20);
+                let connect = sys("client", "connect");
+                time(agg, Metric::SyscallDuration, connect, 20, 1_500 * MS);
+                let sleep = sys("script", "clock_nanosleep");
+                time(agg, Metric::SyscallDuration, sleep, 1, 1_000 * MS);
+            }
+        }
+    }
+
+    /// Runs `qs` (one a second, with the web traffic), diagnoses the last
+    /// before and after observing it (the same answer), returns that.
+    fn burn(b: &mut Baseline, c: &mut Clock, qs: &[Queue]) -> Vec<Finding> {
+        let s = slo(&[(Attr::ServerPort, "8080")]);
+        let (last, first) = qs.split_last().unwrap();
+        run(b, c, first.len() as u32, |agg, k| {
+            web(agg, false);
+            queue(agg, first[k as usize]);
+        });
+        let mut agg = c.next();
+        web(&mut agg, false);
+        queue(&mut agg, *last);
+        let before = b.diagnose(&agg, &s, 10);
+        b.observe(&agg, c.now());
+        assert_eq!(before, b.diagnose(&agg, &s, 10));
+        before
+    }
+
+    #[test]
+    fn listen_drops_an_interval_or_two_before_the_burn_are_still_named() {
+        use Queue::*;
+        let drops = |got: &[Finding]| -> Option<f64> {
+            got.iter()
+                .find(|f| f.kind == kind::LISTEN_DROPS && f.subject == "port 8080 (server)")
+                .map(|f| f.now)
+        };
+        let second = Duration::from_secs(1);
+        let steady = || {
+            let (mut b, mut c) = (Baseline::new(1000), Clock::every(second));
+            run(&mut b, &mut c, 120, |agg, _| web(agg, false));
+            (b, c)
+        };
+        // Dropped at 0 s and 1 s, given up at 1.5 s: the drops lead.
+        let (mut b, mut c) = steady();
+        let got = burn(&mut b, &mut c, &[Drop, Drop, GiveUp]);
+        assert_eq!(got[0].kind, kind::LISTEN_DROPS, "{}", lines(&got));
+        assert_eq!(
+            got[0].to_string(),
+            "port 8080 (server): 40 listen drops, expected 0.0 (+40.0 recently)"
+        );
+        assert!(got.iter().any(|f| f.kind == kind::CONNECT_ERRORS));
+        // One interval, or two, between the drops and the burn.
+        for qs in [&[Drop, GiveUp][..], &[Drop, Calm, GiveUp]] {
+            let (mut b, mut c) = steady();
+            let got = burn(&mut b, &mut c, qs);
+            assert_eq!(drops(&got), Some(20.0), "{}", lines(&got));
+        }
+        // Drops that left the window are the past: the same again is less
+        // of a change, and a burn long after names no drops.
+        let (mut b, mut c) = steady();
+        let got = burn(&mut b, &mut c, &[Drop; 1]);
+        assert_eq!(drops(&got), Some(20.0));
+        run(&mut b, &mut c, 60, |agg, _| web(agg, false));
+        let got = burn(&mut b, &mut c, &[GiveUp]);
+        assert_eq!(drops(&got), None, "{}", lines(&got));
+        let got = burn(&mut b, &mut c, &[Drop]);
+        let f = got.iter().find(|f| f.kind == kind::LISTEN_DROPS).unwrap();
+        assert!(f.baseline > 0.0 && f.excess < 20.0, "{f}");
+    }
+
+    #[test]
+    fn a_young_agent_names_the_drops_of_its_first_intervals() {
+        use Queue::*;
+        let second = Duration::from_secs(1);
+        // The agent starts a second before the workload, whose SYNs are
+        // dropped at once and again a second later.
+        for qs in [&[Drop, Drop, GiveUp][..], &[Calm, Drop, Drop, GiveUp]] {
+            let (mut b, mut c) = (Baseline::new(1000), Clock::every(second));
+            let got = burn(&mut b, &mut c, qs);
+            assert_eq!(
+                got[0].to_string(),
+                "port 8080 (server): 40 listen drops, expected 0.0 (+40.0 recently)",
+                "{}",
+                lines(&got)
+            );
+        }
+        // Dropped only in the first interval: still named.
+        let (mut b, mut c) = (Baseline::new(1000), Clock::every(second));
+        let got = burn(&mut b, &mut c, &[Drop, Calm, GiveUp]);
+        assert!(
+            got.iter()
+                .any(|f| f.kind == kind::LISTEN_DROPS && f.now == 20.0),
+            "{}",
+            lines(&got)
+        );
+        // A handler that starts sleeping in the third second.
+        let (mut b, mut c) = (Baseline::new(1000), Clock::every(second));
+        run(&mut b, &mut c, 2, |agg, _| web(agg, false));
+        let mut agg = c.next();
+        web(&mut agg, true);
+        let got = b.diagnose(&agg, &slo(&[(Attr::ServerPort, "8080")]), 10);
+        assert_eq!(
+            got[0].subject,
+            "clock_nanosleep (server)",
+            "{}",
+            lines(&got)
+        );
+        // ... or in the third interval of 10 s.
+        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
+        run(&mut b, &mut c, 2, |agg, _| web(agg, false));
+        let mut agg = c.next();
+        web(&mut agg, true);
+        let got = b.diagnose(&agg, &slo(&[(Attr::ServerPort, "8080")]), 10);
+        assert_eq!(
+            got[0].subject,
+            "clock_nanosleep (server)",
+            "{}",
+            lines(&got)
+        );
+    }
+
+    #[test]
+    fn the_recent_window_is_bounded() {
+        assert_eq!(std::mem::size_of::<Rec>(), 16);
+        let ring = |b: &Baseline| -> (usize, usize) {
+            let t = &b.series[0][&sys("server", "read")];
+            (t.recent.len(), t.recent.capacity())
+        };
+        let read = |agg: &mut Aggregator, _| {
+            time(agg, Metric::SyscallDuration, sys("server", "read"), 1, MS);
+        };
+        // A minute of 1 s intervals; of 10 s; a single long interval.
+        for (step_ms, n) in [(1_000, 60), (10_000, 6), (120_000, 1)] {
+            let (mut b, mut c) = (
+                Baseline::new(10),
+                Clock::every(Duration::from_millis(step_ms)),
+            );
+            run(&mut b, &mut c, 200, read);
+            assert_eq!(b.window.len(), n, "{step_ms} ms");
+            assert_eq!(ring(&b).0, n, "{step_ms} ms");
+            // The allocation the memory docs count: 64 slots at most.
+            assert!(ring(&b).1 <= RECENT_MAX_INTERVALS, "{step_ms} ms");
+        }
+        // Short intervals: at most RECENT_MAX_INTERVALS.
+        let (mut b, mut c) = (Baseline::new(10), Clock::every(Duration::from_millis(100)));
+        run(&mut b, &mut c, 1000, read);
+        assert_eq!(b.window.len(), RECENT_MAX_INTERVALS);
+        let (len, cap) = ring(&b);
+        assert_eq!(len, RECENT_MAX_INTERVALS);
+        assert!(cap <= 2 * RECENT_MAX_INTERVALS, "{cap}");
+        let recent: f64 = b.window.iter().map(|w| w.1).sum();
+        assert!((recent - 6.4).abs() < 1e-6, "{recent}");
+        // Idle for the window, a series frees its ring.
+        run(&mut b, &mut c, 64, |_, _| {});
+        assert_eq!(ring(&b), (0, 0));
+        assert_eq!(b.len(), 1);
     }
 
     #[test]
     fn memory_is_bounded_and_idle_series_make_room() {
         assert!(
-            std::mem::size_of::<(Attrs, Track)>() <= 160,
+            std::mem::size_of::<(Attrs, Track)>() <= 168,
             "{} bytes a series",
             std::mem::size_of::<(Attrs, Track)>()
         );
