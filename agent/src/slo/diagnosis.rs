@@ -48,7 +48,9 @@
 //!   dropped connection [`ERROR_COST_S`] (1 s: a dropped SYN is retried
 //!   after the initial RTO of 1 s; a failed request weighs about as much as
 //!   a second's wait), a retransmit [`RETRANSMIT_COST_S`] (0.2 s, the least
-//!   RTO).
+//!   RTO). A failed syscall, for a latency SLO, costs at most the SLO's
+//!   threshold (what a bad event is): a process's start-up ENOENTs must not
+//!   outrank the sleep that made its requests slow.
 //!
 //! A change is a finding only when it is clear of the noise a steady
 //! workload makes: a mean at least [`GROWTH`] times the past's and more
@@ -623,6 +625,13 @@ impl Baseline {
             return Vec::new();
         }
         let crowded = self.crowded();
+        // A failed syscall costs, at most, what a bad event of the SLO does:
+        // its threshold for a latency SLO (the start-up ENOENTs of a process
+        // must not outrank the sleep that made its requests slow).
+        let call_error_cost = match &slo.sli {
+            crate::slo::Sli::Latency { threshold, .. } => threshold.as_secs_f64().min(ERROR_COST_S),
+            crate::slo::Sli::Availability(_) => ERROR_COST_S,
+        };
         let mut out = Vec::new();
         let mut judge = |m: Metric, attrs: &Attrs, recent: Acc, base: Acc| {
             if recent.count == 0.0 || !matches(m, attrs, &slo.matchers) {
@@ -637,9 +646,16 @@ impl Baseline {
                 let mean_n = base.count / base_n;
                 let sd = (base.sq / base_n - mean_n * mean_n).max(0.0).sqrt();
                 let expected = base.count / base_s * window_s;
-                events(m, attrs, recent.count, expected, sd * window_n.sqrt())
+                events(
+                    m,
+                    attrs,
+                    recent.count,
+                    expected,
+                    sd * window_n.sqrt(),
+                    call_error_cost,
+                )
             } else {
-                events(m, attrs, recent.count, 0.0, 0.0)
+                events(m, attrs, recent.count, 0.0, 0.0, call_error_cost)
             };
             out.extend(finding.filter(|f| f.score >= MIN_SCORE_S));
         };
@@ -751,7 +767,14 @@ fn latency(m: Metric, attrs: &Attrs, now: Acc, base: Acc) -> Option<Finding> {
 
 /// An event finding: more events than the past's rate gives a window of
 /// this length, clear of Poisson noise.
-fn events(m: Metric, attrs: &Attrs, now: f64, expected: f64, sd: f64) -> Option<Finding> {
+fn events(
+    m: Metric,
+    attrs: &Attrs,
+    now: f64,
+    expected: f64,
+    sd: f64,
+    call_error_cost: f64,
+) -> Option<Finding> {
     let excess = now - expected;
     let any_counts = m == Metric::TcpListenDrops;
     if excess < 1.0
@@ -769,7 +792,7 @@ fn events(m: Metric, attrs: &Attrs, now: f64, expected: f64, sd: f64) -> Option<
             (
                 kind::SYSCALL_ERRORS,
                 format!("{error} on {call}{}", who(attrs)),
-                ERROR_COST_S,
+                call_error_cost,
             )
         }
         Metric::TcpConnectErrors => (
@@ -1227,10 +1250,12 @@ mod tests {
         };
         count(&mut agg, Metric::TcpConnectErrors, peer, 40);
         let got = b.diagnose(&agg, &slo(&[(Attr::ExecutableName, "api")]), 10);
+        // The SLO is a latency one: a failed syscall costs its threshold,
+        // a refused connect a retry (1 s).
         assert_eq!(
             lines(&got),
-            "ECONNREFUSED on connect (api): 40 errors, expected 0.0 (+40.0 recently)\n\
-             [::1]:5432 ECONNREFUSED (api): 40 connect errors, expected 0.0 (+40.0 recently)\n"
+            "[::1]:5432 ECONNREFUSED (api): 40 connect errors, expected 0.0 (+40.0 recently)\n\
+             ECONNREFUSED on connect (api): 40 errors, expected 0.0 (+40.0 recently)\n"
         );
         assert_eq!(got[0].unit, "{error}");
         assert_eq!(got[0].score, 40.0 * ERROR_COST_S);

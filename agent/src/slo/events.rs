@@ -57,7 +57,7 @@ pub fn summary(s: &Tracked, b: &BurnChange, findings: &[Finding]) -> String {
         )
     };
     if !findings.is_empty() {
-        out.push_str("; what changed against the last hour: ");
+        out.push_str("; what changed in the last minute against the hour before: ");
         for (i, f) in findings.iter().enumerate() {
             let _ = write!(out, "{}{}. {f}", if i == 0 { "" } else { "; " }, i + 1);
         }
