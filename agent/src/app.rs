@@ -74,6 +74,12 @@ impl Daemon {
             );
         }
         SelfStats::set(&stats.identity_capacity, cfg.identity.max_cgroups as u64);
+        if !cfg.slos.is_empty() {
+            SelfStats::set(
+                &stats.diagnosis_capacity,
+                cfg.limits.max_series_per_metric as u64,
+            );
+        }
         let slo = Engine::new(
             &cfg.slos,
             &cfg.table.not_failures,
@@ -116,7 +122,10 @@ impl Daemon {
             &mut self.cgroups,
             SystemTime::now(),
         );
-        let changes = self.slo.observe(&self.agg, self.agg.interval_end);
+        let (changes, save_failed) = self.slo.observe(&self.agg, self.agg.interval_end);
+        if save_failed {
+            SelfStats::add(&self.stats.slo_state_write_failures, 1);
+        }
         self.burns = changes
             .into_iter()
             .map(|b| {
@@ -131,6 +140,8 @@ impl Daemon {
             .collect();
         if let Some(base) = &mut self.baseline {
             base.observe(&self.agg, std::time::Instant::now());
+            SelfStats::set(&self.stats.diagnosis_series, base.len() as u64);
+            SelfStats::set(&self.stats.diagnosis_turned_away, base.turned_away());
         }
         for (b, findings) in &self.burns {
             let s = &self.slo.slos()[b.slo];
@@ -297,7 +308,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     service.stopping();
     daemon.probes.detach();
     cycle(&mut daemon, exporter.as_ref(), prometheus.as_ref(), &cfg);
-    daemon.slo.save();
+    if !daemon.slo.save() {
+        SelfStats::add(&daemon.stats.slo_state_write_failures, 1);
+    }
     if let Some(ex) = exporter {
         // Logs an error itself when intervals are left unsent.
         ex.shutdown(remaining(deadline)).await;

@@ -75,6 +75,13 @@ pub struct SelfStats {
     pub identity_departed: AtomicU64,
     pub identity_births: AtomicU64,
     pub identity_dropped: AtomicU64,
+    /// SLO burn diagnosis (`slo::diagnosis`): series in its baseline and
+    /// its bound (gauges), new series it had no room for (counter); failed
+    /// writes of the SLO history to the state directory (counter).
+    pub diagnosis_series: AtomicU64,
+    pub diagnosis_capacity: AtomicU64,
+    pub diagnosis_turned_away: AtomicU64,
+    pub slo_state_write_failures: AtomicU64,
     /// The agent's own identity (`resource.self_attributes`), set once at
     /// start: attributes of the `syscope.self` scope.
     pub own_attributes: std::sync::OnceLock<Vec<(String, String)>>,
@@ -110,6 +117,10 @@ impl Default for SelfStats {
             identity_departed: AtomicU64::new(0),
             identity_births: AtomicU64::new(0),
             identity_dropped: AtomicU64::new(0),
+            diagnosis_series: AtomicU64::new(0),
+            diagnosis_capacity: AtomicU64::new(0),
+            diagnosis_turned_away: AtomicU64::new(0),
+            slo_state_write_failures: AtomicU64::new(0),
             own_attributes: std::sync::OnceLock::new(),
         }
     }
@@ -299,7 +310,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 26] = {
+pub const CATALOGUE: [SelfMetric; 30] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -415,6 +426,38 @@ pub const CATALOGUE: [SelfMetric; 26] = {
             description: "cgroups whose identity was not kept because the cache was full (raise `identity.max_cgroups`).",
             dimension: None,
             read: Count(|s, _| get(&s.identity_dropped)),
+        },
+        SelfMetric {
+            name: "syscope.diagnosis.series",
+            unit: "{series}",
+            instrument: Gauge,
+            description: "Series whose last hour the SLO burn diagnosis keeps (only with SLOs).",
+            dimension: None,
+            read: Count(|s, _| get(&s.diagnosis_series)),
+        },
+        SelfMetric {
+            name: "syscope.diagnosis.capacity",
+            unit: "{series}",
+            instrument: Gauge,
+            description: "Most series the diagnosis keeps (`limits.max_series_per_metric`).",
+            dimension: None,
+            read: Count(|s, _| get(&s.diagnosis_capacity)),
+        },
+        SelfMetric {
+            name: "syscope.diagnosis.turned_away",
+            unit: "{series}",
+            instrument: Counter,
+            description: "New series the diagnosis had no room for (they are left out of diagnoses for an hour).",
+            dimension: None,
+            read: Count(|s, _| get(&s.diagnosis_turned_away)),
+        },
+        SelfMetric {
+            name: "syscope.slo.state.write_failures",
+            unit: "{write}",
+            instrument: Counter,
+            description: "Failed writes of the SLO history to the state directory (the SLOs go on in memory; the log says why).",
+            dimension: None,
+            read: Count(|s, _| get(&s.slo_state_write_failures)),
         },
         SelfMetric {
             name: "syscope.series.active",

@@ -187,8 +187,9 @@ impl Engine {
     }
 
     /// Count this interval, update burn rates and budgets; returns the
-    /// page-level burns that started or stopped.
-    pub fn observe(&mut self, agg: &Aggregator, now: SystemTime) -> Vec<BurnChange> {
+    /// page-level burns that started or stopped, and whether a due save of
+    /// the history failed.
+    pub fn observe(&mut self, agg: &Aggregator, now: SystemTime) -> (Vec<BurnChange>, bool) {
         let t = unix(now);
         let mut changes = Vec::new();
         for (i, s) in self.slos.iter_mut().enumerate() {
@@ -208,18 +209,20 @@ impl Engine {
                 });
             }
         }
+        let mut failed = false;
         if t / 60 != self.saved_minute {
             self.saved_minute = t / 60;
-            self.save();
+            failed = !self.save();
         }
-        changes
+        (changes, failed)
     }
 
     /// Write the history (crash-safe: a temporary file, fsync, rename).
-    /// A failure is logged, never fatal: the SLOs go on in memory.
-    pub fn save(&self) {
+    /// A failure is logged and returned, never fatal: the SLOs go on in
+    /// memory.
+    pub fn save(&self) -> bool {
         let Some(path) = &self.state else {
-            return;
+            return true;
         };
         let file = StateFile {
             version: STATE_VERSION,
@@ -237,8 +240,12 @@ impl Engine {
                 })
                 .collect(),
         };
-        if let Err(e) = write_atomically(path, &file) {
-            warn!(path = %path.display(), "saving the SLO history failed: {e}");
+        match write_atomically(path, &file) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(path = %path.display(), "saving the SLO history failed: {e}");
+                false
+            }
         }
     }
 
@@ -551,7 +558,7 @@ window = "28d"
             None,
             now,
         );
-        let changes = e.observe(&agg, now);
+        let (changes, _) = e.observe(&agg, now);
         let s = &e.slos()[0];
         assert_eq!((s.good, s.bad), (20, 10));
         assert!((s.status.burn[0] - 100.0 / 3.0).abs() < 1e-9);
@@ -599,7 +606,7 @@ window = "28d"
         let now = SystemTime::now();
         let mut e = Engine::new(&defs, &[], None, now).unwrap();
         let agg = Aggregator::new(Temporality::Cumulative, 100, 5);
-        assert!(e.observe(&agg, now).is_empty());
+        assert!(e.observe(&agg, now).0.is_empty());
         let st = &e.slos()[0].status;
         assert!(st.burn.iter().all(|b| *b == 0.0));
         assert_eq!(st.remaining, 1.0);
@@ -630,7 +637,7 @@ window = "28d"
             None,
             now,
         );
-        assert!(e.observe(&agg, now).is_empty());
+        assert!(e.observe(&agg, now).0.is_empty());
         assert_eq!(e.slos()[0].bad, 5);
     }
 
