@@ -167,6 +167,22 @@ window = "28d"
         rate.is_some_and(|r| (r - 100.0 / 3.0).abs() < 1e-6),
         "{ev:?}"
     );
+    // Healthy traffic dilutes the 10 bad below every page factor: the
+    // burn stops, and that is said at once too.
+    let fast = vec!["100"; 3000].join(",");
+    run_named(&name, &["tcp-reqresp-us", "spin", &fast]);
+    let stopped = |l: &LogRecord| {
+        l.attributes.get("slo.name").map(String::as_str) == Some("mix")
+            && l.attributes.get("slo.burn.state").map(String::as_str) == Some("stopped")
+    };
+    let logs = rx.wait_for_logs(WAIT, |ls| ls.iter().any(stopped));
+    let ev = logs.iter().find(|l| stopped(l)).unwrap();
+    assert_eq!(ev.severity_text, "INFO");
+    assert!(
+        ev.body.starts_with("SLO mix stopped burning"),
+        "{}",
+        ev.body
+    );
 }
 
 /// A threshold inside a bucket (scale 3: buckets about 9 % wide) is exact:
