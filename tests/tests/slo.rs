@@ -17,6 +17,14 @@ use syscope_tests::{
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A config file of one SLO (`table`: its keys) on the workload `exe`.
+fn slo_of(exe: &str, table: &str) -> PathBuf {
+    slo_file(
+        exe,
+        &format!("[[slo]]\n{table}\n[slo.match]\n\"process.executable.name\" = \"{exe}\"\n"),
+    )
+}
+
 /// An SLO config file for this test.
 fn slo_file(name: &str, body: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("{name}.slo.toml"));
@@ -85,21 +93,16 @@ fn latency_slo_counts_good_and_bad_exactly() {
         return;
     }
     let name = unique_name("slomix");
-    let cfg = slo_file(
+    let cfg = slo_of(
         &name,
-        &format!(
-            r#"
-[[slo]]
+        r#"
 name = "mix"
 sli = "latency"
 metric = "tcp.server.request.duration"
 threshold = "20ms"
 objective = 0.99
 window = "28d"
-[slo.match]
-"process.executable.name" = "{name}"
-"#
-        ),
+"#,
     );
     let rx = Receiver::start();
     let agent = Agent::exporting_to(
@@ -200,21 +203,16 @@ fn threshold_inside_a_bucket_is_exact() {
     let t = 0.0194;
     assert!(lo < 0.0188 && 0.0200 < hi && lo < t && t < hi);
     let name = unique_name("slosplit");
-    let cfg = slo_file(
+    let cfg = slo_of(
         &name,
-        &format!(
-            r#"
-[[slo]]
+        r#"
 name = "split"
 sli = "latency"
 metric = "tcp.server.request.duration"
 threshold = "19400us"
 objective = 0.9
 window = "1d"
-[slo.match]
-"process.executable.name" = "{name}"
-"#
-        ),
+"#,
     );
     let rx = Receiver::start();
     let _agent = Agent::exporting_to(
@@ -280,21 +278,16 @@ fn availability_slo_counts_refused_connects() {
         return;
     }
     let name = unique_name("sloconn");
-    let cfg = slo_file(
+    let cfg = slo_of(
         &name,
-        &format!(
-            r#"
-[[slo]]
+        r#"
 name = "connects"
 sli = "availability"
 metric = "tcp.connect.errors"
 objective = 0.999
 window = "7d"
 errors = ["ECONNREFUSED"]
-[slo.match]
-"process.executable.name" = "{name}"
-"#
-        ),
+"#,
     );
     let rx = Receiver::start();
     let _agent = Agent::exporting_to(
@@ -322,21 +315,16 @@ fn a_burn_names_the_sleep_that_caused_it() {
         return;
     }
     let name = unique_name("sloslow");
-    let cfg = slo_file(
+    let cfg = slo_of(
         &name,
-        &format!(
-            r#"
-[[slo]]
+        r#"
 name = "slow"
 sli = "latency"
 metric = "tcp.server.request.duration"
 threshold = "20ms"
 objective = 0.99
 window = "28d"
-[slo.match]
-"process.executable.name" = "{name}"
-"#
-        ),
+"#,
     );
     let rx = Receiver::start();
     let agent = Agent::exporting_to(&rx, &["--slo-file", cfg.to_str().unwrap()]);
@@ -372,21 +360,16 @@ fn a_burn_names_the_listen_drops_of_a_full_accept_queue() {
         return;
     }
     let name = unique_name("slodrop");
-    let cfg = slo_file(
+    let cfg = slo_of(
         &name,
-        &format!(
-            r#"
-[[slo]]
+        r#"
 name = "queue"
 sli = "availability"
 metric = "tcp.connect.errors"
 objective = 0.99
 window = "1d"
 min_events = 5
-[slo.match]
-"process.executable.name" = "{name}"
-"#
-        ),
+"#,
     );
     let rx = Receiver::start();
     let _agent = Agent::exporting_to(&rx, &["--slo-file", cfg.to_str().unwrap()]);
@@ -413,20 +396,15 @@ fn history_survives_a_restart_with_a_state_dir() {
     }
     let name = unique_name("slostate");
     let dir = std::env::temp_dir().join(format!("{name}.state"));
-    let cfg = slo_file(
+    let cfg = slo_of(
         &name,
-        &format!(
-            r#"
-[[slo]]
+        r#"
 name = "kept"
 sli = "availability"
 metric = "tcp.connect.errors"
 objective = 0.9
 window = "1d"
-[slo.match]
-"process.executable.name" = "{name}"
-"#
-        ),
+"#,
     );
     let args = |rx: &Receiver| {
         (
@@ -521,21 +499,16 @@ fn the_table_leads_with_the_slos() {
         return;
     }
     let name = unique_name("slotable");
-    let cfg = slo_file(
+    let cfg = slo_of(
         &name,
-        &format!(
-            r#"
-[[slo]]
+        r#"
 name = "tabled"
 sli = "availability"
 metric = "tcp.connect.errors"
 objective = 0.99
 window = "1d"
 min_events = 1
-[slo.match]
-"process.executable.name" = "{name}"
-"#
-        ),
+"#,
     );
     let agent = Agent::start(
         &[

@@ -70,7 +70,7 @@ impl FileIdentity {
 
 /// An absolute directory path (it need not exist: a node without podman
 /// has no podman store).
-fn abs_path(key: &str, raw: &str) -> Result<PathBuf, ConfigError> {
+pub(super) fn abs_path(key: &str, raw: &str) -> Result<PathBuf, ConfigError> {
     let p = PathBuf::from(raw);
     if raw.is_empty() || !p.is_absolute() || raw.len() > 4096 {
         return Err(invalid(

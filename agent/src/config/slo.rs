@@ -7,21 +7,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::env::{self, Vars};
+use super::identity::abs_path;
 use super::layer::Setting;
 use super::settings::Parser;
-use super::{invalid, ConfigError};
+use super::ConfigError;
 use crate::slo::{self, definition::FileSlo, Slo};
-
-fn abs_path(key: &str, raw: &str) -> Result<PathBuf, ConfigError> {
-    let p = PathBuf::from(raw);
-    if raw.is_empty() || !p.is_absolute() || raw.len() > 4096 {
-        return Err(invalid(
-            key,
-            format!("expected an absolute path, got {raw:?}"),
-        ));
-    }
-    Ok(p)
-}
 
 pub(super) const SLO_FILE: Setting<Parser<PathBuf>> = Setting {
     flag: Some("--slo-file"),
