@@ -145,26 +145,26 @@ struct AlertRule {
 /// needs of the YAML: the generator writes `key: "json string"` lines).
 fn alert_rules(yaml: &str) -> Vec<AlertRule> {
     let mut out: Vec<AlertRule> = Vec::new();
+    let mut in_alert = false;
     let mut section = "";
     for line in yaml.lines() {
         let t = line.trim_start();
-        if t.starts_with("- alert:") {
-            out.push(AlertRule::default());
+        if t.starts_with("- ") {
+            // A new group or rule: only an alert's keys are collected.
+            in_alert = t.starts_with("- alert:");
+            if in_alert {
+                out.push(AlertRule::default());
+            }
             section = "";
             continue;
         }
-        if t.starts_with("- record:") {
-            section = "record";
-            continue;
-        }
         if t == "labels:" || t == "annotations:" {
-            section = if t == "labels:" { "labels" } else { "annotations" };
+            section = t.trim_end_matches(':');
             continue;
         }
-        let Some(a) = out.last_mut() else { continue };
-        if section == "record" {
+        let (true, Some(a)) = (in_alert, out.last_mut()) else {
             continue;
-        }
+        };
         if let Some((k, v)) = t.split_once(": ") {
             if let Ok(serde_json::Value::String(v)) = serde_json::from_str(v) {
                 match section {
@@ -523,7 +523,9 @@ fn rules_pass_promtool_check_and_fire_exactly_the_burn_rate_alerts() {
         tests_path.display()
     );
     assert!(text.contains("SUCCESS"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("SYSCOPE_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// The notation helper writes what promtool expands back.
