@@ -108,9 +108,15 @@ impl Prom {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let mut cmd = Command::new(prometheus_path());
-        cmd.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={addr}"));
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"));
         if native {
             cmd.arg("--enable-feature=native-histograms");
         }
@@ -133,7 +139,11 @@ impl Prom {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !matches!(http_get(addr, "/-/ready", &[]), Ok((200, _, _))) {
-            assert!(Instant::now() < deadline, "prometheus not ready:\n{}", p.log());
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready:\n{}",
+                p.log()
+            );
             thread::sleep(Duration::from_millis(100));
         }
         p
@@ -270,7 +280,10 @@ fn setup(tag: &str) -> Setup {
         ],
     );
     let target = SocketAddr::from(([127, 0, 0, 1], port));
-    let proms = vec![Prom::start(target, &rules, true), Prom::start(target, &rules, false)];
+    let proms = vec![
+        Prom::start(target, &rules, true),
+        Prom::start(target, &rules, false),
+    ];
     // Prometheus starts scraping a few seconds after it is ready: the first
     // round must come after a first scrape, or no rate sees it.
     for p in &proms {

@@ -72,8 +72,8 @@ const ALERTS: [(&str, f64, u64, u64); 4] = [
 
 fn window_label(min: u64) -> String {
     match min {
-        m if m % 1440 == 0 => format!("{}d", m / 1440),
-        m if m % 60 == 0 => format!("{}h", m / 60),
+        m if m.is_multiple_of(1440) => format!("{}d", m / 1440),
+        m if m.is_multiple_of(60) => format!("{}h", m / 60),
         m => format!("{m}m"),
     }
 }
@@ -217,7 +217,7 @@ fn counters(s: &Scenario, objective: f64) -> Vec<[f64; 4]> {
         Traffic::Zero(minutes) => per_min.resize(*minutes as usize, [0.0; 4]),
         Traffic::BadEvery { minutes, every } => {
             for m in 1..=*minutes {
-                let bad = if m % every == 0 { 1.0 } else { 0.0 };
+                let bad = if m.is_multiple_of(*every) { 1.0 } else { 0.0 };
                 per_min.push([0.0, bad, 0.0, 0.0]);
             }
         }
@@ -229,7 +229,7 @@ fn counters(s: &Scenario, objective: f64) -> Vec<[f64; 4]> {
         for k in 0..4 {
             acc[k] += inc[k];
         }
-        if (m as u64 + 1) % s.step == 0 {
+        if (m as u64 + 1).is_multiple_of(s.step) {
             out.push(acc);
         }
     }
@@ -239,7 +239,13 @@ fn counters(s: &Scenario, objective: f64) -> Vec<[f64; 4]> {
 /// The SRE Workbook's definition, on exact counts: the ratio of bad to all
 /// events summed over both nodes within (t - w, t], against the factor;
 /// no events is no ratio (NaN), which fires nothing.
-fn model(samples: &[[f64; 4]], step: u64, t: u64, objective: f64, min: f64) -> Vec<(String, String)> {
+fn model(
+    samples: &[[f64; 4]],
+    step: u64,
+    t: u64,
+    objective: f64,
+    min: f64,
+) -> Vec<(String, String)> {
     let at = |m: u64| -> [f64; 4] { samples[(m / step) as usize] };
     let over = |w: u64| -> (f64, f64) {
         let now = at(t);
@@ -270,9 +276,8 @@ fn model(samples: &[[f64; 4]], step: u64, t: u64, objective: f64, min: f64) -> V
                 "t={t}m: {events} events too close to min_events"
             );
         }
-        let fires = bl.is_some_and(|b| b > factor)
-            && bs.is_some_and(|b| b > factor)
-            && events >= min;
+        let fires =
+            bl.is_some_and(|b| b > factor) && bs.is_some_and(|b| b > factor) && events >= min;
         if fires {
             firing.push((sev.to_owned(), window_label(long)));
         }
@@ -295,9 +300,17 @@ fn scenarios() -> Vec<Scenario> {
                 (195, vec![("ticket", "1d"), ("ticket", "3d")]),
                 (
                     210,
-                    vec![("page", "1h"), ("page", "6h"), ("ticket", "1d"), ("ticket", "3d")],
+                    vec![
+                        ("page", "1h"),
+                        ("page", "6h"),
+                        ("ticket", "1d"),
+                        ("ticket", "3d"),
+                    ],
                 ),
-                (220, vec![("page", "6h"), ("ticket", "1d"), ("ticket", "3d")]),
+                (
+                    220,
+                    vec![("page", "6h"), ("ticket", "1d"), ("ticket", "3d")],
+                ),
                 (250, vec![("ticket", "1d"), ("ticket", "3d")]),
             ],
         },
@@ -309,7 +322,10 @@ fn scenarios() -> Vec<Scenario> {
             traffic: Traffic::Burn(vec![(60, 0.0), (200, 10.0)]),
             expect: vec![
                 (120, vec![("ticket", "1d"), ("ticket", "3d")]),
-                (180, vec![("page", "6h"), ("ticket", "1d"), ("ticket", "3d")]),
+                (
+                    180,
+                    vec![("page", "6h"), ("ticket", "1d"), ("ticket", "3d")],
+                ),
             ],
         },
         // Slow burn: 2 days healthy (0.5), then a burn of 4 for a day
@@ -364,7 +380,12 @@ fn scenarios() -> Vec<Scenario> {
                 (25, vec![]),
                 (
                     35,
-                    vec![("page", "1h"), ("page", "6h"), ("ticket", "1d"), ("ticket", "3d")],
+                    vec![
+                        ("page", "1h"),
+                        ("page", "6h"),
+                        ("ticket", "1d"),
+                        ("ticket", "3d"),
+                    ],
                 ),
             ],
         },
@@ -403,9 +424,7 @@ fn yaml_q(s: &str) -> String {
 
 /// The promtool unit-test file: every scenario for every SLO.
 fn unit_tests(rules: &[AlertRule]) -> String {
-    let mut out = format!(
-        "rule_files:\n  - rules.yml\nevaluation_interval: {EVAL_MIN}m\ntests:\n"
-    );
+    let mut out = format!("rule_files:\n  - rules.yml\nevaluation_interval: {EVAL_MIN}m\ntests:\n");
     for (slo, objective, min) in SLO_PARAMS {
         for s in scenarios() {
             let samples = counters(&s, objective);
@@ -417,12 +436,16 @@ fn unit_tests(rules: &[AlertRule]) -> String {
                 .enumerate()
             {
                 let values: Vec<f64> = samples.iter().map(|v| v[k]).collect();
-                let _ = writeln!(out, "      - series: {}", yaml_q(&series_line(slo, node, outcome)));
+                let _ = writeln!(
+                    out,
+                    "      - series: {}",
+                    yaml_q(&series_line(slo, node, outcome))
+                );
                 let _ = writeln!(out, "        values: {}", yaml_q(&notation(&values)));
             }
             out.push_str("    alert_rule_test:\n");
             for (t, want) in &s.expect {
-                assert_eq!(t % EVAL_MIN, 0);
+                assert!(t.is_multiple_of(EVAL_MIN));
                 assert!(
                     (*t / s.step) < samples.len() as u64,
                     "{}: eval at {t}m past the samples",
@@ -434,7 +457,11 @@ fn unit_tests(rules: &[AlertRule]) -> String {
                     .iter()
                     .map(|(a, b)| (a.to_string(), b.to_string()))
                     .collect();
-                assert_eq!(model, want, "{slo}: {} at {t}m: the scenario's claim", s.name);
+                assert_eq!(
+                    model, want,
+                    "{slo}: {} at {t}m: the scenario's claim",
+                    s.name
+                );
                 let _ = writeln!(out, "      - eval_time: {t}m\n        alertname: {ALERT}");
                 if want.is_empty() {
                     out.push_str("        exp_alerts: []\n");
@@ -467,8 +494,14 @@ fn unit_tests(rules: &[AlertRule]) -> String {
                 out.push_str("    promql_expr_test:\n");
                 for (expr, value) in [
                     (format!("count(syscope_slo:burn_rate:rate1h{sel})"), 1),
-                    (format!("count(syscope_slo:burn_rate:rate1h{sel} >= 0) or vector(0)"), 0),
-                    (format!("count(syscope_slo:burn_rate:rate1h{sel} < 0) or vector(0)"), 0),
+                    (
+                        format!("count(syscope_slo:burn_rate:rate1h{sel} >= 0) or vector(0)"),
+                        0,
+                    ),
+                    (
+                        format!("count(syscope_slo:burn_rate:rate1h{sel} < 0) or vector(0)"),
+                        0,
+                    ),
                     (format!("sum(syscope_slo:events:rate1h{sel})"), 0),
                 ] {
                     let _ = writeln!(
@@ -491,12 +524,18 @@ fn rules_pass_promtool_check_and_fire_exactly_the_burn_rate_alerts() {
     let rules_path = dir.join("rules.yml");
     std::fs::write(&rules_path, &rules).unwrap();
 
-    let (ok, text) = run(Command::new(&promtool).arg("check").arg("rules").arg(&rules_path));
+    let (ok, text) = run(Command::new(&promtool)
+        .arg("check")
+        .arg("rules")
+        .arg(&rules_path));
     assert!(ok, "promtool check rules:\n{text}\n{rules}");
     // 1 objective + 4 per window, and the 4 alerts, per SLO.
     let per_slo = 1 + 4 * 7 + ALERTS.len();
     assert!(
-        text.contains(&format!("SUCCESS: {} rules found", per_slo * SLO_PARAMS.len())),
+        text.contains(&format!(
+            "SUCCESS: {} rules found",
+            per_slo * SLO_PARAMS.len()
+        )),
         "{text}"
     );
 

@@ -210,7 +210,11 @@ fn slo_panels(l: &mut Layout, slo: &Slo) -> Vec<Value> {
         "1 - burn rate over the SLO's window, from the events of every node summed \
          (as far back as Prometheus keeps them).",
         "percentunit",
-        vec![target(rules::budget_remaining(slo, &window), "all nodes", 0)],
+        vec![target(
+            rules::budget_remaining(slo, &window),
+            "all nodes",
+            0,
+        )],
         red_green.clone(),
         6,
     ));
@@ -292,7 +296,10 @@ fn slo_panels(l: &mut Layout, slo: &Slo) -> Vec<Value> {
         "none",
         vec![target(
             format!("{}{sel}", super::BURN_RATE.prometheus_name()),
-            &format!("{{{{instance}}}} {{{{{}}}}}", label_name(super::ATTR_WINDOW)),
+            &format!(
+                "{{{{instance}}}} {{{{{}}}}}",
+                label_name(super::ATTR_WINDOW)
+            ),
             0,
         )],
         thresholds(&steps),
@@ -323,7 +330,9 @@ fn sli_panels(l: &mut Layout, slo: &Slo) -> Vec<Value> {
                     QUANTILES
                         .iter()
                         .enumerate()
-                        .map(|(i, q)| target(quantile(*metric, &sel, *q), &format!("p{}", q * 100.0), i))
+                        .map(|(i, q)| {
+                            target(quantile(*metric, &sel, *q), &format!("p{}", q * 100.0), i)
+                        })
                         .collect(),
                     thresholds(&[(None, "green"), (Some(t), "red")]),
                     12,
@@ -363,7 +372,10 @@ fn sli_panels(l: &mut Layout, slo: &Slo) -> Vec<Value> {
                         a.errors_metric().spec().name
                     ),
                     "ops",
-                    vec![target(events, events_legend, 0), target(errors.clone(), "failed", 1)],
+                    vec![
+                        target(events, events_legend, 0),
+                        target(errors.clone(), "failed", 1),
+                    ],
                     none,
                     12,
                 ),
@@ -476,7 +488,9 @@ mod tests {
         // or events, errors and their ratio (availability).
         let per = 4 + WINDOWS.len() + 1;
         assert_eq!(q.len(), slos.len() * per + QUANTILES.len() + 1 + 3 + 3);
-        assert!(all.contains("syscope_slo_error_budget_remaining_ratio{slo_name=\"checkout-latency\"}"));
+        assert!(
+            all.contains("syscope_slo_error_budget_remaining_ratio{slo_name=\"checkout-latency\"}")
+        );
         assert!(all.contains("syscope_slo_burn_rate_ratio{slo_name=\"db-connects\"}"));
         assert!(all.contains("min(syscope_slo_history_seconds{slo_name=\"batch-writes\"})"));
         assert!(all.contains("[28d]"), "the SLO window");
@@ -495,7 +509,9 @@ mod tests {
         ), "{all}");
         assert!(all.contains("syscall_duration_seconds_count{process_executable_name="));
         assert!(all.contains("sum(rate(tcp_connect_errors_total{server_port=\"5432\"}[5m]))"));
-        assert!(all.contains("histogram_count(sum(rate(tcp_connect_duration_seconds{server_port=\"5432\"}[5m])))"));
+        assert!(all.contains(
+            "histogram_count(sum(rate(tcp_connect_duration_seconds{server_port=\"5432\"}[5m])))"
+        ));
         assert!(!all.contains("$__"), "queries run as they are");
     }
 
@@ -507,6 +523,9 @@ mod tests {
         });
         s[1].matchers.clear();
         let all = queries(&s[1..2]).join("\n");
-        assert!(all.contains("syscall_errors_total{error_type=\"EIO\"}"), "{all}");
+        assert!(
+            all.contains("syscall_errors_total{error_type=\"EIO\"}"),
+            "{all}"
+        );
     }
 }
