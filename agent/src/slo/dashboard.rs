@@ -1,5 +1,5 @@
 //! `syscope slo dashboard`: a Grafana dashboard generated from the SLO
-//! definitions (docs/slo.md, "Dashboard").
+//! definitions (docs/slo.md, "`syscope slo dashboard`").
 //!
 //! One row per SLO: the error budget left over the SLO's window (all nodes,
 //! from the events; and per agent, from the engine's gauge), the burn rate

@@ -1,5 +1,5 @@
 //! `syscope slo rules`: Prometheus recording and alerting rules generated
-//! from the SLO definitions (docs/slo.md, "Rules").
+//! from the SLO definitions (docs/slo.md, "`syscope slo rules`").
 //!
 //! One group per SLO, named `syscope-slo-<name>`. For every burn-rate
 //! window `<w>` of [`WINDOWS`](super::WINDOWS) it records, over all nodes:
