@@ -286,7 +286,7 @@ fn model(
 }
 
 fn scenarios() -> Vec<Scenario> {
-    vec![
+    let mut out = vec![
         // Healthy (burn 0.5) for 3 h, a fast burn (50) for 30 min, healthy
         // again. The 1 h page needs a fifth of an hour of burning before its
         // long window agrees; when the burn ends the 5 m window clears the
@@ -389,7 +389,42 @@ fn scenarios() -> Vec<Scenario> {
                 ),
             ],
         },
-    ]
+    ];
+    // Each factor from both sides: a steady burn 3 % below it fires only
+    // the alerts of smaller factors, 3 % above it fires its own too.
+    for (i, (_, factor, _, _)) in ALERTS.iter().enumerate() {
+        for (side, burn) in [("below", factor * 0.97), ("above", factor * 1.03)] {
+            let fires: Vec<(&'static str, &'static str)> = ALERTS
+                .iter()
+                .enumerate()
+                .filter(|(j, (_, f, _, _))| *f < burn || (*j == i && side == "above"))
+                .map(|(_, (sev, _, long, _))| (*sev, LONG_LABELS[long_index(*long)]))
+                .collect();
+            out.push(Scenario {
+                name: if side == "below" {
+                    "steady burn just below a factor"
+                } else {
+                    "steady burn just above a factor"
+                },
+                step: 1,
+                traffic: Traffic::Burn(vec![(90, burn)]),
+                expect: vec![(60, fires)],
+            });
+        }
+    }
+    out
+}
+
+/// The long windows' labels, as `'static` for [`Scenario::expect`].
+const LONG_LABELS: [&str; 4] = ["1h", "6h", "1d", "3d"];
+
+fn long_index(minutes: u64) -> usize {
+    let i = ALERTS
+        .iter()
+        .position(|a| a.2 == minutes)
+        .expect("a long window");
+    assert_eq!(LONG_LABELS[i], window_label(minutes));
+    i
 }
 
 /// `a+bxn` runs for a list of sample values (promtool's series notation).
