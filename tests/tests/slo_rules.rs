@@ -7,7 +7,9 @@
 //! under a slow burn, nothing under a healthy ratio (even when one quiet
 //! node alone has a high ratio: events are summed, never ratios
 //! averaged), nothing at zero traffic (0/0 is NaN) and nothing under low
-//! traffic (fewer than `min_events` in the long window), even 100 % bad.
+//! traffic (fewer than `min_events` in the long window), even 100 % bad;
+//! and each alert's factor from both sides (a steady burn 3 % below and 3 %
+//! above it).
 //!
 //! Needs promtool (Debian package `prometheus`; `cargo xtask setup`
 //! installs it): without it the test fails. No root needed.
