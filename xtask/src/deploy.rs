@@ -180,6 +180,7 @@ pub fn deb() -> Result<PathBuf> {
         ),
         ("README.md", "usr/share/doc/syscope/README.md", 0o644),
         ("docs/metrics.md", "usr/share/doc/syscope/metrics.md", 0o644),
+        ("docs/slo.md", "usr/share/doc/syscope/slo.md", 0o644),
         (
             "docs/syscope.example.toml",
             "usr/share/doc/syscope/syscope.example.toml",
