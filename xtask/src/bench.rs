@@ -51,6 +51,9 @@ enum Tracer {
     /// bpftrace's syscall hist() and TCP programs together: the nearest
     /// equivalent of all of syscope.
     BpftraceAll,
+    /// syscope with 4 SLO latency thresholds on syscall.duration: every
+    /// split counter slot in use (the kernel's per-event SLO cost).
+    SyscopeSlos,
 }
 
 impl Tracer {
@@ -65,6 +68,7 @@ impl Tracer {
             Tracer::SyscopeTcpSyscallRoute => "syscope TCP alone, syscall route (< 6.3)",
             Tracer::BpftraceTcp => "bpftrace TCP: connect + request hist()",
             Tracer::BpftraceAll => "bpftrace syscall hist() + TCP",
+            Tracer::SyscopeSlos => "syscope with 4 SLO thresholds",
         }
     }
 }
@@ -102,6 +106,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Tracer::Syscope,
         Tracer::Bpftrace,
         Tracer::SyscopeSyscallRoute,
+        Tracer::SyscopeSlos,
     ];
     let mut samples = vec![Sample::default(); tracers.len()];
 
@@ -207,6 +212,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         table,
         "A syscall that is not socket I/O (getppid) with TCP requests from the syscall route (kernels before 6.3): {:+.0} ns against {:+.0} ns with the socket tracepoints.",
         added(4),
+        added(2)
+    );
+    let _ = writeln!(
+        table,
+        "The same with 4 SLO latency thresholds (exact split counters, all in use): {:+.0} ns against {:+.0} ns without.",
+        added(5),
         added(2)
     );
     let _ = writeln!(
@@ -459,7 +470,8 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
         | Tracer::Syscope
         | Tracer::SyscopeTcp
         | Tracer::SyscopeSyscallRoute
-        | Tracer::SyscopeTcpSyscallRoute => {
+        | Tracer::SyscopeTcpSyscallRoute
+        | Tracer::SyscopeSlos => {
             let mut c = Command::new(agent);
             // Table mode, so no exporter runs; a short interval so the
             // agent's per-interval work is inside the measured window.
@@ -475,6 +487,21 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
                 Tracer::SyscopeSyscallRoute | Tracer::SyscopeTcpSyscallRoute
             ) {
                 c.args(["--tcp-io-hook", "syscalls"]);
+            }
+            if t == Tracer::SyscopeSlos {
+                let path = std::env::temp_dir().join("syscope-bench-slos.toml");
+                let mut text = String::new();
+                // 1 and 2 µs: thresholds whose bucket getppid's durations
+                // can land in, so the comparison itself runs too.
+                for (i, th) in ["1us", "2us", "20ms", "100ms"].iter().enumerate() {
+                    text += &format!(
+                        "[[slo]]\nname = \"s{i}\"\nsli = \"latency\"\nmetric = \"syscall.duration\"\n\
+                         threshold = \"{th}\"\nobjective = 0.99\nwindow = \"1d\"\n"
+                    );
+                }
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                c.arg("--slo-file").arg(path);
             }
             c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
             c.env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
