@@ -14,10 +14,13 @@
 //! rather than the rate of its ten minutes.
 //! [`Baseline::diagnose`] compares the recent window's totals (the
 //! aggregator's current deltas, `Series::delta`, included, whether or not
-//! the interval was observed yet) with that past, for the series whose
-//! attributes satisfy every matcher of the SLO on an attribute their
-//! metric carries (a `server.port` matcher keeps every syscall series,
-//! which have no port) and that had events in the window.
+//! the interval was observed yet) with that past, for the series in the
+//! SLO's scope that had events in the window: those that satisfy every
+//! matcher of the SLO on an attribute their metric carries and belong to
+//! a workload (process and identity) the SLO's own series belong to, or
+//! are on a port they are on (see `Scope`): with a `server.port` matcher,
+//! the server's syscalls and the port's peers and drops, not every
+//! process's syscalls.
 //!
 //! Why a window and not the current interval: a burn shows when clients
 //! fail or give up, often an interval or two after the cause. SYNs
@@ -95,6 +98,8 @@ use std::{
 };
 
 use crate::aggregate::{Aggregator, Attr, Attrs, HistValue, Metric};
+use crate::enrich::identity::Identity;
+use std::sync::Arc;
 
 use super::Slo;
 
@@ -595,8 +600,7 @@ impl Baseline {
 
     /// What changed in the recent window (the last [`RECENT`], the
     /// aggregator's current interval included) against the past before
-    /// it, for the series `slo` matches (each metric's series must satisfy
-    /// every matcher on an attribute the metric carries) that had events
+    /// it, for the series in the SLO's scope (`Scope`) that had events
     /// in the window, best first, at most `max_findings`. Without a past
     /// before the window (a young agent) the past is taken as empty: what
     /// the window holds counts fully. Works before or after `observe` for
@@ -632,9 +636,10 @@ impl Baseline {
             crate::slo::Sli::Latency { threshold, .. } => threshold.as_secs_f64().min(ERROR_COST_S),
             crate::slo::Sli::Availability(_) => ERROR_COST_S,
         };
+        let scope = Scope::of(agg, slo);
         let mut out = Vec::new();
         let mut judge = |m: Metric, attrs: &Attrs, recent: Acc, base: Acc| {
-            if recent.count == 0.0 || !matches(m, attrs, &slo.matchers) {
+            if recent.count == 0.0 || !scope.covers(m, attrs, &slo.matchers) {
                 return;
             }
             let finding = if m.spec().unit == "s" {
@@ -695,6 +700,59 @@ impl Baseline {
         });
         out.truncate(max_findings);
         out
+    }
+}
+
+/// The workloads an SLO is about: the owners (process and identity) of the
+/// series its own metrics count, and the ports they are on. A series of
+/// another metric is in scope when it satisfies the matchers it carries
+/// and belongs to one of those owners or is on one of those ports: the
+/// server's syscalls, not every process's; the listen drops of the port
+/// the SLO's clients connect to, whoever listens. Before the SLO has any
+/// series, the matchers alone decide.
+struct Scope {
+    owners: std::collections::HashSet<(Option<Arc<str>>, Option<Arc<Identity>>)>,
+    ports: std::collections::HashSet<u16>,
+}
+
+impl Scope {
+    fn of(agg: &Aggregator, slo: &Slo) -> Scope {
+        let mut scope = Scope {
+            owners: Default::default(),
+            ports: Default::default(),
+        };
+        let mut add = |a: &Attrs| {
+            if crate::slo::engine::matches(slo, a) {
+                if a.exe.is_some() {
+                    scope.owners.insert((a.exe.clone(), a.identity.clone()));
+                }
+                if let Some(p) = a.port {
+                    scope.ports.insert(p);
+                }
+            }
+        };
+        for m in slo.metrics() {
+            if Metric::HISTOGRAMS.contains(&m) {
+                agg.hist(m).series.keys().for_each(&mut add);
+            } else {
+                agg.counter(m).series.keys().for_each(&mut add);
+            }
+        }
+        scope
+    }
+
+    fn covers(&self, m: Metric, attrs: &Attrs, matchers: &[(Attr, String)]) -> bool {
+        if !matches(m, attrs, matchers) {
+            return false;
+        }
+        if self.owners.is_empty() && self.ports.is_empty() {
+            return true;
+        }
+        let owned = attrs.exe.is_some()
+            && self
+                .owners
+                .contains(&(attrs.exe.clone(), attrs.identity.clone()));
+        owned || attrs.port.is_some_and(|p| self.ports.contains(&p))
     }
 }
 
@@ -1050,6 +1108,51 @@ mod tests {
 
     fn lines(f: &[Finding]) -> String {
         f.iter().map(|f| format!("{f}\n")).collect()
+    }
+
+    #[test]
+    fn only_the_slos_workloads_and_ports_are_diagnosed() {
+        // A young agent: no past, so everything recent counts fully. A
+        // daemon elsewhere on the host sleeps a second at a time; the SLO's
+        // server (its request series on 8080) is what the diagnosis is
+        // about, and the peers on its port.
+        let (mut b, mut c) = (Baseline::new(1000), Clock::new());
+        let mut agg = c.next();
+        web(&mut agg, true);
+        time(
+            &mut agg,
+            Metric::TcpServerRequestDuration,
+            tcp("server", 8080),
+            100,
+            50 * MS,
+        );
+        time(
+            &mut agg,
+            Metric::SyscallDuration,
+            sys("daemon", "clock_nanosleep"),
+            30,
+            1000 * MS,
+        );
+        let s = slo(&[(Attr::ServerPort, "8080")]);
+        let got = b.diagnose(&agg, &s, 10);
+        b.observe(&agg, c.now());
+        assert_eq!(
+            got[0].subject,
+            "clock_nanosleep (server)",
+            "{}",
+            lines(&got)
+        );
+        assert!(
+            got.iter()
+                .all(|f| !f.subject.contains("daemon") && f.subject != "read (client)"),
+            "{}",
+            lines(&got)
+        );
+        // The client's requests to the port are the port's.
+        assert!(got
+            .iter()
+            .any(|f| f.kind == kind::CLIENT_REQUEST_DURATION
+                && f.subject == "127.0.0.1:8080 (client)"));
     }
 
     #[test]
