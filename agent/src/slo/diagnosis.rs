@@ -703,6 +703,9 @@ impl Baseline {
     }
 }
 
+/// A workload: process name and identity.
+type Owner = (Option<Arc<str>>, Option<Arc<Identity>>);
+
 /// The workloads an SLO is about: the owners (process and identity) of the
 /// series its own metrics count, and the ports they are on. A series of
 /// another metric is in scope when it satisfies the matchers it carries
@@ -711,7 +714,7 @@ impl Baseline {
 /// the SLO's clients connect to, whoever listens. Before the SLO has any
 /// series, the matchers alone decide.
 struct Scope {
-    owners: std::collections::HashSet<(Option<Arc<str>>, Option<Arc<Identity>>)>,
+    owners: std::collections::HashSet<Owner>,
     ports: std::collections::HashSet<u16>,
 }
 
