@@ -62,7 +62,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(cfg: &Config, probes: Probes, stats: Arc<SelfStats>) -> anyhow::Result<Self> {
+    /// `slo`: the SLO engine, built before the programs load (its state
+    /// directory must be usable first).
+    pub fn new(cfg: &Config, probes: Probes, stats: Arc<SelfStats>, slo: Engine) -> Self {
         for m in &maps::MAPS {
             SelfStats::set(&stats.map_capacity[m.id], probes.map_sizes.0[m.id].into());
         }
@@ -80,13 +82,7 @@ impl Daemon {
                 cfg.limits.max_series_per_metric as u64,
             );
         }
-        let slo = Engine::new(
-            &cfg.slos,
-            &cfg.table.not_failures,
-            cfg.state_dir.as_deref(),
-            SystemTime::now(),
-        )?;
-        Ok(Daemon {
+        Daemon {
             baseline: (!slo.is_empty()).then(|| Baseline::new(cfg.limits.max_series_per_metric)),
             slo,
             burns: Vec::new(),
@@ -108,7 +104,7 @@ impl Daemon {
             ),
             stats,
             resource: otlp::resource(&cfg.resource),
-        })
+        }
     }
 
     /// Read the kernel maps and fold this interval into the series.
@@ -242,6 +238,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         Some(settings) => Some(prometheus::Endpoint::start(settings, stats.clone()).await?),
         None => None,
     };
+    // Before the programs load: an unusable state directory stops here.
+    let slo = Engine::new(
+        &cfg.slos,
+        &cfg.table.not_failures,
+        cfg.state_dir.as_deref(),
+        SystemTime::now(),
+    )?;
     let probes = probes::load(&LoadOptions {
         kernel_maps: cfg.limits.kernel_maps,
         force_mode: opts.force_mode,
@@ -251,7 +254,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         force_io: opts.force_io,
         thresholds: crate::slo::definition::thresholds(&cfg.slos),
     })?;
-    let mut daemon = Daemon::new(&cfg, probes, stats.clone())?;
+    let mut daemon = Daemon::new(&cfg, probes, stats.clone(), slo);
     let exporter = cfg
         .export
         .clone()

@@ -549,3 +549,28 @@ min_events = 1
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A state directory that cannot be made stops the agent before any
+/// program loads, naming the directory.
+#[test]
+fn an_unusable_state_dir_stops_the_agent_before_loading() {
+    let name = unique_name("slodir");
+    let cfg = slo_of(
+        &name,
+        "name = \"d\"\nsli = \"latency\"\nmetric = \"syscall.duration\"\nthreshold = \"1ms\"\nobjective = 0.9\nwindow = \"1d\"",
+    );
+    let out = std::process::Command::new(common::agent_bin())
+        .args(["--slo-file", cfg.to_str().unwrap()])
+        .args(["--state-dir", "/proc/syscope-no-such/state"])
+        .args(["--endpoint", "http://127.0.0.1:9"])
+        .env("SYSCOPE_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("SLO state directory /proc/syscope-no-such/state"),
+        "{err}"
+    );
+    assert!(!err.contains("attached"), "{err}");
+}
