@@ -30,6 +30,7 @@ use crate::{
     config::{Config, ProcessEnv, Temporality},
     enrich::cgroup::CgroupResolver,
     export::{self, ExportHandle},
+    ondemand::OnDemand,
     probes::{self, LoadOptions, Probes},
     prometheus,
     service::Service,
@@ -59,6 +60,8 @@ pub struct Daemon {
     pub burns: Vec<(BurnChange, Vec<Finding>)>,
     /// The last hour of the workloads, for diagnoses (only with SLOs).
     baseline: Option<Baseline>,
+    /// Whose syscalls are measured, when not everyone's.
+    on_demand: Option<OnDemand>,
 }
 
 impl Daemon {
@@ -82,7 +85,8 @@ impl Daemon {
                 cfg.limits.max_series_per_metric as u64,
             );
         }
-        Daemon {
+        let mut d = Daemon {
+            on_demand: on_demand(cfg).then(|| OnDemand::new(&cfg.on_demand)),
             baseline: (!slo.is_empty()).then(|| Baseline::new(cfg.limits.max_series_per_metric)),
             slo,
             burns: Vec::new(),
@@ -104,7 +108,33 @@ impl Daemon {
             ),
             stats,
             resource: otlp::resource(&cfg.resource),
+        };
+        // The configured workloads are measured from the start.
+        d.cgroups.refresh();
+        d.select();
+        d
+    }
+
+    /// Write the on-demand selection into the kernel (attaching or
+    /// detaching the syscall programs with it).
+    fn select(&mut self) {
+        let Some(od) = &self.on_demand else {
+            return;
+        };
+        match od.apply(&mut self.probes, &self.cgroups, self.slo.slos()) {
+            Ok(out) => {
+                SelfStats::set(&self.stats.syscalls_selected_cgroups, out.cgroups as u64);
+                SelfStats::set(&self.stats.syscalls_selected_names, out.names as u64);
+                SelfStats::add(&self.stats.syscalls_selection_turned_away, out.turned_away);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "on-demand syscall programs: attaching or detaching failed")
+            }
         }
+        SelfStats::set(
+            &self.stats.syscalls_attached,
+            self.probes.syscalls_attached() as u64,
+        );
     }
 
     /// Read the kernel maps and fold this interval into the series.
@@ -122,6 +152,16 @@ impl Daemon {
         if save_failed {
             SelfStats::add(&self.stats.slo_state_write_failures, 1);
         }
+        let mut changes = changes;
+        if let Some(od) = &mut self.on_demand {
+            od.observe(
+                &changes,
+                self.slo.slos(),
+                &self.agg,
+                std::time::Instant::now(),
+            );
+            changes.extend(od.detail_due(self.slo.slos()));
+        }
         self.burns = changes
             .into_iter()
             .map(|b| {
@@ -134,6 +174,7 @@ impl Daemon {
                 (b, findings)
             })
             .collect();
+        self.select();
         if let Some(base) = &mut self.baseline {
             base.observe(&self.agg, std::time::Instant::now());
             SelfStats::set(&self.stats.diagnosis_series, base.len() as u64);
@@ -166,10 +207,16 @@ impl Daemon {
         let Some(rb) = self.probes.cgroup_events.as_mut() else {
             return;
         };
+        let mut born = false;
         while let Some(item) = rb.next() {
             if let Some((id, path)) = probes::lifecycle::parse_event(&item) {
                 self.cgroups.learn(id, &path);
+                born = true;
             }
+        }
+        // A new container of a selected pod is measured from its start.
+        if born {
+            self.select();
         }
     }
 
@@ -224,6 +271,12 @@ pub struct RunOptions {
     pub floor_only: bool,
 }
 
+/// Whether syscall SLIs come on demand: the syscall set is not on for
+/// every process, and something may select a workload.
+pub fn on_demand(cfg: &Config) -> bool {
+    !cfg.probes.syscalls && OnDemand::possible(&cfg.on_demand, &cfg.slos)
+}
+
 /// Run until a signal; returns after the final export.
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM while the programs load is held until the
@@ -250,6 +303,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         force_mode: opts.force_mode,
         floor_only: opts.floor_only,
         syscalls: cfg.probes.syscalls,
+        on_demand: on_demand(&cfg),
         tcp: cfg.probes.tcp,
         force_io: opts.force_io,
         thresholds: crate::slo::definition::thresholds(&cfg.slos),

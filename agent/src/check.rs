@@ -98,6 +98,7 @@ pub fn run(cfg: &Config, force_io: Option<IoRoute>) -> Report {
         force_mode: None,
         floor_only: false,
         syscalls: cfg.probes.syscalls,
+        on_demand: crate::app::on_demand(cfg),
         tcp: cfg.probes.tcp,
         force_io,
         thresholds: crate::slo::definition::thresholds(&cfg.slos),

@@ -18,6 +18,7 @@ pub mod config;
 mod docgen;
 pub mod enrich;
 pub mod export;
+pub mod ondemand;
 pub mod probes;
 pub mod prometheus;
 pub mod service;

@@ -82,6 +82,10 @@ pub struct SelfStats {
     pub diagnosis_capacity: AtomicU64,
     pub diagnosis_turned_away: AtomicU64,
     pub slo_state_write_failures: AtomicU64,
+    pub syscalls_attached: AtomicU64,
+    pub syscalls_selected_cgroups: AtomicU64,
+    pub syscalls_selected_names: AtomicU64,
+    pub syscalls_selection_turned_away: AtomicU64,
     /// The agent's own identity (`resource.self_attributes`), set once at
     /// start: attributes of the `syscope.self` scope.
     pub own_attributes: std::sync::OnceLock<Vec<(String, String)>>,
@@ -121,6 +125,10 @@ impl Default for SelfStats {
             diagnosis_capacity: AtomicU64::new(0),
             diagnosis_turned_away: AtomicU64::new(0),
             slo_state_write_failures: AtomicU64::new(0),
+            syscalls_attached: AtomicU64::new(0),
+            syscalls_selected_cgroups: AtomicU64::new(0),
+            syscalls_selected_names: AtomicU64::new(0),
+            syscalls_selection_turned_away: AtomicU64::new(0),
             own_attributes: std::sync::OnceLock::new(),
         }
     }
@@ -310,7 +318,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 30] = {
+pub const CATALOGUE: [SelfMetric; 34] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -458,6 +466,38 @@ pub const CATALOGUE: [SelfMetric; 30] = {
             description: "Failed writes of the SLO history to the state directory (the SLOs go on in memory; the log says why).",
             dimension: None,
             read: Count(|s, _| get(&s.slo_state_write_failures)),
+        },
+        SelfMetric {
+            name: "syscope.syscalls.attached",
+            unit: "1",
+            instrument: Gauge,
+            description: "1 while the syscall programs are attached: always with `--probes syscalls`; on demand, only while some workload is selected (or the TCP route of kernels before 6.3 needs them).",
+            dimension: None,
+            read: Count(|s, _| get(&s.syscalls_attached)),
+        },
+        SelfMetric {
+            name: "syscope.syscalls.selected.cgroups",
+            unit: "{cgroup}",
+            instrument: Gauge,
+            description: "cgroups whose syscalls are measured on demand (`syscall_workloads`, syscall SLOs, burning SLOs).",
+            dimension: None,
+            read: Count(|s, _| get(&s.syscalls_selected_cgroups)),
+        },
+        SelfMetric {
+            name: "syscope.syscalls.selected.names",
+            unit: "{process}",
+            instrument: Gauge,
+            description: "Process names whose syscalls are measured on demand.",
+            dimension: None,
+            read: Count(|s, _| get(&s.syscalls_selected_names)),
+        },
+        SelfMetric {
+            name: "syscope.syscalls.selection.turned_away",
+            unit: "{workload}",
+            instrument: Counter,
+            description: "Selected cgroups and names that did not fit their kernel maps (raise `limits.kernel_maps.selected_cgroups` or `selected_names`).",
+            dimension: None,
+            read: Count(|s, _| get(&s.syscalls_selection_turned_away)),
         },
         SelfMetric {
             name: "syscope.series.active",

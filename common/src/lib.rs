@@ -32,7 +32,10 @@ pub struct ThreadState {
     /// fd + 1 of the socket I/O syscall in flight when the syscall route
     /// measures TCP requests (`globals::SOCKIO`); 0: none.
     pub io_fd: u32,
-    pub _pad: u32,
+    /// Whether this thread's syscalls are measured (`SYSCALL_SLIS` =
+    /// `SLIS_SELECTED`): `epoch << 1 | selected`, judged against the
+    /// selection epoch (`names::SELECTION_MAP`) in force; 0: not judged yet.
+    pub select: u32,
     /// `comm` of the thread group leader: the process name, not the thread's.
     pub comm: [u8; COMM_LEN],
 }
@@ -194,10 +197,15 @@ pub mod globals {
     /// a request that starts while the previous answer is unread (client)
     /// or unacknowledged (server) overlaps it (pipelining, multiplexing).
     pub const TCP_SEQ_OFF: &str = "TCP_SEQ_OFF";
-    /// 1: the syscall programs record syscall SLIs; 0: they run only for
-    /// the syscall route of TCP request latency (`--probes tcp` on a kernel
-    /// without the socket length tracepoints).
+    /// Whose syscall SLIs the syscall programs record: `SLIS_NONE` (they
+    /// run only for the syscall route of TCP request latency), `SLIS_ALL`
+    /// (`--probes syscalls`), `SLIS_SELECTED` (on demand: the threads of the
+    /// cgroups and process names the agent writes into `SELECTED_CGROUPS`
+    /// and `SELECTED_NAMES`).
     pub const SYSCALL_SLIS: &str = "SYSCALL_SLIS";
+    pub const SLIS_NONE: u32 = 0;
+    pub const SLIS_ALL: u32 = 1;
+    pub const SLIS_SELECTED: u32 = 2;
     /// 1: TCP request latency comes from the syscall layer (see `sockio`):
     /// the kernel lacks `sock_send_length`/`sock_recv_length` (before 6.3).
     pub const SOCKIO: &str = "SOCKIO";
@@ -327,6 +335,14 @@ pub mod names {
     /// TCP programs attach: connections and listeners older than the agent
     /// join `SOCKETS` and `LISTENERS`.
     pub const SEED_TCP: &str = "seed_tcp";
+    /// Two u32s written by the agent: [the selection epoch, all]. The epoch
+    /// moves whenever `SELECTED_CGROUPS`/`SELECTED_NAMES` change, so every
+    /// thread judges itself again at its next syscall; `all` != 0 selects
+    /// every thread (an SLO over the whole node).
+    pub const SELECTION_MAP: &str = "SELECTION";
+    /// Index of the epoch and of the all flag in `SELECTION`.
+    pub const SELECTION_EPOCH: u32 = 0;
+    pub const SELECTION_ALL: u32 = 1;
     /// One u32, bumped after every process rename (`task_rename`): threads
     /// whose cached name is older read it again.
     pub const RENAME_EPOCH_MAP: &str = "RENAME_EPOCH";

@@ -66,7 +66,9 @@ pub const SOCKETS: usize = 3;
 pub const LISTENERS: usize = 4;
 pub const TCP_LATENCY: usize = 5;
 pub const TCP_COUNTERS: usize = 6;
-pub const COUNT: usize = 7;
+pub const SELECTED_CGROUPS: usize = 7;
+pub const SELECTED_NAMES: usize = 8;
+pub const COUNT: usize = 9;
 
 pub const MAPS: [MapSpec; COUNT] = [
     MapSpec {
@@ -152,6 +154,30 @@ pub const MAPS: [MapSpec; COUNT] = [
         key_size: size::<TcpKey>(),
         value_size: size::<u64>(),
         holds: "TCP counters (connect errors, retransmits, resets), one per workload x peer or port x metric x cause",
+    },
+    MapSpec {
+        id: SELECTED_CGROUPS,
+        object: "SELECTED_CGROUPS",
+        label: "selected_cgroups",
+        set: ProbeSet::Syscalls,
+        kind: MapKind::Hash,
+        default_entries: 4096,
+        max_entries: 1 << 16,
+        key_size: size::<u64>(),
+        value_size: size::<u8>(),
+        holds: "cgroups (containers, pods, units) whose syscalls are measured on demand; written by the agent",
+    },
+    MapSpec {
+        id: SELECTED_NAMES,
+        object: "SELECTED_NAMES",
+        label: "selected_names",
+        set: ProbeSet::Syscalls,
+        kind: MapKind::Hash,
+        default_entries: 1024,
+        max_entries: 1 << 16,
+        key_size: size::<[u8; crate::COMM_LEN]>(),
+        value_size: size::<u8>(),
+        holds: "process names whose syscalls are measured on demand; written by the agent",
     },
 ];
 

@@ -171,6 +171,19 @@ pub(crate) static TCP_LATENCY: HashMap<TcpKey, Histogram> =
 pub(crate) static TCP_COUNTERS: HashMap<TcpKey, u64> =
     HashMap::with_max_entries(MAPS[maps::TCP_COUNTERS].default_entries, 0);
 
+/// On-demand syscall SLIs (see `names::SELECTION_MAP`): the agent's
+/// selection epoch and all flag, and what it selected.
+#[map(name = "SELECTION")]
+pub(crate) static SELECTION: Array<u32> = Array::with_max_entries(2, 0);
+
+#[map(name = "SELECTED_CGROUPS")]
+pub(crate) static SELECTED_CGROUPS: HashMap<u64, u8> =
+    HashMap::with_max_entries(MAPS[maps::SELECTED_CGROUPS].default_entries, 0);
+
+#[map(name = "SELECTED_NAMES")]
+pub(crate) static SELECTED_NAMES: HashMap<[u8; COMM_LEN], u8> =
+    HashMap::with_max_entries(MAPS[maps::SELECTED_NAMES].default_entries, 0);
+
 /// Bumped after each rename (see `names::RENAME_EPOCH_MAP`).
 #[map(name = "RENAME_EPOCH")]
 pub(crate) static RENAME_EPOCH: Array<u32> = Array::with_max_entries(1, 0);

@@ -33,7 +33,9 @@ use aya_ebpf::{
 };
 use syscope_common::{
     counter,
+    globals::{SLIS_ALL, SLIS_SELECTED},
     maps::{self, THREADS_SEEN_BITS},
+    names::{SELECTION_ALL, SELECTION_EPOCH},
     SeriesKey, ThreadState, COMM_LEN, COMPAT_NR_BIT,
 };
 
@@ -44,9 +46,10 @@ use crate::{
     },
     maps::{
         NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK, PT_REGS_ARG_OFF,
-        PT_REGS_NR_OFF, RENAMED, RENAME_EPOCH, SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_SLIS,
-        TASK_COMPAT_MASK, TASK_COMPAT_OFF, TASK_PID_OFF, THREADS, THREADS_SEEN, TP_ENTER_ARGS_OFF,
-        TP_ENTER_ID_OFF, TP_EXIT_ID_OFF, TP_EXIT_RET_OFF,
+        PT_REGS_NR_OFF, RENAMED, RENAME_EPOCH, SELECTED_CGROUPS, SELECTED_NAMES, SELECTION,
+        SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_SLIS, TASK_COMPAT_MASK, TASK_COMPAT_OFF,
+        TASK_PID_OFF, THREADS, THREADS_SEEN, TP_ENTER_ARGS_OFF, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF,
+        TP_EXIT_RET_OFF,
     },
     sockio,
 };
@@ -232,7 +235,7 @@ fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
         unsafe {
             (*st).nr = nr;
             (*st).io_fd = io_fd;
-            (*st).start_ns = now_ns();
+            (*st).start_ns = if timed(&mut *st, nr) { now_ns() } else { 0 };
         }
         return;
     }
@@ -243,7 +246,7 @@ fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
         nr,
         epoch: rename_epoch(),
         io_fd,
-        _pad: 0,
+        select: 0,
         comm: process_comm(),
     };
     if THREADS.insert(tid, st, BPF_ANY as u64).is_err() {
@@ -253,8 +256,49 @@ fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
     mark_seen(tid);
     if let Some(st) = THREADS.get_ptr_mut(tid) {
         // SAFETY: as above. Stamped last so the insert is not measured.
-        unsafe { (*st).start_ns = now_ns() };
+        unsafe {
+            if timed(&mut *st, nr) {
+                (*st).start_ns = now_ns();
+            }
+        }
     }
+}
+
+/// Whether the exit of syscall `nr` has work to do: a thread whose syscalls
+/// are not measured (on demand, not selected) skips the clock reads and
+/// returns at once from its exit, unless the socket I/O route needs the
+/// exit or the call may rename the process (which may select it).
+#[inline(always)]
+fn timed(st: &mut ThreadState, nr: u32) -> bool {
+    global(&SYSCALL_SLIS) != SLIS_SELECTED
+        || sockio::enabled()
+        || nr == global(&NR_EXECVE)
+        || nr == global(&NR_EXECVEAT)
+        || nr == global(&NR_PRCTL)
+        || selected(st)
+}
+
+/// Whether the thread's syscalls are measured on demand: its process name
+/// or its cgroup was selected by the agent (or everything was). Judged once
+/// per selection epoch and cached in the thread's entry.
+#[inline(always)]
+fn selected(st: &mut ThreadState) -> bool {
+    let read = |i: u32| {
+        SELECTION.get_ptr(i).map_or(0, |p| {
+            // SAFETY: a valid array value pointer; the agent writes it,
+            // hence a volatile read.
+            unsafe { core::ptr::read_volatile(p) }
+        })
+    };
+    let epoch = read(SELECTION_EPOCH);
+    if st.select != 0 && st.select >> 1 == epoch & (u32::MAX >> 1) {
+        return st.select & 1 != 0;
+    }
+    let yes = read(SELECTION_ALL) != 0
+        || SELECTED_NAMES.get_ptr(&st.comm).is_some()
+        || SELECTED_CGROUPS.get_ptr(&cgroup_id()).is_some();
+    st.select = (epoch << 1) | yes as u32;
+    yes
 }
 
 /// `nr_at_exit` reads the syscall number from the hook; only an exit
@@ -317,6 +361,7 @@ fn try_sys_exit(
         unsafe {
             (*st).comm = process_comm();
             (*st).epoch = epoch;
+            (*st).select = 0;
         }
     } else if cached_epoch != epoch {
         // Some task was renamed since this thread read its name: the
@@ -331,10 +376,17 @@ fn try_sys_exit(
         unsafe {
             (*st).comm = comm;
             (*st).epoch = epoch;
+            (*st).select = 0;
         }
     }
-    if global(&SYSCALL_SLIS) == 0 {
+    let record = match global(&SYSCALL_SLIS) {
+        SLIS_ALL => true,
+        // SAFETY: as above.
+        SLIS_SELECTED => selected(unsafe { &mut *st }),
         // Attached for the socket I/O route only.
+        _ => false,
+    };
+    if !record {
         return;
     }
     let mut key = SeriesKey {

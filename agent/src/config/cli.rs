@@ -105,9 +105,17 @@ pub struct Cli {
     #[arg(long, value_name = "ORDER")]
     pub sort: Option<String>,
 
-    /// Probe sets to attach, comma separated: syscalls, tcp (default both)
+    /// Probe sets on for every process, comma separated: syscalls, tcp (default tcp; syscalls on demand)
     #[arg(long, value_name = "LIST")]
     pub probes: Option<String>,
+
+    /// Workloads whose syscalls are measured when the syscall set is not on for all, e.g. process.executable.name=redis-server,k8s.namespace.name=shop
+    #[arg(long, value_name = "ATTR=VALUE,...")]
+    pub syscall_workloads: Option<String>,
+
+    /// How long a burning SLO's workloads have their syscalls measured, 0s to 1day (default 15m; 0s: never)
+    #[arg(long, value_name = "DURATION")]
+    pub slo_detail: Option<String>,
 
     /// A TOML file of [[slo]] tables, added to those of the config file
     #[arg(long, value_name = "PATH")]

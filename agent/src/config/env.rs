@@ -66,6 +66,8 @@ pub(super) const HEALTH_ADDRESS: &str = "SYSCOPE_HEALTH_ADDRESS";
 pub(super) const SELF_ATTRIBUTES: &str = "SYSCOPE_SELF_ATTRIBUTES";
 pub(super) const SLO_FILE: &str = "SYSCOPE_SLO_FILE";
 pub(super) const STATE_DIR: &str = "SYSCOPE_STATE_DIR";
+pub(super) const SYSCALL_WORKLOADS: &str = "SYSCOPE_SYSCALL_WORKLOADS";
+pub(super) const SLO_DETAIL: &str = "SYSCOPE_SLO_DETAIL";
 
 /// Every variable read, with its `--help` text; a test checks the two agree,
 /// and that each states its setting's range (settings.rs).
@@ -198,7 +200,8 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ),
     (
         SYSCOPE_PROBES,
-        "Probe sets to attach, comma separated: syscalls, tcp (default both).",
+        "Probe sets on for every process, comma separated: syscalls, tcp (default tcp;\n\
+         syscalls on demand).",
     ),
     (
         HEALTH_ADDRESS,
@@ -211,6 +214,15 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     (
         STATE_DIR,
         "Directory where SLO history survives restarts (like --state-dir); unset: in memory.",
+    ),
+    (
+        SYSCALL_WORKLOADS,
+        "Workloads whose syscalls are measured on demand (like --syscall-workloads).",
+    ),
+    (
+        SLO_DETAIL,
+        "How long a burning SLO's workloads have their syscalls measured (like --slo-detail),\n\
+         0 to 86400000 milliseconds; 0: never.",
     ),
 ];
 

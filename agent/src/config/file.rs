@@ -36,6 +36,11 @@ pub(super) struct FileConfig {
     pub not_failures: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<String>>,
+    /// `attribute=value` items (see `ondemand`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall_workloads: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo_detail: Option<String>,
     /// `OTEL_METRICS_EXPORTER` as a list: otlp, prometheus, or none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exporters: Option<Vec<String>>,

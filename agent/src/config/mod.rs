@@ -12,6 +12,7 @@ mod env;
 mod file;
 mod identity;
 mod layer;
+pub mod ondemand;
 mod settings;
 mod slo;
 #[cfg(test)]
@@ -186,6 +187,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Probe sets to attach.
     pub probes: ProbeSets,
+    /// Syscall SLIs on demand, when `probes` leaves the syscall set off.
+    pub on_demand: ondemand::OnDemandConfig,
     /// Service level objectives, checked.
     pub slos: Vec<crate::slo::Slo>,
     /// Where SLO history is kept across restarts; None: memory only.
@@ -237,10 +240,14 @@ pub struct ProbeSets {
     pub tcp: bool,
 }
 
+/// By default the syscall set is not on for every process: tracing every
+/// syscall of a busy server costs a share of its throughput that no
+/// operator would accept by default (`cargo xtask bench`). Syscall SLIs
+/// come on demand instead (`ondemand`).
 impl Default for ProbeSets {
     fn default() -> Self {
         ProbeSets {
-            syscalls: true,
+            syscalls: false,
             tcp: true,
         }
     }
@@ -339,6 +346,7 @@ impl Default for Config {
             },
             identity: IdentityConfig::default(),
             probes: ProbeSets::default(),
+            on_demand: ondemand::OnDemandConfig::default(),
             slos: Vec::new(),
             state_dir: None,
             warnings: Vec::new(),
@@ -379,6 +387,14 @@ impl Config {
             state_dir: self.state_dir.as_ref().map(|p| p.display().to_string()),
             slo: self.slos.iter().map(crate::slo::Slo::to_file).collect(),
             probes: Some(self.probes.names()),
+            syscall_workloads: Some(
+                self.on_demand
+                    .workloads
+                    .iter()
+                    .map(|(a, v)| format!("{}={v}", a.key()))
+                    .collect(),
+            ),
+            slo_detail: Some(fmt_d(self.on_demand.slo_detail)),
             exporters: (!self.show_table).then(|| {
                 let e = Exporters {
                     otlp: self.export.is_some(),
@@ -563,6 +579,13 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
             file.probes.map(|p| p.join(",")),
         )?
         .unwrap_or_default();
+    let on_demand = ondemand::resolve(
+        cli.syscall_workloads.as_deref(),
+        cli.slo_detail.as_deref(),
+        vars,
+        file.syscall_workloads,
+        file.slo_detail,
+    )?;
 
     let fl = file.limits;
     let defaults = LimitsConfig::default();
@@ -601,6 +624,7 @@ fn resolve(cli: &Cli, vars: &Vars<'_>, file: FileConfig) -> Result<Config, Confi
         table,
         identity,
         probes,
+        on_demand,
         slos,
         state_dir,
         warnings,

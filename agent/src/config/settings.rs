@@ -285,6 +285,8 @@ pub(super) fn all() -> Vec<&'static dyn super::layer::Documented> {
         &SHUTDOWN_GRACE,
         &TABLE_ROWS,
         &PROBES,
+        &super::ondemand::SYSCALL_WORKLOADS,
+        &super::ondemand::SLO_DETAIL,
         &SERVICE_NAME,
         &MAX_SERIES,
         &SERIES_IDLE_INTERVALS,

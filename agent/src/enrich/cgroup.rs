@@ -203,6 +203,11 @@ impl CgroupResolver {
         );
     }
 
+    /// The live cgroups known now (departed ones are not), by id.
+    pub fn live(&self) -> impl Iterator<Item = (u64, &CgroupInfo)> {
+        self.cache.iter().map(|(id, info)| (*id, &**info))
+    }
+
     /// The path and container of cgroup `id`, or `None` if it is not (yet)
     /// known. A miss triggers a tree walk unless one ran within `min_rescan`,
     /// so a flood of unknown (or bogus) ids costs one walk per interval.

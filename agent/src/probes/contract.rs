@@ -105,6 +105,7 @@ fn internal_maps_are_in_the_object_as_described() {
         4,
         1,
     );
+    check(names::SELECTION_MAP, bpf_map_type::BPF_MAP_TYPE_ARRAY, 4, 2);
     check(
         names::RENAMED_MAP,
         bpf_map_type::BPF_MAP_TYPE_LRU_HASH,
@@ -127,6 +128,7 @@ fn internal_maps_are_in_the_object_as_described() {
             names::THREADS_SEEN_MAP,
             names::LISTEN_PORTS_MAP,
             names::RENAME_EPOCH_MAP,
+            names::SELECTION_MAP,
             names::RENAMED_MAP,
             names::CGROUP_EVENTS_MAP,
         ])

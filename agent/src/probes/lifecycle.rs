@@ -92,7 +92,7 @@ pub fn attach(ebpf: &mut Ebpf, o: &Offsets) -> Option<RingBuf<MapData>> {
     }
     for (prog, hook) in programs {
         match super::attach_btf_program(ebpf, &btf, prog, hook) {
-            Ok(()) => attached.push(hook),
+            Ok(_) => attached.push(hook),
             Err(e) => warn!(error = %e, hook, "hook unavailable: what it follows is not followed"),
         }
     }

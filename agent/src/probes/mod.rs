@@ -8,19 +8,25 @@ pub mod btf;
 #[cfg(test)]
 mod contract;
 pub mod lifecycle;
+mod ondemand;
 pub mod pidns;
 pub mod privilege;
 pub mod signals;
 mod tcp;
 
+pub use ondemand::SelectOutcome;
 pub use signals::Signals;
 pub use tcp::{IoRoute, TcpHooks, TcpMaps};
+
+use ondemand::{Selection, SyscallLinks};
 
 use std::path::Path;
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{
+        tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId, BtfTracePoint, TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use syscope_common::{counter, globals, maps, names, Histogram, SeriesKey};
@@ -61,8 +67,12 @@ pub struct LoadOptions {
     pub force_mode: Option<AttachMode>,
     /// Attach only the trivial programs (the benchmark's floor).
     pub floor_only: bool,
-    /// Attach the syscall programs.
+    /// Attach the syscall programs for every process.
     pub syscalls: bool,
+    /// Load the syscall programs for on-demand SLIs (when `syscalls` is
+    /// off): attached only while some workload is selected
+    /// ([`Probes::select`]).
+    pub on_demand: bool,
     /// Attach the TCP programs.
     pub tcp: bool,
     /// Force the route of TCP request latency instead of probing.
@@ -134,6 +144,14 @@ pub struct Probes {
     pub signals: Signals,
     /// The syscall programs record syscall SLIs (not only socket I/O).
     syscall_slis: bool,
+    /// Whether the syscall programs are attached now (on demand they come
+    /// and go); `None` when they are not loaded.
+    links: Option<SyscallLinks>,
+    /// On-demand SLIs: what is selected (see [`Probes::select`]).
+    selection: Option<Selection>,
+    /// TCP request latency comes from the syscall programs (before 6.3):
+    /// they stay attached.
+    tcp_route: bool,
     /// TCP maps, when the TCP set is attached.
     pub tcp: Option<TcpMaps>,
     pub hist: HashMap<MapData, SeriesKey, Histogram>,
@@ -214,12 +232,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         }
         _ => None,
     };
-    let syscall_programs = opts.syscalls || sockio.is_some();
+    let on_demand = opts.on_demand && !opts.syscalls && !opts.floor_only;
+    let syscall_programs = opts.syscalls || on_demand || sockio.is_some();
 
     // A set that is off keeps its maps (they are in the object) at one entry.
-    let sys = opts.syscalls || opts.floor_only;
+    let sys = opts.syscalls || on_demand || opts.floor_only;
     let sizes = MapSizes(maps::MAPS.map(|m| {
         let on = match m.set {
+            _ if m.id == maps::SELECTED_CGROUPS || m.id == maps::SELECTED_NAMES => on_demand,
             // The syscall route needs the thread map, not the SLI maps.
             maps::ProbeSet::Syscalls => sys || (m.id == maps::THREADS && sockio.is_some()),
             maps::ProbeSet::Tcp => opts.tcp,
@@ -235,7 +255,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let (nr_execve, nr_execveat, nr_prctl) = (nr("execve"), nr("execveat"), nr("prctl"));
     let (nr_clone, nr_clone3) = (nr("clone"), nr("clone3"));
     let (nr_fork, nr_vfork) = (nr("fork"), nr("vfork"));
-    let syscall_slis = opts.syscalls as u32;
+    let syscall_slis = match (opts.syscalls, on_demand) {
+        (true, _) => globals::SLIS_ALL,
+        (false, true) => globals::SLIS_SELECTED,
+        (false, false) => globals::SLIS_NONE,
+    };
     let sockio_on = sockio.is_some() as u32;
     let (split_ns, split_idx) = split_globals(&opts.thresholds);
     let mut loader = EbpfLoader::new();
@@ -300,6 +324,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .load(OBJECT)
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
 
+    let mut link_ids = ondemand::LinkIds::None;
     let mode = if opts.floor_only {
         attach_btf(&mut ebpf, names::FLOOR_ENTER, names::FLOOR_EXIT).map_err(|btf| {
             ProbeError::Attach {
@@ -309,20 +334,35 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         })?;
         Some(AttachMode::BtfTracepoint)
     } else if syscall_programs {
-        Some(attach_syscalls(&mut ebpf, opts.force_mode)?)
+        let (m, ids) = attach_syscalls(&mut ebpf, opts.force_mode)?;
+        link_ids = ids;
+        Some(m)
     } else {
         None
+    };
+    let mut links = match (mode, opts.floor_only) {
+        (Some(m), false) => Some(SyscallLinks::attached(m, link_ids)),
+        _ => None,
     };
     if let Some(mode) = mode {
         info!(
             hook = mode.as_str(),
             syscall_slis = opts.syscalls,
+            on_demand,
             tcp_request_route = sockio.is_some(),
             "syscall programs attached"
         );
     }
+    // On demand, and not needed by the TCP route: nothing is selected yet,
+    // so nothing runs on every syscall until something is.
+    if let (Some(l), true, None) = (links.as_mut(), on_demand, sockio.as_ref()) {
+        l.set(&mut ebpf, false).map_err(|btf| ProbeError::Attach {
+            btf,
+            tp: "detaching for on-demand SLIs".into(),
+        })?;
+    }
     // Renames, exec from threads and cgroup births refine the syscall set.
-    let cgroup_events = if opts.syscalls && !opts.floor_only {
+    let cgroup_events = if (opts.syscalls || on_demand) && !opts.floor_only {
         lifecycle::attach(&mut ebpf, &lc)
     } else {
         None
@@ -357,7 +397,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     };
     let signals = Signals::new(
         mode,
-        opts.syscalls,
+        opts.syscalls || on_demand,
         route.filter(|_| sk.is_some()),
         tcp.as_ref().map(|(h, _)| h),
     );
@@ -383,10 +423,18 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
                 source,
             })
         })?;
+    let selection = if on_demand {
+        Some(Selection::take(&mut ebpf)?)
+    } else {
+        None
+    };
     let probes = Probes {
         mode,
         signals,
-        syscall_slis: opts.syscalls,
+        syscall_slis: opts.syscalls || on_demand,
+        links,
+        selection,
+        tcp_route: sockio.is_some(),
         tcp,
         hist,
         errors,
@@ -410,6 +458,42 @@ impl Probes {
         if self.ebpf.take().is_some() {
             info!("probes detached");
         }
+    }
+
+    /// On-demand syscall SLIs: measure the syscalls of the threads in
+    /// `cgroups` or named `names` (or of every thread, `all`), and attach
+    /// the syscall programs only while something is selected (or the TCP
+    /// route needs them). Returns what did not fit the kernel maps.
+    /// Nothing to do unless the probes were loaded on demand.
+    pub fn select(
+        &mut self,
+        cgroups: &std::collections::BTreeSet<u64>,
+        names: &std::collections::BTreeSet<[u8; syscope_common::COMM_LEN]>,
+        all: bool,
+    ) -> Result<SelectOutcome, String> {
+        let (Some(sel), Some(ebpf)) = (self.selection.as_mut(), self.ebpf.as_mut()) else {
+            return Ok(SelectOutcome::default());
+        };
+        let out = sel.write(cgroups, names, all);
+        let want = all || out.cgroups + out.names > 0 || self.tcp_route;
+        if let Some(l) = self.links.as_mut() {
+            if l.attached != want {
+                l.set(ebpf, want)?;
+                info!(
+                    attached = want,
+                    cgroups = out.cgroups,
+                    names = out.names,
+                    all,
+                    "on-demand syscall programs"
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the syscall programs are attached now.
+    pub fn syscalls_attached(&self) -> bool {
+        self.links.as_ref().is_some_and(|l| l.attached) && self.ebpf.is_some()
     }
 
     /// What is attached, for status lines: the syscall hook and the TCP set.
@@ -443,10 +527,13 @@ impl Probes {
     }
 }
 
-fn attach_syscalls(ebpf: &mut Ebpf, force: Option<AttachMode>) -> Result<AttachMode, ProbeError> {
+fn attach_syscalls(
+    ebpf: &mut Ebpf,
+    force: Option<AttachMode>,
+) -> Result<(AttachMode, ondemand::LinkIds), ProbeError> {
     let btf_err = if force != Some(AttachMode::Tracepoint) {
         match attach_btf(ebpf, names::BTF_ENTER, names::BTF_EXIT) {
-            Ok(()) => return Ok(AttachMode::BtfTracepoint),
+            Ok(ids) => return Ok((AttachMode::BtfTracepoint, ondemand::LinkIds::Btf(ids))),
             Err(e) if force == Some(AttachMode::BtfTracepoint) => {
                 return Err(ProbeError::Attach {
                     btf: e,
@@ -462,14 +549,14 @@ fn attach_syscalls(ebpf: &mut Ebpf, force: Option<AttachMode>) -> Result<AttachM
         "not tried (tracepoint forced)".to_string()
     };
     let tracefs = ensure_tracefs();
-    attach_tp(ebpf).map_err(|tp| ProbeError::Attach {
+    let ids = attach_tp(ebpf).map_err(|tp| ProbeError::Attach {
         btf: btf_err,
         tp: match tracefs {
             Some(why) => format!("{tp}; {why}"),
             None => tp,
         },
     })?;
-    Ok(AttachMode::Tracepoint)
+    Ok((AttachMode::Tracepoint, ondemand::LinkIds::Tp(ids)))
 }
 
 /// Load and attach one tp_btf program on `hook`; the error names both.
@@ -478,7 +565,7 @@ pub(crate) fn attach_btf_program(
     btf: &aya::Btf,
     prog: &str,
     hook: &str,
-) -> Result<(), String> {
+) -> Result<BtfTracePointLinkId, String> {
     let p: &mut BtfTracePoint = ebpf
         .program_mut(prog)
         .ok_or_else(|| format!("no program {prog}"))?
@@ -487,34 +574,45 @@ pub(crate) fn attach_btf_program(
     p.load(hook, btf)
         .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
     p.attach()
-        .map_err(|e| format!("attach {prog} to {hook}: {}", error_chain(&e)))?;
-    Ok(())
+        .map_err(|e| format!("attach {prog} to {hook}: {}", error_chain(&e)))
 }
 
-fn attach_btf(ebpf: &mut Ebpf, enter: &str, exit: &str) -> Result<(), String> {
+/// Attach `enter` and `exit` (and, for the real programs, thread-exit
+/// cleanup); the enter and exit links, for on-demand detaching.
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    enter: &str,
+    exit: &str,
+) -> Result<Vec<(String, BtfTracePointLinkId)>, String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
     let hooks = [(enter, "sys_enter"), (exit, "sys_exit")];
     // Thread-exit cleanup goes with the real programs, not the floor's.
     let cleanup =
         (enter == names::BTF_ENTER).then_some((names::BTF_THREAD_EXIT, "sched_process_exit"));
     let mut done: Vec<&str> = vec![];
+    let mut ids = vec![];
     for (prog, hook) in hooks.into_iter().chain(cleanup) {
-        if let Err(e) = attach_btf_program(ebpf, &btf, prog, hook) {
-            // All or nothing: a half-attached set next to the fallback's
-            // programs would count syscalls twice.
-            for p in done.iter().chain(std::iter::once(&prog)) {
-                if let Some(Ok(p)) = ebpf.program_mut(p).map(<&mut BtfTracePoint>::try_from) {
-                    let _ = p.unload();
+        match attach_btf_program(ebpf, &btf, prog, hook) {
+            Ok(id) if prog != names::BTF_THREAD_EXIT => ids.push((prog.to_owned(), id)),
+            Ok(_) => {}
+            Err(e) => {
+                // All or nothing: a half-attached set next to the fallback's
+                // programs would count syscalls twice.
+                for p in done.iter().chain(std::iter::once(&prog)) {
+                    if let Some(Ok(p)) = ebpf.program_mut(p).map(<&mut BtfTracePoint>::try_from) {
+                        let _ = p.unload();
+                    }
                 }
+                return Err(e);
             }
-            return Err(e);
         }
         done.push(prog);
     }
-    Ok(())
+    Ok(ids)
 }
 
-fn attach_tp(ebpf: &mut Ebpf) -> Result<(), String> {
+fn attach_tp(ebpf: &mut Ebpf) -> Result<Vec<(String, TracePointLinkId)>, String> {
+    let mut ids = vec![];
     for (prog, hook) in [(names::TP_ENTER, "sys_enter"), (names::TP_EXIT, "sys_exit")] {
         let p: &mut TracePoint = ebpf
             .program_mut(prog)
@@ -523,10 +621,13 @@ fn attach_tp(ebpf: &mut Ebpf) -> Result<(), String> {
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
         p.load()
             .map_err(|e| format!("load {prog}: {}", error_chain(&e)))?;
-        p.attach("raw_syscalls", hook)
-            .map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?;
+        ids.push((
+            prog.to_owned(),
+            p.attach("raw_syscalls", hook)
+                .map_err(|e| format!("attach {prog}: {}", error_chain(&e)))?,
+        ));
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// An error with its sources, so "permission denied" deep inside is shown.

@@ -213,7 +213,7 @@ pub fn attach(ebpf: &mut Ebpf, kbtf: &Btf, route: IoRoute) -> Result<TcpHooks, S
         if kbtf.tracepoint_args(hook).is_none() {
             return Err(format!("this kernel has no tracepoint {hook}"));
         }
-        attach_btf_program(ebpf, &btf, prog, hook)
+        attach_btf_program(ebpf, &btf, prog, hook).map(|_| ())
     };
     let sock_io = match route {
         IoRoute::SockTracepoints => optional(ebpf, names::SOCK_SEND).and_then(|()| {

@@ -71,6 +71,10 @@ pub struct BurnChange {
     /// Index into [`Engine::slos`].
     pub slo: usize,
     pub started: bool,
+    /// Not a change: the burn goes on, and this is its diagnosis again once
+    /// the workloads' syscalls have been measured for a while (on demand,
+    /// they are measured only from the burn's start).
+    pub detail: bool,
     pub status: Status,
 }
 
@@ -205,6 +209,7 @@ impl Engine {
                 changes.push(BurnChange {
                     slo: i,
                     started: is,
+                    detail: false,
                     status: s.status.clone(),
                 });
             }

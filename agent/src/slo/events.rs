@@ -15,7 +15,8 @@ use crate::aggregate::otlp::kv_str;
 
 /// `event.name` of the burn log records.
 pub const EVENT_NAME: &str = "syscope.slo.burn";
-/// `started` | `stopped`.
+/// `started` | `detail` (the burn goes on; its diagnosis again, now with
+/// the syscalls measured on demand since it started) | `stopped`.
 pub const ATTR_STATE: &str = "slo.burn.state";
 /// The ranked findings, one line each (string array).
 pub const ATTR_DIAGNOSIS: &str = "slo.diagnosis";
@@ -36,7 +37,14 @@ pub fn rates(b: &BurnChange) -> String {
 
 /// One human line: the SLO, what happened, the burn rates, the diagnosis.
 pub fn summary(s: &Tracked, b: &BurnChange, findings: &[Finding]) -> String {
-    let mut out = if b.started {
+    let mut out = if b.detail {
+        format!(
+            "SLO {} is still burning its error budget (budget left {:.1} %), its workloads' syscalls measured since the burn started; burn rates {}",
+            s.def.name,
+            b.status.remaining * 100.0,
+            rates(b)
+        )
+    } else if b.started {
         let a = b.status.paging.first();
         format!(
             "SLO {} is burning its error budget: burn rate above {} over {} and {} (objective {}, budget left {:.1} %); burn rates {}",
@@ -65,6 +73,15 @@ pub fn summary(s: &Tracked, b: &BurnChange, findings: &[Finding]) -> String {
     out
 }
 
+/// The `slo.burn.state` of `b`.
+pub fn state(b: &BurnChange) -> &'static str {
+    match (b.started, b.detail) {
+        (_, true) => "detail",
+        (true, false) => "started",
+        (false, false) => "stopped",
+    }
+}
+
 /// The burn as an OTLP log record (event `syscope.slo.burn`): the body is
 /// [`summary`]; the attributes carry the same facts for queries.
 pub fn log_request(
@@ -85,7 +102,7 @@ pub fn log_request(
     let mut attributes = vec![
         kv_str("event.name", EVENT_NAME),
         kv_str(super::ATTR_NAME, s.def.name.as_str()),
-        kv_str(ATTR_STATE, if b.started { "started" } else { "stopped" }),
+        kv_str(ATTR_STATE, state(b)),
         double(super::OBJECTIVE.name, s.def.objective),
         double(super::BUDGET_REMAINING.name, b.status.remaining),
     ];

@@ -117,6 +117,9 @@ impl Agent {
             }
         }
         cmd.env("SYSCOPE_LOG", "info").env("NO_COLOR", "1");
+        // The signals' truth tests measure every process's syscalls; the
+        // default (syscall SLIs on demand) is tested with its own value.
+        cmd.env("SYSCOPE_PROBES", "syscalls,tcp");
         for (k, v) in env {
             cmd.env(k, v);
         }
