@@ -97,6 +97,7 @@ pub fn run(cfg: &Config, force_io: Option<IoRoute>) -> Report {
         kernel_maps: cfg.limits.kernel_maps,
         force_mode: None,
         floor_only: false,
+        reference: false,
         syscalls: cfg.probes.syscalls,
         tcp: cfg.probes.tcp,
         force_io,
