@@ -269,6 +269,8 @@ pub struct RunOptions {
     pub force_io: Option<probes::IoRoute>,
     /// Attach the benchmark's empty programs instead (see xtask bench).
     pub floor_only: bool,
+    /// With `floor_only`: the benchmark's reference design, not the floor.
+    pub reference: bool,
 }
 
 /// Whether syscall SLIs come on demand: the syscall set is not on for
@@ -302,6 +304,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         kernel_maps: cfg.limits.kernel_maps,
         force_mode: opts.force_mode,
         floor_only: opts.floor_only,
+        reference: opts.reference,
         syscalls: cfg.probes.syscalls,
         on_demand: on_demand(&cfg),
         tcp: cfg.probes.tcp,

@@ -97,6 +97,7 @@ pub fn run(cfg: &Config, force_io: Option<IoRoute>) -> Report {
         kernel_maps: cfg.limits.kernel_maps,
         force_mode: None,
         floor_only: false,
+        reference: false,
         syscalls: cfg.probes.syscalls,
         on_demand: crate::app::on_demand(cfg),
         tcp: cfg.probes.tcp,

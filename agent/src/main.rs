@@ -92,7 +92,8 @@ fn main() -> ExitCode {
                 _ => None,
             },
             force_io,
-            floor_only: cli.bench_floor,
+            floor_only: cli.bench_floor || cli.bench_reference,
+            reference: cli.bench_reference,
         },
     )) {
         Ok(()) => ExitCode::SUCCESS,

@@ -371,6 +371,18 @@ pub mod names {
     /// Trivial programs on the same hooks, for the benchmark's floor.
     pub const FLOOR_ENTER: &str = "floor_enter_btf";
     pub const FLOOR_EXIT: &str = "floor_exit_btf";
+    /// The benchmark's reference design (ebpf/src/floor.rs): a plain
+    /// per-thread array and a per-syscall-number histogram array.
+    pub const REF_ENTER: &str = "ref_enter_btf";
+    pub const REF_EXIT: &str = "ref_exit_btf";
+    pub const REF_THREADS_MAP: &str = "REF_THREADS";
+    /// The object's size of `REF_THREADS` (the loader sets one entry, or
+    /// pid_max in reference mode).
+    pub const REF_THREADS_ENTRIES: u32 = 32768;
+    pub const REF_HIST_MAP: &str = "REF_HIST";
+    /// Syscall numbers the reference histogram covers (x86_64 and aarch64
+    /// stay below 512).
+    pub const REF_HIST_ENTRIES: u32 = 512;
     /// tp_btf programs on the socket and TCP tracepoints, with their hooks.
     /// Each is attached on its own: a kernel without one hook loses only
     /// the signals that hook serves.

@@ -11,7 +11,19 @@
 //! Then the same for TCP: a loopback request/response load (64-byte requests
 //! on one kept-alive connection, and one request per new connection) with no
 //! agent, syscope's TCP programs alone, all of syscope, and bpftrace timing
-//! connects and server requests on the same tracepoints.
+//! connects and server requests on the same tracepoints. Client and server
+//! threads are pinned to one CPU: across two CPUs each request waits for a
+//! cross-CPU wakeup, which on a VM costs about 20x a same-CPU round trip and
+//! varies run to run.
+//!
+//! Then real servers (`servers`): requests/s of a private redis-server
+//! (redis-benchmark) and nginx (wrk) with no tracing, syscope's default,
+//! syscope with everything on and bpftrace.
+//!
+//! "Everything on" is spelled `--probes syscalls,tcp` wherever syscope's
+//! syscall programs are measured; "default" passes no `--probes`.
+
+mod servers;
 
 use std::{
     fmt::Write as _,
@@ -54,14 +66,22 @@ enum Tracer {
     /// syscope with 4 SLO latency thresholds on syscall.duration: every
     /// split counter slot in use (the kernel's per-event SLO cost).
     SyscopeSlos,
+    /// syscope with no `--probes`: what a user gets by default.
+    SyscopeDefault,
+    /// The hand-written reference design (`--bench-reference`,
+    /// ebpf/src/floor.rs): see [`REFERENCE_TEXT`].
+    Reference,
 }
+
+/// What the reference design does and omits, for the results.
+const REFERENCE_TEXT: &str = "The reference design (ebpf/src/floor.rs, `--bench-reference`) is the cheapest syscall latency histogram we could write on the same tp_btf hooks: on entry it stores bpf_ktime_get_ns() and the syscall number in a plain ARRAY slot indexed by the thread id (pid_max entries, so no two live threads share a slot; no hashing); on exit it reads the clock, clears the slot and adds the duration with atomic adds to a histogram (syscope's bucket layout) in a plain ARRAY indexed by syscall number. It omits what syscope does on top: per-workload series (process name and cgroup, a hash key per series), errno counts, skipping the agent's own threads, thread-exit cleanup, rename/exec tracking, SLO threshold counters and the TCP request route. (BPF task storage would be the production choice for thread state; aya-ebpf 0.2.1 has no task storage map type, and an array slot indexed by tid is at least as cheap.)";
 
 impl Tracer {
     fn label(self) -> &'static str {
         match self {
             Tracer::None => "no tracing",
             Tracer::Floor => "floor (empty tp_btf enter+exit)",
-            Tracer::Syscope => "syscope",
+            Tracer::Syscope => "syscope, everything on (--probes syscalls,tcp)",
             Tracer::Bpftrace => "bpftrace hist() per syscall",
             Tracer::SyscopeTcp => "syscope TCP programs alone",
             Tracer::SyscopeSyscallRoute => "syscope, TCP requests via the syscall route (< 6.3)",
@@ -69,6 +89,8 @@ impl Tracer {
             Tracer::BpftraceTcp => "bpftrace TCP: connect + request hist()",
             Tracer::BpftraceAll => "bpftrace syscall hist() + TCP",
             Tracer::SyscopeSlos => "syscope with 4 SLO thresholds",
+            Tracer::SyscopeDefault => "syscope default (no --probes)",
+            Tracer::Reference => "reference design (hand-written, see below)",
         }
     }
 }
@@ -78,9 +100,17 @@ struct Sample {
     ns_per_call: Vec<f64>,
     cpu_pct: Vec<f64>,
     rss_kib: u64,
-    /// (run_time_ns, run_cnt) per attached program, from fdinfo, in the
-    /// extra pass with kernel.bpf_stats_enabled (which adds its own cost).
-    prog_stats: Vec<(u64, u64)>,
+    /// Per attached program, from fdinfo, in the extra pass with
+    /// kernel.bpf_stats_enabled (which adds its own cost).
+    prog_stats: Vec<ProgStat>,
+}
+
+/// One kernel program's statistics (kernel.bpf_stats_enabled).
+#[derive(Clone, Debug)]
+struct ProgStat {
+    name: String,
+    run_time_ns: u64,
+    run_cnt: u64,
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -107,6 +137,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Tracer::Bpftrace,
         Tracer::SyscopeSyscallRoute,
         Tracer::SyscopeSlos,
+        Tracer::Reference,
     ];
     let mut samples = vec![Sample::default(); tracers.len()];
 
@@ -141,13 +172,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let _ = Command::new("sysctl")
             .args(["-qw", "kernel.bpf_stats_enabled=1"])
             .status();
-        let mut child = start_tracer(Tracer::Syscope, &agent)?;
-        run_loop(&workload, iters)?;
-        if let Some(c) = child.as_ref() {
-            samples[2].prog_stats = prog_stats(c.id());
-        }
-        if let Some(c) = child.as_mut() {
-            stop(c);
+        for (i, t) in [(2, Tracer::Syscope), (6, Tracer::Reference)] {
+            let mut child = start_tracer(t, &agent)?;
+            run_loop(&workload, iters)?;
+            if let Some(c) = child.as_ref() {
+                samples[i].prog_stats = prog_stats(c.id());
+            }
+            if let Some(c) = child.as_mut() {
+                stop(c);
+            }
         }
         let _ = Command::new("sysctl")
             .args(["-qw", "kernel.bpf_stats_enabled=0"])
@@ -161,9 +194,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| configuration | ns/syscall (median) | added ns/syscall | agent CPU % of a core | agent peak RSS |"
+        "| configuration | ns/syscall (median) | min-max | added ns/syscall | agent CPU % of a core | agent peak RSS |"
     );
-    let _ = writeln!(table, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|");
     for (i, t) in tracers.iter().enumerate() {
         let cpu = if samples[i].cpu_pct.is_empty() {
             "-".to_string()
@@ -177,9 +210,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         };
         let _ = writeln!(
             table,
-            "| {} | {:.0} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} |",
             t.label(),
             med[i],
+            spread(&samples[i].ns_per_call, 1.0, 0),
             if i == 0 {
                 "-".into()
             } else {
@@ -189,13 +223,21 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             rss
         );
     }
-    let (floor, sys, bpft) = (added(1), added(2), added(3));
+    let (floor, sys, bpft, refd) = (added(1), added(2), added(3), added(6));
     let rate = 1e9 / med[2];
     let sys_cpu = median(&samples[2].cpu_pct);
     let sys_rss = samples[2].rss_kib as f64 / 1024.0;
     let checks = [
-        ("syscope added / floor added <= 1.5", sys / floor, 1.5),
-        ("syscope added / bpftrace added <= 0.5", sys / bpft, 0.5),
+        (
+            "everything on: syscope added / reference design added <= 1.1",
+            sys / refd,
+            1.1,
+        ),
+        (
+            "everything on: syscope added / bpftrace added <= 0.35",
+            sys / bpft,
+            0.35,
+        ),
         ("syscope agent CPU % of one core <= 1", sys_cpu, 1.0),
         ("syscope peak RSS MiB <= 64", sys_rss, 64.0),
     ];
@@ -222,19 +264,41 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     );
     let _ = writeln!(
         table,
-        "One clock read in userspace (vDSO clock_gettime; bpf_ktime_get_ns reads the same clocksource): {clock_ns:.1} ns; a latency needs two."
+        "Added ns/syscall: floor {floor:+.0}, reference design {refd:+.0}, syscope everything on {sys:+.0}, bpftrace {bpft:+.0}; syscope / reference {:.2}x, syscope / bpftrace {:.2}x, syscope / floor {:.2}x (for information: the floor reads no clock).",
+        sys / refd,
+        sys / bpft,
+        sys / floor
     );
-    let progs: Vec<String> = samples[2]
-        .prog_stats
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(t, n)| format!("{:.0} ns x {n}", *t as f64 / *n as f64))
-        .collect();
+    let _ = writeln!(table);
+    let _ = writeln!(table, "{REFERENCE_TEXT}");
+    let _ = writeln!(table);
     let _ = writeln!(
         table,
-        "syscope programs with kernel.bpf_stats_enabled (average run time, stats overhead included): {}.",
-        progs.join(", ")
+        "One clock read in userspace (vDSO clock_gettime; bpf_ktime_get_ns reads the same clocksource): {clock_ns:.1} ns; a latency needs two."
     );
+    let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "Per-program run time with kernel.bpf_stats_enabled=1, in a separate run of {iters} getppid calls per configuration (run_time_ns / run_cnt; the statistics add their own cost, two clock reads per run):"
+    );
+    let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "| configuration | program | runs | average ns per run |"
+    );
+    let _ = writeln!(table, "|---|---|---:|---:|");
+    for i in [2, 6] {
+        for p in samples[i].prog_stats.iter().filter(|p| p.run_cnt > 0) {
+            let _ = writeln!(
+                table,
+                "| {} | {} | {} | {:.0} |",
+                tracers[i].label(),
+                p.name,
+                p.run_cnt,
+                p.run_time_ns as f64 / p.run_cnt as f64
+            );
+        }
+    }
     let _ = writeln!(table);
     let _ = writeln!(table, "| target | measured | limit | result |");
     let _ = writeln!(table, "|---|---:|---:|---|");
@@ -248,6 +312,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let (tcp_table, tcp_json) = tcp_section(&agent, &workload, quick)?;
     table.push('\n');
     table.push_str(&tcp_table);
+    let (srv_table, srv_json) = servers::section(root, &agent, quick)?;
+    table.push('\n');
+    table.push_str(&srv_table);
     println!("{table}");
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -255,19 +322,27 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     for (i, t) in tracers.iter().enumerate() {
         let _ = writeln!(
             json,
-            "    {{\"name\": \"{}\", \"ns_per_syscall\": {:.1}, \"runs\": {:?}, \"agent_cpu_pct\": {:?}, \"agent_peak_rss_kib\": {}}}{}",
+            "    {{\"name\": \"{}\", \"ns_per_syscall\": {:.1}, \"runs\": {:?}, \"agent_cpu_pct\": {:?}, \"agent_peak_rss_kib\": {}, \"programs\": {}}}{}",
             t.label(),
             med[i],
             samples[i].ns_per_call.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
             samples[i].cpu_pct.iter().map(|v| (v * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
             samples[i].rss_kib,
+            serde_json::Value::Array(
+                samples[i]
+                    .prog_stats
+                    .iter()
+                    .map(|p| serde_json::json!({"name": p.name, "run_time_ns": p.run_time_ns, "run_cnt": p.run_cnt}))
+                    .collect()
+            ),
             if i + 1 < tracers.len() { "," } else { "" }
         );
     }
     let _ = writeln!(
         json,
-        "  ],\n  \"ratio_syscope_to_floor\": {:.3},\n  \"ratio_syscope_to_bpftrace\": {:.3},\n  \"tcp\": {tcp_json}\n}}",
+        "  ],\n  \"ratio_syscope_to_floor\": {:.3},\n  \"ratio_syscope_to_reference\": {:.3},\n  \"ratio_syscope_to_bpftrace\": {:.3},\n  \"tcp\": {tcp_json},\n  \"servers\": {srv_json}\n}}",
         sys / floor,
+        sys / refd,
         sys / bpft
     );
     std::fs::write(dir.join("results.json"), json)?;
@@ -342,14 +417,16 @@ fn tcp_section(agent: &Path, workload: &Path, quick: bool) -> Result<(String, St
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "TCP loopback request/response (64 B each way; {runs} runs x {keepalive_n} kept-alive requests and x {connect_n} one-request connections per configuration and pass, {passes} passes):"
+        "TCP loopback request/response (64 B each way; client and server threads pinned to CPU {}; {runs} runs x {keepalive_n} kept-alive requests and x {connect_n} one-request connections per configuration and pass, {passes} passes; median and min-max of the {} runs):",
+        tcp_cpu(),
+        runs * passes
     );
     let _ = writeln!(t);
     let _ = writeln!(
         t,
-        "| configuration | µs/request kept alive | added | µs/request new connection | added | agent CPU % of a core |"
+        "| configuration | µs/request kept alive | min-max | added | µs/request new connection | min-max | added | agent CPU % of a core |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|");
     let pct = |v: f64, base: f64| (v - base) / base * 100.0;
     for (i, tr) in tracers.iter().enumerate() {
         let added = |m: &[f64]| {
@@ -366,15 +443,23 @@ fn tcp_section(agent: &Path, workload: &Path, quick: bool) -> Result<(String, St
         };
         let _ = writeln!(
             t,
-            "| {} | {:.2} | {} | {:.2} | {} | {} |",
+            "| {} | {:.2} | {} | {} | {:.2} | {} | {} | {} |",
             tr.label(),
             mk[i] / 1e3,
+            spread(&keep[i], 1e3, 2),
             added(&mk),
             mc[i] / 1e3,
+            spread(&conn[i], 1e3, 2),
             added(&mc),
             c
         );
     }
+    // Run-to-run spread of the baseline: (max - min) / median.
+    let rel = |v: &[f64]| {
+        let (lo, hi) = min_max(v);
+        (hi - lo) / median(v) * 100.0
+    };
+    let (base_keep_spread, base_conn_spread) = (rel(&keep[0]), rel(&conn[0]));
     let tcp_alone = pct(mk[1], mk[0]);
     let ratio = |m: &[f64], a: usize, b: usize| (m[a] - m[0]) / (m[b] - m[0]);
     let (ratio_keep, ratio_conn) = (ratio(&mk, 3, 4), ratio(&mc, 3, 4));
@@ -409,10 +494,26 @@ fn tcp_section(agent: &Path, workload: &Path, quick: bool) -> Result<(String, St
         mk[5] - mk[0],
         mk[1] - mk[0]
     );
+    let _ = writeln!(
+        t,
+        "Baseline spread (max-min over median, no tracing): {base_keep_spread:.1} % kept alive, {base_conn_spread:.1} % new connections{}.",
+        if base_keep_spread.max(base_conn_spread) > 10.0 {
+            ": unstable in this run, differences smaller than this are noise"
+        } else {
+            ""
+        }
+    );
     let progs: Vec<String> = stats
         .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(t, n)| format!("{:.0} ns x {n}", *t as f64 / *n as f64))
+        .filter(|p| p.run_cnt > 0)
+        .map(|p| {
+            format!(
+                "{} {:.0} ns x {}",
+                p.name,
+                p.run_time_ns as f64 / p.run_cnt as f64,
+                p.run_cnt
+            )
+        })
         .collect();
     let _ = writeln!(
         t,
@@ -433,24 +534,35 @@ fn tcp_section(agent: &Path, workload: &Path, quick: bool) -> Result<(String, St
     for (i, tr) in tracers.iter().enumerate() {
         let _ = write!(
             json,
-            "{}{{\"name\": \"{}\", \"ns_per_request_keepalive\": {:.0}, \"ns_per_request_connect\": {:.0}, \"agent_cpu_pct\": {:?}}}",
+            "{}{{\"name\": \"{}\", \"ns_per_request_keepalive\": {:.0}, \"keepalive_runs\": {:?}, \"ns_per_request_connect\": {:.0}, \"connect_runs\": {:?}, \"agent_cpu_pct\": {:?}}}",
             if i > 0 { ", " } else { "" },
             tr.label(),
             mk[i],
+            keep[i].iter().map(|v| v.round()).collect::<Vec<_>>(),
             mc[i],
+            conn[i].iter().map(|v| v.round()).collect::<Vec<_>>(),
             cpu[i].iter().map(|v| (v * 1000.0).round() / 1000.0).collect::<Vec<_>>()
         );
     }
     let _ = write!(
         json,
-        "], \"tcp_alone_added_pct\": {tcp_alone:.3}, \"ratio_syscope_to_bpftrace_keepalive\": {ratio_keep:.3}, \"ratio_syscope_to_bpftrace_connect\": {ratio_conn:.3}}}"
+        "], \"baseline_spread_pct_keepalive\": {base_keep_spread:.2}, \"baseline_spread_pct_connect\": {base_conn_spread:.2}, \"tcp_alone_added_pct\": {tcp_alone:.3}, \"ratio_syscope_to_bpftrace_keepalive\": {ratio_keep:.3}, \"ratio_syscope_to_bpftrace_connect\": {ratio_conn:.3}}}"
     );
     Ok((t, json))
 }
 
+/// The CPU the TCP load's client and server threads share (the last one).
+fn tcp_cpu() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        - 1
+}
+
 fn run_tcp_load(workload: &Path, mode: &str, n: u64) -> Result<f64> {
+    let cpu = tcp_cpu().to_string();
     let out = Command::new(workload)
-        .args(["tcp-load", mode, &n.to_string()])
+        .args(["tcp-load", mode, &n.to_string(), &cpu, &cpu])
         .output()
         .context("running the TCP load")?;
     if !out.status.success() {
@@ -471,13 +583,25 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
         | Tracer::SyscopeTcp
         | Tracer::SyscopeSyscallRoute
         | Tracer::SyscopeTcpSyscallRoute
-        | Tracer::SyscopeSlos => {
+        | Tracer::SyscopeSlos
+        | Tracer::SyscopeDefault
+        | Tracer::Reference => {
             let mut c = Command::new(agent);
             // Table mode, so no exporter runs; a short interval so the
             // agent's per-interval work is inside the measured window.
             c.args(["--interval", "1s", "--log", "info"]);
             if t == Tracer::Floor {
                 c.arg("--bench-floor");
+            }
+            if t == Tracer::Reference {
+                c.arg("--bench-reference");
+            }
+            // Everything on, explicitly: the default may attach less.
+            if matches!(
+                t,
+                Tracer::Syscope | Tracer::SyscopeSyscallRoute | Tracer::SyscopeSlos
+            ) {
+                c.args(["--probes", "syscalls,tcp"]);
             }
             if matches!(t, Tracer::SyscopeTcp | Tracer::SyscopeTcpSyscallRoute) {
                 c.args(["--probes", "tcp"]);
@@ -596,8 +720,9 @@ fn run_loop(workload: &Path, iters: u64) -> Result<f64> {
         .with_context(|| format!("no ns_per_call in workload output: {text}"))
 }
 
-/// (run_time_ns, run_cnt) of every BPF program the process holds.
-fn prog_stats(pid: u32) -> Vec<(u64, u64)> {
+/// Statistics of every BPF program the process holds (fdinfo), named by
+/// bpftool (`prog id N` where it cannot), sorted by name.
+fn prog_stats(pid: u32) -> Vec<ProgStat> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return vec![];
     };
@@ -606,10 +731,46 @@ fn prog_stats(pid: u32) -> Vec<(u64, u64)> {
             .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+    let mut v: Vec<ProgStat> = dir
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
         .filter(|t| t.contains("prog_type:"))
-        .filter_map(|t| Some((field(&t, "run_time_ns:")?, field(&t, "run_cnt:")?)))
-        .collect()
+        .filter_map(|t| {
+            let id = field(&t, "prog_id:")?;
+            Some(ProgStat {
+                name: prog_name(id).unwrap_or_else(|| format!("prog id {id}")),
+                run_time_ns: field(&t, "run_time_ns:")?,
+                run_cnt: field(&t, "run_cnt:")?,
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// A program's name (the kernel keeps its first 15 bytes) from bpftool.
+fn prog_name(id: u64) -> Option<String> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string(), "-j"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v.get("name")?.as_str()?.to_owned())
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// "min-max" of `v` divided by `div`, with `prec` decimals.
+fn spread(v: &[f64], div: f64, prec: usize) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let (lo, hi) = min_max(v);
+    format!("{:.prec$}-{:.prec$}", lo / div, hi / div)
 }
 
 /// Cost of one monotonic clock read, the floor of any latency measurement.
@@ -651,5 +812,10 @@ fn median(v: &[f64]) -> f64 {
     }
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
-    s[s.len() / 2]
+    let m = s.len() / 2;
+    if s.len().is_multiple_of(2) {
+        (s[m - 1] + s[m]) / 2.0
+    } else {
+        s[m]
+    }
 }

@@ -16,9 +16,10 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: the BPF-capable rustc with its prebuilt `core`, the LLVM
-/// that bpf-linker links against, bpftrace for the benchmark, iproute2
-/// (ip, tc) and procps (sysctl) for the TCP tests' network namespaces and
-/// the benchmark, and nginx and ab for the TCP tests.
+/// that bpf-linker links against, bpftrace, redis, wrk and bpftool for the
+/// benchmark, iproute2 (ip, tc) and procps (sysctl) for the TCP tests'
+/// network namespaces and the benchmark, and nginx and ab for the TCP tests
+/// (and the benchmark).
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -52,6 +53,13 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     "stunnel4",
     "openssl",
+    // The benchmark's server throughput section (bench/servers.rs): a
+    // private redis-server driven by redis-benchmark, nginx (above) driven
+    // by wrk; bpftool names the kernel programs in its per-program times.
+    "redis-server",
+    "redis-tools",
+    "wrk",
+    "bpftool",
 ];
 /// Renders deploy/kubernetes (kustomize) in the tests, when no kubectl is installed.
 const KUBECTL_PACKAGE: &str = "kubernetes-client";

@@ -145,6 +145,10 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub bench_floor: bool,
 
+    /// Benchmark only: attach the hand-written reference design instead (ebpf/src/floor.rs)
+    #[arg(long, hide = true, conflicts_with = "bench_floor")]
+    pub bench_reference: bool,
+
     /// Print help: flags, environment variables and the config file
     #[arg(short = 'h', long = "help", action = ArgAction::HelpLong)]
     help: Option<bool>,

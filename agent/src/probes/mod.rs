@@ -67,6 +67,9 @@ pub struct LoadOptions {
     pub force_mode: Option<AttachMode>,
     /// Attach only the trivial programs (the benchmark's floor).
     pub floor_only: bool,
+    /// With `floor_only`: attach the benchmark's reference design instead
+    /// of the empty programs.
+    pub reference: bool,
     /// Attach the syscall programs for every process.
     pub syscalls: bool,
     /// Load the syscall programs for on-demand SLIs (when `syscalls` is
@@ -274,6 +277,20 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
             1
         },
     );
+    // The benchmark's reference design: a slot per thread id, or nothing.
+    let reference = opts.floor_only && opts.reference;
+    loader.map_max_entries(
+        names::REF_THREADS_MAP,
+        if reference { pid_max() } else { 1 },
+    );
+    loader.map_max_entries(
+        names::REF_HIST_MAP,
+        if reference {
+            names::REF_HIST_ENTRIES
+        } else {
+            1
+        },
+    );
     let mut ebpf = loader
         .override_global(globals::SELF_TGID, &self_tgid, true)
         .override_global(globals::TASK_GROUP_LEADER_OFF, &leader_off, true)
@@ -326,11 +343,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
 
     let mut link_ids = ondemand::LinkIds::None;
     let mode = if opts.floor_only {
-        attach_btf(&mut ebpf, names::FLOOR_ENTER, names::FLOOR_EXIT).map_err(|btf| {
-            ProbeError::Attach {
-                btf,
-                tp: "not tried (floor programs are tp_btf only)".into(),
-            }
+        let (enter, exit) = if reference {
+            (names::REF_ENTER, names::REF_EXIT)
+        } else {
+            (names::FLOOR_ENTER, names::FLOOR_EXIT)
+        };
+        attach_btf(&mut ebpf, enter, exit).map_err(|btf| ProbeError::Attach {
+            btf,
+            tp: "not tried (floor programs are tp_btf only)".into(),
         })?;
         Some(AttachMode::BtfTracepoint)
     } else if syscall_programs {

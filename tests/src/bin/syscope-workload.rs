@@ -51,6 +51,7 @@
 //!
 //!   tcp-load keepalive <n>         n 64-byte request/responses on one loopback connection
 //!   tcp-load connect <n>           n loopback connections, one request/response each;
+//!                                  either takes [server_cpu client_cpu]: pins the two threads
 //!                                  both print `ns_per_request=` (the benchmark's load)
 //!
 //! `--netns <name>` first joins the network namespace /run/netns/<name>.
@@ -472,6 +473,12 @@ fn main() {
         "tcp-load" => tcp::load(
             args.get(1).unwrap_or_else(|| usage("keepalive | connect")),
             num(args.get(2), "n"),
+            args.get(3).map(|_| {
+                (
+                    num(args.get(3), "server_cpu"),
+                    num(args.get(4), "client_cpu"),
+                )
+            }),
         ),
         "tcp-echo-server" => tcp::echo_server(
             args.get(1).unwrap_or_else(|| usage("ip")),
@@ -763,7 +770,8 @@ mod tcp {
 
     /// The benchmark's load: a server thread answering every 64-byte request
     /// at once, a client timing n requests (kept alive, or one per connection).
-    pub fn load(mode: &str, n: u64) {
+    /// `pin`: the CPUs of the server and the client thread.
+    pub fn load(mode: &str, n: u64, pin: Option<(usize, usize)>) {
         let per_conn = match mode {
             "keepalive" => n,
             "connect" => 1,
@@ -772,6 +780,9 @@ mod tcp {
         let l = loopback_listener(1024);
         let p = port(&l);
         std::thread::spawn(move || {
+            if let Some((cpu, _)) = pin {
+                pin_thread(cpu);
+            }
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };
                 let _ = s.set_nodelay(true);
@@ -783,6 +794,9 @@ mod tcp {
                 }
             }
         });
+        if let Some((_, cpu)) = pin {
+            pin_thread(cpu);
+        }
         let mut buf = [3u8; REQ];
         let t0 = Instant::now();
         let mut done = 0;
@@ -801,6 +815,22 @@ mod tcp {
             "ns_per_request={}",
             t0.elapsed().as_nanos() as f64 / n as f64
         );
+    }
+
+    /// Pin the calling thread to one CPU.
+    fn pin_thread(cpu: usize) {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+        // sched_setaffinity(0 = this thread) only touch it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                fail(&format!(
+                    "pinning to CPU {cpu}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
     }
 
     pub fn timeout(ip: &str, port: u16) {
