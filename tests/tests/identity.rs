@@ -170,6 +170,64 @@ fn systemd_unit_on_every_point() {
     syscope_tests::assert_documented_attributes(&pts);
 }
 
+/// On demand (the default probe sets), `systemd.slice=<slice>` selects the
+/// cgroups of that slice's units in the kernel: a unit that existed before
+/// the agent and one born after it (selected at its birth) are measured
+/// exactly; the same program outside the slice is not measured at all.
+#[test]
+fn a_selected_slice_is_measured_alone_on_demand() {
+    let Some(mount) = setup() else { return };
+    let name = unique_name("odslice");
+    let tree = Tree::new(&mount, &format!("syscope-{name}.slice"));
+    let slice = format!("{name}.slice");
+    let before = tree.mkdir(&format!("{slice}/a.service"));
+    let rx = Receiver::start();
+    let sel = format!("systemd.slice={slice}");
+    let endpoint = rx.grpc_endpoint();
+    let _agent = Agent::start(
+        &[
+            "--endpoint",
+            &endpoint,
+            "--interval",
+            "1s",
+            "--syscall-workloads",
+            &sel,
+        ],
+        &[("SYSCOPE_PROBES", "tcp")],
+    );
+    let selected = |p: &[MetricPoint]| {
+        syscope_tests::latest(p, "syscope.syscalls.selected.cgroups", &[])
+            .and_then(MetricPoint::number)
+    };
+    rx.wait_for(WAIT, |p| selected(p) == Some(1.0));
+    let after = tree.mkdir(&format!("{slice}/b.service"));
+    rx.wait_for(WAIT, |p| selected(p) == Some(2.0));
+    finish(run_in(&before, &name, &["fail-open", "17"]), &name);
+    finish(run_in(&after, &name, &["fail-open", "17"]), &name);
+    // The same program in the test's own cgroup: not selected.
+    let outside = tree.mkdir("elsewhere.service");
+    finish(run_in(&outside, &name, &["fail-open", "5"]), &name);
+    let in_unit = |p: &MetricPoint, unit: &str| p.attr("systemd.unit") == Some(unit);
+    let pts = rx.wait_for(WAIT, |p| {
+        let e = errors(p, &name);
+        e.iter()
+            .any(|p| in_unit(p, "a.service") && p.number() == Some(17.0))
+            && e.iter()
+                .any(|p| in_unit(p, "b.service") && p.number() == Some(17.0))
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let pts = [pts, rx.points()].concat();
+    for p in errors(&pts, &name) {
+        assert_eq!(p.attr("systemd.slice"), Some(slice.as_str()), "{p:?}");
+        assert_eq!(p.number(), Some(17.0), "{p:?}");
+    }
+    assert!(
+        !pts.iter().any(|p| p.name.starts_with("syscall.")
+            && p.attr("systemd.unit") == Some("elsewhere.service")),
+        "a process outside the slice was measured"
+    );
+}
+
 /// A fake kubelet pod log tree: `pods/<ns>_<pod>_<uid>/<container>/0.log`
 /// and `containers/<pod>_<ns>_<container>-<id>.log`, as the kubelet lays
 /// them out, in a temp dir removed on drop.
