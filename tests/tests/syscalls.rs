@@ -184,20 +184,30 @@ fn sleep_latency_within_bucket_error() {
         .unwrap()
         .clone();
     assert_eq!(h.scale, 3);
+    // The kernel sees the syscall itself, the workload a few µs more: the
+    // workload's clock reads bracket the kernel's stamps. Under emulation
+    // (the VM matrix, qemu TCG; cargo xtask vmtest sets SYSCOPE_EMULATED)
+    // the return to userspace after a wakeup takes milliseconds, so the
+    // bracket may exceed the kernel's duration by up to 3 ms (6.12 measured
+    // 0.55 ms on the mean): only the lower bound widens.
+    let slack = if std::env::var_os("SYSCOPE_EMULATED").is_some() {
+        0.003
+    } else {
+        0.0
+    };
     for q in [0.5, 0.99] {
         let want = truth[((q * truth.len() as f64).ceil() as usize).max(1) - 1];
         let got = h.quantile(q);
-        let err = (got - want).abs() / want;
-        // The kernel sees the syscall itself, the workload a few µs more.
+        let err = BUCKET_ERR + 0.002;
         assert!(
-            err <= BUCKET_ERR + 0.002,
-            "q={q}: got {got}, truth {want}, error {err:.4}"
+            got <= want * (1.0 + err) && got >= want * (1.0 - err) - slack,
+            "q={q}: got {got}, truth {want}"
         );
     }
     let mean_truth = truth.iter().sum::<f64>() / truth.len() as f64;
     let mean = h.sum.unwrap() / h.count as f64;
     assert!(
-        (mean - mean_truth).abs() / mean_truth < 0.01,
+        mean <= mean_truth * 1.01 && mean >= mean_truth * 0.99 - slack,
         "mean {mean} vs {mean_truth}"
     );
 }
