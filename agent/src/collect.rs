@@ -7,18 +7,31 @@
 //! are u32 and wrap; wrapping subtraction gives the right delta as long as
 //! fewer than 2^32 events land in one bucket of one series per interval.
 
-use std::{collections::HashMap, hash::Hash, time::Instant};
+use std::{
+    collections::{hash_map::Entry, HashMap},
+    hash::Hash,
+    time::Instant,
+};
 
+use aya::maps::{HashMap as AyaHashMap, MapData};
 use syscope_common::{
     counter,
     hist::{NUM_BUCKETS, SPLITS},
     maps,
-    tcp::{CountKind, ListenState, TcpKey},
+    tcp::{CountKind, ListenState, SockState, TcpKey},
     Histogram, SeriesKey,
 };
 use tracing::warn;
 
-use crate::{probes::Probes, telemetry::SelfStats};
+use crate::{
+    probes::{batch::BatchReader, Probes},
+    telemetry::SelfStats,
+};
+
+/// A map's fill level into the self-metrics (`syscope.kernel.map.entries`).
+fn entries(stats: &SelfStats, id: usize, n: usize) {
+    SelfStats::set(&stats.map_entries[id], n as u64);
+}
 
 /// Reads every kernel map once per interval: deltas out, idle entries
 /// evicted from the kernel, the kernel's own counters and map fill levels
@@ -28,6 +41,17 @@ pub struct Collector {
     tcp: DeltaTracker<TcpKey>,
     listeners: ListenerTracker,
     last_kernel: [u64; counter::COUNT as usize],
+    readers: Readers,
+}
+
+/// One reader per map: its buffers are reused every interval.
+struct Readers {
+    hist: BatchReader<SeriesKey, Histogram>,
+    errors: BatchReader<SeriesKey, u64>,
+    tcp_hist: BatchReader<TcpKey, Histogram>,
+    tcp_counts: BatchReader<TcpKey, u64>,
+    listeners: BatchReader<u64, ListenState>,
+    socks: BatchReader<u64, SockState>,
 }
 
 /// One interval's deltas: syscall keys, and TCP keys (histograms, counters
@@ -41,55 +65,48 @@ impl Collector {
     /// Kernel entries idle `evict_after` intervals are deleted to make room
     /// (their series live on in userspace for `series_idle_intervals`).
     pub fn new(evict_after: u32) -> Self {
+        let label = |id: usize| maps::MAPS[id].label;
         Collector {
             syscalls: DeltaTracker::new(evict_after),
             tcp: DeltaTracker::new(evict_after),
             listeners: ListenerTracker::default(),
             last_kernel: [0; counter::COUNT as usize],
+            readers: Readers {
+                hist: BatchReader::new(label(maps::SYSCALL_LATENCY)),
+                errors: BatchReader::new(label(maps::SYSCALL_ERRORS)),
+                tcp_hist: BatchReader::new(label(maps::TCP_LATENCY)),
+                tcp_counts: BatchReader::new(label(maps::TCP_COUNTERS)),
+                listeners: BatchReader::new(label(maps::LISTENERS)),
+                socks: BatchReader::new(label(maps::SOCKETS)),
+            },
         }
     }
 
     pub fn collect(&mut self, probes: &mut Probes, stats: &SelfStats) -> Interval {
         let t0 = Instant::now();
-        let entries = |stats: &SelfStats, id: usize, n: usize| {
-            SelfStats::set(&stats.map_entries[id], n as u64);
-        };
-        // An entry deleted between listing and reading is skipped: harmless.
-        let hist: Vec<_> = probes.hist.iter().filter_map(Result::ok).collect();
-        let errors: Vec<_> = probes.errors.iter().filter_map(Result::ok).collect();
-        entries(stats, maps::SYSCALL_LATENCY, hist.len());
-        entries(stats, maps::SYSCALL_ERRORS, errors.len());
-        let (syscalls, evict) = self.syscalls.update(hist, errors);
-        SelfStats::add(
-            &stats.events,
-            syscalls.hist.iter().map(|(_, d)| d.count()).sum(),
-        );
-        for k in &evict.hist {
-            let _ = probes.hist.remove(k);
-        }
-        for k in &evict.counters {
-            let _ = probes.errors.remove(k);
-        }
+        let syscalls = self.collect_syscalls(&mut probes.hist, &mut probes.errors, stats);
 
         probes.poll_listeners();
         let mut tcp = Deltas::default();
         if let Some(maps) = probes.tcp.as_mut() {
-            let hist: Vec<_> = maps.hist.iter().filter_map(Result::ok).collect();
-            let counts: Vec<_> = maps.counts.iter().filter_map(Result::ok).collect();
-            let listeners: Vec<_> = maps.listeners.iter().filter_map(Result::ok).collect();
-            entries(stats, maps::TCP_LATENCY, hist.len());
-            entries(stats, maps::TCP_COUNTERS, counts.len());
-            entries(stats, maps::LISTENERS, listeners.len());
-            entries(stats, maps::SOCKETS, maps.socks.keys().count());
+            let r = &mut self.readers;
+            entries(stats, maps::TCP_LATENCY, r.tcp_hist.read(&maps.hist));
+            entries(stats, maps::TCP_COUNTERS, r.tcp_counts.read(&maps.counts));
+            entries(stats, maps::LISTENERS, r.listeners.read(&maps.listeners));
+            // Only counted: the batch read's count (the kernel has no
+            // cheaper way to tell an LRU map's fill level).
+            entries(stats, maps::SOCKETS, r.socks.read(&maps.socks));
             let evict;
-            (tcp, evict) = self.tcp.update(hist, counts);
+            (tcp, evict) = self
+                .tcp
+                .update(r.tcp_hist.entries(), r.tcp_counts.entries());
             for k in &evict.hist {
                 let _ = maps.hist.remove(k);
             }
             for k in &evict.counters {
                 let _ = maps.counts.remove(k);
             }
-            let (drops, closed) = self.listeners.update(listeners);
+            let (drops, closed) = self.listeners.update(r.listeners.entries());
             for sk in &closed {
                 let _ = maps.listeners.remove(sk);
             }
@@ -98,6 +115,34 @@ impl Collector {
         self.kernel_counters(probes, stats);
         SelfStats::set(&stats.collect_duration_us, t0.elapsed().as_micros() as u64);
         Interval { syscalls, tcp }
+    }
+
+    /// The syscall half of [`collect`](Self::collect): read the latency and
+    /// error maps (in batches), turn them into deltas, delete idle entries
+    /// from the kernel, set their fill levels and the events counted. Public
+    /// for the benchmark (`examples/collect_bench.rs`), which runs it on
+    /// maps of its own.
+    pub fn collect_syscalls(
+        &mut self,
+        hist: &mut AyaHashMap<MapData, SeriesKey, Histogram>,
+        errors: &mut AyaHashMap<MapData, SeriesKey, u64>,
+        stats: &SelfStats,
+    ) -> Deltas {
+        let r = &mut self.readers;
+        entries(stats, maps::SYSCALL_LATENCY, r.hist.read(hist));
+        entries(stats, maps::SYSCALL_ERRORS, r.errors.read(errors));
+        let (syscalls, evict) = self.syscalls.update(r.hist.entries(), r.errors.entries());
+        SelfStats::add(
+            &stats.events,
+            syscalls.hist.iter().map(|(_, d)| d.count()).sum(),
+        );
+        for k in &evict.hist {
+            let _ = hist.remove(k);
+        }
+        for k in &evict.counters {
+            let _ = errors.remove(k);
+        }
+        syscalls
     }
 
     /// The kernel's counters into the self-metrics; one warning per
@@ -225,14 +270,20 @@ struct Prev<V> {
     value: V,
     /// Consecutive intervals without change.
     idle: u32,
+    /// The read that last saw it ([`DeltaTracker`]'s `reads`).
+    seen: u64,
 }
 
 /// Turns successive reads of the maps into deltas, and picks the entries
-/// idle long enough to be evicted from the kernel maps.
+/// idle long enough to be evicted from the kernel maps. Entries are updated
+/// in place: a read allocates nothing per entry (only the deltas of changed
+/// histograms are new).
 pub struct DeltaTracker<K = SeriesKey> {
     hist: HashMap<K, Prev<Histogram>>,
     counters: HashMap<K, Prev<u64>>,
     evict_after: u32,
+    /// Reads so far: entries a read did not see are forgotten after it.
+    reads: u64,
 }
 
 /// Keys to delete from the kernel maps (idle for `evict_after` intervals).
@@ -251,12 +302,62 @@ impl<K> Default for Evictions<K> {
     }
 }
 
+/// One entry of one read against what the tracker holds for its key:
+/// returns the delta (`None` when nothing changed) and whether the entry
+/// is to be evicted (then it is forgotten here).
+fn track<K: Eq + Hash, V: PartialEq, D>(
+    map: &mut HashMap<K, Prev<V>>,
+    k: K,
+    cur: V,
+    read: u64,
+    evict_after: u32,
+    delta: impl FnOnce(Option<&V>, &V) -> Option<D>,
+) -> (Option<D>, bool) {
+    match map.entry(k) {
+        Entry::Occupied(mut e) => {
+            let p = e.get_mut();
+            // Unchanged (the common case of an idle series): no delta to
+            // compute.
+            let d = if p.value == cur {
+                None
+            } else {
+                delta(Some(&p.value), &cur)
+            };
+            let idle = if d.is_none() { p.idle + 1 } else { 0 };
+            if idle >= evict_after {
+                e.remove();
+                return (None, true);
+            }
+            *p = Prev {
+                value: cur,
+                idle,
+                seen: read,
+            };
+            (d, false)
+        }
+        Entry::Vacant(e) => {
+            let d = delta(None, &cur);
+            let idle = d.is_none() as u32;
+            if idle >= evict_after {
+                return (None, true);
+            }
+            e.insert(Prev {
+                value: cur,
+                idle,
+                seen: read,
+            });
+            (d, false)
+        }
+    }
+}
+
 impl<K: Copy + Eq + Hash> DeltaTracker<K> {
     pub fn new(evict_after: u32) -> Self {
         DeltaTracker {
             hist: HashMap::new(),
             counters: HashMap::new(),
             evict_after: evict_after.max(1),
+            reads: 0,
         }
     }
 
@@ -270,45 +371,31 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
     ) -> (Deltas<K>, Evictions<K>) {
         let mut out = Deltas::default();
         let mut ev = Evictions::default();
-        let mut seen_h = HashMap::with_capacity(self.hist.len());
+        self.reads += 1;
+        let (read, after) = (self.reads, self.evict_after);
         for (k, cur) in hist {
-            let prev = self.hist.remove(&k);
-            let d = HistValue::between(prev.as_ref().map(|p| &p.value), &cur);
-            let idle = if d.is_empty() {
-                prev.map_or(0, |p| p.idle) + 1
-            } else {
-                0
-            };
-            if idle >= self.evict_after {
+            let (d, evict) = track(&mut self.hist, k, cur, read, after, |prev, cur| {
+                Some(HistValue::between(prev, cur)).filter(|d| !d.is_empty())
+            });
+            if evict {
                 ev.hist.push(k);
-                continue;
-            }
-            if !d.is_empty() {
+            } else if let Some(d) = d {
                 out.hist.push((k, d));
             }
-            seen_h.insert(k, Prev { value: cur, idle });
         }
         // Entries gone from the kernel map are forgotten.
-        self.hist = seen_h;
-        let mut seen_e = HashMap::with_capacity(self.counters.len());
+        self.hist.retain(|_, p| p.seen == read);
         for (k, cur) in counters {
-            let prev = self.counters.remove(&k);
-            let d = counter_delta(prev.as_ref().map(|p| p.value), cur);
-            let idle = if d == 0 {
-                prev.map_or(0, |p| p.idle) + 1
-            } else {
-                0
-            };
-            if idle >= self.evict_after {
+            let (d, evict) = track(&mut self.counters, k, cur, read, after, |prev, &cur| {
+                Some(counter_delta(prev.copied(), cur)).filter(|&d| d != 0)
+            });
+            if evict {
                 ev.counters.push(k);
-                continue;
-            }
-            if d != 0 {
+            } else if let Some(d) = d {
                 out.counters.push((k, d));
             }
-            seen_e.insert(k, Prev { value: cur, idle });
         }
-        self.counters = seen_e;
+        self.counters.retain(|_, p| p.seen == read);
         (out, ev)
     }
 }

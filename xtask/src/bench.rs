@@ -248,6 +248,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let (tcp_table, tcp_json) = tcp_section(&agent, &workload, quick)?;
     table.push('\n');
     table.push_str(&tcp_table);
+    let (collect_table, collect_json) = crate::bench_collect::section(root, quick)?;
+    table.push('\n');
+    table.push_str(&collect_table);
+    std::fs::create_dir_all(root.join("target/bench"))?;
+    std::fs::write(root.join("target/bench/collect.json"), collect_json)?;
     println!("{table}");
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
