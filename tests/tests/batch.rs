@@ -49,7 +49,7 @@ fn latency_map(max_entries: u32, n: u32) -> HashMap<MapData, SeriesKey, Histogra
 fn by_key(r: &BatchReader<SeriesKey, Histogram>) -> BTreeMap<SeriesKey, Histogram> {
     let mut out = BTreeMap::new();
     for (k, v) in r.entries() {
-        assert!(out.insert(k, v).is_none(), "key read twice: {k:?}");
+        assert!(out.insert(k, *v).is_none(), "key read twice: {k:?}");
     }
     out
 }
@@ -178,5 +178,5 @@ fn lru_map_counted_in_batches() {
     assert_eq!(keys.len(), n as usize);
     assert!(r
         .entries()
-        .all(|(k, v)| v == [(k - 0xffff_8880_0000_0000) / 64; 8]));
+        .all(|(k, v)| *v == [(k - 0xffff_8880_0000_0000) / 64; 8]));
 }

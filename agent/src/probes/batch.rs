@@ -137,9 +137,10 @@ impl<K: Pod, V: Pod> BatchReader<K, V> {
         self.keys.is_empty()
     }
 
-    /// The last read as (key, value) pairs, copied out of the buffers.
-    pub fn entries(&self) -> impl Iterator<Item = (K, V)> + '_ {
-        self.keys.iter().copied().zip(self.values.iter().copied())
+    /// The last read as (key, value) pairs: keys copied, values lent from
+    /// the buffers.
+    pub fn entries(&self) -> impl Iterator<Item = (K, &V)> + '_ {
+        self.keys.iter().copied().zip(self.values.iter())
     }
 
     /// Read the whole map; returns the number of entries. An entry inserted
