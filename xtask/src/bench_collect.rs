@@ -40,8 +40,14 @@ pub fn section(root: &Path, quick: bool) -> Result<(String, String)> {
         );
     }
     let json = String::from_utf8(out.stdout)?.trim().to_owned();
+    let md = render(&json)?;
+    Ok((md, json))
+}
+
+/// The markdown for collect_bench's JSON line.
+fn render(json: &str) -> Result<String> {
     let v: serde_json::Value =
-        serde_json::from_str(&json).with_context(|| format!("collect_bench printed {json}"))?;
+        serde_json::from_str(json).with_context(|| format!("collect_bench printed {json}"))?;
     let f = |k: &str| v[k].as_f64().with_context(|| format!("no {k} in {json}"));
     let (per_key, raw, changed, idle) = (
         f("per_key_ms")?,
@@ -52,9 +58,9 @@ pub fn section(root: &Path, quick: bool) -> Result<(String, String)> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Collection of full maps: standalone kernel hash maps shaped like the agent's syscall maps \
-         ({} latency histograms of {} bytes + {} error counters, their default sizes, all filled), \
-         every entry updated between rounds; medians of {} rounds.",
+        "**Collection** of full maps: standalone kernel hash maps shaped like the agent's syscall \
+         maps ({} latency histograms of {} bytes + {} error counters, their default sizes, all \
+         filled), every entry updated between rounds (untimed); medians of {} rounds.",
         f("latency_entries")?,
         f("histogram_bytes")?,
         f("error_entries")?,
@@ -80,17 +86,49 @@ pub fn section(root: &Path, quick: bool) -> Result<(String, String)> {
     ] {
         let _ = writeln!(md, "| {name} | {ms:.2} | {:.2} |", ms / raw);
     }
-    let ratio = changed / raw;
     let _ = writeln!(md);
     let _ = writeln!(
         md,
-        "| target | measured | limit | result |\n|---|---:|---:|---|\n\
-         | full-map collection (c) / raw batch read (b) | {ratio:.2} | {TARGET_RATIO} | {} |",
-        if ratio <= TARGET_RATIO {
-            "met"
-        } else {
-            "MISSED"
-        }
+        "| target | measured | limit | result |\n|---|---:|---:|---|"
     );
-    Ok((md, json))
+    for (name, ratio) in [
+        (
+            "full-map collection, every entry changed (c) / raw batch read (b)",
+            changed / raw,
+        ),
+        (
+            "full-map collection, none changed (c') / raw batch read (b)",
+            idle / raw,
+        ),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {name} | {ratio:.2} | {TARGET_RATIO} | {} |",
+            if ratio <= TARGET_RATIO {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_collect_bench_output() {
+        let md = super::render(
+            r#"{"latency_entries": 4096, "error_entries": 4096, "histogram_bytes": 1312, "rounds": 21, "deltas_when_changed": 8192, "per_key_ms": 12.0, "raw_batch_ms": 2.0, "collect_changed_ms": 5.0, "collect_idle_ms": 2.5}"#,
+        )
+        .unwrap();
+        assert!(
+            md.contains(
+                "| (b) raw BPF_MAP_LOOKUP_BATCH loop into preallocated buffers | 2.00 | 1.00 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| 2.50 | 1.5 | MISSED |"), "{md}");
+        assert!(md.contains("| 1.25 | 1.5 | met |"), "{md}");
+    }
 }
