@@ -7,18 +7,36 @@
 //! are u32 and wrap; wrapping subtraction gives the right delta as long as
 //! fewer than 2^32 events land in one bucket of one series per interval.
 
-use std::{collections::HashMap, hash::Hash, time::Instant};
+use std::{borrow::Borrow, collections::HashMap, hash::Hash, time::Instant};
 
+use aya::maps::{HashMap as AyaHashMap, MapData};
 use syscope_common::{
     counter,
     hist::{NUM_BUCKETS, SPLITS},
     maps,
-    tcp::{CountKind, ListenState, TcpKey},
+    tcp::{CountKind, ListenState, SockState, TcpKey},
     Histogram, SeriesKey,
 };
 use tracing::warn;
 
-use crate::{probes::Probes, telemetry::SelfStats};
+use crate::{
+    probes::{batch::BatchReader, Probes},
+    telemetry::SelfStats,
+};
+
+/// Pairs with their values copied out of a reader's buffers.
+fn copied<'a, K, V: Copy + 'a, I>(it: I) -> impl Iterator<Item = (K, V)> + 'a
+where
+    I: Iterator<Item = (K, &'a V)> + 'a,
+    K: 'a,
+{
+    it.map(|(k, v)| (k, *v))
+}
+
+/// A map's fill level into the self-metrics (`syscope.kernel.map.entries`).
+fn entries(stats: &SelfStats, id: usize, n: usize) {
+    SelfStats::set(&stats.map_entries[id], n as u64);
+}
 
 /// Reads every kernel map once per interval: deltas out, idle entries
 /// evicted from the kernel, the kernel's own counters and map fill levels
@@ -28,6 +46,17 @@ pub struct Collector {
     tcp: DeltaTracker<TcpKey>,
     listeners: ListenerTracker,
     last_kernel: [u64; counter::COUNT as usize],
+    readers: Readers,
+}
+
+/// One reader per map: its buffers are reused every interval.
+struct Readers {
+    hist: BatchReader<SeriesKey, Histogram>,
+    errors: BatchReader<SeriesKey, u64>,
+    tcp_hist: BatchReader<TcpKey, Histogram>,
+    tcp_counts: BatchReader<TcpKey, u64>,
+    listeners: BatchReader<u64, ListenState>,
+    socks: BatchReader<u64, SockState>,
 }
 
 /// One interval's deltas: syscall keys, and TCP keys (histograms, counters
@@ -41,55 +70,48 @@ impl Collector {
     /// Kernel entries idle `evict_after` intervals are deleted to make room
     /// (their series live on in userspace for `series_idle_intervals`).
     pub fn new(evict_after: u32) -> Self {
+        let label = |id: usize| maps::MAPS[id].label;
         Collector {
             syscalls: DeltaTracker::new(evict_after),
             tcp: DeltaTracker::new(evict_after),
             listeners: ListenerTracker::default(),
             last_kernel: [0; counter::COUNT as usize],
+            readers: Readers {
+                hist: BatchReader::new(label(maps::SYSCALL_LATENCY)),
+                errors: BatchReader::new(label(maps::SYSCALL_ERRORS)),
+                tcp_hist: BatchReader::new(label(maps::TCP_LATENCY)),
+                tcp_counts: BatchReader::new(label(maps::TCP_COUNTERS)),
+                listeners: BatchReader::new(label(maps::LISTENERS)),
+                socks: BatchReader::new(label(maps::SOCKETS)),
+            },
         }
     }
 
     pub fn collect(&mut self, probes: &mut Probes, stats: &SelfStats) -> Interval {
         let t0 = Instant::now();
-        let entries = |stats: &SelfStats, id: usize, n: usize| {
-            SelfStats::set(&stats.map_entries[id], n as u64);
-        };
-        // An entry deleted between listing and reading is skipped: harmless.
-        let hist: Vec<_> = probes.hist.iter().filter_map(Result::ok).collect();
-        let errors: Vec<_> = probes.errors.iter().filter_map(Result::ok).collect();
-        entries(stats, maps::SYSCALL_LATENCY, hist.len());
-        entries(stats, maps::SYSCALL_ERRORS, errors.len());
-        let (syscalls, evict) = self.syscalls.update(hist, errors);
-        SelfStats::add(
-            &stats.events,
-            syscalls.hist.iter().map(|(_, d)| d.count()).sum(),
-        );
-        for k in &evict.hist {
-            let _ = probes.hist.remove(k);
-        }
-        for k in &evict.counters {
-            let _ = probes.errors.remove(k);
-        }
+        let syscalls = self.collect_syscalls(&mut probes.hist, &mut probes.errors, stats);
 
         probes.poll_listeners();
         let mut tcp = Deltas::default();
         if let Some(maps) = probes.tcp.as_mut() {
-            let hist: Vec<_> = maps.hist.iter().filter_map(Result::ok).collect();
-            let counts: Vec<_> = maps.counts.iter().filter_map(Result::ok).collect();
-            let listeners: Vec<_> = maps.listeners.iter().filter_map(Result::ok).collect();
-            entries(stats, maps::TCP_LATENCY, hist.len());
-            entries(stats, maps::TCP_COUNTERS, counts.len());
-            entries(stats, maps::LISTENERS, listeners.len());
-            entries(stats, maps::SOCKETS, maps.socks.keys().count());
+            let r = &mut self.readers;
+            entries(stats, maps::TCP_LATENCY, r.tcp_hist.read(&maps.hist));
+            entries(stats, maps::TCP_COUNTERS, r.tcp_counts.read(&maps.counts));
+            entries(stats, maps::LISTENERS, r.listeners.read(&maps.listeners));
+            // Only counted: the batch read's count (the kernel has no
+            // cheaper way to tell an LRU map's fill level).
+            entries(stats, maps::SOCKETS, r.socks.read(&maps.socks));
             let evict;
-            (tcp, evict) = self.tcp.update(hist, counts);
+            (tcp, evict) = self
+                .tcp
+                .update(r.tcp_hist.entries(), copied(r.tcp_counts.entries()));
             for k in &evict.hist {
                 let _ = maps.hist.remove(k);
             }
             for k in &evict.counters {
                 let _ = maps.counts.remove(k);
             }
-            let (drops, closed) = self.listeners.update(listeners);
+            let (drops, closed) = self.listeners.update(copied(r.listeners.entries()));
             for sk in &closed {
                 let _ = maps.listeners.remove(sk);
             }
@@ -98,6 +120,33 @@ impl Collector {
         self.kernel_counters(probes, stats);
         SelfStats::set(&stats.collect_duration_us, t0.elapsed().as_micros() as u64);
         Interval { syscalls, tcp }
+    }
+
+    /// The syscall half of [`collect`](Self::collect): read the latency and
+    /// error maps (in batches), turn them into deltas, delete idle entries
+    /// from the kernel, set their fill levels and the events counted. Public
+    /// for the benchmark (`examples/collect_bench.rs`), which runs it on
+    /// maps of its own.
+    pub fn collect_syscalls(
+        &mut self,
+        hist: &mut AyaHashMap<MapData, SeriesKey, Histogram>,
+        errors: &mut AyaHashMap<MapData, SeriesKey, u64>,
+        stats: &SelfStats,
+    ) -> Deltas {
+        let r = &mut self.readers;
+        entries(stats, maps::SYSCALL_LATENCY, r.hist.read(hist));
+        entries(stats, maps::SYSCALL_ERRORS, r.errors.read(errors));
+        let (syscalls, evict) = self
+            .syscalls
+            .update(r.hist.entries(), copied(r.errors.entries()));
+        SelfStats::add(&stats.events, self.syscalls.events());
+        for k in &evict.hist {
+            let _ = hist.remove(k);
+        }
+        for k in &evict.counters {
+            let _ = errors.remove(k);
+        }
+        syscalls
     }
 
     /// The kernel's counters into the self-metrics; one warning per
@@ -221,18 +270,18 @@ pub fn counter_delta(prev: Option<u64>, cur: u64) -> u64 {
     }
 }
 
-struct Prev<V> {
-    value: V,
-    /// Consecutive intervals without change.
-    idle: u32,
-}
-
 /// Turns successive reads of the maps into deltas, and picks the entries
-/// idle long enough to be evicted from the kernel maps.
+/// idle long enough to be evicted from the kernel maps. A read allocates
+/// nothing per entry (only the deltas of changed histograms are new), and
+/// in the steady state hashes nothing (see [`Series`]).
 pub struct DeltaTracker<K = SeriesKey> {
-    hist: HashMap<K, Prev<Histogram>>,
-    counters: HashMap<K, Prev<u64>>,
+    hist: Series<K, Histogram>,
+    counters: Series<K, u64>,
     evict_after: u32,
+    /// Reads so far: entries a read did not see are forgotten after it.
+    reads: u64,
+    /// Events in the last read's histogram deltas.
+    events: u64,
 }
 
 /// Keys to delete from the kernel maps (idle for `evict_after` intervals).
@@ -251,65 +300,189 @@ impl<K> Default for Evictions<K> {
     }
 }
 
+/// The last value of each entry of one map. A batch read returns a hash map
+/// in bucket order, which stays put while its keys do: an entry is found
+/// at its position in the last read (no hashing, memory walked in order),
+/// and by key through `index` only when the order moved.
+struct Series<K, V> {
+    slots: Vec<Slot<K, V>>,
+    /// Key -> slot, for every live slot.
+    index: HashMap<K, usize>,
+    /// The slot of each position of the last read.
+    order: Vec<usize>,
+    /// The same for the read in progress.
+    next_order: Vec<usize>,
+    /// Slots to reuse.
+    free: Vec<usize>,
+}
+
+struct Slot<K, V> {
+    key: K,
+    value: V,
+    /// Consecutive intervals without change.
+    idle: u32,
+    /// The read that last saw it ([`DeltaTracker`]'s `reads`).
+    seen: u64,
+    live: bool,
+}
+
+impl<K: Copy + Eq + Hash, V: Copy + PartialEq> Series<K, V> {
+    fn new() -> Self {
+        Series {
+            slots: vec![],
+            index: HashMap::new(),
+            order: vec![],
+            next_order: vec![],
+            free: vec![],
+        }
+    }
+
+    /// Entry `pos` of read `read` against what is held for its key:
+    /// returns the delta (`None` when nothing changed) and whether the
+    /// entry is to be evicted (then it is forgotten here).
+    fn track<D>(
+        &mut self,
+        pos: usize,
+        k: K,
+        cur: &V,
+        read: u64,
+        evict_after: u32,
+        delta: impl FnOnce(Option<&V>, &V) -> Option<D>,
+    ) -> (Option<D>, bool) {
+        let at = match self.order.get(pos) {
+            Some(&s) if self.slots[s].live && self.slots[s].key == k => Some(s),
+            _ => self.index.get(&k).copied(),
+        };
+        match at {
+            Some(s) => {
+                let p = &mut self.slots[s];
+                // Unchanged (the common case of an idle series): no delta
+                // to compute.
+                let d = if p.value == *cur {
+                    None
+                } else {
+                    delta(Some(&p.value), cur)
+                };
+                let idle = if d.is_none() { p.idle + 1 } else { 0 };
+                if idle >= evict_after {
+                    self.forget(s);
+                    return (None, true);
+                }
+                p.value = *cur;
+                p.idle = idle;
+                p.seen = read;
+                self.next_order.push(s);
+                (d, false)
+            }
+            None => {
+                let d = delta(None, cur);
+                let idle = d.is_none() as u32;
+                if idle >= evict_after {
+                    return (None, true);
+                }
+                let slot = Slot {
+                    key: k,
+                    value: *cur,
+                    idle,
+                    seen: read,
+                    live: true,
+                };
+                let s = match self.free.pop() {
+                    Some(s) => {
+                        self.slots[s] = slot;
+                        s
+                    }
+                    None => {
+                        self.slots.push(slot);
+                        self.slots.len() - 1
+                    }
+                };
+                self.index.insert(k, s);
+                self.next_order.push(s);
+                (d, false)
+            }
+        }
+    }
+
+    fn forget(&mut self, s: usize) {
+        let slot = &mut self.slots[s];
+        slot.live = false;
+        self.index.remove(&slot.key);
+        self.free.push(s);
+    }
+
+    /// After read `read`: entries gone from the kernel map are forgotten.
+    fn finish(&mut self, read: u64) {
+        for s in 0..self.slots.len() {
+            if self.slots[s].live && self.slots[s].seen != read {
+                self.forget(s);
+            }
+        }
+        std::mem::swap(&mut self.order, &mut self.next_order);
+        self.next_order.clear();
+    }
+}
+
 impl<K: Copy + Eq + Hash> DeltaTracker<K> {
     pub fn new(evict_after: u32) -> Self {
         DeltaTracker {
-            hist: HashMap::new(),
-            counters: HashMap::new(),
+            hist: Series::new(),
+            counters: Series::new(),
             evict_after: evict_after.max(1),
+            reads: 0,
+            events: 0,
         }
     }
 
     /// Feed one full read of both maps; returns the deltas and the keys the
     /// caller should delete from the kernel (already forgotten here, so a
-    /// recreated entry counts from zero).
-    pub fn update(
+    /// recreated entry counts from zero). Histograms by reference or by
+    /// value: the collector lends them from its read buffers.
+    pub fn update<H: Borrow<Histogram>>(
         &mut self,
-        hist: impl IntoIterator<Item = (K, Histogram)>,
+        hist: impl IntoIterator<Item = (K, H)>,
         counters: impl IntoIterator<Item = (K, u64)>,
     ) -> (Deltas<K>, Evictions<K>) {
         let mut out = Deltas::default();
         let mut ev = Evictions::default();
-        let mut seen_h = HashMap::with_capacity(self.hist.len());
-        for (k, cur) in hist {
-            let prev = self.hist.remove(&k);
-            let d = HistValue::between(prev.as_ref().map(|p| &p.value), &cur);
-            let idle = if d.is_empty() {
-                prev.map_or(0, |p| p.idle) + 1
-            } else {
-                0
-            };
-            if idle >= self.evict_after {
+        self.reads += 1;
+        let (read, after) = (self.reads, self.evict_after);
+        self.events = 0;
+        for (pos, (k, cur)) in hist.into_iter().enumerate() {
+            let (d, evict) = self
+                .hist
+                .track(pos, k, cur.borrow(), read, after, |prev, cur| {
+                    Some(HistValue::between(prev, cur)).filter(|d| !d.is_empty())
+                });
+            if evict {
                 ev.hist.push(k);
-                continue;
-            }
-            if !d.is_empty() {
+            } else if let Some(d) = d {
+                // Counted while the delta is in cache.
+                self.events += d.count();
                 out.hist.push((k, d));
             }
-            seen_h.insert(k, Prev { value: cur, idle });
         }
-        // Entries gone from the kernel map are forgotten.
-        self.hist = seen_h;
-        let mut seen_e = HashMap::with_capacity(self.counters.len());
-        for (k, cur) in counters {
-            let prev = self.counters.remove(&k);
-            let d = counter_delta(prev.as_ref().map(|p| p.value), cur);
-            let idle = if d == 0 {
-                prev.map_or(0, |p| p.idle) + 1
-            } else {
-                0
-            };
-            if idle >= self.evict_after {
+        self.hist.finish(read);
+        for (pos, (k, cur)) in counters.into_iter().enumerate() {
+            let (d, evict) = self
+                .counters
+                .track(pos, k, &cur, read, after, |prev, &cur| {
+                    Some(counter_delta(prev.copied(), cur)).filter(|&d| d != 0)
+                });
+            if evict {
                 ev.counters.push(k);
-                continue;
-            }
-            if d != 0 {
+            } else if let Some(d) = d {
                 out.counters.push((k, d));
             }
-            seen_e.insert(k, Prev { value: cur, idle });
         }
-        self.counters = seen_e;
+        self.counters.finish(read);
         (out, ev)
+    }
+
+    /// Events (histogram counts) in the deltas of the last
+    /// [`update`](Self::update).
+    pub fn events(&self) -> u64 {
+        self.events
     }
 }
 
@@ -387,7 +560,9 @@ mod tests {
         assert_eq!(d.hist[0].1.count(), 2);
         assert_eq!(d.hist[0].1.sum_ns, 100);
         assert_eq!(d.counters, vec![(key(1), 4)]);
+        assert_eq!(t.events(), 2);
         let (d, _) = t.update([(key(1), hist(250, 5, 5))], [(key(1), 9)]);
+        assert_eq!(t.events(), 3);
         assert_eq!(d.hist[0].1.buckets[5], 3);
         assert_eq!(d.hist[0].1.sum_ns, 150);
         assert_eq!(d.counters, vec![(key(1), 5)]);
@@ -419,6 +594,29 @@ mod tests {
         let d = HistValue::between(Some(&prev), &cur);
         assert_eq!(d.buckets[0], 5);
         assert_eq!(d.zero, 2);
+    }
+
+    /// Entries are found by position while the read order holds, by key
+    /// when it moved; gone entries are forgotten and their slots reused.
+    #[test]
+    fn read_order_changes_and_gone_entries() {
+        let mut t = DeltaTracker::new(10);
+        let read = |n: &[(u32, u64)]| -> Vec<(SeriesKey, Histogram)> {
+            n.iter()
+                .map(|&(k, s)| (key(k), hist(s, 1, s as u32)))
+                .collect()
+        };
+        t.update(read(&[(1, 10), (2, 20), (3, 30)]), []);
+        // Reordered, 2 gone, 4 new, 3 changed.
+        let (d, _) = t.update(read(&[(3, 35), (4, 40), (1, 10)]), []);
+        let got: Vec<_> = d.hist.iter().map(|(k, v)| (k.nr, v.sum_ns)).collect();
+        assert_eq!(got, vec![(3, 5), (4, 40)]);
+        // 2 comes back: it was forgotten, so all of it is new.
+        let (d, _) = t.update(read(&[(2, 25), (1, 11), (3, 35), (4, 40)]), []);
+        let got: Vec<_> = d.hist.iter().map(|(k, v)| (k.nr, v.sum_ns)).collect();
+        assert_eq!(got, vec![(2, 25), (1, 1)]);
+        assert_eq!(t.hist.slots.len(), 4, "the slot of 2 was reused");
+        assert_eq!(t.hist.index.len(), 4);
     }
 
     #[test]

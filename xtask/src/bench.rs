@@ -315,6 +315,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let (srv_table, srv_json) = servers::section(root, &agent, quick)?;
     table.push('\n');
     table.push_str(&srv_table);
+    let (collect_table, collect_json) = crate::bench_collect::section(root, quick)?;
+    table.push('\n');
+    table.push_str(&collect_table);
+    std::fs::create_dir_all(root.join("target/bench"))?;
+    std::fs::write(root.join("target/bench/collect.json"), collect_json)?;
     println!("{table}");
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;

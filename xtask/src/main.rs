@@ -4,6 +4,7 @@
 //! commands work on a fresh Debian 12 machine as root.
 
 mod bench;
+mod bench_collect;
 mod deploy;
 mod vmtest;
 

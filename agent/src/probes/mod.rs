@@ -4,6 +4,7 @@
 //! load time: privileges, BTF offsets, map sizes, and which hook to use
 //! (`tp_btf` when the kernel allows it, `raw_syscalls` tracepoints otherwise).
 
+pub mod batch;
 pub mod btf;
 #[cfg(test)]
 mod contract;

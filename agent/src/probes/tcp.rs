@@ -282,7 +282,7 @@ pub fn seed(ebpf: &mut Ebpf) -> Result<(), String> {
 
 /// The TCP maps userspace reads.
 pub struct TcpMaps {
-    /// Tracked sockets: only counted (a key walk, one syscall per entry).
+    /// Tracked sockets: only counted (a batch read, `probes::batch`).
     pub socks: HashMap<MapData, u64, SockState>,
     pub hist: HashMap<MapData, TcpKey, Histogram>,
     pub counts: HashMap<MapData, TcpKey, u64>,

@@ -1,0 +1,182 @@
+//! The agent's batch map reader (`BPF_MAP_LOOKUP_BATCH`) on real kernel
+//! maps: every entry exactly once, whatever the buffer size, for hash and
+//! LRU hash maps, full, partly filled and empty.
+//!
+//! Needs root (CAP_BPF) to create maps: without it each test says it skipped.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{FromRawFd as _, OwnedFd},
+};
+
+use aya::maps::{HashMap, Map, MapData};
+use common::require_root;
+use syscope::probes::batch::{BatchReader, Route};
+use syscope_common::{Histogram, SeriesKey};
+
+fn key(i: u32) -> SeriesKey {
+    SeriesKey {
+        cgroup_id: 1000 + u64::from(i),
+        comm: *b"batch-test\0\0\0\0\0\0",
+        nr: i % 451,
+        errno: 0,
+    }
+}
+
+fn hist(i: u32) -> Histogram {
+    let mut h = Histogram::ZERO;
+    h.sum_ns = 1_000 * u64::from(i) + 7;
+    h.zero = i;
+    h.buckets[(i as usize) % h.buckets.len()] = i + 1;
+    h.split[(i as usize) % h.split.len()] = i ^ 0x55;
+    h
+}
+
+/// A syscall-latency-shaped hash map (the agent's key and value types)
+/// holding `n` entries.
+fn latency_map(max_entries: u32, n: u32) -> HashMap<MapData, SeriesKey, Histogram> {
+    let mut m = HashMap::<MapData, SeriesKey, Histogram>::create(max_entries, 0)
+        .expect("creating a hash map (BPF_MAP_CREATE)");
+    for i in 0..n {
+        m.insert(key(i), hist(i), 0).expect("insert");
+    }
+    m
+}
+
+/// What a reader read, by key; fails on a key read twice.
+fn by_key(r: &BatchReader<SeriesKey, Histogram>) -> BTreeMap<SeriesKey, Histogram> {
+    let mut out = BTreeMap::new();
+    for (k, v) in r.entries() {
+        assert!(out.insert(k, *v).is_none(), "key read twice: {k:?}");
+    }
+    out
+}
+
+fn expected(n: u32) -> BTreeMap<SeriesKey, Histogram> {
+    (0..n).map(|i| (key(i), hist(i))).collect()
+}
+
+/// A full map, read with buffers sized from the map (one call) and with a
+/// one-entry buffer (many calls, and buckets that do not fit: ENOSPC, grow,
+/// retry): the same entries, each once, with their values.
+#[test]
+fn full_map_read_whole_in_batches() {
+    if !require_root() {
+        return;
+    }
+    let n = 4096;
+    let map = latency_map(n, n);
+    let mut r = BatchReader::new("test");
+    assert_eq!(r.read(&map), n as usize);
+    assert_eq!(r.route(), Some(Route::Batch));
+    assert_eq!(r.capacity(), n as usize, "sized from max_entries, once");
+    assert_eq!(by_key(&r), expected(n));
+
+    let mut small = BatchReader::with_capacity("test", 1);
+    assert_eq!(small.read(&map), n as usize);
+    assert_eq!(small.route(), Some(Route::Batch));
+    assert_eq!(by_key(&small), expected(n));
+
+    // The old route gives the same.
+    let mut walk = BatchReader::per_key("test");
+    assert_eq!(walk.read(&map), n as usize);
+    assert_eq!(by_key(&walk), expected(n));
+}
+
+/// Buffers are reused: later reads see deletions and updates, and neither
+/// grow nor move the buffers.
+#[test]
+fn reads_reuse_their_buffers() {
+    if !require_root() {
+        return;
+    }
+    let mut map = latency_map(1000, 700);
+    let mut r = BatchReader::new("test");
+    assert_eq!(r.read(&map), 700);
+    let (cap, ptr) = (r.capacity(), r.keys().as_ptr());
+    for i in 0..300 {
+        map.remove(&key(i)).unwrap();
+    }
+    let mut h = hist(5);
+    h.sum_ns += 1;
+    map.insert(key(400), h, 0).unwrap();
+    assert_eq!(r.read(&map), 400);
+    let got = by_key(&r);
+    assert_eq!(got.len(), 400);
+    assert!(!got.contains_key(&key(0)) && !got.contains_key(&key(299)));
+    assert_eq!(got[&key(400)], h);
+    assert_eq!(got[&key(699)], hist(699));
+    assert_eq!((r.capacity(), r.keys().as_ptr()), (cap, ptr));
+}
+
+/// An empty map: zero entries, no error, the batch route kept.
+#[test]
+fn empty_map_reads_nothing() {
+    if !require_root() {
+        return;
+    }
+    let map = latency_map(4096, 0);
+    let mut r = BatchReader::new("test");
+    assert_eq!(r.read(&map), 0);
+    assert!(r.is_empty());
+    assert_eq!(r.route(), Some(Route::Batch));
+    // And after it was filled and emptied again.
+    let mut map = latency_map(64, 64);
+    assert_eq!(r.read(&map), 64);
+    for i in 0..64 {
+        map.remove(&key(i)).unwrap();
+    }
+    assert_eq!(r.read(&map), 0);
+}
+
+/// `BPF_MAP_TYPE_LRU_HASH` (the sockets map's type, which aya opens as a
+/// HashMap) made with a raw BPF_MAP_CREATE: the agent counts it with a batch
+/// read.
+#[test]
+fn lru_map_counted_in_batches() {
+    if !require_root() {
+        return;
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+    // union bpf_attr, the map-create member's first fields: map_type,
+    // key_size, value_size, max_entries, map_flags.
+    let attr: [u32; 5] = [BPF_MAP_TYPE_LRU_HASH, 8, 64, 8192, 0];
+    // SAFETY: a valid prefix of bpf_attr of the size passed; the kernel
+    // only reads it and returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr) as libc::c_uint,
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a new fd this test owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let map = Map::from_map_data(MapData::from_fd(fd).unwrap()).unwrap();
+    assert!(matches!(map, Map::LruHashMap(_)));
+    let mut map = HashMap::<MapData, u64, [u64; 8]>::try_from(map).unwrap();
+    let n = 3000u64;
+    for sk in 0..n {
+        map.insert(0xffff_8880_0000_0000 + sk * 64, [sk; 8], 0)
+            .unwrap();
+    }
+    let mut r = BatchReader::new("sockets");
+    assert_eq!(r.read(&map), n as usize);
+    assert_eq!(r.route(), Some(Route::Batch));
+    let mut keys: Vec<u64> = r.keys().to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), n as usize);
+    assert!(r
+        .entries()
+        .all(|(k, v)| *v == [(k - 0xffff_8880_0000_0000) / 64; 8]));
+}
