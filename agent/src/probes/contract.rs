@@ -131,6 +131,9 @@ fn internal_maps_are_in_the_object_as_described() {
             names::SELECTION_MAP,
             names::RENAMED_MAP,
             names::CGROUP_EVENTS_MAP,
+            // The benchmark's reference design (one entry unless it runs).
+            names::REF_THREADS_MAP,
+            names::REF_HIST_MAP,
         ])
         .collect();
     for name in obj.maps.keys() {
@@ -178,6 +181,8 @@ fn programs_are_in_the_object_on_their_hooks() {
         ),
         (names::FLOOR_ENTER, btf("sys_enter")),
         (names::FLOOR_EXIT, btf("sys_exit")),
+        (names::REF_ENTER, btf("sys_enter")),
+        (names::REF_EXIT, btf("sys_exit")),
         (names::TCP_RETRANSMIT.0, btf(names::TCP_RETRANSMIT.1)),
         (names::TCP_RETRANSMIT_OLD, btf(names::TCP_RETRANSMIT.1)),
         (names::LISTEN_POLL, "raw_tp".into()),
