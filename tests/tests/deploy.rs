@@ -95,6 +95,21 @@ fn errors_of(points: &[MetricPoint], exe: &str) -> Option<f64> {
     .last()
 }
 
+/// Refused connects of `exe`: the shipped configuration's default probe
+/// sets measure TCP for every process (syscalls on demand).
+fn refused_of(points: &[MetricPoint], exe: &str) -> Option<f64> {
+    select(
+        points,
+        "tcp.connect.errors",
+        &[
+            ("process.executable.name", exe),
+            ("error.type", "ECONNREFUSED"),
+        ],
+    )
+    .filter_map(|p| p.number())
+    .last()
+}
+
 /// GET `path` on 127.0.0.1:`port`: (status, body), or None if nobody answers.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -579,14 +594,16 @@ fn container_with_manifest_privileges_exports_and_flushes_on_stop() {
     let mut agent = Agent::spawn(cmd, &[]);
     agent.wait_attached();
     let body = wait_ready(health, "ready", |code, _| code == 200);
-    assert!(body.contains("\"hook\":\"tp_btf, tcp\""), "{body}");
+    // The shipped configuration's default: TCP for every process, no
+    // syscall program (nothing is selected on demand).
+    assert!(body.contains("\"hook\":\"tcp\""), "{body}");
     assert!(body.contains("\"enabled\":true"), "{body}");
 
     let exe = unique_name("podstop");
-    run_named(&exe, &["fail-open", "23"]);
+    run_named(&exe, &["tcp-refused", "23"]);
     // Nothing is sent before the 60 s interval ends...
     thread::sleep(Duration::from_millis(500));
-    assert_eq!(errors_of(&rx.points(), &exe), None);
+    assert_eq!(refused_of(&rx.points(), &exe), None);
     // ...so what arrives after `podman stop` is the shutdown flush.
     ok_stdout(podman().args(["stop", "-t", "20", &name]));
     let status = agent.wait_exit();
@@ -594,9 +611,11 @@ fn container_with_manifest_privileges_exports_and_flushes_on_stop() {
     assert!(status.success(), "exit {status}:\n{logs}");
     assert!(logs.contains("SIGTERM: shutting down"), "{logs}");
     assert!(logs.contains("everything delivered"), "{logs}");
-    let points = rx.wait_for(WAIT, |p| errors_of(p, &exe) == Some(23.0));
+    let points = rx.wait_for(WAIT, |p| refused_of(p, &exe) == Some(23.0));
     let by_exe = [("process.executable.name", exe.as_str())];
-    let p = select(&points, "syscall.errors", &by_exe).next().unwrap();
+    let p = select(&points, "tcp.connect.errors", &by_exe)
+        .next()
+        .unwrap();
     for (k, v) in [
         ("k8s.node.name", "node-a"),
         ("host.name", "node-a"),
