@@ -250,9 +250,18 @@ fn build() -> Result<()> {
     Ok(())
 }
 
+/// The agent by hand: a look at one machine, so every process's syscalls
+/// too (`--probes syscalls,tcp`) unless the arguments or the environment
+/// choose the probe sets.
 fn run(args: &[String]) -> Result<()> {
     let args: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
-    sh(Command::new(root().join("target/release/syscope")).args(args))
+    let mut cmd = Command::new(root().join("target/release/syscope"));
+    let chosen = args.iter().any(|a| a.starts_with("--probes"))
+        || std::env::var_os("SYSCOPE_PROBES").is_some();
+    if !chosen {
+        cmd.args(["--probes", "syscalls,tcp"]);
+    }
+    sh(cmd.args(args))
 }
 
 /// The kernel programs' sources: every .rs file under ebpf/src.
