@@ -436,7 +436,14 @@ fn cycle(
             daemon.stats.summary()
         );
         print!("{header}\n{}", table::render_slos(daemon.slo.slos()));
-        print!("{}", table::render(&rows, ""));
+        if rows.is_empty() && !daemon.probes.syscalls_attached() {
+            println!(
+                "(syscall SLIs on demand: no workload selected now; --probes syscalls,tcp \
+                 measures every process)"
+            );
+        } else {
+            print!("{}", table::render(&rows, ""));
+        }
         if daemon.probes.tcp.is_some() {
             let (rows, totals) = table::tcp_rows(&daemon.agg, &cfg.table);
             print!("{}", table::render_tcp(&rows, &totals));

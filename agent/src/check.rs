@@ -40,6 +40,8 @@ pub struct Report {
 pub enum SetResult {
     Off,
     Runs,
+    /// Syscall SLIs on demand: loaded, attached only while selected.
+    OnDemand,
     Fails,
 }
 
@@ -48,6 +50,7 @@ impl SetResult {
         match self {
             SetResult::Off => "off",
             SetResult::Runs => "runs",
+            SetResult::OnDemand => "on demand (loaded and verified; attached while a workload is selected)",
             SetResult::Fails => "cannot run",
         }
     }
@@ -106,8 +109,10 @@ pub fn run(cfg: &Config, force_io: Option<IoRoute>) -> Report {
     });
     match loaded {
         Ok(mut p) => {
-            r.syscalls = match (cfg.probes.syscalls, p.mode.is_some()) {
+            let on_demand = crate::app::on_demand(cfg);
+            r.syscalls = match (cfg.probes.syscalls || on_demand, p.mode.is_some()) {
                 (false, _) => SetResult::Off,
+                (true, true) if on_demand => SetResult::OnDemand,
                 (true, true) => SetResult::Runs,
                 (true, false) => SetResult::Fails,
             };

@@ -417,8 +417,9 @@ fn signal_table(repo: &Path, outcomes: &[Outcome]) -> Result<()> {
         }
     }
     if is_root() {
+        // Every set on: the table says which hook serves each signal.
         let out = Command::new(repo.join("target/release/syscope"))
-            .args(["check", "--output", "json"])
+            .args(["--probes", "syscalls,tcp", "check", "--output", "json"])
             .stderr(Stdio::null())
             .output()
             .context("running syscope check on this host")?;
@@ -1182,7 +1183,7 @@ fn run_script(
     // The preflight's view of this kernel, for the README's signal table.
     let _ = writeln!(
         s,
-        "echo \"{CHECK_MARKER} $SYSCOPE_VMTEST_NONCE $(\"$SYSCOPE_BIN\" check --output json 2>/dev/null)\""
+        "echo \"{CHECK_MARKER} $SYSCOPE_VMTEST_NONCE $(\"$SYSCOPE_BIN\" --probes syscalls,tcp check --output json 2>/dev/null)\""
     );
     let has_filter = test_args.iter().any(|a| !a.starts_with('-'));
     s.push_str("rc=0\n");
