@@ -50,7 +50,9 @@ impl SetResult {
         match self {
             SetResult::Off => "off",
             SetResult::Runs => "runs",
-            SetResult::OnDemand => "on demand (loaded and verified; attached while a workload is selected)",
+            SetResult::OnDemand => {
+                "on demand (loaded and verified; attached while a workload is selected)"
+            }
             SetResult::Fails => "cannot run",
         }
     }

@@ -83,6 +83,11 @@ pub struct SelfStats {
     pub diagnosis_turned_away: AtomicU64,
     pub slo_state_write_failures: AtomicU64,
     pub syscalls_attached: AtomicU64,
+    /// Per program of [`PROGRAMS`]: run time (µs) and runs, from the
+    /// kernel's statistics (`kernel.bpf_stats_enabled`).
+    pub program_run_us: [AtomicU64; PROGRAMS.len()],
+    pub program_runs: [AtomicU64; PROGRAMS.len()],
+    pub bpf_stats_enabled: AtomicU64,
     pub syscalls_selected_cgroups: AtomicU64,
     pub syscalls_selected_names: AtomicU64,
     pub syscalls_selection_turned_away: AtomicU64,
@@ -126,6 +131,9 @@ impl Default for SelfStats {
             diagnosis_turned_away: AtomicU64::new(0),
             slo_state_write_failures: AtomicU64::new(0),
             syscalls_attached: AtomicU64::new(0),
+            program_run_us: zeros(),
+            program_runs: zeros(),
+            bpf_stats_enabled: AtomicU64::new(0),
             syscalls_selected_cgroups: AtomicU64::new(0),
             syscalls_selected_names: AtomicU64::new(0),
             syscalls_selection_turned_away: AtomicU64::new(0),
@@ -223,6 +231,30 @@ impl fmt::Display for DropReason {
 /// Whether `syscope.kernel.map.entries` is reported for a map: all but
 /// `threads`, whose entries would take one syscall each to count (an LRU
 /// map keeps no count the agent can read).
+/// The programs whose cost is reported (`program=<name>`): those that run
+/// per event (syscalls, socket and TCP events, process and cgroup life).
+pub const PROGRAMS: [&str; 16] = {
+    use syscope_common::names as n;
+    [
+        n::BTF_ENTER,
+        n::BTF_EXIT,
+        n::TP_ENTER,
+        n::TP_EXIT,
+        n::BTF_THREAD_EXIT,
+        n::BTF_RENAME,
+        n::BTF_EXEC,
+        n::BTF_CGROUP_MKDIR,
+        n::TCP_STATE.0,
+        n::SOCK_SEND.0,
+        n::SOCK_RECV.0,
+        n::TCP_SEND_RESET.0,
+        n::TCP_RECEIVE_RESET.0,
+        n::TCP_DESTROY.0,
+        n::TCP_RETRANSMIT.0,
+        n::TCP_RETRANSMIT_OLD,
+    ]
+};
+
 pub fn entries_counted(m: &maps::MapSpec) -> bool {
     m.id != maps::THREADS
 }
@@ -246,6 +278,8 @@ pub enum Dimension {
     Metric,
     /// `reason=<reason>`, one point per [`DropReason`].
     Reason,
+    /// `program=<name>`, one point per program of [`PROGRAMS`].
+    Program,
 }
 
 impl Dimension {
@@ -254,6 +288,7 @@ impl Dimension {
             Self::Map | Self::CountedMap => "map",
             Self::Metric => "metric",
             Self::Reason => "reason",
+            Self::Program => "program",
         }
     }
 
@@ -274,6 +309,7 @@ impl Dimension {
                 .iter()
                 .map(|r| (*r as usize, r.label()))
                 .collect(),
+            Self::Program => PROGRAMS.iter().copied().enumerate().collect(),
         }
     }
 }
@@ -318,7 +354,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 34] = {
+pub const CATALOGUE: [SelfMetric; 37] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -466,6 +502,30 @@ pub const CATALOGUE: [SelfMetric; 34] = {
             description: "Failed writes of the SLO history to the state directory (the SLOs go on in memory; the log says why).",
             dimension: None,
             read: Count(|s, _| get(&s.slo_state_write_failures)),
+        },
+        SelfMetric {
+            name: "syscope.kernel.program.run_time",
+            unit: "s",
+            instrument: Counter,
+            description: "Time the kernel spent running each program, what syscope costs the node's CPUs (0 unless `kernel.bpf_stats_enabled` is 1: the kernel counts only then, at a cost of its own).",
+            dimension: Some(Program),
+            read: Micros(|s, i| get(&s.program_run_us[i])),
+        },
+        SelfMetric {
+            name: "syscope.kernel.program.runs",
+            unit: "{run}",
+            instrument: Counter,
+            description: "Runs of each program (0 unless `kernel.bpf_stats_enabled` is 1); run_time / runs is its cost per event.",
+            dimension: Some(Program),
+            read: Count(|s, i| get(&s.program_runs[i])),
+        },
+        SelfMetric {
+            name: "syscope.kernel.program.stats_enabled",
+            unit: "1",
+            instrument: Gauge,
+            description: "1 while `kernel.bpf_stats_enabled` is 1 (sysctl), so the program run time and runs are counted.",
+            dimension: None,
+            read: Count(|s, _| get(&s.bpf_stats_enabled)),
         },
         SelfMetric {
             name: "syscope.syscalls.attached",

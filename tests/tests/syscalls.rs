@@ -632,3 +632,49 @@ fn tracepoint_hook_without_tracefs_access_names_the_cause() {
     );
     assert!(!err.contains("not mounted at"), "{err}");
 }
+
+/// With `kernel.bpf_stats_enabled=1` the agent reports what each of its
+/// programs cost: N getppid calls of a workload run the syscall programs at
+/// least N times each (other processes add theirs), and their run time is
+/// counted. The sysctl is restored after.
+#[test]
+fn program_cost_comes_from_the_kernels_statistics() {
+    if !require_root() {
+        return;
+    }
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(STATS, &self.0);
+        }
+    }
+    let _restore = Restore(std::fs::read_to_string(STATS).unwrap());
+    std::fs::write(STATS, "1").unwrap();
+    let rx = Receiver::start();
+    let _agent = Agent::exporting_to(&rx, &[]);
+    let runs = |p: &[MetricPoint], prog: &str| {
+        latest(p, "syscope.kernel.program.runs", &[("program", prog)]).and_then(|p| p.number())
+    };
+    let before = rx.wait_for(WAIT, |p| runs(p, "sys_exit_btf").is_some());
+    let start = runs(&before, "sys_exit_btf").unwrap();
+    let name = unique_name("progcost");
+    run_named(&name, &["getppid", "200000"]);
+    let pts = rx.wait_for(WAIT, |p| {
+        runs(p, "sys_exit_btf").is_some_and(|r| r >= start + 200_000.0)
+    });
+    for prog in ["sys_enter_btf", "sys_exit_btf"] {
+        let t = latest(
+            &pts,
+            "syscope.kernel.program.run_time",
+            &[("program", prog)],
+        )
+        .and_then(|p| p.number())
+        .unwrap_or(0.0);
+        assert!(t > 0.0, "{prog}: no run time: {t}");
+    }
+    assert_eq!(
+        latest(&pts, "syscope.kernel.program.stats_enabled", &[]).and_then(|p| p.number()),
+        Some(1.0)
+    );
+}

@@ -512,6 +512,29 @@ impl Probes {
         Ok(out)
     }
 
+    /// (run time in ns, runs) of each of `names` that is loaded, from the
+    /// kernel's statistics in the program's fdinfo (both 0 unless
+    /// `kernel.bpf_stats_enabled` is 1).
+    pub fn program_stats<'a>(
+        &'a self,
+        names: &'a [&'a str],
+    ) -> impl Iterator<Item = (usize, u64, u64)> + 'a {
+        use std::os::fd::{AsFd, AsRawFd};
+        names.iter().enumerate().filter_map(|(i, name)| {
+            let p = self.ebpf.as_ref()?.program(name)?;
+            let fd = p.fd().ok()?;
+            let text =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
+                    .ok()?;
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            Some((i, field("run_time_ns:")?, field("run_cnt:")?))
+        })
+    }
+
     /// Whether the syscall programs are attached now.
     pub fn syscalls_attached(&self) -> bool {
         self.links.as_ref().is_some_and(|l| l.attached) && self.ebpf.is_some()
