@@ -295,8 +295,8 @@ fn selected(st: &mut ThreadState) -> bool {
         return st.select & 1 != 0;
     }
     let yes = read(SELECTION_ALL) != 0
-        || SELECTED_NAMES.get_ptr(&st.comm).is_some()
-        || SELECTED_CGROUPS.get_ptr(&cgroup_id()).is_some();
+        || SELECTED_NAMES.get_ptr(st.comm).is_some()
+        || SELECTED_CGROUPS.get_ptr(cgroup_id()).is_some();
     st.select = (epoch << 1) | yes as u32;
     yes
 }
