@@ -19,9 +19,9 @@ use aya_ebpf::{
     maps::Array,
     programs::BtfTracePointContext,
 };
-use syscope_common::{bucket_index, hist::NUM_BUCKETS, names, Bucket, Histogram};
+use syscope_common::{names, Histogram};
 
-use crate::helpers::{add32, add64, now_ns};
+use crate::helpers::{add_duration, now_ns};
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn floor_enter_btf(_ctx: BtfTracePointContext) -> i32 {
@@ -85,19 +85,8 @@ pub fn ref_exit_btf(_ctx: BtfTracePointContext) -> i32 {
     let Some(h) = REF_HIST.get_ptr_mut(nr as u32) else {
         return 0;
     };
-    // SAFETY: a valid array value pointer shared between CPUs: atomic adds
-    // only; `Histogram` is repr(C) with aligned fields; the bucket index is
-    // bounds-checked.
-    unsafe {
-        add64(&raw mut (*h).sum_ns, ns);
-        match bucket_index(ns) {
-            Bucket::Zero => add32(&raw mut (*h).zero, 1),
-            Bucket::Index(i) => {
-                if i < NUM_BUCKETS {
-                    add32((&raw mut (*h).buckets).cast::<u32>().add(i), 1);
-                }
-            }
-        }
-    }
+    // SAFETY: a valid array value pointer shared between CPUs (the same
+    // histogram update as syscope's, without the SLO split counters).
+    unsafe { add_duration(h, ns) };
     0
 }

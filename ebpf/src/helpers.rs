@@ -119,6 +119,30 @@ pub(crate) fn process_comm() -> [u8; COMM_LEN] {
     bpf_get_current_comm().unwrap_or([0; COMM_LEN])
 }
 
+/// Add `ns` to the sum and its bucket of the histogram at `h`; the bucket.
+///
+/// # Safety
+/// `h` is a valid map value pointer; other CPUs update the same value, hence
+/// only atomic adds. The fields are 8- and 4-byte aligned (`Histogram` is
+/// repr(C)); the bucket index is bounds-checked.
+#[inline(always)]
+pub(crate) unsafe fn add_duration(h: *mut Histogram, ns: u64) -> Bucket {
+    // SAFETY: per the contract above.
+    unsafe {
+        add64(&raw mut (*h).sum_ns, ns);
+        let b = bucket_index(ns);
+        match b {
+            Bucket::Zero => add32(&raw mut (*h).zero, 1),
+            Bucket::Index(i) => {
+                if i < NUM_BUCKETS {
+                    add32((&raw mut (*h).buckets).cast::<u32>().add(i), 1);
+                }
+            }
+        }
+        b
+    }
+}
+
 /// Add one duration to the histogram of `key`, creating it if needed;
 /// `full` is the counter bumped when the map has no room.
 #[inline(always)]
@@ -144,25 +168,16 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
         }
     };
     // SAFETY: a valid value pointer of a preallocated hash map (the verifier
-    // checks the bounds of every access); other CPUs update the same value,
-    // hence only atomic adds. The fields are 8- and 4-byte aligned
-    // (`Histogram` is repr(C)); the bucket index is bounds-checked.
+    // checks the bounds of every access), shared between CPUs.
     unsafe {
-        add64(&raw mut (*h).sum_ns, ns);
-        match bucket_index(ns) {
-            Bucket::Zero => add32(&raw mut (*h).zero, 1),
-            Bucket::Index(i) => {
-                if i < NUM_BUCKETS {
-                    add32((&raw mut (*h).buckets).cast::<u32>().add(i), 1);
-                }
-                // SLO thresholds: only a duration in a threshold's own
-                // bucket is compared (a load and a compare per slot).
-                let split = (&raw mut (*h).split).cast::<u32>();
-                for k in 0..SPLITS {
-                    if let (Some(idx), Some(t)) = (SPLIT_IDX.get(k), SPLIT_NS.get(k)) {
-                        if i as u32 == global(idx) && ns <= global(t) {
-                            add32(split.add(k), 1);
-                        }
+        if let Bucket::Index(i) = add_duration(h, ns) {
+            // SLO thresholds: only a duration in a threshold's own bucket is
+            // compared (a load and a compare per slot).
+            let split = (&raw mut (*h).split).cast::<u32>();
+            for k in 0..SPLITS {
+                if let (Some(idx), Some(t)) = (SPLIT_IDX.get(k), SPLIT_NS.get(k)) {
+                    if i as u32 == global(idx) && ns <= global(t) {
+                        add32(split.add(k), 1);
                     }
                 }
             }
