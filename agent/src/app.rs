@@ -118,17 +118,16 @@ impl Daemon {
     /// Write the on-demand selection into the kernel (attaching or
     /// detaching the syscall programs with it).
     fn select(&mut self) {
-        let Some(od) = &self.on_demand else {
-            return;
-        };
-        match od.apply(&mut self.probes, &self.cgroups, self.slo.slos()) {
-            Ok(out) => {
-                SelfStats::set(&self.stats.syscalls_selected_cgroups, out.cgroups as u64);
-                SelfStats::set(&self.stats.syscalls_selected_names, out.names as u64);
-                SelfStats::add(&self.stats.syscalls_selection_turned_away, out.turned_away);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "on-demand syscall programs: attaching or detaching failed")
+        if let Some(od) = &self.on_demand {
+            match od.apply(&mut self.probes, &self.cgroups, self.slo.slos()) {
+                Ok(out) => {
+                    SelfStats::set(&self.stats.syscalls_selected_cgroups, out.cgroups as u64);
+                    SelfStats::set(&self.stats.syscalls_selected_names, out.names as u64);
+                    SelfStats::add(&self.stats.syscalls_selection_turned_away, out.turned_away);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "on-demand syscall programs: attaching or detaching failed")
+                }
             }
         }
         SelfStats::set(

@@ -677,4 +677,9 @@ fn program_cost_comes_from_the_kernels_statistics() {
         latest(&pts, "syscope.kernel.program.stats_enabled", &[]).and_then(|p| p.number()),
         Some(1.0)
     );
+    // Every process's syscalls (the harness's --probes syscalls,tcp).
+    assert_eq!(
+        latest(&pts, "syscope.syscalls.attached", &[]).and_then(|p| p.number()),
+        Some(1.0)
+    );
 }
