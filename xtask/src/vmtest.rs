@@ -39,7 +39,7 @@ options:
   --kernel K[:SET]   5.10, 6.1, 6.12 or all (the default); repeatable; an
                      optional :SET picks that kernel's test set
   --set SET          the test set for kernels without their own :SET:
-                     focused (default), syscalls, tcp, full, identity
+                     focused (default), syscalls, tcp, full, identity, ondemand
   --allow-fail K     report K's failure but do not fail the run (repeatable)
   --timeout MIN      kill a guest after MIN minutes (default 15)
   --accel tcg|kvm    default: kvm only where a real one (kvm_intel/kvm_amd) is loaded
@@ -142,6 +142,12 @@ const SETS: &[TestSet] = &[
         name: "full",
         binaries: &[("syscalls", &[]), ("tcp", &[])],
     },
+    // Syscall SLIs on demand: programs detached and attached again, the
+    // kernel's selection by process name, a burn's detail.
+    TestSet {
+        name: "ondemand",
+        binaries: &[("ondemand", &[])],
+    },
     // The identity programs (renames, exec from threads, compat calls,
     // cgroup births) and the cgroup layouts; podman is not in the guest.
     TestSet {
@@ -191,7 +197,7 @@ fn series(name: &str) -> Result<Vec<&'static Series>> {
 
 fn test_set(name: &str) -> Result<&'static TestSet> {
     SETS.iter().find(|s| s.name == name).with_context(|| {
-        format!("unknown test set {name:?}: one of focused, syscalls, tcp, full, identity")
+        format!("unknown test set {name:?}: one of focused, syscalls, tcp, full, identity, ondemand")
     })
 }
 
