@@ -614,14 +614,17 @@ fn tracepoint_hook_without_tracefs_access_names_the_cause() {
         return;
     }
     let bin = common::agent_bin();
-    let out = std::process::Command::new("setpriv")
+    // Bounded: an agent that does not fail would otherwise run for ever.
+    let out = std::process::Command::new("timeout")
+        .args(["60", "setpriv"])
         .args(["--reuid=61998", "--regid=61998", "--clear-groups"])
         .args([
             "--inh-caps=-all,+bpf,+perfmon",
             "--ambient-caps=-all,+bpf,+perfmon",
         ])
         .arg(&bin)
-        .args(["--hook", "tracepoint", "--health-address", "off"])
+        .args(["--probes", "syscalls,tcp", "--hook", "tracepoint"])
+        .args(["--health-address", "off"])
         .output()
         .expect("setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
