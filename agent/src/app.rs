@@ -318,6 +318,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         thresholds: crate::slo::definition::thresholds(&cfg.slos),
     })?;
     let mut daemon = Daemon::new(&cfg, probes, stats.clone(), slo);
+    daemon.probes.announce();
     let exporter = cfg
         .export
         .clone()

@@ -60,6 +60,21 @@ fn syscall_hooks_attached(agent: &Agent) -> bool {
     enter
 }
 
+/// Whether this kernel has the socket length tracepoints (6.3+). Without
+/// them TCP request latency comes from the syscall programs, which then stay
+/// attached whatever is selected (and measure no syscall SLI of their own).
+fn sock_tracepoints() -> bool {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+    let has = |s: &str| btf.windows(s.len()).any(|w| w == s.as_bytes());
+    has("btf_trace_sock_send_length\0") && has("btf_trace_sock_recv_length\0")
+}
+
+/// Whether the syscall programs should be attached when nothing is
+/// selected: only where the TCP route needs them.
+fn attached_when_idle() -> bool {
+    !sock_tracepoints()
+}
+
 fn self_gauge(points: &[MetricPoint], name: &str) -> Option<f64> {
     latest(points, name, &[]).and_then(MetricPoint::number)
 }
@@ -93,8 +108,9 @@ fn errors(pts: &[MetricPoint], exe: &str) -> Option<f64> {
     .last()
 }
 
-/// By default no syscall program runs: the kernel holds no link to one,
-/// failing calls leave no series, and the TCP set still counts exactly.
+/// By default no syscall program runs: the kernel holds no link to one
+/// (before 6.3 the TCP route holds them), failing calls leave no series,
+/// and the TCP set still counts exactly.
 #[test]
 fn by_default_no_syscall_program_runs() {
     if !require_root() {
@@ -102,7 +118,7 @@ fn by_default_no_syscall_program_runs() {
     }
     let rx = Receiver::start();
     let agent = start(&rx, &[]);
-    assert!(!syscall_hooks_attached(&agent));
+    assert_eq!(syscall_hooks_attached(&agent), attached_when_idle());
     let name = unique_name("oddefault");
     run_named(&name, &["fail-open", "19"]);
     run_named(&name, &["tcp-refused", "7"]);
@@ -127,8 +143,12 @@ fn by_default_no_syscall_program_runs() {
         "syscalls measured by default: {:?}",
         syscall_points(&pts, &name)
     );
-    assert_eq!(self_gauge(&pts, "syscope.syscalls.attached"), Some(0.0));
-    assert!(!syscall_hooks_attached(&agent));
+    let idle = attached_when_idle();
+    assert_eq!(
+        self_gauge(&pts, "syscope.syscalls.attached"),
+        Some(f64::from(u8::from(idle)))
+    );
+    assert_eq!(syscall_hooks_attached(&agent), idle);
 }
 
 /// `--syscall-workloads process.executable.name=A`: A's failing calls are
@@ -201,11 +221,12 @@ fn a_burn_brings_its_workloads_syscalls_and_a_diagnosis_with_them() {
         &["--slo-file", slo.to_str().unwrap(), "--slo-detail", "10m"],
     );
     // Loaded, not attached: nothing is selected before the burn.
-    assert!(!syscall_hooks_attached(&agent));
+    assert_eq!(syscall_hooks_attached(&agent), attached_when_idle());
     let fast = vec!["1000"; 200].join(",");
     run_named(&name, &["tcp-reqresp-us", "spin", &fast]);
     std::thread::sleep(Duration::from_secs(3));
-    assert!(!syscall_hooks_attached(&agent));
+    assert_eq!(syscall_hooks_attached(&agent), attached_when_idle());
+    assert!(syscall_points(&rx.points(), &name).is_empty());
     // Slow answers for long enough that the detail sees them after the
     // burn starts.
     let slow = vec!["50000"; 200].join(",");

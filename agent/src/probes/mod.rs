@@ -464,12 +464,6 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         map_sizes: sizes,
         ebpf: Some(ebpf),
     };
-    // One line once everything is attached: supervisors and tests wait for it.
-    info!(
-        hooks = probes.hooks(),
-        kernel_map_bytes = maps::kernel_bytes(&sizes.0),
-        "probes attached"
-    );
     Ok(probes)
 }
 
@@ -538,6 +532,17 @@ impl Probes {
     /// Whether the syscall programs are attached now.
     pub fn syscalls_attached(&self) -> bool {
         self.links.as_ref().is_some_and(|l| l.attached) && self.ebpf.is_some()
+    }
+
+    /// One line once everything is attached and the first on-demand
+    /// selection is in the kernel: supervisors and tests wait for it.
+    pub fn announce(&self) {
+        info!(
+            hooks = self.hooks(),
+            kernel_map_bytes = maps::kernel_bytes(&self.map_sizes.0),
+            syscalls_attached = self.syscalls_attached(),
+            "probes attached"
+        );
     }
 
     /// What is attached, for status lines: the syscall hook and the TCP set.
