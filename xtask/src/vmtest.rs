@@ -197,7 +197,9 @@ fn series(name: &str) -> Result<Vec<&'static Series>> {
 
 fn test_set(name: &str) -> Result<&'static TestSet> {
     SETS.iter().find(|s| s.name == name).with_context(|| {
-        format!("unknown test set {name:?}: one of focused, syscalls, tcp, full, identity, ondemand")
+        format!(
+            "unknown test set {name:?}: one of focused, syscalls, tcp, full, identity, ondemand"
+        )
     })
 }
 
