@@ -4,9 +4,10 @@
 //! The agent writes the selection (cgroup ids and process names) into two
 //! kernel maps and moves the selection epoch; each thread judges itself
 //! again at its next syscall against the new epoch and caches the answer
-//! (`ThreadState::select`), so a thread that is not selected pays one
-//! thread lookup and no clock read per syscall, and nothing at all while no
-//! workload is selected (the programs are detached).
+//! (`ThreadState::select`), so a thread that is not selected pays the hooks,
+//! a thread lookup at each and the exit's clock read (taken first, before
+//! the thread is known), and nothing at all while no workload is selected
+//! (the programs are detached).
 
 use std::collections::BTreeSet;
 
