@@ -1,4 +1,4 @@
-//! syscope: eBPF syscall and TCP SLIs for every workload on a host,
+//! syscope: eBPF TCP SLIs for every workload on a host, syscall SLIs on demand,
 //! exported over OTLP.
 //!
 //! The flow, one module per stage: `probes` (load and attach the kernel
