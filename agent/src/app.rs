@@ -188,13 +188,17 @@ impl Daemon {
                 info!(slo = %s.def.name, "{text}");
             }
         }
-        for (i, ns, runs) in self.probes.program_stats(&crate::telemetry::PROGRAMS) {
-            SelfStats::set(&self.stats.program_run_us[i], ns / 1000);
-            SelfStats::set(&self.stats.program_runs[i], runs);
-        }
         let stats_on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
             .is_ok_and(|s| s.trim() == "1");
         SelfStats::set(&self.stats.bpf_stats_enabled, stats_on as u64);
+        // The kernel's counts only move while its statistics are on: one
+        // sysctl read per interval instead of a fdinfo read per program.
+        if stats_on {
+            for (i, ns, runs) in self.probes.program_stats(&crate::telemetry::PROGRAMS) {
+                SelfStats::set(&self.stats.program_run_us[i], ns / 1000);
+                SelfStats::set(&self.stats.program_runs[i], runs);
+            }
+        }
         let id = self.cgroups.stats();
         SelfStats::set(&self.stats.identity_entries, id.entries);
         SelfStats::set(&self.stats.identity_departed, id.departed);
