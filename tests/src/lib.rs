@@ -5,6 +5,7 @@ pub mod docs;
 pub mod otlp_text;
 pub mod prom;
 pub mod receiver;
+pub mod slo;
 pub mod tls;
 pub mod workload;
 

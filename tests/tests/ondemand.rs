@@ -14,7 +14,9 @@ use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use common::{require_root, Agent};
 use syscope_tests::{
-    latest, run_named, select, spawn_named, unique_name, LogRecord, MetricPoint, Receiver,
+    latest, run_named, select,
+    slo::{burn_events, slo_of},
+    spawn_named, unique_name, LogRecord, MetricPoint, Receiver,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -184,15 +186,9 @@ fn a_selected_process_is_measured_exactly_and_alone() {
     assert_eq!(self_gauge(&pts, "syscope.syscalls.attached"), Some(1.0));
 }
 
-/// The burn event of `slo` in `state`.
+/// The first burn event of `slo` in `state`.
 fn burn_event(rx: &Receiver, slo: &str, state: &str) -> LogRecord {
-    let is = |l: &LogRecord| {
-        l.attributes.get("event.name").map(String::as_str) == Some("syscope.slo.burn")
-            && l.attributes.get("slo.name").map(String::as_str) == Some(slo)
-            && l.attributes.get("slo.burn.state").map(String::as_str) == Some(state)
-    };
-    let logs = rx.wait_for_logs(WAIT, |ls| ls.iter().any(is));
-    logs.into_iter().find(is).unwrap()
+    burn_events(rx, WAIT, slo, state).remove(0)
 }
 
 /// A TCP latency SLO with no syscall measured: when it burns, the
@@ -205,16 +201,13 @@ fn a_burn_brings_its_workloads_syscalls_and_a_diagnosis_with_them() {
     }
     let name = unique_name("odburn");
     let other = unique_name("odquiet");
-    let slo = std::env::temp_dir().join(format!("{name}.slo.toml"));
-    std::fs::write(
-        &slo,
-        format!(
-            "[[slo]]\nname = \"{name}\"\nsli = \"latency\"\nmetric = \"tcp.server.request.duration\"\n\
-             threshold = \"20ms\"\nobjective = 0.99\nwindow = \"28d\"\n\
-             [slo.match]\n\"process.executable.name\" = \"{name}\"\n"
+    let slo = slo_of(
+        &name,
+        &format!(
+            "name = \"{name}\"\nsli = \"latency\"\nmetric = \"tcp.server.request.duration\"\n\
+             threshold = \"20ms\"\nobjective = 0.99\nwindow = \"28d\""
         ),
-    )
-    .unwrap();
+    );
     let rx = Receiver::start();
     let agent = start(
         &rx,

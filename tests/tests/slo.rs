@@ -8,29 +8,16 @@
 
 mod common;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use common::{require_root, Agent};
 use syscope_tests::{
-    output_durations_s, run_named, select, unique_name, LogRecord, MetricPoint, Receiver,
+    output_durations_s, run_named, select,
+    slo::{burn_events, slo_file, slo_of},
+    unique_name, LogRecord, MetricPoint, Receiver,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A config file of one SLO (`table`: its keys) on the workload `exe`.
-fn slo_of(exe: &str, table: &str) -> PathBuf {
-    slo_file(
-        exe,
-        &format!("[[slo]]\n{table}\n[slo.match]\n\"process.executable.name\" = \"{exe}\"\n"),
-    )
-}
-
-/// An SLO config file for this test.
-fn slo_file(name: &str, body: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("{name}.slo.toml"));
-    std::fs::write(&path, body).unwrap();
-    path
-}
 
 fn last(points: &[MetricPoint], metric: &str, attrs: &[(&str, &str)]) -> Option<f64> {
     select(points, metric, attrs)
@@ -73,14 +60,8 @@ fn output_in_order(out: &std::process::Output, key: &str) -> Vec<f64> {
 
 /// The `syscope.slo.burn` event of `slo` (started), as the receiver got it.
 fn burn_event(rx: &Receiver, slo: &str) -> LogRecord {
-    let is = |l: &LogRecord| {
-        l.attributes.get("event.name").map(String::as_str) == Some("syscope.slo.burn")
-            && l.attributes.get("slo.name").map(String::as_str) == Some(slo)
-            && l.attributes.get("slo.burn.state").map(String::as_str) == Some("started")
-    };
-    let logs = rx.wait_for_logs(WAIT, |ls| ls.iter().any(is));
-    let found: Vec<_> = logs.iter().filter(|l| is(l)).collect();
-    assert_eq!(found.len(), 1, "one burn event for {slo}: {logs:?}");
+    let found = burn_events(rx, WAIT, slo, "started");
+    assert_eq!(found.len(), 1, "one burn event for {slo}: {found:?}");
     found[0].clone()
 }
 
