@@ -85,6 +85,14 @@ impl Daemon {
                 cfg.limits.max_series_per_metric as u64,
             );
         }
+        let mut agg = Aggregator::new(
+            cfg.temporality,
+            cfg.limits.max_series_per_metric,
+            cfg.limits.series_idle_intervals,
+        );
+        // The SLOs' workloads stay visible on a busy node. (A syscall
+        // selection is not a reason: selecting a whole slice would keep all.)
+        agg.keep_workloads(cfg.slos.iter().map(|s| s.matchers.clone()).collect());
         let mut d = Daemon {
             on_demand: on_demand(cfg).then(|| OnDemand::new(&cfg.on_demand)),
             baseline: (!slo.is_empty()).then(|| Baseline::new(cfg.limits.max_series_per_metric)),
@@ -92,11 +100,7 @@ impl Daemon {
             burns: Vec::new(),
             probes,
             collector: Collector::new(cfg.limits.series_idle_intervals.max(2)),
-            agg: Aggregator::new(
-                cfg.temporality,
-                cfg.limits.max_series_per_metric,
-                cfg.limits.series_idle_intervals,
-            ),
+            agg,
             cgroups: CgroupResolver::new().configure(
                 cfg.identity.sources.clone(),
                 cfg.identity.max_cgroups,
@@ -147,6 +151,7 @@ impl Daemon {
             &mut self.cgroups,
             SystemTime::now(),
         );
+        self.agg.fold(&interval.folded);
         let (changes, save_failed) = self.slo.observe(&self.agg, self.agg.interval_end);
         if save_failed {
             SelfStats::add(&self.stats.slo_state_write_failures, 1);
@@ -205,9 +210,10 @@ impl Daemon {
         SelfStats::set(&self.stats.identity_births, id.births);
         SelfStats::set(&self.stats.identity_dropped, id.dropped);
         for m in Metric::all() {
-            let (live, folded) = self.agg.series_counts(m);
+            let (live, folded, evicted) = self.agg.series_counts(m);
             SelfStats::set(&self.stats.series_active[m.index()], live as u64);
             SelfStats::set(&self.stats.series_folded[m.index()], folded);
+            SelfStats::set(&self.stats.series_evicted[m.index()], evicted);
         }
     }
 

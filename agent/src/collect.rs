@@ -45,6 +45,7 @@ pub struct Collector {
     syscalls: DeltaTracker,
     tcp: DeltaTracker<TcpKey>,
     listeners: ListenerTracker,
+    folded: FoldTracker,
     last_kernel: [u64; counter::COUNT as usize],
     readers: Readers,
 }
@@ -64,6 +65,9 @@ struct Readers {
 pub struct Interval {
     pub syscalls: Deltas,
     pub tcp: Deltas<TcpKey>,
+    /// What the kernel folded because a map was full, by fold slot
+    /// (`syscope_common::fold`).
+    pub folded: Deltas<u32>,
 }
 
 impl Collector {
@@ -75,6 +79,7 @@ impl Collector {
             syscalls: DeltaTracker::new(evict_after),
             tcp: DeltaTracker::new(evict_after),
             listeners: ListenerTracker::default(),
+            folded: FoldTracker::default(),
             last_kernel: [0; counter::COUNT as usize],
             readers: Readers {
                 hist: BatchReader::new(label(maps::SYSCALL_LATENCY)),
@@ -95,8 +100,14 @@ impl Collector {
         let mut tcp = Deltas::default();
         if let Some(maps) = probes.tcp.as_mut() {
             let r = &mut self.readers;
-            entries(stats, maps::TCP_LATENCY, r.tcp_hist.read(&maps.hist));
-            entries(stats, maps::TCP_COUNTERS, r.tcp_counts.read(&maps.counts));
+            let n_hist = r.tcp_hist.read(&maps.hist);
+            let n_counts = r.tcp_counts.read(&maps.counts);
+            entries(stats, maps::TCP_LATENCY, n_hist);
+            entries(stats, maps::TCP_COUNTERS, n_counts);
+            self.tcp.pressure(
+                pressed(stats, maps::TCP_LATENCY, n_hist),
+                pressed(stats, maps::TCP_COUNTERS, n_counts),
+            );
             entries(stats, maps::LISTENERS, r.listeners.read(&maps.listeners));
             // Only counted: the batch read's count (the kernel has no
             // cheaper way to tell an LRU map's fill level).
@@ -118,8 +129,22 @@ impl Collector {
             tcp.counters.extend(drops);
         }
         self.kernel_counters(probes, stats);
+        // The folded slots only fill once some map was full.
+        let folded = if maps::MAPS
+            .iter()
+            .any(|m| self.last_kernel[counter::map_full(m.id) as usize] > 0)
+        {
+            let (hist, counts) = probes.folded.read();
+            self.folded.update(&hist, &counts)
+        } else {
+            Deltas::default()
+        };
         SelfStats::set(&stats.collect_duration_us, t0.elapsed().as_micros() as u64);
-        Interval { syscalls, tcp }
+        Interval {
+            syscalls,
+            tcp,
+            folded,
+        }
     }
 
     /// The syscall half of [`collect`](Self::collect): read the latency and
@@ -134,8 +159,14 @@ impl Collector {
         stats: &SelfStats,
     ) -> Deltas {
         let r = &mut self.readers;
-        entries(stats, maps::SYSCALL_LATENCY, r.hist.read(hist));
-        entries(stats, maps::SYSCALL_ERRORS, r.errors.read(errors));
+        let n_hist = r.hist.read(hist);
+        let n_errors = r.errors.read(errors);
+        entries(stats, maps::SYSCALL_LATENCY, n_hist);
+        entries(stats, maps::SYSCALL_ERRORS, n_errors);
+        self.syscalls.pressure(
+            pressed(stats, maps::SYSCALL_LATENCY, n_hist),
+            pressed(stats, maps::SYSCALL_ERRORS, n_errors),
+        );
         let (syscalls, evict) = self
             .syscalls
             .update(r.hist.entries(), copied(r.errors.entries()));
@@ -162,13 +193,55 @@ impl Collector {
             if grew > 0 {
                 warn!(
                     map = m.label,
-                    dropped = grew,
-                    "kernel map full: updates dropped this interval; raise limits.kernel_maps.{}",
+                    updates = grew,
+                    "kernel map full: updates {} this interval; raise limits.kernel_maps.{}",
+                    if m.folds {
+                        "folded into the overflow series"
+                    } else {
+                        "dropped"
+                    },
                     m.label
                 );
             }
         }
         self.last_kernel = now;
+    }
+}
+
+/// Whether map `id`, holding `n` entries at this read, is under pressure:
+/// three quarters full. Its entries that did not change since the last read
+/// are then deleted from the kernel at once (their counts are in this read),
+/// so new workloads find room instead of folding.
+fn pressed(stats: &SelfStats, id: usize, n: usize) -> bool {
+    let cap = stats.map_capacity[id].load(std::sync::atomic::Ordering::Relaxed);
+    cap > 1 && n as u64 * 4 >= cap * 3
+}
+
+/// The kernel's folded slots (cumulative) to deltas, by slot.
+#[derive(Default)]
+struct FoldTracker {
+    hist: Vec<Histogram>,
+    counts: Vec<u64>,
+}
+
+impl FoldTracker {
+    fn update(&mut self, hist: &[Histogram], counts: &[u64]) -> Deltas<u32> {
+        let mut out = Deltas::default();
+        for (i, cur) in hist.iter().enumerate() {
+            let d = HistValue::between(self.hist.get(i), cur);
+            if !d.is_empty() {
+                out.hist.push((i as u32, d));
+            }
+        }
+        for (i, &cur) in counts.iter().enumerate() {
+            let d = counter_delta(self.counts.get(i).copied(), cur);
+            if d != 0 {
+                out.counters.push((i as u32, d));
+            }
+        }
+        self.hist = hist.to_vec();
+        self.counts = counts.to_vec();
+        out
     }
 }
 
@@ -278,6 +351,9 @@ pub struct DeltaTracker<K = SeriesKey> {
     hist: Series<K, Histogram>,
     counters: Series<K, u64>,
     evict_after: u32,
+    /// Maps under pressure (histograms, counters): the next update evicts
+    /// whatever did not change since the last read.
+    pressed: (bool, bool),
     /// Reads so far: entries a read did not see are forgotten after it.
     reads: u64,
     /// Events in the last read's histogram deltas.
@@ -429,9 +505,17 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
             hist: Series::new(),
             counters: Series::new(),
             evict_after: evict_after.max(1),
+            pressed: (false, false),
             reads: 0,
             events: 0,
         }
+    }
+
+    /// Whether the maps of the next [`update`](Self::update) are under
+    /// pressure (histograms, counters): entries unchanged since the last
+    /// read are then evicted at once instead of after `evict_after` reads.
+    pub fn pressure(&mut self, hist: bool, counters: bool) {
+        self.pressed = (hist, counters);
     }
 
     /// Feed one full read of both maps; returns the deltas and the keys the
@@ -446,14 +530,16 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
         let mut out = Deltas::default();
         let mut ev = Evictions::default();
         self.reads += 1;
-        let (read, after) = (self.reads, self.evict_after);
+        let read = self.reads;
+        let after = |pressed: bool| if pressed { 1 } else { self.evict_after };
+        let (after_hist, after_counters) = (after(self.pressed.0), after(self.pressed.1));
         self.events = 0;
         for (pos, (k, cur)) in hist.into_iter().enumerate() {
-            let (d, evict) = self
-                .hist
-                .track(pos, k, cur.borrow(), read, after, |prev, cur| {
-                    Some(HistValue::between(prev, cur)).filter(|d| !d.is_empty())
-                });
+            let (d, evict) =
+                self.hist
+                    .track(pos, k, cur.borrow(), read, after_hist, |prev, cur| {
+                        Some(HistValue::between(prev, cur)).filter(|d| !d.is_empty())
+                    });
             if evict {
                 ev.hist.push(k);
             } else if let Some(d) = d {
@@ -464,11 +550,11 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
         }
         self.hist.finish(read);
         for (pos, (k, cur)) in counters.into_iter().enumerate() {
-            let (d, evict) = self
-                .counters
-                .track(pos, k, &cur, read, after, |prev, &cur| {
-                    Some(counter_delta(prev.copied(), cur)).filter(|&d| d != 0)
-                });
+            let (d, evict) =
+                self.counters
+                    .track(pos, k, &cur, read, after_counters, |prev, &cur| {
+                        Some(counter_delta(prev.copied(), cur)).filter(|&d| d != 0)
+                    });
             if evict {
                 ev.counters.push(k);
             } else if let Some(d) = d {

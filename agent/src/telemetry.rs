@@ -35,6 +35,8 @@ pub struct SelfStats {
     pub export_failures: AtomicU64,
     /// Export requests delivered.
     pub export_successes: AtomicU64,
+    /// Protobuf size of the last metrics request delivered (SLIs and SLOs).
+    pub export_request_bytes: AtomicU64,
     /// Intervals never delivered, by [`DropReason`].
     pub export_dropped: [AtomicU64; DropReason::COUNT],
     /// Intervals waiting in the unsent buffer right now (a gauge).
@@ -57,6 +59,8 @@ pub struct SelfStats {
     /// attribute sets folded into the overflow series since start (counter).
     pub series_active: [AtomicU64; Metric::COUNT],
     pub series_folded: [AtomicU64; Metric::COUNT],
+    /// Series that gave way to new ones under pressure since start.
+    pub series_evicted: [AtomicU64; Metric::COUNT],
     /// Per SLI metric: 1 when a kernel hook serves it (gauge).
     pub signal_served: [AtomicU64; Metric::COUNT],
     /// Prometheus endpoint: scrapes answered (counter), connections closed
@@ -105,6 +109,7 @@ impl Default for SelfStats {
             started: SystemTime::now(),
             export_failures: AtomicU64::new(0),
             export_successes: AtomicU64::new(0),
+            export_request_bytes: AtomicU64::new(0),
             export_dropped: zeros(),
             export_buffered_intervals: AtomicU64::new(0),
             export_duration_us: AtomicU64::new(0),
@@ -116,6 +121,7 @@ impl Default for SelfStats {
             series_limit: AtomicU64::new(0),
             series_active: zeros(),
             series_folded: zeros(),
+            series_evicted: zeros(),
             signal_served: zeros(),
             prometheus_scrapes: AtomicU64::new(0),
             prometheus_connections_closed: AtomicU64::new(0),
@@ -354,7 +360,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every self-metric the agent exports, in export (and docs) order.
-pub const CATALOGUE: [SelfMetric; 37] = {
+pub const CATALOGUE: [SelfMetric; 39] = {
     use Dimension::*;
     use Instrument::*;
     use Read::*;
@@ -363,7 +369,7 @@ pub const CATALOGUE: [SelfMetric; 37] = {
             name: "syscope.kernel.map.full",
             unit: "{update}",
             instrument: Counter,
-            description: "Kernel updates dropped because a map was full.",
+            description: "Kernel updates that found a map full: folded into the metric's overflow series (syscall and TCP measurements), or dropped (the other maps).",
             dimension: Some(Map),
             read: Count(|s, i| get(&s.kernel[counter::map_full(i) as usize])),
         },
@@ -576,6 +582,14 @@ pub const CATALOGUE: [SelfMetric; 37] = {
             read: Count(|s, i| get(&s.series_folded[i])),
         },
         SelfMetric {
+            name: "syscope.series.evicted",
+            unit: "{series}",
+            instrument: Counter,
+            description: "Quiet series that gave way to new ones near the cardinality limit (not under an SLO, no recent errors).",
+            dimension: Some(Metric),
+            read: Count(|s, i| get(&s.series_evicted[i])),
+        },
+        SelfMetric {
             name: "syscope.export.failures",
             unit: "{attempt}",
             instrument: Counter,
@@ -590,6 +604,14 @@ pub const CATALOGUE: [SelfMetric; 37] = {
             description: "Delivered OTLP export requests.",
             dimension: None,
             read: Count(|s, _| get(&s.export_successes)),
+        },
+        SelfMetric {
+            name: "syscope.export.request.size",
+            unit: "By",
+            instrument: Gauge,
+            description: "Size of the last metrics request delivered over OTLP (protobuf, before compression; the SLI and SLO scopes).",
+            dimension: None,
+            read: Count(|s, _| get(&s.export_request_bytes)),
         },
         SelfMetric {
             name: "syscope.export.dropped",

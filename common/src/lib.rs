@@ -317,6 +317,38 @@ pub mod globals {
     }
 }
 
+/// Folding in the kernel: an update whose measurement map is full (a new
+/// workload x syscall, or a new TCP owner x peer, finds no room) is not
+/// lost. It is added to one fixed slot per metric, which the agent exports
+/// as that metric's overflow series (`otel.metric.overflow=true`), and the
+/// map's "full" counter says how many updates went there.
+pub mod fold {
+    /// Slots of `FOLDED_HIST`: 0 for syscall latency, a TCP histogram's
+    /// `HistKind` value for its kind.
+    pub const HIST_SLOTS: u32 = 8;
+    /// Slots of `FOLDED_COUNTS`: 0 for syscall errors, a TCP counter's
+    /// `CountKind` value for its kind.
+    pub const COUNT_SLOTS: u32 = 32;
+    pub const SYSCALL: u32 = 0;
+
+    // Every kind has its slot, and none is the syscalls' slot.
+    const _: () = {
+        use crate::tcp::{CountKind, HistKind};
+        let mut i = 0;
+        while i < HistKind::ALL.len() {
+            let k = HistKind::ALL[i] as u32;
+            assert!(k != SYSCALL && k < HIST_SLOTS);
+            i += 1;
+        }
+        let mut i = 0;
+        while i < CountKind::ALL.len() {
+            let k = CountKind::ALL[i] as u32;
+            assert!(k != SYSCALL && k < COUNT_SLOTS);
+            i += 1;
+        }
+    };
+}
+
 /// Program names and the internal maps in the eBPF object (the measuring
 /// maps are in [`maps::MAPS`]).
 pub mod names {
@@ -327,6 +359,10 @@ pub mod names {
     pub const THREADS_SEEN_MAP: &str = "THREADS_SEEN";
     /// The all-zero histogram new series start from.
     pub const ZERO_HIST_MAP: &str = "ZERO_HIST";
+    /// Where an update goes when its measurement map is full (see
+    /// [`crate::fold`]): one histogram, and one counter, per metric.
+    pub const FOLDED_HIST_MAP: &str = "FOLDED_HIST";
+    pub const FOLDED_COUNTS_MAP: &str = "FOLDED_COUNTS";
     /// Local ports with a listener, filled while seeding (see `SEED_TCP`):
     /// an established socket on such a port was accepted, not connected.
     pub const LISTEN_PORTS_MAP: &str = "LISTEN_PORTS";

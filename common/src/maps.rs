@@ -9,7 +9,7 @@
 //!   (`counter::map_full(id)`);
 //! - its kernel memory is [`MapSpec::kernel_bytes`].
 //!
-//! `COUNTERS` and `ZERO_HIST` are fixed-size internals, not measurements:
+//! `COUNTERS`, `ZERO_HIST` and the folded slots are fixed-size internals, not measurements:
 //! they are not in the catalogue (their few bytes are in [`FIXED_BYTES`]).
 //! `THREADS_SEEN` is internal too, sized from the kernel's pid_max (see
 //! [`threads_seen_entries`]).
@@ -46,6 +46,9 @@ pub struct MapSpec {
     pub label: &'static str,
     pub set: ProbeSet,
     pub kind: MapKind,
+    /// When full, an update is folded into its metric's overflow series
+    /// (`crate::fold`) instead of dropped.
+    pub folds: bool,
     pub default_entries: u32,
     /// Largest accepted `limits.kernel_maps.<label>` (bounds kernel memory).
     pub max_entries: u32,
@@ -77,6 +80,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "threads",
         set: ProbeSet::Syscalls,
         kind: MapKind::LruHash,
+        folds: false,
         default_entries: 16384,
         max_entries: 1 << 20,
         key_size: size::<u32>(),
@@ -89,6 +93,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "syscall_latency",
         set: ProbeSet::Syscalls,
         kind: MapKind::Hash,
+        folds: true,
         default_entries: 4096,
         max_entries: 1 << 16,
         key_size: size::<SeriesKey>(),
@@ -101,6 +106,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "syscall_errors",
         set: ProbeSet::Syscalls,
         kind: MapKind::Hash,
+        folds: true,
         default_entries: 4096,
         max_entries: 1 << 20,
         key_size: size::<SeriesKey>(),
@@ -113,6 +119,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "sockets",
         set: ProbeSet::Tcp,
         kind: MapKind::LruHash,
+        folds: false,
         default_entries: 32768,
         max_entries: 1 << 20,
         key_size: size::<u64>(),
@@ -125,6 +132,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "listeners",
         set: ProbeSet::Tcp,
         kind: MapKind::Hash,
+        folds: false,
         default_entries: 1024,
         max_entries: 1 << 16,
         key_size: size::<u64>(),
@@ -137,6 +145,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "tcp_latency",
         set: ProbeSet::Tcp,
         kind: MapKind::Hash,
+        folds: true,
         default_entries: 2048,
         max_entries: 1 << 16,
         key_size: size::<TcpKey>(),
@@ -149,6 +158,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "tcp_counters",
         set: ProbeSet::Tcp,
         kind: MapKind::Hash,
+        folds: true,
         default_entries: 4096,
         max_entries: 1 << 20,
         key_size: size::<TcpKey>(),
@@ -161,6 +171,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "selected_cgroups",
         set: ProbeSet::Syscalls,
         kind: MapKind::Hash,
+        folds: false,
         default_entries: 4096,
         max_entries: 1 << 16,
         key_size: size::<u64>(),
@@ -173,6 +184,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         label: "selected_names",
         set: ProbeSet::Syscalls,
         kind: MapKind::Hash,
+        folds: false,
         default_entries: 1024,
         max_entries: 1 << 16,
         key_size: size::<[u8; crate::COMM_LEN]>(),
@@ -187,8 +199,11 @@ pub fn by_label(label: &str) -> Option<&'static MapSpec> {
 }
 
 /// Bytes of the fixed internal maps: `COUNTERS` (per CPU, counted once per
-/// CPU by the caller) is excluded; `ZERO_HIST` is one histogram.
-pub const FIXED_BYTES: u64 = 4 + size::<Histogram>() as u64;
+/// CPU by the caller) is excluded; `ZERO_HIST` is one histogram, the folded
+/// slots (`crate::fold`) a few more.
+pub const FIXED_BYTES: u64 = 4
+    + (1 + crate::fold::HIST_SLOTS as u64) * size::<Histogram>() as u64
+    + crate::fold::COUNT_SLOTS as u64 * 8;
 
 /// The kernel's bookkeeping per preallocated hash element beyond its
 /// 8-byte aligned key and value (`struct htab_elem` and its share of the

@@ -16,7 +16,8 @@ use syscope_common::{
 };
 
 use crate::maps::{
-    COUNTERS, SELF_TGID, SPLIT_IDX, SPLIT_NS, TASK_COMM_OFF, TASK_GROUP_LEADER_OFF, ZERO_HIST,
+    COUNTERS, FOLDED_COUNTS, FOLDED_HIST, SELF_TGID, SPLIT_IDX, SPLIT_NS, TASK_COMM_OFF,
+    TASK_GROUP_LEADER_OFF, ZERO_HIST,
 };
 
 /// `-EEXIST`, what a `BPF_NOEXIST` insert returns when another CPU created
@@ -143,10 +144,11 @@ pub(crate) unsafe fn add_duration(h: *mut Histogram, ns: u64) -> Bucket {
     }
 }
 
-/// Add one duration to the histogram of `key`, creating it if needed;
-/// `full` is the counter bumped when the map has no room.
+/// Add one duration to the histogram of `key`, creating it if needed. When
+/// the map has no room, `full` is the counter bumped and `fold` the slot of
+/// `FOLDED_HIST` that takes the duration instead (`syscope_common::fold`).
 #[inline(always)]
-pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u32) {
+pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u32, fold: u32) {
     let h = match map.get_ptr_mut(key) {
         Some(h) => h,
         None => {
@@ -158,6 +160,10 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
                 Ok(()) | Err(EEXIST) => {}
                 Err(_) => {
                     bump(full);
+                    if let Some(h) = FOLDED_HIST.get_ptr_mut(fold) {
+                        // SAFETY: a valid array value pointer, shared.
+                        unsafe { add_measured(h, ns) };
+                    }
                     return;
                 }
             }
@@ -169,6 +175,17 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
     };
     // SAFETY: a valid value pointer of a preallocated hash map (the verifier
     // checks the bounds of every access), shared between CPUs.
+    unsafe { add_measured(h, ns) };
+}
+
+/// `add_duration`, and the split counter of each SLO threshold in the
+/// duration's bucket.
+///
+/// # Safety
+/// As for [`add_duration`].
+#[inline(always)]
+unsafe fn add_measured(h: *mut Histogram, ns: u64) {
+    // SAFETY: per the contract above.
     unsafe {
         if let Bucket::Index(i) = add_duration(h, ns) {
             // SLO thresholds: only a duration in a threshold's own bucket is
@@ -185,10 +202,11 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
     }
 }
 
-/// Add `n` to the counter of `key`, creating it if needed; `full` is the
-/// counter bumped when the map has no room.
+/// Add `n` to the counter of `key`, creating it if needed. When the map has
+/// no room, `full` is the counter bumped and `fold` the slot of
+/// `FOLDED_COUNTS` that takes `n` instead.
 #[inline(always)]
-pub(crate) fn count_add<K>(map: &HashMap<K, u64>, key: &K, n: u64, full: u32) {
+pub(crate) fn count_add<K>(map: &HashMap<K, u64>, key: &K, n: u64, full: u32, fold: u32) {
     if let Some(c) = map.get_ptr_mut(key) {
         // SAFETY: a valid, aligned value pointer, shared between CPUs: atomic.
         unsafe { add64(c, n) };
@@ -203,6 +221,12 @@ pub(crate) fn count_add<K>(map: &HashMap<K, u64>, key: &K, n: u64, full: u32) {
                 unsafe { add64(c, n) };
             }
         }
-        Err(_) => bump(full),
+        Err(_) => {
+            bump(full);
+            if let Some(c) = FOLDED_COUNTS.get_ptr_mut(fold) {
+                // SAFETY: as above.
+                unsafe { add64(c, n) };
+            }
+        }
     }
 }

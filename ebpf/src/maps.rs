@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use syscope_common::{
-    counter,
+    counter, fold,
     globals::{fd_off, NO_SPLIT, SOCKIO_NR_WORDS},
     hist::SPLITS,
     maps::{self, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
@@ -146,6 +146,14 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cou
 /// 512-byte BPF stack).
 #[map(name = "ZERO_HIST")]
 pub(crate) static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
+
+/// Updates that found their measurement map full, one slot per metric
+/// (`syscope_common::fold`): folded, not lost.
+#[map(name = "FOLDED_HIST")]
+pub(crate) static FOLDED_HIST: Array<Histogram> = Array::with_max_entries(fold::HIST_SLOTS, 0);
+
+#[map(name = "FOLDED_COUNTS")]
+pub(crate) static FOLDED_COUNTS: Array<u64> = Array::with_max_entries(fold::COUNT_SLOTS, 0);
 
 /// Tracked TCP sockets (see `syscope_common::tcp`). LRU: a socket whose
 /// destruction we miss ages out instead of leaking.

@@ -32,7 +32,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use syscope_common::{
-    counter,
+    counter, fold,
     globals::{SLIS_ALL, SLIS_SELECTED},
     maps::{self, THREADS_SEEN_BITS},
     names::{SELECTION_ALL, SELECTION_EPOCH},
@@ -401,6 +401,7 @@ fn try_sys_exit(
         &key,
         now - start,
         counter::map_full(maps::SYSCALL_LATENCY),
+        fold::SYSCALL,
     );
     // Linux returns -1..-4095 for errors; anything else is a value.
     if (-4095..0).contains(&ret) {
@@ -410,6 +411,7 @@ fn try_sys_exit(
             &key,
             1,
             counter::map_full(maps::SYSCALL_ERRORS),
+            fold::SYSCALL,
         );
     }
 }

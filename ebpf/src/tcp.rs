@@ -193,12 +193,24 @@ fn tcp_key(owner: Option<&SockState>, kind: u8, with_addr: bool) -> TcpKey {
 #[inline(always)]
 fn tcp_hist(st: &SockState, kind: HistKind, with_addr: bool, ns: u64) {
     let key = tcp_key(Some(st), kind as u8, with_addr);
-    hist_add(&TCP_LATENCY, &key, ns, counter::map_full(maps::TCP_LATENCY));
+    hist_add(
+        &TCP_LATENCY,
+        &key,
+        ns,
+        counter::map_full(maps::TCP_LATENCY),
+        kind as u32,
+    );
 }
 
 #[inline(always)]
 fn tcp_count(key: &TcpKey, n: u64) {
-    count_add(&TCP_COUNTERS, key, n, counter::map_full(maps::TCP_COUNTERS));
+    count_add(
+        &TCP_COUNTERS,
+        key,
+        n,
+        counter::map_full(maps::TCP_COUNTERS),
+        key.kind as u32,
+    );
 }
 
 /// Peer address (v4-mapped for IPv4) and port of a socket.

@@ -19,6 +19,7 @@ use std::{
 };
 
 use syscope_common::{
+    fold,
     tcp::{CountKind, HistKind, TcpKey},
     SeriesKey,
 };
@@ -102,15 +103,23 @@ impl Attrs {
 /// Values a series can hold.
 pub trait Value: Default + Clone {
     fn merge(&mut self, other: &Self);
+    /// Events counted, to rank series by how busy they are.
+    fn events(&self) -> u64;
 }
 impl Value for HistValue {
     fn merge(&mut self, other: &Self) {
         self.add(other)
     }
+    fn events(&self) -> u64 {
+        self.count()
+    }
 }
 impl Value for u64 {
     fn merge(&mut self, other: &Self) {
         *self += other
+    }
+    fn events(&self) -> u64 {
+        *self
     }
 }
 
@@ -126,7 +135,9 @@ pub struct Series<V> {
 
 /// All series of one metric, bounded by the cardinality limit. Past the
 /// limit, new attribute sets fold into one overflow series
-/// (`otel.metric.overflow=true`), as the OpenTelemetry SDKs do.
+/// (`otel.metric.overflow=true`), as the OpenTelemetry SDKs do. Before that,
+/// under pressure (see [`MetricSeries::begin_interval`]), quiet series give
+/// way to new ones, so a churning node keeps showing its new workloads.
 #[derive(Debug)]
 pub struct MetricSeries<V, A = Attrs> {
     pub series: HashMap<A, Series<V>>,
@@ -135,6 +146,8 @@ pub struct MetricSeries<V, A = Attrs> {
     /// (saturates at FOLDED_CAP to stay bounded).
     folded: HashSet<A>,
     folded_saturated: u64,
+    /// Series that gave way under pressure since start.
+    evicted: u64,
     limit: usize,
 }
 
@@ -147,6 +160,7 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
             overflow: None,
             folded: HashSet::new(),
             folded_saturated: 0,
+            evicted: 0,
             limit: limit.max(2),
         }
     }
@@ -187,8 +201,32 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
         target.idle = 0;
     }
 
+    /// Series that gave way under pressure since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Events the kernel folded (its map was full: no attributes left).
+    fn record_overflow(&mut self, d: &V, start: SystemTime) {
+        let o = self.overflow.get_or_insert_with(|| Series {
+            start,
+            cumulative: V::default(),
+            delta: None,
+            idle: 0,
+        });
+        o.cumulative.merge(d);
+        o.delta.get_or_insert_with(V::default).merge(d);
+    }
+
     /// Start a new interval: clear deltas, age series, drop the long idle.
-    fn begin_interval(&mut self, max_idle: u32) {
+    ///
+    /// Under pressure (nine tenths of the limit in use), series that did
+    /// not change in the last interval give way until four fifths are in
+    /// use: the longest quiet first, then the least busy. Series `keep`
+    /// says matter (under an SLO, or with errors) stay, and so does every
+    /// busy one, since it changed. Nothing is lost: what a series counted
+    /// was exported; a series that comes back starts a new cumulative run.
+    fn begin_interval(&mut self, max_idle: u32, keep: impl Fn(&A) -> bool) {
         self.series.retain(|_, s| {
             if s.delta.take().is_none() {
                 s.idle += 1;
@@ -198,6 +236,26 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
         if let Some(o) = &mut self.overflow {
             o.delta = None;
         }
+        if self.series.len() < self.limit - self.limit / 10 {
+            return;
+        }
+        let mut quiet: Vec<(u32, u64, &A)> = self
+            .series
+            .iter()
+            .filter(|(a, s)| s.idle > 0 && !keep(a))
+            .map(|(a, s)| (s.idle, s.cumulative.events(), a))
+            .collect();
+        quiet.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+        let excess = self.series.len() - (self.limit - self.limit / 5);
+        let gone: Vec<A> = quiet
+            .into_iter()
+            .take(excess)
+            .map(|(_, _, a)| a.clone())
+            .collect();
+        for a in &gone {
+            self.series.remove(a);
+        }
+        self.evicted += gone.len() as u64;
     }
 
     pub fn len(&self) -> usize {
@@ -220,6 +278,9 @@ pub struct Aggregator {
     pub interval_start: SystemTime,
     pub interval_end: SystemTime,
     max_idle: u32,
+    /// Workloads whose series never give way under pressure (the SLOs'
+    /// matchers); see [`MetricSeries::begin_interval`].
+    keep: Vec<Vec<(Attr, String)>>,
     arch: Arch,
     names: HashMap<[u8; 16], Arc<str>>,
     syscall_names: HashMap<u32, Arc<str>>,
@@ -236,10 +297,63 @@ impl Aggregator {
             interval_start: now,
             interval_end: now,
             max_idle,
+            keep: Vec::new(),
             arch: Arch::current(),
             names: HashMap::new(),
             syscall_names: HashMap::new(),
             errno_names: HashMap::new(),
+        }
+    }
+
+    /// Series matching every matcher of one of `keep` (sets of exported
+    /// attribute values; an empty set is ignored) stay under pressure.
+    pub fn keep_workloads(&mut self, keep: Vec<Vec<(Attr, String)>>) {
+        self.keep = keep.into_iter().filter(|m| !m.is_empty()).collect();
+    }
+
+    /// The calls (syscall of a workload) with errors in the last interval
+    /// or the one before, when the syscall latency series are under
+    /// pressure (their latency series stay): empty otherwise.
+    fn erring_calls(&self) -> HashSet<Call> {
+        let d = &self.hists[Metric::SyscallDuration.slot()];
+        if d.series.len() < d.limit - d.limit / 10 {
+            return HashSet::new();
+        }
+        self.counters[Metric::SyscallErrors.slot()]
+            .series
+            .iter()
+            .filter(|(_, s)| s.idle <= 1)
+            .map(|(a, _)| call_of(a))
+            .collect()
+    }
+
+    /// Add what the kernel folded (its maps were full) to each metric's
+    /// overflow series; after [`ingest`](Self::ingest), in the same interval.
+    pub fn fold(&mut self, folded: &Deltas<u32>) {
+        let start = self.interval_start;
+        for (slot, d) in &folded.hist {
+            let m = match *slot {
+                fold::SYSCALL => Some(Metric::SyscallDuration),
+                k => u8::try_from(k)
+                    .ok()
+                    .and_then(HistKind::from_u8)
+                    .map(Metric::of_hist),
+            };
+            if let Some(m) = m {
+                self.hists[m.slot()].record_overflow(d, start);
+            }
+        }
+        for (slot, n) in &folded.counters {
+            let m = match *slot {
+                fold::SYSCALL => Some(Metric::SyscallErrors),
+                k => u8::try_from(k)
+                    .ok()
+                    .and_then(CountKind::from_u8)
+                    .map(Metric::of_count),
+            };
+            if let Some(m) = m {
+                self.counters[m.slot()].record_overflow(n, start);
+            }
         }
     }
 
@@ -253,11 +367,18 @@ impl Aggregator {
         &self.counters[m.slot()]
     }
 
-    /// Live and folded series of `m`, whichever its instrument.
-    pub fn series_counts(&self, m: Metric) -> (usize, u64) {
+    /// Live, folded and evicted (under pressure) series of `m`, whichever
+    /// its instrument.
+    pub fn series_counts(&self, m: Metric) -> (usize, u64, u64) {
         match m.spec().instrument {
-            metrics::Instrument::Histogram => (self.hist(m).len(), self.hist(m).folded()),
-            metrics::Instrument::Counter => (self.counter(m).len(), self.counter(m).folded()),
+            metrics::Instrument::Histogram => {
+                let s = self.hist(m);
+                (s.len(), s.folded(), s.evicted())
+            }
+            metrics::Instrument::Counter => {
+                let s = self.counter(m);
+                (s.len(), s.folded(), s.evicted())
+            }
         }
     }
 
@@ -271,11 +392,19 @@ impl Aggregator {
     ) {
         self.interval_start = self.interval_end;
         self.interval_end = now;
-        for m in &mut self.hists {
-            m.begin_interval(self.max_idle);
+        let erring = self.erring_calls();
+        for (i, m) in self.hists.iter_mut().enumerate() {
+            let metric = Metric::HISTOGRAMS[i];
+            let keep = |a: &Attrs| {
+                self.keep.iter().any(|k| matches_all(k, a))
+                    || metric == Metric::SyscallDuration && erring.contains(&call_of(a))
+            };
+            m.begin_interval(self.max_idle, keep);
         }
         for m in &mut self.counters {
-            m.begin_interval(self.max_idle);
+            m.begin_interval(self.max_idle, |a| {
+                self.keep.iter().any(|k| matches_all(k, a))
+            });
         }
         // A new series' cumulative window starts where this interval did:
         // its first events happened after that.
@@ -388,6 +517,21 @@ impl Aggregator {
     }
 }
 
+/// A workload's syscall: what a syscall's latency and error series share.
+type Call = (Option<Arc<str>>, Option<Arc<str>>, Option<Arc<Identity>>);
+
+fn call_of(a: &Attrs) -> Call {
+    (a.syscall.clone(), a.exe.clone(), a.identity.clone())
+}
+
+/// Whether `a` has every matcher's value (exported text; the port in
+/// decimal).
+pub fn matches_all(matchers: &[(Attr, String)], a: &Attrs) -> bool {
+    matchers
+        .iter()
+        .all(|(attr, v)| a.value(*attr).is_some_and(|x| x == v.as_str()))
+}
+
 /// The identity of a cgroup, `None` when it has none (a plain process in
 /// the root or a user session without a unit), so such series fold by
 /// process name.
@@ -468,17 +612,77 @@ mod tests {
     }
 
     #[test]
+    fn quiet_series_give_way_near_the_limit_but_kept_and_busy_ones_stay() {
+        let mut m = MetricSeries::<u64>::new(10);
+        let now = SystemTime::now();
+        // 9 series of 10: at nine tenths. 5 and 6 are the least busy.
+        for i in 0..9 {
+            m.record(attrs(i), &(10 + i as u64), now);
+        }
+        m.record(attrs(5), &0, now);
+        let keep = |a: &Attrs| *a == attrs(5);
+        // All changed in the interval that ended: nothing gives way.
+        m.begin_interval(10, keep);
+        assert_eq!((m.series.len(), m.evicted()), (9, 0));
+        // 0..=3 busy; the quiet rest gives way down to 8 (four fifths),
+        // the least busy first, except the kept 5.
+        for i in 0..4 {
+            m.record(attrs(i), &1, now);
+        }
+        m.begin_interval(10, keep);
+        assert_eq!((m.series.len(), m.evicted()), (8, 1));
+        assert!(!m.series.contains_key(&attrs(4)), "4 was the least busy");
+        assert!(m.series.contains_key(&attrs(5)), "kept");
+        // A new workload has its own series, not the overflow.
+        m.record(attrs(20), &3, now);
+        assert_eq!(m.series[&attrs(20)].cumulative, 3);
+        assert!(m.overflow.is_none());
+    }
+
+    #[test]
+    fn kernel_folds_go_to_the_overflow_series_of_their_metric() {
+        let mut agg = Aggregator::new(Temporality::Delta, 100, 10);
+        let mut h = HistValue::default();
+        h.buckets[3] = 4;
+        h.sum_ns = 40;
+        let folded = Deltas {
+            hist: vec![
+                (fold::SYSCALL, h),
+                (HistKind::ServerRequest as u32, HistValue::default()),
+            ],
+            counters: vec![
+                (fold::SYSCALL, 7),
+                (CountKind::Retransmit as u32, 2),
+                (31, 5),
+            ],
+        };
+        agg.fold(&folded);
+        let o = |m: Metric| agg.counter(m).overflow.as_ref().map(|s| s.cumulative);
+        assert_eq!(o(Metric::SyscallErrors), Some(7));
+        assert_eq!(o(Metric::of_count(CountKind::Retransmit)), Some(2));
+        let d = agg.hist(Metric::SyscallDuration).overflow.as_ref().unwrap();
+        assert_eq!(d.cumulative.count(), 4);
+        assert_eq!(d.delta.as_ref().unwrap().sum_ns, 40);
+        // A slot no metric has (a newer kernel object) is skipped.
+        let total: usize = Metric::COUNTERS
+            .iter()
+            .filter(|&&m| agg.counter(m).overflow.is_some())
+            .count();
+        assert_eq!(total, 2);
+    }
+
+    #[test]
     fn idle_series_expire_and_deltas_reset() {
         let mut m = MetricSeries::<u64>::new(10);
         let now = SystemTime::now();
         m.record(attrs(1), &2, now);
-        m.begin_interval(2);
+        m.begin_interval(2, |_| false);
         assert!(m.series[&attrs(1)].delta.is_none());
         assert_eq!(m.series[&attrs(1)].cumulative, 2);
-        m.begin_interval(2);
-        m.begin_interval(2);
+        m.begin_interval(2, |_| false);
+        m.begin_interval(2, |_| false);
         assert!(m.series.contains_key(&attrs(1)));
-        m.begin_interval(2);
+        m.begin_interval(2, |_| false);
         assert!(
             !m.series.contains_key(&attrs(1)),
             "idle for 3 > 2 intervals"

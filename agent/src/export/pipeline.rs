@@ -550,6 +550,11 @@ impl Worker {
     fn on_success(&mut self, req: &Request, took: Duration) {
         let stats = &self.shared.stats;
         SelfStats::add(&stats.export_successes, 1);
+        if let Payload::Metrics(m) = &**req {
+            use prost::Message;
+            // What each interval costs the backend, before compression.
+            SelfStats::set(&stats.export_request_bytes, m.encoded_len() as u64);
+        }
         SelfStats::set(
             &stats.export_duration_us,
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),

@@ -87,6 +87,18 @@ fn internal_maps_are_in_the_object_as_described() {
         1,
     );
     check(
+        names::FOLDED_HIST_MAP,
+        bpf_map_type::BPF_MAP_TYPE_ARRAY,
+        std::mem::size_of::<Histogram>(),
+        syscope_common::fold::HIST_SLOTS,
+    );
+    check(
+        names::FOLDED_COUNTS_MAP,
+        bpf_map_type::BPF_MAP_TYPE_ARRAY,
+        8,
+        syscope_common::fold::COUNT_SLOTS,
+    );
+    check(
         names::THREADS_SEEN_MAP,
         bpf_map_type::BPF_MAP_TYPE_ARRAY,
         8,
@@ -125,6 +137,8 @@ fn internal_maps_are_in_the_object_as_described() {
         .chain([
             names::COUNTERS_MAP,
             names::ZERO_HIST_MAP,
+            names::FOLDED_HIST_MAP,
+            names::FOLDED_COUNTS_MAP,
             names::THREADS_SEEN_MAP,
             names::LISTEN_PORTS_MAP,
             names::RENAME_EPOCH_MAP,

@@ -24,13 +24,13 @@ use ondemand::{Selection, SyscallLinks};
 use std::path::Path;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId, BtfTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
-use syscope_common::{counter, globals, maps, names, Histogram, SeriesKey};
+use syscope_common::{counter, fold, globals, maps, names, Histogram, SeriesKey};
 use tracing::{info, warn};
 
 use crate::enrich::syscalls::{syscall_nr, Arch};
@@ -161,6 +161,8 @@ pub struct Probes {
     pub hist: HashMap<MapData, SeriesKey, Histogram>,
     pub errors: HashMap<MapData, SeriesKey, u64>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Where updates go when a measurement map is full (`fold`).
+    pub folded: Folded,
     /// cgroup births, when `cgroup_mkdir` is attached (see `lifecycle`).
     pub cgroup_events: Option<RingBuf<MapData>>,
     pub map_sizes: MapSizes,
@@ -169,10 +171,39 @@ pub struct Probes {
     ebpf: Option<Ebpf>,
 }
 
+/// The kernel's folded slots: one histogram and one counter per metric
+/// (`syscope_common::fold`), cumulative since load.
+pub struct Folded {
+    hist: Array<MapData, Histogram>,
+    counts: Array<MapData, u64>,
+}
+
+impl Folded {
+    /// The histogram slots and the counter slots, as they are now.
+    pub fn read(&self) -> (Vec<Histogram>, Vec<u64>) {
+        let hist = (0..fold::HIST_SLOTS)
+            .map(|i| self.hist.get(&i, 0).unwrap_or(Histogram::ZERO))
+            .collect();
+        let counts = (0..fold::COUNT_SLOTS)
+            .map(|i| self.counts.get(&i, 0).unwrap_or(0))
+            .collect();
+        (hist, counts)
+    }
+}
+
 /// Entries of each kernel map as loaded (by `maps::MAPS` id): the
 /// configured size, or 1 for the maps of a set that is off.
 #[derive(Clone, Copy, Debug)]
 pub struct MapSizes(pub [u32; maps::COUNT]);
+
+/// Take an internal array map out of the object.
+fn take_array<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<Array<MapData, V>, ProbeError> {
+    let m = ebpf.take_map(name).ok_or(ProbeError::Missing(name))?;
+    Array::try_from(m).map_err(|source| ProbeError::Map { name, source })
+}
 
 /// Take a map out of the object under its catalogue name.
 fn take_map<K: aya::Pod, V: aya::Pod>(
@@ -444,6 +475,10 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
                 source,
             })
         })?;
+    let folded = Folded {
+        hist: take_array(&mut ebpf, names::FOLDED_HIST_MAP)?,
+        counts: take_array(&mut ebpf, names::FOLDED_COUNTS_MAP)?,
+    };
     let selection = if on_demand {
         Some(Selection::take(&mut ebpf)?)
     } else {
@@ -460,6 +495,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         hist,
         errors,
         counters,
+        folded,
         cgroup_events,
         map_sizes: sizes,
         ebpf: Some(ebpf),

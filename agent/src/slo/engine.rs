@@ -341,9 +341,7 @@ fn otlp_metric(m: &SloMetric, data: metric::Data) -> OtlpMetric {
 
 /// Whether a series' attributes satisfy every matcher.
 pub fn matches(def: &Slo, a: &Attrs) -> bool {
-    def.matchers
-        .iter()
-        .all(|(attr, v)| a.value(*attr).is_some_and(|x| x == v.as_str()))
+    crate::aggregate::matches_all(&def.matchers, a)
 }
 
 /// This interval's good and bad events of `s`.

@@ -22,6 +22,10 @@
 //!                        then the second thread makes n getppid
 //!   exec-thread <path> [args...]  a second thread execve()s path with args (the main thread
 //!                        waits in pause); exit 3 if the execve returns
+//!   churn <prefix> <n> <k> <c>
+//!                        n forked children, one after another, named <prefix><i> (prctl),
+//!                        each making k fchdir(-1) (EBADF); then a child <prefix>canary
+//!                        making c openat (ENOENT) 100 ms apart
 //!
 //! TCP commands (IPv4; each prints `port=<p>` and its own measurements):
 //!   tcp-refused <n> [ip]           n connects to a closed port on loopback (127.0.0.1, or
@@ -437,6 +441,12 @@ fn main() {
             num(args.get(3), "n"),
         ),
         "exec-thread" => exec_thread(&args[1..]),
+        "churn" => churn(
+            args.get(1).unwrap_or_else(|| usage("prefix")),
+            num(args.get(2), "n"),
+            num(args.get(3), "k"),
+            num(args.get(4), "c"),
+        ),
         "tcp-refused" => tcp::refused(
             num(args.get(1), "n"),
             args.get(2).map_or("127.0.0.1", String::as_str),
@@ -520,6 +530,84 @@ fn int80_getpid(n: u64) {
 #[cfg(not(target_arch = "x86_64"))]
 fn int80_getpid(_n: u64) {
     usage("int80-getpid needs x86_64")
+}
+
+/// Fork a child named `name` (prctl) that runs `body`, then `_exit(0)`s;
+/// wait for it. Children are forked, not exec'd: no loader, so their only
+/// failing calls are the ones `body` makes.
+fn fork_named(name: &str, body: impl FnOnce()) {
+    let c = CString::new(name).unwrap();
+    // SAFETY: this process is single-threaded here, so the child may run
+    // any code; it leaves through `_exit` (no atexit handlers, no flush).
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => fail("fork failed"),
+        0 => {
+            if sys(
+                libc::SYS_prctl,
+                [libc::PR_SET_NAME as Long, c.as_ptr() as Long, 0, 0, 0, 0],
+            )
+            .is_err()
+            {
+                // SAFETY: as above.
+                unsafe { libc::_exit(3) };
+            }
+            body();
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waits for our own child; `status` is a live int.
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                fail(&format!("child {name} failed: status {status}"));
+            }
+        }
+    }
+}
+
+/// Churn of process names: `n` short-lived children named `<prefix><i>`,
+/// each making `k` failing fchdir(-1) (EBADF), one after another as fast as
+/// they fork; then one child named `<prefix>canary` making `c` failing
+/// openat (ENOENT), 100 ms apart: a new workload arriving after the churn.
+fn churn(prefix: &str, n: u64, k: u64, c: u64) {
+    if prefix.len() + 6 > 15 {
+        usage("prefix: at most 9 bytes");
+    }
+    for i in 0..n {
+        fork_named(&format!("{prefix}{i}"), || {
+            for _ in 0..k {
+                if sys(libc::SYS_fchdir, [-1, 0, 0, 0, 0, 0]) != Err(libc::EBADF) {
+                    // SAFETY: in the forked child, as in `fork_named`.
+                    unsafe { libc::_exit(4) };
+                }
+            }
+        });
+    }
+    println!("ok churn n={n} k={k}");
+    let path = CString::new(format!("/nonexistent/syscope-{}", std::process::id())).unwrap();
+    fork_named(&format!("{prefix}canary"), || {
+        for _ in 0..c {
+            let r = sys(
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as Long,
+                    path_arg(&path),
+                    libc::O_RDONLY as Long,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            if r != Err(libc::ENOENT) {
+                // SAFETY: in the forked child, as in `fork_named`.
+                unsafe { libc::_exit(5) };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    println!("ok canary c={c}");
 }
 
 /// A thread that made a syscall under the old name keeps running after the

@@ -1,6 +1,8 @@
 //! Running the real agent binary for a test.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod cgroup;
+
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,
