@@ -245,8 +245,10 @@ fn cardinality_limit_folds_into_overflow_series() {
     assert!(select(&pts, "syscall.duration", &overflow).next().is_some());
 }
 
-/// A kernel map too small for the workloads: the dropped updates are counted
-/// in the agent's own metrics and logged, and the agent keeps running.
+/// A kernel map too small for the workloads: the updates that found it full
+/// are counted in the agent's own metrics and logged, folded into the
+/// overflow series (the series limit is far away: the fold is the
+/// kernel's), and the agent keeps running.
 #[test]
 fn full_kernel_map_is_counted_not_silent() {
     if !require_root() {
@@ -270,8 +272,12 @@ fn full_kernel_map_is_counted_not_silent() {
                 .any(|p| p.number().unwrap_or(0.0) > 0.0)
         }
     };
+    let overflow = [("otel.metric.overflow", "true")];
     let pts = rx.wait_for(WAIT, |p| {
-        full("syscall_latency")(p) && full("syscall_errors")(p)
+        full("syscall_latency")(p)
+            && full("syscall_errors")(p)
+            && select(p, "syscall.errors", &overflow).next().is_some()
+            && select(p, "syscall.duration", &overflow).next().is_some()
     });
     // The configured limit is reported next to the drops.
     let cap = select(

@@ -166,6 +166,27 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
 
+    // Contention: the same loop in one thread per CPU at once, for the
+    // configurations whose histograms are shared between CPUs.
+    let contended = [
+        (0, Tracer::None),
+        (2, Tracer::Syscope),
+        (6, Tracer::Reference),
+    ];
+    let mut cpus_ns = vec![Vec::new(); contended.len()];
+    for pass in 0..passes {
+        for (ci, &(_, t)) in contended.iter().enumerate() {
+            eprintln!("pass {}/{passes}: {} on every CPU", pass + 1, t.label());
+            let mut child = start_tracer(t, &agent)?;
+            for _ in 0..runs {
+                cpus_ns[ci].push(run_loop_cpus(&workload, iters)?);
+            }
+            if let Some(c) = child.as_mut() {
+                stop(c);
+            }
+        }
+    }
+
     // One more short syscope run with the kernel's per-program statistics on:
     // apart from the main passes, since the statistics cost time themselves.
     {
@@ -269,6 +290,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         sys / bpft,
         sys / floor
     );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cmed: Vec<f64> = cpus_ns.iter().map(|v| median(v)).collect();
+    let _ = writeln!(
+        table,
+        "Contention: the loop in {cpus} threads at once, one pinned to each CPU, sharing the process's series (slowest thread, median of {runs} runs x {passes} passes): syscope everything on {:+.0} ns (alone {sys:+.0}), reference design {:+.0} ns (alone {refd:+.0}); syscope / reference {:.2}x. No tracing: {:.0} ns ({}).",
+        cmed[1] - cmed[0],
+        cmed[2] - cmed[0],
+        (cmed[1] - cmed[0]) / (cmed[2] - cmed[0]),
+        cmed[0],
+        spread(&cpus_ns[0], 1.0, 0)
+    );
     let _ = writeln!(table);
     let _ = writeln!(table, "{REFERENCE_TEXT}");
     let _ = writeln!(table);
@@ -345,10 +377,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let _ = writeln!(
         json,
-        "  ],\n  \"ratio_syscope_to_floor\": {:.3},\n  \"ratio_syscope_to_reference\": {:.3},\n  \"ratio_syscope_to_bpftrace\": {:.3},\n  \"tcp\": {tcp_json},\n  \"servers\": {srv_json}\n}}",
+        "  ],\n  \"ratio_syscope_to_floor\": {:.3},\n  \"ratio_syscope_to_reference\": {:.3},\n  \"ratio_syscope_to_bpftrace\": {:.3},\n  \"every_cpu\": {},\n  \"tcp\": {tcp_json},\n  \"servers\": {srv_json}\n}}",
         sys / floor,
         sys / refd,
-        sys / bpft
+        sys / bpft,
+        serde_json::json!({
+            "cpus": cpus,
+            "ns_per_call": {"none": cpus_ns[0], "syscope": cpus_ns[1], "reference": cpus_ns[2]},
+        })
     );
     std::fs::write(dir.join("results.json"), json)?;
     std::fs::write(dir.join("results.md"), &table)?;
@@ -715,6 +751,20 @@ fn run_loop(workload: &Path, iters: u64) -> Result<f64> {
         .args(["getppid", &iters.to_string()])
         .output()
         .context("running the getppid loop (taskset from util-linux)")?;
+    ns_per_call(out)
+}
+
+/// The getppid loop in one thread per CPU at once (each pinned): the
+/// slowest thread's ns per call.
+fn run_loop_cpus(workload: &Path, iters: u64) -> Result<f64> {
+    let out = Command::new(workload)
+        .args(["getppid-cpus", &iters.to_string()])
+        .output()
+        .context("running the getppid loop on every CPU")?;
+    ns_per_call(out)
+}
+
+fn ns_per_call(out: std::process::Output) -> Result<f64> {
     if !out.status.success() {
         bail!("workload failed: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -7,6 +7,8 @@
 //!   fail-open <n>        n x openat(AT_FDCWD, "/nonexistent/syscope-<pid>", O_RDONLY) -> ENOENT
 //!   sleep <n> <ms>       n x clock_nanosleep(CLOCK_MONOTONIC, 0, <ms>)
 //!   getppid <n>          n x getppid in a tight loop; prints `ns_per_call=<f64>`
+//!   getppid-cpus <n>     the same in one thread per CPU, each pinned to its CPU, all at
+//!                        once; prints the slowest thread's `ns_per_call=<f64>`
 //!   distinct <k>         k different failing syscalls, once each; prints `syscall=<name> errno=<E>`
 //!   list                 prints the `distinct` table without running it
 //!   wait-signal          prints `ready`, then blocks until SIGTERM, SIGINT or SIGUSR1
@@ -103,7 +105,7 @@ fn fail(msg: &str) -> ! {
 fn usage(msg: &str) -> ! {
     eprintln!(
         "syscope-workload: {msg}\nusage: syscope-workload [--start-after <ms>] \
-         fail-open <n> | sleep <n> <ms> | getppid <n> | distinct <k> | list | wait-signal | \
+         fail-open <n> | sleep <n> <ms> | getppid <n> | getppid-cpus <n> | distinct <k> | list | wait-signal | \
          threads <n> | threads-blocked <n> <ms>"
     );
     exit(2)
@@ -179,6 +181,41 @@ fn getppid(n: u64) {
     }
     let ns = start.elapsed().as_nanos() as f64 / n.max(1) as f64;
     println!("ns_per_call={ns}");
+}
+
+/// `getppid` in one thread per CPU at once: the threads share the process's
+/// series, so the kernel's histogram updates contend between CPUs.
+fn getppid_cpus(n: u64) {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let start = std::sync::Arc::new(std::sync::Barrier::new(cpus));
+    let threads: Vec<_> = (0..cpus)
+        .map(|cpu| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays in
+                // bounds for cpu < CPU_SETSIZE; the call only reads the set.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                        fail(&format!("pinning to CPU {cpu}"));
+                    }
+                }
+                start.wait();
+                let t0 = Instant::now();
+                for _ in 0..n {
+                    std::hint::black_box(sys(libc::SYS_getppid, [0; 6]).ok());
+                }
+                t0.elapsed().as_nanos() as f64 / n.max(1) as f64
+            })
+        })
+        .collect();
+    let slowest = threads
+        .into_iter()
+        .map(|t| t.join().unwrap_or(f64::MAX))
+        .fold(0.0, f64::max);
+    println!("cpus={cpus}");
+    println!("ns_per_call={slowest}");
 }
 
 /// What the `distinct` calls point at: a path under a missing directory and a scratch buffer.
@@ -430,6 +467,7 @@ fn main() {
         "fail-open" => fail_open(num(args.get(1), "n")),
         "sleep" => sleep(num(args.get(1), "n"), num(args.get(2), "ms")),
         "getppid" => getppid(num(args.get(1), "n")),
+        "getppid-cpus" => getppid_cpus(num(args.get(1), "n")),
         "distinct" => distinct(num(args.get(1), "k")),
         "wait-signal" => wait_signal(),
         "threads" => threads(num(args.get(1), "n")),
