@@ -23,7 +23,7 @@ use syscope_common::{
     SeriesKey,
 };
 
-pub use crate::collect::HistValue;
+pub use crate::collect::{HistDelta, HistValue};
 pub use metrics::{Attr, Metric};
 
 use crate::{
@@ -100,17 +100,27 @@ impl Attrs {
 }
 
 /// Values a series can hold.
-pub trait Value: Default + Clone {
-    fn merge(&mut self, other: &Self);
+pub trait Value: Default + Clone {}
+impl Value for HistValue {}
+impl Value for u64 {}
+
+/// Adding `D`, one interval's change, into a value.
+pub trait Merge<D> {
+    fn merge(&mut self, d: D);
 }
-impl Value for HistValue {
-    fn merge(&mut self, other: &Self) {
-        self.add(other)
+impl Merge<HistDelta<'_>> for HistValue {
+    fn merge(&mut self, d: HistDelta<'_>) {
+        self.add_delta(d)
     }
 }
-impl Value for u64 {
-    fn merge(&mut self, other: &Self) {
-        *self += other
+impl Merge<&HistValue> for HistValue {
+    fn merge(&mut self, d: &HistValue) {
+        self.add(d)
+    }
+}
+impl Merge<&u64> for u64 {
+    fn merge(&mut self, d: &u64) {
+        *self += d
     }
 }
 
@@ -156,7 +166,10 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
         self.folded.len() as u64 + self.folded_saturated
     }
 
-    fn record(&mut self, attrs: A, d: &V, start: SystemTime) {
+    fn record<D: Copy>(&mut self, attrs: A, d: D, start: SystemTime)
+    where
+        V: Merge<D>,
+    {
         let target = if let Some(s) = self.series.get_mut(&attrs) {
             s
         } else if self.series.len() + 1 < self.limit {
