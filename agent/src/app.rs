@@ -147,6 +147,7 @@ impl Daemon {
             &mut self.cgroups,
             SystemTime::now(),
         );
+        self.collector.recycle(interval);
         let (changes, save_failed) = self.slo.observe(&self.agg, self.agg.interval_end);
         if save_failed {
             SelfStats::add(&self.stats.slo_state_write_failures, 1);

@@ -122,6 +122,12 @@ impl Collector {
         Interval { syscalls, tcp }
     }
 
+    /// Hands back a consumed interval: its buffers serve the next one.
+    pub fn recycle(&mut self, interval: Interval) {
+        self.syscalls.recycle(interval.syscalls);
+        self.tcp.recycle(interval.tcp);
+    }
+
     /// The syscall half of [`collect`](Self::collect): read the latency and
     /// error maps (in batches), turn them into deltas, delete idle entries
     /// from the kernel, set their fill levels and the events counted. Public
@@ -245,12 +251,9 @@ impl<K> Default for HistDeltas<K> {
 }
 
 impl<K> HistDeltas<K> {
-    /// Room for `entries` deltas and `buckets` changed buckets in all.
-    fn with_capacity(entries: usize, buckets: usize) -> Self {
-        HistDeltas {
-            entries: Vec::with_capacity(entries),
-            buckets: Vec::with_capacity(buckets),
-        }
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.buckets.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -500,8 +503,8 @@ pub struct DeltaTracker<K = SeriesKey> {
     reads: u64,
     /// Events in the last read's histogram deltas.
     events: u64,
-    /// Histogram deltas and their buckets in the last read.
-    last_len: (usize, usize),
+    /// The buffers of a consumed interval's deltas ([`recycle`](Self::recycle)).
+    spare: Deltas<K>,
 }
 
 /// Keys to delete from the kernel maps (idle for `evict_after` intervals).
@@ -651,7 +654,7 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
             evict_after: evict_after.max(1),
             reads: 0,
             events: 0,
-            last_len: (0, 0),
+            spare: Deltas::default(),
         }
     }
 
@@ -664,11 +667,11 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
         hist: impl IntoIterator<Item = (K, H)>,
         counters: impl IntoIterator<Item = (K, u64)>,
     ) -> (Deltas<K>, Evictions<K>) {
-        // Sized as the last interval's, so the buffers grow rarely.
-        let mut out = Deltas {
-            hist: HistDeltas::with_capacity(self.last_len.0, self.last_len.1),
-            counters: vec![],
-        };
+        // Into the buffers of an earlier interval if handed back: fresh
+        // ones of a few MiB would be page-faulted in again every interval.
+        let mut out = std::mem::take(&mut self.spare);
+        out.hist.clear();
+        out.counters.clear();
         let mut ev = Evictions::default();
         self.reads += 1;
         let (read, after) = (self.reads, self.evict_after);
@@ -689,7 +692,6 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
                 self.events += n;
             }
         }
-        self.last_len = (out.hist.entries.len(), out.hist.buckets.len());
         self.hist.finish(read);
         for (pos, (k, cur)) in counters.into_iter().enumerate() {
             let (d, evict) = self
@@ -705,6 +707,12 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
         }
         self.counters.finish(read);
         (out, ev)
+    }
+
+    /// Hands back deltas [`update`](Self::update) returned, once consumed,
+    /// so the next update reuses their buffers.
+    pub fn recycle(&mut self, d: Deltas<K>) {
+        self.spare = d;
     }
 
     /// Events (histogram counts) in the deltas of the last
@@ -977,6 +985,28 @@ mod tests {
             events += got.count();
         }
         assert_eq!(t.events(), events);
+    }
+
+    /// Recycled buffers start empty: nothing of the last interval leaks in.
+    #[test]
+    fn recycled_deltas_start_empty() {
+        let mut t = DeltaTracker::new(5);
+        let (d, _) = t.update(
+            [(key(1), hist(10, 3, 1)), (key(2), hist(10, 9, 1))],
+            [(key(1), 1)],
+        );
+        assert_eq!((d.hist.len(), d.counters.len()), (2, 1));
+        t.recycle(d);
+        let (d, _) = t.update(
+            [(key(1), hist(10, 3, 1)), (key(2), hist(30, 9, 4))],
+            [(key(1), 1)],
+        );
+        assert_eq!((d.hist.len(), d.counters.len()), (1, 0));
+        let (k, h) = d.hist.get(0).unwrap();
+        assert_eq!(
+            (*k, h.first, h.buckets, h.sum_ns),
+            (key(2), 9, &[3][..], 20)
+        );
     }
 
     /// Entries are found by position while the read order holds, by key
