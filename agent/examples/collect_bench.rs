@@ -10,7 +10,8 @@
 //!   buffers, nothing else;
 //! - (c) the agent's collection: `Collector::collect_syscalls` (batch read,
 //!   deltas, eviction check, self-metrics), after every entry changed
-//!   (worst case: a delta per entry) and when none did (idle series).
+//!   (worst case: a delta per entry) and when none did (idle series); its
+//!   deltas handed back after each (untimed), as the daemon does.
 //!
 //! Between rounds every entry is updated (untimed). Prints one JSON object.
 //! Needs root (CAP_BPF). Usage: collect_bench [--rounds N]
@@ -21,7 +22,10 @@ use std::{
 };
 
 use aya::maps::{HashMap, IterableMap as _, MapData};
-use syscope::{collect::Collector, telemetry::SelfStats};
+use syscope::{
+    collect::{Collector, Deltas, Interval},
+    telemetry::SelfStats,
+};
 use syscope_common::{maps, Histogram, SeriesKey};
 
 fn key(i: u32) -> SeriesKey {
@@ -186,11 +190,21 @@ fn main() {
         let d = collector.collect_syscalls(&mut hist_map, &mut err_map, &stats);
         c_changed.push(ms(t));
         changed_deltas = d.hist.len() + d.counters.len();
+        // Handed back once consumed, as the daemon does after aggregating.
+        let recycle = |c: &mut Collector, syscalls| {
+            c.recycle(Interval {
+                syscalls,
+                tcp: Deltas::default(),
+                folded: Deltas::default(),
+            })
+        };
+        recycle(&mut collector, d);
 
         let t = Instant::now();
         let d = collector.collect_syscalls(&mut hist_map, &mut err_map, &stats);
         c_idle.push(ms(t));
         assert!(d.hist.is_empty() && d.counters.is_empty());
+        recycle(&mut collector, d);
 
         let t = Instant::now();
         let h: Vec<_> = hist_map.iter().filter_map(Result::ok).collect();

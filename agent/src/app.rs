@@ -152,6 +152,7 @@ impl Daemon {
             SystemTime::now(),
         );
         self.agg.fold(&interval.folded);
+        self.collector.recycle(interval);
         let (changes, save_failed) = self.slo.observe(&self.agg, self.agg.interval_end);
         if save_failed {
             SelfStats::add(&self.stats.slo_state_write_failures, 1);

@@ -24,7 +24,7 @@ use syscope_common::{
     SeriesKey,
 };
 
-pub use crate::collect::HistValue;
+pub use crate::collect::{HistDelta, HistValue};
 pub use metrics::{Attr, Metric};
 
 use crate::{
@@ -102,24 +102,37 @@ impl Attrs {
 
 /// Values a series can hold.
 pub trait Value: Default + Clone {
-    fn merge(&mut self, other: &Self);
     /// Events counted, to rank series by how busy they are.
     fn events(&self) -> u64;
 }
 impl Value for HistValue {
-    fn merge(&mut self, other: &Self) {
-        self.add(other)
-    }
     fn events(&self) -> u64 {
         self.count()
     }
 }
 impl Value for u64 {
-    fn merge(&mut self, other: &Self) {
-        *self += other
-    }
     fn events(&self) -> u64 {
         *self
+    }
+}
+
+/// Adding `D`, one interval's change, into a value.
+pub trait Merge<D> {
+    fn merge(&mut self, d: D);
+}
+impl Merge<HistDelta<'_>> for HistValue {
+    fn merge(&mut self, d: HistDelta<'_>) {
+        self.add_delta(d)
+    }
+}
+impl Merge<&HistValue> for HistValue {
+    fn merge(&mut self, d: &HistValue) {
+        self.add(d)
+    }
+}
+impl Merge<&u64> for u64 {
+    fn merge(&mut self, d: &u64) {
+        *self += d
     }
 }
 
@@ -170,7 +183,10 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
         self.folded.len() as u64 + self.folded_saturated
     }
 
-    fn record(&mut self, attrs: A, d: &V, start: SystemTime) {
+    fn record<D: Copy>(&mut self, attrs: A, d: D, start: SystemTime)
+    where
+        V: Merge<D>,
+    {
         let target = if let Some(s) = self.series.get_mut(&attrs) {
             s
         } else if self.series.len() + 1 < self.limit {
@@ -207,7 +223,10 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
     }
 
     /// Events the kernel folded (its map was full: no attributes left).
-    fn record_overflow(&mut self, d: &V, start: SystemTime) {
+    fn record_overflow<D: Copy>(&mut self, d: D, start: SystemTime)
+    where
+        V: Merge<D>,
+    {
         let o = self.overflow.get_or_insert_with(|| Series {
             start,
             cumulative: V::default(),
@@ -646,10 +665,12 @@ mod tests {
         h.buckets[3] = 4;
         h.sum_ns = 40;
         let folded = Deltas {
-            hist: vec![
+            hist: [
                 (fold::SYSCALL, h),
                 (HistKind::ServerRequest as u32, HistValue::default()),
-            ],
+            ]
+            .into_iter()
+            .collect(),
             counters: vec![
                 (fold::SYSCALL, 7),
                 (CountKind::Retransmit as u32, 2),

@@ -287,7 +287,8 @@ mod tests {
         }
     }
 
-    fn deltas() -> Deltas {
+    /// 3 durations of 20 ms.
+    fn hist_value() -> crate::collect::HistValue {
         let mut d = crate::collect::HistValue {
             sum_ns: 20_000_000 * 3,
             zero: 0,
@@ -298,8 +299,12 @@ mod tests {
             unreachable!()
         };
         d.buckets[i] = 3;
+        d
+    }
+
+    fn deltas() -> Deltas {
         Deltas {
-            hist: vec![(key(0, 0), d)],
+            hist: [(key(0, 0), hist_value())].into_iter().collect(),
             counters: vec![(key(0, 2), 5)],
         }
     }
@@ -320,11 +325,13 @@ mod tests {
 
     fn tcp_deltas() -> Deltas<syscope_common::tcp::TcpKey> {
         use syscope_common::tcp::{CountKind, HistKind};
-        let mut d = deltas().hist.remove(0).1;
+        let mut d = hist_value();
         d.sum_ns /= 3;
         d.buckets.iter_mut().for_each(|b| *b /= 3);
         Deltas {
-            hist: vec![(tcp_key(HistKind::Connect as u8, 443), d)],
+            hist: [(tcp_key(HistKind::Connect as u8, 443), d)]
+                .into_iter()
+                .collect(),
             counters: vec![
                 (tcp_key(CountKind::ConnectError as u8, 443), 2),
                 (tcp_key(CountKind::ResetSent as u8, 443), 1),
@@ -338,7 +345,7 @@ mod tests {
     #[test]
     fn every_point_carries_exactly_its_catalogue_attributes() {
         use syscope_common::tcp::{CountKind, HistKind};
-        let h = deltas().hist.remove(0).1;
+        let h = hist_value();
         let tcp = Deltas {
             hist: HistKind::ALL
                 .iter()
