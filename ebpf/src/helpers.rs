@@ -6,6 +6,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
     },
     maps::HashMap,
 };
@@ -103,6 +104,11 @@ pub(crate) fn kread<T>(base: u64, off: u32) -> Option<T> {
 
 /// The process name: the thread group leader's comm. A thread's own comm can
 /// be renamed per thread (e.g. "tokio-runtime-w"), which is not a workload.
+///
+/// Read as a string into zeros, so every byte after the name is 0: the name
+/// is a map key (series, `SELECTED_NAMES`), and kernels that rename with
+/// `strlcpy` (5.10; 6.1 pads) keep the old name's bytes after the new
+/// one's NUL: "sh\0hon3" when python3 execs sh.
 #[inline(always)]
 pub(crate) fn process_comm() -> [u8; COMM_LEN] {
     let leader_off = global(&TASK_GROUP_LEADER_OFF);
@@ -112,11 +118,18 @@ pub(crate) fn process_comm() -> [u8; COMM_LEN] {
         // preconditions; it is only used as a base for `kread`.
         let task = unsafe { bpf_get_current_task() };
         if let Some(leader) = kread::<u64>(task, leader_off) {
-            if let Some(comm) = kread::<[u8; COMM_LEN]>(leader, comm_off) {
+            let mut comm = [0u8; COMM_LEN];
+            // SAFETY: the helper bounds the copy by the buffer, stops at
+            // the NUL and fails cleanly on a bad address.
+            let read = unsafe {
+                bpf_probe_read_kernel_str_bytes((leader + comm_off as u64) as *const u8, &mut comm)
+            };
+            if read.is_ok() {
                 return comm;
             }
         }
     }
+    // The helper pads the name with zeros itself.
     bpf_get_current_comm().unwrap_or([0; COMM_LEN])
 }
 
