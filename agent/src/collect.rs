@@ -130,15 +130,14 @@ impl Collector {
         }
         self.kernel_counters(probes, stats);
         // The folded slots only fill once some map was full.
-        let folded = if maps::MAPS
+        let folded = maps::MAPS
             .iter()
             .any(|m| self.last_kernel[counter::map_full(m.id) as usize] > 0)
-        {
-            let (hist, counts) = probes.folded.read();
-            self.folded.update(&hist, &counts)
-        } else {
-            Deltas::default()
-        };
+            .then(|| probes.folded.read())
+            .flatten()
+            .map_or_else(Deltas::default, |(hist, counts)| {
+                self.folded.update(&hist, &counts)
+            });
         SelfStats::set(&stats.collect_duration_us, t0.elapsed().as_micros() as u64);
         Interval {
             syscalls,

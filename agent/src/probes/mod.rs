@@ -179,15 +179,16 @@ pub struct Folded {
 }
 
 impl Folded {
-    /// The histogram slots and the counter slots, as they are now.
-    pub fn read(&self) -> (Vec<Histogram>, Vec<u64>) {
+    /// The histogram slots and the counter slots, as they are now; `None`
+    /// when a read failed (the caller keeps its last values).
+    pub fn read(&self) -> Option<(Vec<Histogram>, Vec<u64>)> {
         let hist = (0..fold::HIST_SLOTS)
-            .map(|i| self.hist.get(&i, 0).unwrap_or(Histogram::ZERO))
-            .collect();
+            .map(|i| self.hist.get(&i, 0).ok())
+            .collect::<Option<_>>()?;
         let counts = (0..fold::COUNT_SLOTS)
-            .map(|i| self.counts.get(&i, 0).unwrap_or(0))
-            .collect();
-        (hist, counts)
+            .map(|i| self.counts.get(&i, 0).ok())
+            .collect::<Option<_>>()?;
+        Some((hist, counts))
     }
 }
 
