@@ -139,20 +139,30 @@ fn path_arg(p: &CString) -> Long {
     p.as_ptr() as Long
 }
 
+/// A path under a directory that does not exist: opening it fails ENOENT.
+fn missing_path() -> CString {
+    CString::new(format!("/nonexistent/syscope-{}", std::process::id())).unwrap()
+}
+
+/// openat of `path` for reading.
+fn open_at(path: &CString) -> Result<Long, i32> {
+    sys(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as Long,
+            path_arg(path),
+            libc::O_RDONLY as Long,
+            0,
+            0,
+            0,
+        ],
+    )
+}
+
 fn fail_open(n: u64) {
-    let path = CString::new(format!("/nonexistent/syscope-{}", std::process::id())).unwrap();
+    let path = missing_path();
     for _ in 0..n {
-        let r = sys(
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as Long,
-                path_arg(&path),
-                libc::O_RDONLY as Long,
-                0,
-                0,
-                0,
-            ],
-        );
+        let r = open_at(&path);
         if r != Err(libc::ENOENT) {
             fail(&format!("openat returned {r:?}, expected Err(ENOENT)"));
         }
@@ -624,21 +634,10 @@ fn churn(prefix: &str, n: u64, k: u64, c: u64) {
         });
     }
     println!("ok churn n={n} k={k}");
-    let path = CString::new(format!("/nonexistent/syscope-{}", std::process::id())).unwrap();
+    let path = missing_path();
     fork_named(&format!("{prefix}canary"), || {
         for _ in 0..c {
-            let r = sys(
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as Long,
-                    path_arg(&path),
-                    libc::O_RDONLY as Long,
-                    0,
-                    0,
-                    0,
-                ],
-            );
-            if r != Err(libc::ENOENT) {
+            if open_at(&path) != Err(libc::ENOENT) {
                 // SAFETY: in the forked child, as in `fork_named`.
                 unsafe { libc::_exit(5) };
             }
