@@ -1562,9 +1562,14 @@ mod tests {
             "tcp".to_string(),
             PathBuf::from("/r/target/release/deps/tcp-2"),
         );
+        exes.insert(
+            "ondemand".to_string(),
+            PathBuf::from("/r/target/release/deps/ondemand-3"),
+        );
         let s = run_script(Path::new("/r"), &SETS[0], &exes, &[], false).unwrap();
         assert!(s.contains("'/r/target/release/deps/syscalls-1' '--test-threads=1' 'failing_calls_counted_exactly'"));
         assert!(s.contains("'/r/target/release/deps/tcp-2' '--test-threads=1' || rc=1"));
+        assert!(s.contains("'/r/target/release/deps/ondemand-3' '--test-threads=1' || rc=1"));
         // A filter of the caller's replaces the set's.
         let s = run_script(Path::new("/r"), &SETS[0], &exes, &["it's".into()], false).unwrap();
         assert!(s.contains("'--test-threads=1' 'it'\\''s' || rc=1"));
