@@ -178,11 +178,13 @@ fn threshold_inside_a_bucket_is_exact() {
         return;
     }
     // OTLP scale-3 bucket of 19.4 ms: (2^(-46/8), 2^(-45/8)] s =
-    // (18.581 ms, 20.263 ms]. Requests at 18.8 ms and 20.0 ms land on
-    // either side of the threshold, inside that bucket.
+    // (18.581 ms, 20.263 ms]. Requests of 18.6 ms and 19.42 ms land on
+    // either side of the threshold, inside that bucket, as long as the
+    // request's round trip adds less than about 0.8 ms to either (the
+    // most room the bucket leaves on both sides at once).
     let (lo, hi) = (2f64.powf(-46.0 / 8.0), 2f64.powf(-45.0 / 8.0));
     let t = 0.0194;
-    assert!(lo < 0.0188 && 0.0200 < hi && lo < t && t < hi);
+    assert!(lo < 0.0186 && 0.01942 < hi && lo < t && t < 0.01942);
     let name = unique_name("slosplit");
     let cfg = slo_of(
         &name,
@@ -201,30 +203,30 @@ window = "1d"
         &["--probes", "tcp", "--slo-file", cfg.to_str().unwrap()],
     );
     let delays: Vec<&str> = (0..24)
-        .map(|i| if i % 3 == 0 { "20000" } else { "18800" })
+        .map(|i| if i % 3 == 0 { "19420" } else { "18600" })
         .collect();
-    let out = run_named(&name, &["tcp-reqresp-us", "spin", &delays.join(",")]);
     // What the kernel measures for a request lies between the workload's
     // inner and outer bounds (see the workload); they are a few µs apart
-    // unless something preempted it.
-    let (inner, outer) = (
-        output_in_order(&out, "inner_ns"),
-        output_in_order(&out, "outer_ns"),
-    );
+    // unless something preempted it. A loaded machine can leave a round
+    // proving nothing, so up to three rounds run; every request of every
+    // round counts.
+    let (mut inner, mut outer) = (Vec::new(), Vec::new());
+    let (mut below, mut above) = (0, 0);
+    for _round in 0..3 {
+        let out = run_named(&name, &["tcp-reqresp-us", "spin", &delays.join(",")]);
+        inner.extend(output_in_order(&out, "inner_ns"));
+        outer.extend(output_in_order(&out, "outer_ns"));
+        // The split is proven only if requests landed on both sides of
+        // the threshold inside its bucket, known to be so.
+        let pairs = || outer.iter().zip(&inner);
+        below = pairs().filter(|(o, i)| lo < **i && **o <= t).count();
+        above = pairs().filter(|(o, i)| t < **i && **o <= hi).count();
+        if below > 0 && above > 0 {
+            break;
+        }
+    }
     let surely_good = outer.iter().filter(|d| **d <= t).count() as u64;
     let maybe_good = inner.iter().filter(|d| **d <= t).count() as u64;
-    // The split is proven only if requests landed on both sides of the
-    // threshold inside its bucket, known to be so.
-    let below = outer
-        .iter()
-        .zip(&inner)
-        .filter(|(o, i)| lo < **i && **o <= t)
-        .count();
-    let above = outer
-        .iter()
-        .zip(&inner)
-        .filter(|(o, i)| t < **i && **o <= hi)
-        .count();
     assert!(
         below > 0 && above > 0,
         "no request known to be on each side of the threshold in its bucket: \
