@@ -9,7 +9,10 @@
 
 use std::{borrow::Borrow, collections::HashMap, hash::Hash, time::Instant};
 
-use aya::maps::{HashMap as AyaHashMap, MapData};
+use aya::{
+    maps::{HashMap as AyaHashMap, MapData},
+    Pod,
+};
 use syscope_common::{
     counter,
     hist::{NUM_BUCKETS, SPLITS},
@@ -116,12 +119,12 @@ impl Collector {
             (tcp, evict) = self
                 .tcp
                 .update(r.tcp_hist.entries(), copied(r.tcp_counts.entries()));
-            for k in &evict.hist {
-                let _ = maps.hist.remove(k);
-            }
-            for k in &evict.counters {
-                let _ = maps.counts.remove(k);
-            }
+            delete(
+                &evict,
+                (&mut r.tcp_hist, &mut maps.hist),
+                (&mut r.tcp_counts, &mut maps.counts),
+                &mut tcp,
+            );
             let (drops, closed) = self.listeners.update(copied(r.listeners.entries()));
             for sk in &closed {
                 let _ = maps.listeners.remove(sk);
@@ -172,16 +175,16 @@ impl Collector {
             pressed(stats, maps::SYSCALL_LATENCY, n_hist),
             pressed(stats, maps::SYSCALL_ERRORS, n_errors),
         );
-        let (syscalls, evict) = self
+        let (mut syscalls, evict) = self
             .syscalls
             .update(r.hist.entries(), copied(r.errors.entries()));
-        SelfStats::add(&stats.events, self.syscalls.events());
-        for k in &evict.hist {
-            let _ = hist.remove(k);
-        }
-        for k in &evict.counters {
-            let _ = errors.remove(k);
-        }
+        let late = delete(
+            &evict,
+            (&mut r.hist, hist),
+            (&mut r.errors, errors),
+            &mut syscalls,
+        );
+        SelfStats::add(&stats.events, self.syscalls.events() + late);
         syscalls
     }
 
@@ -211,6 +214,38 @@ impl Collector {
         }
         self.last_kernel = now;
     }
+}
+
+/// Deletes evicted entries from their kernel maps (`readers` hold the read
+/// they were evicted from). What an entry gained between that read and its
+/// deletion is added to `out` rather than lost (see [`BatchReader::take`]).
+/// Returns the events so added.
+pub fn delete<K: Pod + Eq + Hash>(
+    ev: &Evictions<K>,
+    (hist_reader, hist): (
+        &mut BatchReader<K, Histogram>,
+        &mut AyaHashMap<MapData, K, Histogram>,
+    ),
+    (count_reader, counts): (&mut BatchReader<K, u64>, &mut AyaHashMap<MapData, K, u64>),
+    out: &mut Deltas<K>,
+) -> u64 {
+    let mut events = 0;
+    for &(k, pos) in &ev.hist {
+        if let Some(last) = hist_reader.take(hist, &k) {
+            let read = hist_reader.values().get(pos);
+            events += out.hist.push_between(k, read, &last).unwrap_or(0);
+        }
+    }
+    for &(k, pos) in &ev.counters {
+        if let Some(last) = count_reader.take(counts, &k) {
+            let read = count_reader.values().get(pos).copied();
+            match counter_delta(read, last) {
+                0 => {}
+                d => out.counters.push((k, d)),
+            }
+        }
+    }
+    events
 }
 
 /// Whether map `id`, holding `n` entries at this read, is under pressure:
@@ -579,11 +614,12 @@ pub struct DeltaTracker<K = SeriesKey> {
     spare: Deltas<K>,
 }
 
-/// Keys to delete from the kernel maps (idle for `evict_after` intervals).
+/// Entries to delete from the kernel maps (idle for `evict_after`
+/// intervals, or unchanged under pressure): key and position in the read.
 #[derive(Debug)]
 pub struct Evictions<K = SeriesKey> {
-    pub hist: Vec<K>,
-    pub counters: Vec<K>,
+    pub hist: Vec<(K, usize)>,
+    pub counters: Vec<(K, usize)>,
 }
 
 impl<K> Default for Evictions<K> {
@@ -769,7 +805,7 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
             if evict {
                 // Never after a delta today; kept right should that change.
                 out.hist.truncate(mark);
-                ev.hist.push(k);
+                ev.hist.push((k, pos));
             } else if let Some(n) = events {
                 self.events += n;
             }
@@ -782,7 +818,7 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
                         Some(counter_delta(prev.copied(), cur)).filter(|&d| d != 0)
                     });
             if evict {
-                ev.counters.push(k);
+                ev.counters.push((k, pos));
             } else if let Some(d) = d {
                 out.counters.push((k, d));
             }
@@ -1121,8 +1157,8 @@ mod tests {
         let (d, ev) = t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
         assert!(d.hist.is_empty() && ev.hist.is_empty());
         let (_, ev) = t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
-        assert_eq!(ev.hist, vec![key(1)]);
-        assert_eq!(ev.counters, vec![key(2)]);
+        assert_eq!(ev.hist, vec![(key(1), 0)]);
+        assert_eq!(ev.counters, vec![(key(2), 0)]);
         // After deletion the kernel recreates the entry from zero.
         let (d, _) = t.update([(key(1), hist(7, 1, 1))], []);
         assert_eq!(nth(&d, 0).count(), 1);

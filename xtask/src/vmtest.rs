@@ -126,14 +126,16 @@ const SYSCALL_TRUTHS: &[&str] = &[
 ];
 
 const SETS: &[TestSet] = &[
-    // The exact-count syscall checks, every TCP test and the on-demand
-    // tests: about 4 minutes per kernel under TCG on 2 cores.
+    // The exact-count syscall checks, every TCP test, the on-demand tests
+    // and the batch map reads (and lookup-and-delete, 5.14+, or its
+    // fallback): about 6 minutes per kernel under TCG on 2 cores.
     TestSet {
         name: "focused",
         binaries: &[
             ("syscalls", SYSCALL_TRUTHS),
             ("tcp", &[]),
             ("ondemand", &[]),
+            ("batch", &[]),
         ],
     },
     TestSet {
@@ -1566,10 +1568,15 @@ mod tests {
             "ondemand".to_string(),
             PathBuf::from("/r/target/release/deps/ondemand-3"),
         );
+        exes.insert(
+            "batch".to_string(),
+            PathBuf::from("/r/target/release/deps/batch-4"),
+        );
         let s = run_script(Path::new("/r"), &SETS[0], &exes, &[], false).unwrap();
         assert!(s.contains("'/r/target/release/deps/syscalls-1' '--test-threads=1' 'failing_calls_counted_exactly'"));
         assert!(s.contains("'/r/target/release/deps/tcp-2' '--test-threads=1' || rc=1"));
         assert!(s.contains("'/r/target/release/deps/ondemand-3' '--test-threads=1' || rc=1"));
+        assert!(s.contains("'/r/target/release/deps/batch-4' '--test-threads=1' || rc=1"));
         // A filter of the caller's replaces the set's.
         let s = run_script(Path::new("/r"), &SETS[0], &exes, &["it's".into()], false).unwrap();
         assert!(s.contains("'--test-threads=1' 'it'\\''s' || rc=1"));

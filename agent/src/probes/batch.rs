@@ -28,6 +28,8 @@ use aya::{
 };
 use tracing::{info, warn};
 
+/// `enum bpf_cmd`: BPF_MAP_LOOKUP_AND_DELETE_ELEM.
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 /// `enum bpf_cmd`: BPF_MAP_LOOKUP_BATCH.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// The kernel's own ENOTSUPP (not ENOTSUP), which bpf(2) returns as is when
@@ -48,6 +50,17 @@ struct BatchAttr {
     count: u32,
     map_fd: u32,
     elem_flags: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr`, the member for the `BPF_MAP_*_ELEM` commands.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
     flags: u64,
 }
 
@@ -74,6 +87,9 @@ pub struct BatchReader<K, V> {
     tokens: [Vec<u64>; 2],
     /// `None` until the first read decides.
     route: Option<Route>,
+    /// Whether [`take`](Self::take) can read and delete in one command
+    /// (hash maps: Linux 5.14+); `None` until the first take decides.
+    take_in_one: Option<bool>,
 }
 
 impl<K: Pod, V: Pod> BatchReader<K, V> {
@@ -89,6 +105,7 @@ impl<K: Pod, V: Pod> BatchReader<K, V> {
             values: Vec::new(),
             tokens: [vec![0; words], vec![0; words]],
             route: None,
+            take_in_one: None,
         }
     }
 
@@ -190,6 +207,39 @@ impl<K: Pod, V: Pod> BatchReader<K, V> {
         self.keys.len()
     }
 
+    /// Deletes `key` from the map and returns its value at deletion, read
+    /// and deleted under the kernel's bucket lock
+    /// (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`). An update between the agent's
+    /// read and the delete is then in the returned value instead of lost
+    /// (only a program holding the entry across the delete, nanoseconds,
+    /// can still lose one). Kernels before 5.14 cannot do this for hash
+    /// maps: the entry is deleted alone and `None` returned, as is it when
+    /// the entry was already gone.
+    pub fn take(&mut self, map: &mut HashMap<MapData, K, V>, key: &K) -> Option<V> {
+        if self.take_in_one != Some(false) {
+            match lookup_and_delete(map.map(), key) {
+                Ok(v) => {
+                    self.take_in_one = Some(true);
+                    return v;
+                }
+                Err(e) if self.take_in_one.is_none() && unsupported(&e) => {
+                    info!(
+                        map = self.label,
+                        error = %e,
+                        "this kernel cannot read and delete a map entry in one command \
+                         (Linux 5.14+): evicted entries are deleted after their read, and an \
+                         update in between is lost"
+                    );
+                    self.take_in_one = Some(false);
+                }
+                // Not expected: this entry is deleted alone.
+                Err(e) => warn!(map = self.label, error = %e, "lookup-and-delete failed"),
+            }
+        }
+        let _ = map.remove(key);
+        None
+    }
+
     fn reserve(&mut self, additional: usize) {
         self.keys.reserve_exact(additional);
         self.values.reserve_exact(additional);
@@ -235,16 +285,8 @@ impl<K: Pod, V: Pod> BatchReader<K, V> {
             // against the map when the HashMap was made), the tokens to
             // buffers of at least the key size and 8 bytes, all live and
             // unaliased for the call. The kernel writes nothing else.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_BATCH,
-                    &mut attr as *mut BatchAttr,
-                    size_of::<BatchAttr>() as libc::c_uint,
-                )
-            };
-            let err = (r < 0).then(io::Error::last_os_error);
-            let errno = err.as_ref().and_then(io::Error::raw_os_error);
+            let res = unsafe { sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+            let errno = res.as_ref().err().and_then(io::Error::raw_os_error);
             match errno {
                 None | Some(libc::ENOENT) => {
                     let n = (attr.count as usize).min(room);
@@ -265,7 +307,7 @@ impl<K: Pod, V: Pod> BatchReader<K, V> {
                     let more = self.keys.capacity().max(64);
                     self.reserve(more);
                 }
-                Some(_) => return Err(err.unwrap_or_else(io::Error::last_os_error)),
+                Some(_) => return res,
             }
             // The kernel wrote where to resume (after ENOSPC: the bucket
             // that did not fit).
@@ -273,6 +315,52 @@ impl<K: Pod, V: Pod> BatchReader<K, V> {
             start = false;
         }
     }
+}
+
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on `map`: the value the entry had when
+/// deleted; `None` if there was no entry.
+fn lookup_and_delete<K: Pod, V: Pod>(map: &MapData, key: &K) -> io::Result<Option<V>> {
+    let mut value = std::mem::MaybeUninit::<V>::uninit();
+    let mut attr = ElemAttr {
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: value.as_mut_ptr() as u64,
+        ..ElemAttr::default()
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` for the elem commands of the
+    // size passed; `key` and `value` point to one key and room for one
+    // value of the map's sizes (aya checked K and V against the map), live
+    // and unaliased for the call.
+    if let Err(e) = unsafe { sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: on success the kernel wrote a whole value, and V is plain
+    // data (`Pod`).
+    Ok(Some(unsafe { value.assume_init() }))
+}
+
+/// bpf(2): command `cmd` with its attribute `attr`.
+///
+/// # Safety
+/// `attr` is `cmd`'s member of `union bpf_attr`, and every address in it is
+/// valid, for the call, for what the kernel reads or writes there.
+pub(crate) unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: the caller's contract; the size passed is the attribute's.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut A,
+            size_of::<A>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Errors of kernels (or map types) without batch lookups.
@@ -294,6 +382,14 @@ mod tests {
         assert_eq!(std::mem::offset_of!(BatchAttr, count), 32);
         assert_eq!(std::mem::offset_of!(BatchAttr, map_fd), 36);
         assert_eq!(std::mem::offset_of!(BatchAttr, flags), 48);
+    }
+
+    /// The attribute layout of the elem commands (`union bpf_attr`).
+    #[test]
+    fn elem_attr_layout_matches_the_kernel() {
+        assert_eq!(size_of::<ElemAttr>(), 32);
+        assert_eq!(std::mem::offset_of!(ElemAttr, key), 8);
+        assert_eq!(std::mem::offset_of!(ElemAttr, value), 16);
     }
 
     #[test]

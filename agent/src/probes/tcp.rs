@@ -354,7 +354,7 @@ fn test_run(prog_fd: i32, args: &[u64]) -> std::io::Result<()> {
         _pad: u32,
     }
     const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let attr = TestRunAttr {
+    let mut attr = TestRunAttr {
         prog_fd: prog_fd as u32,
         ctx_size_in: std::mem::size_of_val(args) as u32,
         ctx_in: args.as_ptr() as u64,
@@ -362,18 +362,7 @@ fn test_run(prog_fd: i32, args: &[u64]) -> std::io::Result<()> {
     };
     // SAFETY: attr is a valid, fully initialised bpf_attr prefix and `args`
     // outlives the call; the kernel only reads ctx_in.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &attr as *const TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { super::batch::sys_bpf(BPF_PROG_TEST_RUN, &mut attr) }
 }
 
 #[cfg(test)]
