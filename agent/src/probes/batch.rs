@@ -213,7 +213,7 @@ impl<K: Pod, V: Pod> BatchReader<K, V> {
     /// read and the delete is then in the returned value instead of lost
     /// (only a program holding the entry across the delete, nanoseconds,
     /// can still lose one). Kernels before 5.14 cannot do this for hash
-    /// maps: the entry is deleted alone and `None` returned, as is it when
+    /// maps: the entry is deleted alone and `None` returned, as it is when
     /// the entry was already gone.
     pub fn take(&mut self, map: &mut HashMap<MapData, K, V>, key: &K) -> Option<V> {
         if self.take_in_one != Some(false) {
