@@ -288,6 +288,8 @@ pub struct RunOptions {
     pub floor_only: bool,
     /// With `floor_only`: the benchmark's reference design, not the floor.
     pub reference: bool,
+    /// With `floor_only`: the floor on the socket tracepoints.
+    pub floor_sock: bool,
 }
 
 /// Whether syscall SLIs come on demand: the syscall set is not on for
@@ -322,6 +324,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         force_mode: opts.force_mode,
         floor_only: opts.floor_only,
         reference: opts.reference,
+        floor_sock: opts.floor_sock,
         syscalls: cfg.probes.syscalls,
         on_demand: on_demand(&cfg),
         tcp: cfg.probes.tcp,

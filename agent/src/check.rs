@@ -103,6 +103,7 @@ pub fn run(cfg: &Config, force_io: Option<IoRoute>) -> Report {
         force_mode: None,
         floor_only: false,
         reference: false,
+        floor_sock: false,
         syscalls: cfg.probes.syscalls,
         on_demand: crate::app::on_demand(cfg),
         tcp: cfg.probes.tcp,

@@ -92,8 +92,9 @@ fn main() -> ExitCode {
                 _ => None,
             },
             force_io,
-            floor_only: cli.bench_floor || cli.bench_reference,
+            floor_only: cli.bench_floor || cli.bench_reference || cli.bench_floor_sock,
             reference: cli.bench_reference,
+            floor_sock: cli.bench_floor_sock,
         },
     )) {
         Ok(()) => ExitCode::SUCCESS,

@@ -407,6 +407,10 @@ pub mod names {
     /// Trivial programs on the same hooks, for the benchmark's floor.
     pub const FLOOR_ENTER: &str = "floor_enter_btf";
     pub const FLOOR_EXIT: &str = "floor_exit_btf";
+    /// Trivial programs on the socket tracepoints the default's TCP
+    /// programs use (6.3+), for the floor of the default.
+    pub const FLOOR_SOCK_SEND: &str = "floor_sock_send_btf";
+    pub const FLOOR_SOCK_RECV: &str = "floor_sock_recv_btf";
     /// The benchmark's reference design (ebpf/src/floor.rs): a plain
     /// per-thread array and a per-syscall-number histogram array.
     pub const REF_ENTER: &str = "ref_enter_btf";

@@ -1,5 +1,6 @@
 //! The benchmark's floor: programs on the syscall hooks that do nothing, so
-//! the cost of the hook itself can be told apart from syscope's work.
+//! the cost of the hook itself can be told apart from syscope's work; and
+//! the same on the socket tracepoints the default's TCP programs use.
 //!
 //! And the benchmark's reference design (`--bench-reference`): the cheapest
 //! hand-written syscall latency histogram on the same hooks, to compare
@@ -30,6 +31,16 @@ pub fn floor_enter_btf(_ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn floor_exit_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn floor_sock_send_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn floor_sock_recv_btf(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 

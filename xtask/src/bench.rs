@@ -71,6 +71,9 @@ enum Tracer {
     /// The hand-written reference design (`--bench-reference`,
     /// ebpf/src/floor.rs): see [`REFERENCE_TEXT`].
     Reference,
+    /// Empty programs on the socket tracepoints the default's TCP programs
+    /// use (`--bench-floor-sock`): the least the default can cost there.
+    FloorSock,
 }
 
 /// What the reference design does and omits, for the results.
@@ -91,6 +94,9 @@ impl Tracer {
             Tracer::SyscopeSlos => "syscope with 4 SLO thresholds",
             Tracer::SyscopeDefault => "syscope default (no --probes)",
             Tracer::Reference => "reference design (hand-written, see below)",
+            Tracer::FloorSock => {
+                "floor of the default (empty tp_btf sock_send_length + sock_recv_length)"
+            }
         }
     }
 }
@@ -129,6 +135,16 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let agent = root.join("target/release/syscope");
     let workload = root.join("target/release/syscope-workload");
+    if args.iter().any(|a| a == "--servers") {
+        // The server section alone (its own results file).
+        let (table, json) = servers::section(root, &agent, quick)?;
+        println!("{table}");
+        let dir = root.join("target/bench");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("servers.json"), json)?;
+        std::fs::write(dir.join("servers.md"), &table)?;
+        return Ok(());
+    }
     // Appended configurations keep the indexes used below.
     let tracers = [
         Tracer::None,
@@ -626,7 +642,8 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
         | Tracer::SyscopeTcpSyscallRoute
         | Tracer::SyscopeSlos
         | Tracer::SyscopeDefault
-        | Tracer::Reference => {
+        | Tracer::Reference
+        | Tracer::FloorSock => {
             let mut c = Command::new(agent);
             // Table mode, so no exporter runs; a short interval so the
             // agent's per-interval work is inside the measured window.
@@ -636,6 +653,9 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
             }
             if t == Tracer::Reference {
                 c.arg("--bench-reference");
+            }
+            if t == Tracer::FloorSock {
+                c.arg("--bench-floor-sock");
             }
             // Everything on, explicitly: the default may attach less.
             if matches!(

@@ -77,7 +77,8 @@ tasks:
   run [ARGS]     build, then run the agent (as root) with ARGS, e.g. `cargo xtask run -- --interval 2s`
   test           build, then lint (rustfmt, clippy), unit tests, the integration tests on the real kernel,
                  and the syscall and TCP truth checks on Debian's 5.10, 6.1 and 6.12 kernels under qemu
-  bench [ARGS]   build, then the overhead benchmark (see README); `--quick` for a short run
+  bench [ARGS]   build, then the overhead benchmark (see README); `--quick` for a short run,
+                 `--servers` for the server section alone
   image [--archive PATH]  build, then the container image (podman): localhost/syscope:<version>
   deb            build, then the Debian package: target/deb/syscope_<version>-1_<arch>.deb
   vmtest [--kernel 5.10|6.1|6.12|all] [-- TEST ARGS]

@@ -149,6 +149,10 @@ pub struct Cli {
     #[arg(long, hide = true, conflicts_with = "bench_floor")]
     pub bench_reference: bool,
 
+    /// Benchmark only: attach empty programs on the socket tracepoints the default's TCP programs use
+    #[arg(long, hide = true, conflicts_with_all = ["bench_floor", "bench_reference"])]
+    pub bench_floor_sock: bool,
+
     /// Print help: flags, environment variables and the config file
     #[arg(short = 'h', long = "help", action = ArgAction::HelpLong)]
     help: Option<bool>,

@@ -71,6 +71,9 @@ pub struct LoadOptions {
     /// With `floor_only`: attach the benchmark's reference design instead
     /// of the empty programs.
     pub reference: bool,
+    /// With `floor_only`: the empty programs go on the socket tracepoints
+    /// (`sock_send_length`, `sock_recv_length`) instead of the syscall hooks.
+    pub floor_sock: bool,
     /// Attach the syscall programs for every process.
     pub syscalls: bool,
     /// Load the syscall programs for on-demand SLIs (when `syscalls` is
@@ -375,7 +378,22 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
 
     let mut link_ids = ondemand::LinkIds::None;
-    let mode = if opts.floor_only {
+    let mode = if opts.floor_only && opts.floor_sock {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Attach {
+            btf: e.to_string(),
+            tp: "not tried (floor programs are tp_btf only)".into(),
+        })?;
+        for (prog, hook) in [
+            (names::FLOOR_SOCK_SEND, "sock_send_length"),
+            (names::FLOOR_SOCK_RECV, "sock_recv_length"),
+        ] {
+            attach_btf_program(&mut ebpf, &btf, prog, hook).map_err(|btf| ProbeError::Attach {
+                btf,
+                tp: "not tried (floor programs are tp_btf only)".into(),
+            })?;
+        }
+        Some(AttachMode::BtfTracepoint)
+    } else if opts.floor_only {
         let (enter, exit) = if reference {
             (names::REF_ENTER, names::REF_EXIT)
         } else {
