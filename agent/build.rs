@@ -36,9 +36,27 @@ fn main() {
     }
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
-    let target_dir = out_dir.join("ebpf-target");
     let route = choose_route();
-    let mut cmd = match &route {
+    // Two objects: thread state in an LRU hash (every kernel), and in task
+    // storage (5.13+; its map is defined in BTF, so that object carries
+    // BTF). The loader tries the second first where it can.
+    build_object(&route, &ebpf_dir, &out_dir, None, "syscope.bpf.o");
+    build_object(
+        &route,
+        &ebpf_dir,
+        &out_dir,
+        Some("task-storage"),
+        "syscope-task-storage.bpf.o",
+    );
+}
+
+/// Builds the eBPF crate (with cargo `feature`, if any) into `out_dir/name`.
+fn build_object(route: &Route, ebpf_dir: &Path, out_dir: &Path, feature: Option<&str>, name: &str) {
+    let target_dir = out_dir.join(match feature {
+        Some(f) => format!("ebpf-target-{f}"),
+        None => "ebpf-target".to_string(),
+    });
+    let mut cmd = match route {
         Route::Debian { rustc } => {
             let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
             c.env("RUSTC", rustc)
@@ -54,10 +72,16 @@ fn main() {
             c
         }
     };
-    cmd.current_dir(&ebpf_dir)
+    cmd.current_dir(ebpf_dir)
         .arg("--target-dir")
         .arg(&target_dir)
         .arg("--locked");
+    if let Some(f) = feature {
+        // BTF maps need the object's BTF, which bpf-linker writes only when
+        // asked (from the debug info the release profile keeps).
+        cmd.args(["--features", f, "--config"])
+            .arg(r#"target.bpfel-unknown-none.rustflags=["-C", "link-arg=--btf"]"#);
+    }
     // The outer cargo's settings are for the host build, not the BPF one.
     for (k, _) in env::vars_os() {
         let k = k.to_string_lossy();
@@ -82,8 +106,41 @@ fn main() {
         );
     }
     let obj = target_dir.join("bpfel-unknown-none/release/syscope-ebpf");
-    std::fs::copy(&obj, out_dir.join("syscope.bpf.o"))
-        .unwrap_or_else(|e| panic!("copying {}: {e}", obj.display()));
+    let out = out_dir.join(name);
+    if feature.is_none() {
+        std::fs::copy(&obj, &out).unwrap_or_else(|e| panic!("copying {}: {e}", obj.display()));
+        return;
+    }
+    // Only the map definitions need BTF. The line and function info of
+    // .BTF.ext is dropped: aya 0.14 relocates the line info of programs
+    // with subprograms into duplicate offsets, which the kernel rejects
+    // ("Invalid line_info"), and the programs verify without it.
+    let objcopy = llvm_objcopy();
+    let status = Command::new(&objcopy)
+        .args(["--remove-section=.BTF.ext", "--remove-section=.rel.BTF.ext"])
+        .arg(&obj)
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", objcopy.display()));
+    assert!(
+        status.success(),
+        "{} failed on {}",
+        objcopy.display(),
+        obj.display()
+    );
+}
+
+/// llvm-objcopy: LLVM 22's (Debian's llvm-22, which `cargo xtask setup`
+/// installs for bpf-linker), else whichever is on PATH.
+fn llvm_objcopy() -> PathBuf {
+    [
+        "/usr/lib/llvm-22/bin/llvm-objcopy",
+        "/usr/bin/llvm-objcopy-22",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| PathBuf::from("llvm-objcopy"))
 }
 
 #[derive(Debug)]

@@ -290,6 +290,8 @@ pub struct RunOptions {
     pub reference: bool,
     /// With `floor_only`: the floor on the socket tracepoints.
     pub floor_sock: bool,
+    /// Thread state in the LRU hash map even where task storage serves.
+    pub lru_threads: bool,
 }
 
 /// Whether syscall SLIs come on demand: the syscall set is not on for
@@ -325,6 +327,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         floor_only: opts.floor_only,
         reference: opts.reference,
         floor_sock: opts.floor_sock,
+        lru_threads: opts.lru_threads,
         syscalls: cfg.probes.syscalls,
         on_demand: on_demand(&cfg),
         tcp: cfg.probes.tcp,

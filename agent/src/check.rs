@@ -104,6 +104,7 @@ pub fn run(cfg: &Config, force_io: Option<IoRoute>) -> Report {
         floor_only: false,
         reference: false,
         floor_sock: false,
+        lru_threads: false,
         syscalls: cfg.probes.syscalls,
         on_demand: crate::app::on_demand(cfg),
         tcp: cfg.probes.tcp,

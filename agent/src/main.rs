@@ -95,6 +95,7 @@ fn main() -> ExitCode {
             floor_only: cli.bench_floor || cli.bench_reference || cli.bench_floor_sock,
             reference: cli.bench_reference,
             floor_sock: cli.bench_floor_sock,
+            lru_threads: cli.lru_threads,
         },
     )) {
         Ok(()) => ExitCode::SUCCESS,

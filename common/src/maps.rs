@@ -85,7 +85,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         max_entries: 1 << 20,
         key_size: size::<u32>(),
         value_size: size::<ThreadState>(),
-        holds: "threads with a syscall in flight (or a recent one); LRU, so threads whose exit was missed age out",
+        holds: "threads with a syscall in flight (or a recent one), on kernels without task storage for tracing programs (before 5.13); LRU, so threads whose exit was missed age out",
     },
     MapSpec {
         id: SYSCALL_LATENCY,

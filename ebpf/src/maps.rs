@@ -121,6 +121,69 @@ pub(crate) static CGROUP_HIERARCHY_OFF: u32 = 0;
 pub(crate) static THREADS: LruHashMap<u32, ThreadState> =
     LruHashMap::with_max_entries(MAPS[maps::THREADS].default_entries, 0);
 
+/// Thread state in task storage (`task-storage` objects): freed by the
+/// kernel with its task, never evicted, and found without hashing. aya-ebpf
+/// 0.2.1 has no task storage type, so this is libbpf's BTF map definition
+/// written out: each number is the length of the array a field points to,
+/// the field names are the keys, and the object carries BTF (bpf-linker
+/// `--btf`) for the loader to read them.
+#[cfg(feature = "task-storage")]
+#[repr(C)]
+pub(crate) struct TaskStorage<V> {
+    r#type: *const [i32; aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const V,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; aya_ebpf::bindings::BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: never dereferenced; the kernel owns the map it describes.
+#[cfg(feature = "task-storage")]
+unsafe impl<V> Sync for TaskStorage<V> {}
+
+#[cfg(feature = "task-storage")]
+impl<V> TaskStorage<V> {
+    const fn new() -> Self {
+        TaskStorage {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The current task's value; with `init`, created from it if missing.
+    /// `None` also when the kernel refuses (no memory, or its recursion
+    /// guard: another program using task storage on this CPU).
+    #[inline(always)]
+    pub(crate) fn current(&self, init: Option<&V>) -> Option<*mut V> {
+        let (value, flags) = match init {
+            Some(v) => (
+                v as *const V as *mut core::ffi::c_void,
+                aya_ebpf::bindings::BPF_LOCAL_STORAGE_GET_F_CREATE as u64,
+            ),
+            None => (core::ptr::null_mut(), 0),
+        };
+        // SAFETY: the map is this definition; the task is the current one
+        // (a BTF pointer); `value` is null or a whole V to copy from.
+        let p = unsafe {
+            aya_ebpf::helpers::bpf_task_storage_get(
+                self as *const Self as *mut core::ffi::c_void,
+                aya_ebpf::helpers::bpf_get_current_task_btf() as *mut _,
+                value,
+                flags,
+            )
+        };
+        (!p.is_null()).then_some(p.cast())
+    }
+}
+
+#[cfg(feature = "task-storage")]
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "TASK_STATE")]
+pub(crate) static TASK_STATE: TaskStorage<ThreadState> = TaskStorage::new();
+
 /// One bit per thread id, set when the thread gets a `THREADS` entry: an
 /// exit without an entry is an eviction if the bit is set, a syscall that
 /// was in flight at attach if not. Never cleared: a reused id keeps its bit,

@@ -1,7 +1,9 @@
 //! Syscall latency and errors.
 //!
-//! `sys_enter` stamps the thread's entry time in an LRU map keyed by thread
-//! id; `sys_exit` turns it into a duration and adds it, with atomic
+//! `sys_enter` stamps the thread's entry time in its thread state: task
+//! storage where the kernel has it for tracing programs (5.13+, the
+//! `task-storage` object), else an LRU map keyed by thread id (see
+//! [`state`]); `sys_exit` turns it into a duration and adds it, with atomic
 //! increments, to a per workload x syscall histogram and, for failures, to a
 //! per errno counter. Two attachments share the bodies: BTF tracepoints
 //! (`tp_btf`, preferred) and the `raw_syscalls` tracepoints (fallback).
@@ -202,6 +204,10 @@ fn try_process_exec(old_pid: u32) {
     }
     // A non-leader thread exec'd and now has the leader's id: its entry
     // (with the execve in flight) moves with it.
+    if cfg!(feature = "task-storage") {
+        // Task storage belongs to the task, whatever its id: nothing moves.
+        return;
+    }
     let Some(st) = THREADS.get_ptr(old_pid) else {
         return;
     };
@@ -228,7 +234,7 @@ fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
         Some(arg) if sockio::enabled() => sockio::io_fd(nr, arg),
         _ => 0,
     };
-    if let Some(st) = THREADS.get_ptr_mut(tid) {
+    if let Some(st) = state::get(tid) {
         // Hot path: the thread is known: a few stores and the clock read.
         // SAFETY: a valid value pointer; the entry is keyed by this thread's
         // id and only this thread (one CPU at a time) writes it.
@@ -249,17 +255,16 @@ fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
         select: 0,
         comm: process_comm(),
     };
-    if THREADS.insert(tid, st, BPF_ANY as u64).is_err() {
+    // Task storage's create fails only without memory (or under its
+    // recursion guard): counted as the thread map's.
+    let Some(st) = state::create(tid, &st) else {
         bump(counter::map_full(maps::THREADS));
         return;
-    }
-    mark_seen(tid);
-    if let Some(st) = THREADS.get_ptr_mut(tid) {
-        // SAFETY: as above. Stamped last so the insert is not measured.
-        unsafe {
-            if timed(&mut *st, nr) {
-                (*st).start_ns = now_ns();
-            }
+    };
+    // SAFETY: as above. Stamped last so the insert is not measured.
+    unsafe {
+        if timed(&mut *st, nr) {
+            (*st).start_ns = now_ns();
         }
     }
 }
@@ -317,7 +322,7 @@ fn try_sys_exit(
         return;
     }
     let tid = pid_tgid as u32;
-    let Some(st) = THREADS.get_ptr_mut(tid) else {
+    let Some(st) = state::get(tid) else {
         if let Some(arg) = arg.as_ref().filter(|_| sockio::enabled() && ret > 0) {
             // In flight at attach (or evicted): still a request boundary.
             // A compat call's number is from another table: not ours.
@@ -478,7 +483,54 @@ fn was_seen(tid: u32) -> bool {
 #[inline(always)]
 fn try_thread_exit() {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = THREADS.remove(tid);
+    // Task storage goes with its task.
+    if !cfg!(feature = "task-storage") {
+        let _ = THREADS.remove(tid);
+    }
     // A later task with this id must not inherit the name.
     let _ = RENAMED.remove(tid);
+}
+
+/// Where a thread's [`ThreadState`] lives.
+#[cfg(feature = "task-storage")]
+mod state {
+    use syscope_common::ThreadState;
+
+    use crate::maps::TASK_STATE;
+
+    /// The current thread's state (`tid` is the current thread's id).
+    #[inline(always)]
+    pub(super) fn get(_tid: u32) -> Option<*mut ThreadState> {
+        TASK_STATE.current(None)
+    }
+
+    /// Creates the current thread's state from `st`.
+    #[inline(always)]
+    pub(super) fn create(_tid: u32, st: &ThreadState) -> Option<*mut ThreadState> {
+        TASK_STATE.current(Some(st))
+    }
+}
+
+/// Where a thread's [`ThreadState`] lives.
+#[cfg(not(feature = "task-storage"))]
+mod state {
+    use aya_ebpf::bindings::BPF_ANY;
+    use syscope_common::ThreadState;
+
+    use crate::maps::THREADS;
+
+    /// The current thread's state (`tid` is the current thread's id).
+    #[inline(always)]
+    pub(super) fn get(tid: u32) -> Option<*mut ThreadState> {
+        THREADS.get_ptr_mut(tid)
+    }
+
+    /// Creates the current thread's state from `st`, marking the id seen
+    /// (an exit without an entry is then an eviction).
+    #[inline(always)]
+    pub(super) fn create(tid: u32, st: &ThreadState) -> Option<*mut ThreadState> {
+        THREADS.insert(tid, st, BPF_ANY as u64).ok()?;
+        super::mark_seen(tid);
+        THREADS.get_ptr_mut(tid)
+    }
 }

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{require_root, Agent};
+use common::{kernel_at_least, require_root, Agent};
 use syscope_tests::{latest, run_named, select, unique_name, MetricPoint, Receiver, Temporality};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -39,7 +39,21 @@ fn failing_calls_counted_exactly_grpc() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = Agent::exporting_to(&rx, &[]);
+    let agent = Agent::exporting_to(&rx, &[]);
+    // Thread state in task storage wherever the kernel has it for tracing
+    // programs (5.13+); the LRU hash map before.
+    let store = if kernel_at_least(5, 13) {
+        "task_storage"
+    } else {
+        "lru_hash"
+    };
+    assert!(
+        agent
+            .stderr()
+            .contains(&format!("thread_state=\"{store}\"")),
+        "{}",
+        agent.stderr()
+    );
     let name = unique_name("failgrpc");
     run_named(&name, &["fail-open", "37"]);
     let pts = rx.wait_for(WAIT, |p| {
@@ -91,7 +105,8 @@ fn failing_calls_counted_exactly_tracepoint_fallback() {
     let rx = Receiver::start();
     let agent = Agent::exporting_to(&rx, &["--hook", "tracepoint"]);
     assert!(
-        agent.stderr().contains("hook=\"tracepoint\""),
+        agent.stderr().contains("hook=\"tracepoint\"")
+            && agent.stderr().contains("thread_state=\"lru_hash\""),
         "{}",
         agent.stderr()
     );
@@ -561,9 +576,10 @@ fn new_threads_are_not_unmatched_exits() {
 }
 
 /// A thread map far too small for the threads in a syscall: the LRU map
-/// evicts the entries of sleeping threads, and their exits are counted as
-/// evictions (`syscope.kernel.threads_evicted`), not as syscalls that were in
-/// flight at attach.
+/// (forced here: kernels before 5.13 use it) evicts the entries of sleeping
+/// threads, and their exits are counted as evictions
+/// (`syscope.kernel.threads_evicted`), not as syscalls that were in flight
+/// at attach.
 #[test]
 fn evicted_thread_entries_are_counted() {
     if !require_root() {
@@ -581,6 +597,7 @@ fn evicted_thread_entries_are_counted() {
             cfg.to_str().unwrap(),
             "--temporality",
             "cumulative",
+            "--lru-threads",
         ],
     );
     let before = self_counter_after(&rx, EVICTED, unix_nanos());
@@ -600,6 +617,52 @@ fn evicted_thread_entries_are_counted() {
         after - before >= 32.0,
         "64 threads blocked with a thread map of 8: {EVICTED} went from {before} to {after}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Thread state in task storage (5.13+) is never evicted: the same 64
+/// sleeping threads, with the same 8-entry thread map setting, lose no
+/// syscall, and the LRU map is not even created at size.
+#[test]
+fn task_storage_threads_are_never_evicted() {
+    if !require_root() {
+        return;
+    }
+    if !kernel_at_least(5, 13) {
+        common::skip("task storage from tracing programs needs Linux 5.13+");
+        return;
+    }
+    let rx = Receiver::start();
+    let dir = std::env::temp_dir().join(format!("syscope-it-ts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny-threads.toml");
+    std::fs::write(&cfg, "[limits.kernel_maps]\nthreads = 8\n").unwrap();
+    let agent = Agent::exporting_to(
+        &rx,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--temporality",
+            "cumulative",
+        ],
+    );
+    assert!(
+        agent.stderr().contains("thread_state=\"task_storage\""),
+        "{}",
+        agent.stderr()
+    );
+    let before = self_counter_after(&rx, EVICTED, unix_nanos());
+    let cap = latest(
+        &rx.points(),
+        "syscope.kernel.map.capacity",
+        &[("map", "threads")],
+    )
+    .and_then(|p| p.number());
+    assert_eq!(cap, Some(1.0), "the LRU thread map is not used");
+    let name = unique_name("tsevict");
+    run_named(&name, &["threads-blocked", "64", "300"]);
+    let after = self_counter_after(&rx, EVICTED, unix_nanos());
+    assert_eq!(after, before, "{EVICTED} moved with task storage");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

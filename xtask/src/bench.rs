@@ -74,6 +74,9 @@ enum Tracer {
     /// Empty programs on the socket tracepoints the default's TCP programs
     /// use (`--bench-floor-sock`): the least the default can cost there.
     FloorSock,
+    /// syscope everything on, thread state in the LRU hash map
+    /// (`--lru-threads`): what task storage saves, side by side.
+    SyscopeLru,
 }
 
 /// What the reference design does and omits, for the results.
@@ -97,6 +100,7 @@ impl Tracer {
             Tracer::FloorSock => {
                 "floor of the default (empty tp_btf sock_send_length + sock_recv_length)"
             }
+            Tracer::SyscopeLru => "syscope, everything on, thread state in the LRU hash",
         }
     }
 }
@@ -154,6 +158,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Tracer::SyscopeSyscallRoute,
         Tracer::SyscopeSlos,
         Tracer::Reference,
+        Tracer::SyscopeLru,
     ];
     let mut samples = vec![Sample::default(); tracers.len()];
 
@@ -286,6 +291,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         runs,
         iters,
         passes
+    );
+    let _ = writeln!(
+        table,
+        "Thread state in task storage (where the kernel has it, 5.13+): {:+.0} ns per syscall, everything on; the same programs with the LRU hash map (kernels before 5.13): {:+.0} ns.",
+        added(2),
+        added(7)
     );
     let _ = writeln!(
         table,
@@ -643,7 +654,8 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
         | Tracer::SyscopeSlos
         | Tracer::SyscopeDefault
         | Tracer::Reference
-        | Tracer::FloorSock => {
+        | Tracer::FloorSock
+        | Tracer::SyscopeLru => {
             let mut c = Command::new(agent);
             // Table mode, so no exporter runs; a short interval so the
             // agent's per-interval work is inside the measured window.
@@ -657,10 +669,16 @@ fn start_tracer(t: Tracer, agent: &Path) -> Result<Option<Child>> {
             if t == Tracer::FloorSock {
                 c.arg("--bench-floor-sock");
             }
+            if t == Tracer::SyscopeLru {
+                c.arg("--lru-threads");
+            }
             // Everything on, explicitly: the default may attach less.
             if matches!(
                 t,
-                Tracer::Syscope | Tracer::SyscopeSyscallRoute | Tracer::SyscopeSlos
+                Tracer::Syscope
+                    | Tracer::SyscopeSyscallRoute
+                    | Tracer::SyscopeSlos
+                    | Tracer::SyscopeLru
             ) {
                 c.args(["--probes", "syscalls,tcp"]);
             }

@@ -149,6 +149,10 @@ pub struct Cli {
     #[arg(long, hide = true, conflicts_with = "bench_floor")]
     pub bench_reference: bool,
 
+    /// Tests and benchmarks: thread state in the LRU hash map even where task storage serves
+    #[arg(long, hide = true)]
+    pub lru_threads: bool,
+
     /// Benchmark only: attach empty programs on the socket tracepoints the default's TCP programs use
     #[arg(long, hide = true, conflicts_with_all = ["bench_floor", "bench_reference"])]
     pub bench_floor_sock: bool,

@@ -195,6 +195,8 @@ fn programs_are_in_the_object_on_their_hooks() {
         ),
         (names::FLOOR_ENTER, btf("sys_enter")),
         (names::FLOOR_EXIT, btf("sys_exit")),
+        (names::FLOOR_SOCK_SEND, btf("sock_send_length")),
+        (names::FLOOR_SOCK_RECV, btf("sock_recv_length")),
         (names::REF_ENTER, btf("sys_enter")),
         (names::REF_EXIT, btf("sys_exit")),
         (names::TCP_RETRANSMIT.0, btf(names::TCP_RETRANSMIT.1)),
@@ -232,4 +234,33 @@ fn programs_are_in_the_object_on_their_hooks() {
             "program {name} in the object is not in syscope_common::names"
         );
     }
+}
+
+/// The task storage object is the same programs and maps, plus the task
+/// storage map, defined in BTF as the kernel needs it.
+#[test]
+fn task_storage_object_differs_only_in_thread_state() {
+    let lru = parsed();
+    let ts = Object::parse(super::OBJECT_TASK_STORAGE)
+        .expect("aya-obj parses the embedded task storage object");
+    let progs = |o: &Object| o.programs.keys().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(progs(&lru), progs(&ts));
+    let maps = |o: &Object| {
+        o.maps
+            .keys()
+            .filter(|n| !n.starts_with('.'))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    };
+    let mut want = maps(&lru);
+    want.insert("TASK_STATE".to_string());
+    assert_eq!(maps(&ts), want);
+    let m = &ts.maps["TASK_STATE"];
+    assert_eq!(m.map_type(), bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as u32);
+    assert_eq!(m.key_size(), 4);
+    assert_eq!(
+        m.value_size() as usize,
+        std::mem::size_of::<syscope_common::ThreadState>()
+    );
+    assert_eq!(m.max_entries(), 0);
 }

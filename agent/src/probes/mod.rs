@@ -35,8 +35,32 @@ use tracing::{info, warn};
 
 use crate::enrich::syscalls::{syscall_nr, Arch};
 
-/// The kernel programs, built by build.rs from `ebpf/`.
+/// The kernel programs, built by build.rs from `ebpf/`: thread state in an
+/// LRU hash map (every kernel).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/syscope.bpf.o"));
+/// The same programs with thread state in task storage (Linux 5.13+).
+static OBJECT_TASK_STORAGE: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/syscope-task-storage.bpf.o"));
+
+/// Where the syscall programs keep each thread's state between entry and
+/// exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadStore {
+    /// BPF task storage: found without hashing, freed with its task, never
+    /// evicted (Linux 5.13+, tp_btf).
+    TaskStorage,
+    /// The `threads` LRU hash map, keyed by thread id.
+    LruHash,
+}
+
+impl ThreadStore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreadStore::TaskStorage => "task_storage",
+            ThreadStore::LruHash => "lru_hash",
+        }
+    }
+}
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -74,6 +98,9 @@ pub struct LoadOptions {
     /// With `floor_only`: the empty programs go on the socket tracepoints
     /// (`sock_send_length`, `sock_recv_length`) instead of the syscall hooks.
     pub floor_sock: bool,
+    /// Thread state in the LRU hash map even where task storage would
+    /// serve (the benchmark's side-by-side).
+    pub lru_threads: bool,
     /// Attach the syscall programs for every process.
     pub syscalls: bool,
     /// Load the syscall programs for on-demand SLIs (when `syscalls` is
@@ -149,6 +176,8 @@ pub struct Probes {
     pub mode: Option<AttachMode>,
     /// Which hook serves each signal (or why none does).
     pub signals: Signals,
+    /// Where thread state lives.
+    pub thread_store: ThreadStore,
     /// The syscall programs record syscall SLIs (not only socket I/O).
     syscall_slis: bool,
     /// Whether the syscall programs are attached now (on demand they come
@@ -224,12 +253,30 @@ fn take_map<K: aya::Pod, V: aya::Pod>(
 }
 
 /// Load the object, set load-time constants, attach, and hand over the maps.
+/// The object with thread state in task storage first, where it may serve;
+/// the kernels that cannot load it (before 5.13, or anything it trips on)
+/// get the LRU hash one, and the log says why.
 pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     privilege::check()?;
     privilege::raise_memlock();
     if !Path::new(VMLINUX_BTF).exists() {
         return Err(ProbeError::NoBtf);
     }
+    // Task storage serves the tp_btf syscall programs only.
+    if !opts.floor_only && !opts.lru_threads && opts.force_mode != Some(AttachMode::Tracepoint) {
+        match load_object(opts, ThreadStore::TaskStorage) {
+            Ok(p) => return Ok(p),
+            Err(e) => info!(
+                error = %e,
+                "thread state in an LRU hash map: the task storage programs did not load \
+                 (task storage from tracing programs needs Linux 5.13+)"
+            ),
+        }
+    }
+    load_object(opts, ThreadStore::LruHash)
+}
+
+fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeError> {
     let kbtf = btf::Btf::from_file(Path::new(VMLINUX_BTF))?;
     let leader_off = kbtf.member_offset("task_struct", "group_leader")?;
     let comm_off = kbtf.member_offset("task_struct", "comm")?;
@@ -279,6 +326,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let sizes = MapSizes(maps::MAPS.map(|m| {
         let on = match m.set {
             _ if m.id == maps::SELECTED_CGROUPS || m.id == maps::SELECTED_NAMES => on_demand,
+            // Task storage instead of the thread map.
+            _ if m.id == maps::THREADS && store == ThreadStore::TaskStorage => false,
             // The syscall route needs the thread map, not the SLI maps.
             maps::ProbeSet::Syscalls => sys || (m.id == maps::THREADS && sockio.is_some()),
             maps::ProbeSet::Tcp => opts.tcp,
@@ -307,7 +356,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     }
     loader.map_max_entries(
         names::THREADS_SEEN_MAP,
-        if sys || sockio.is_some() {
+        if (sys || sockio.is_some()) && store == ThreadStore::LruHash {
             maps::threads_seen_entries(pid_max())
         } else {
             1
@@ -374,7 +423,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         .override_global(globals::CGROUP_HIERARCHY_OFF, &lc.hierarchy_id, true)
         .override_global(globals::SPLIT_NS, &split_ns, true)
         .override_global(globals::SPLIT_IDX, &split_idx, true)
-        .load(OBJECT)
+        // The task storage map: aya creates it, without a type of its own.
+        .allow_unsupported_maps()
+        .load(match store {
+            ThreadStore::TaskStorage => OBJECT_TASK_STORAGE,
+            ThreadStore::LruHash => OBJECT,
+        })
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
 
     let mut link_ids = ondemand::LinkIds::None;
@@ -418,6 +472,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     if let Some(mode) = mode {
         info!(
             hook = mode.as_str(),
+            thread_state = store.as_str(),
             syscall_slis = opts.syscalls,
             on_demand,
             tcp_request_route = sockio.is_some(),
@@ -506,6 +561,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     let probes = Probes {
         mode,
         signals,
+        thread_store: store,
         syscall_slis: opts.syscalls || on_demand,
         links,
         selection,

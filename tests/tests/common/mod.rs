@@ -24,6 +24,16 @@ pub fn require_root() -> bool {
     true
 }
 
+/// Whether the running kernel is at least `major.minor`.
+#[allow(dead_code)] // not every test binary asks
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// Records that the calling test is skipped, and why; the test then
 /// returns early, which libtest shows as passed. So the skip is printed
 /// past libtest's output capture, and appended as
