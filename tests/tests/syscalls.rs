@@ -575,6 +575,23 @@ fn new_threads_are_not_unmatched_exits() {
     assert_eq!(evicted, Some(0.0), "{EVICTED}");
 }
 
+/// An agent exporting cumulative points to `rx` with `limits.kernel_maps.threads`
+/// = 8 (and `extra` arguments); its config's directory, to remove after.
+fn tiny_thread_map_agent(rx: &Receiver, tag: &str, extra: &[&str]) -> (Agent, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("syscope-it-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny-threads.toml");
+    std::fs::write(&cfg, "[limits.kernel_maps]\nthreads = 8\n").unwrap();
+    let mut args = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "--temporality",
+        "cumulative",
+    ];
+    args.extend_from_slice(extra);
+    (Agent::exporting_to(rx, &args), dir)
+}
+
 /// A thread map far too small for the threads in a syscall: the LRU map
 /// (forced here: kernels before 5.13 use it) evicts the entries of sleeping
 /// threads, and their exits are counted as evictions
@@ -586,20 +603,7 @@ fn evicted_thread_entries_are_counted() {
         return;
     }
     let rx = Receiver::start();
-    let dir = std::env::temp_dir().join(format!("syscope-it-evict-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("tiny-threads.toml");
-    std::fs::write(&cfg, "[limits.kernel_maps]\nthreads = 8\n").unwrap();
-    let _agent = Agent::exporting_to(
-        &rx,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--temporality",
-            "cumulative",
-            "--lru-threads",
-        ],
-    );
+    let (_agent, dir) = tiny_thread_map_agent(&rx, "evict", &["--lru-threads"]);
     let before = self_counter_after(&rx, EVICTED, unix_nanos());
     let cap = latest(
         &rx.points(),
@@ -633,19 +637,7 @@ fn task_storage_threads_are_never_evicted() {
         return;
     }
     let rx = Receiver::start();
-    let dir = std::env::temp_dir().join(format!("syscope-it-ts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("tiny-threads.toml");
-    std::fs::write(&cfg, "[limits.kernel_maps]\nthreads = 8\n").unwrap();
-    let agent = Agent::exporting_to(
-        &rx,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--temporality",
-            "cumulative",
-        ],
-    );
+    let (agent, dir) = tiny_thread_map_agent(&rx, "ts", &[]);
     assert!(
         agent.stderr().contains("thread_state=\"task_storage\""),
         "{}",

@@ -144,64 +144,15 @@ pub fn section(root: &Path, agent: &Path, quick: bool) -> Result<(String, String
         "Servers: requests/s of a private redis-server (`redis-benchmark -t set` and `-t get`, each `-n {redis_n} -P 1 -c {CONNS} -q`, no persistence) and nginx (one worker, a {FILE_BYTES}-byte static file, `wrk -t1 -c {CONNS} -d {wrk_secs}s`, kept alive); server on CPU {server_cpu}, load generator on CPU {client_cpu}; median and min-max of {passes} alternating passes; % lost against no tracing:"
     );
     let _ = writeln!(t);
-    let mut head = String::from("| configuration |");
-    let mut rule = String::from("|---|");
-    for l in LOADS {
-        let _ = write!(head, " {l} req/s | min-max | lost |");
-        rule.push_str("---:|---:|---:|");
-    }
-    let _ = writeln!(t, "{head}");
-    let _ = writeln!(t, "{rule}");
-    for (ti, tr) in tracers.iter().enumerate() {
-        let _ = write!(t, "| {} |", tr.label());
-        for li in 0..LOADS.len() {
-            let l = if ti == 0 {
-                "-".to_string()
-            } else {
-                format!("{:.1} %", lost(ti, li))
-            };
-            let _ = write!(
-                t,
-                " {:.0} | {} | {} |",
-                med[ti][li],
-                spread(&rps[ti][li], 1.0, 0),
-                l
-            );
-        }
-        let _ = writeln!(t);
-    }
+    let labels: Vec<&str> = tracers.iter().map(|t| t.label()).collect();
+    write_table(&mut t, &labels, "req/s", &rps, &med, 0, lost);
     let _ = writeln!(t);
     let _ = writeln!(
         t,
         "CPU time per request (µs, user + system of the server's processes and the load generator, from /proc and getrusage), same passes; lost = 1 - no tracing's / this, the throughput lost when the server is CPU-bound:"
     );
     let _ = writeln!(t);
-    let mut head = String::from("| configuration |");
-    let mut rule = String::from("|---|");
-    for l in LOADS {
-        let _ = write!(head, " {l} µs/req | min-max | lost |");
-        rule.push_str("---:|---:|---:|");
-    }
-    let _ = writeln!(t, "{head}");
-    let _ = writeln!(t, "{rule}");
-    for (ti, tr) in tracers.iter().enumerate() {
-        let _ = write!(t, "| {} |", tr.label());
-        for li in 0..LOADS.len() {
-            let l = if ti == 0 {
-                "-".to_string()
-            } else {
-                format!("{:.1} %", cpu_lost(ti, li))
-            };
-            let _ = write!(
-                t,
-                " {:.2} | {} | {} |",
-                cpu_med[ti][li],
-                spread(&cpu[ti][li], 1.0, 2),
-                l
-            );
-        }
-        let _ = writeln!(t);
-    }
+    write_table(&mut t, &labels, "µs/req", &cpu, &cpu_med, 2, cpu_lost);
     let _ = writeln!(t);
     let _ = writeln!(
         t,
@@ -276,6 +227,46 @@ pub fn section(root: &Path, agent: &Path, quick: bool) -> Result<(String, String
         }).collect::<Vec<_>>(),
     });
     Ok((t, json.to_string()))
+}
+
+/// One markdown table: a row per configuration (`labels`), and per load its
+/// median (`prec` decimals), min-max of `samples`, and `lost` against the
+/// first row.
+fn write_table(
+    t: &mut String,
+    labels: &[&str],
+    unit: &str,
+    samples: &[Vec<Vec<f64>>],
+    med: &[Vec<f64>],
+    prec: usize,
+    lost: impl Fn(usize, usize) -> f64,
+) {
+    let mut head = String::from("| configuration |");
+    let mut rule = String::from("|---|");
+    for l in LOADS {
+        let _ = write!(head, " {l} {unit} | min-max | lost |");
+        rule.push_str("---:|---:|---:|");
+    }
+    let _ = writeln!(t, "{head}");
+    let _ = writeln!(t, "{rule}");
+    for (ti, label) in labels.iter().enumerate() {
+        let _ = write!(t, "| {label} |");
+        for li in 0..LOADS.len() {
+            let l = if ti == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1} %", lost(ti, li))
+            };
+            let _ = write!(
+                t,
+                " {:.prec$} | {} | {} |",
+                med[ti][li],
+                spread(&samples[ti][li], 1.0, prec),
+                l
+            );
+        }
+        let _ = writeln!(t);
+    }
 }
 
 fn on_path(tool: &str) -> bool {
