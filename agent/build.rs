@@ -112,12 +112,14 @@ fn build_object(route: &Route, ebpf_dir: &Path, out_dir: &Path, feature: Option<
         return;
     }
     // Only the map definitions need BTF. The line and function info of
-    // .BTF.ext is dropped: aya 0.14 relocates the line info of programs
+    // .BTF.ext is dropped (and the DWARF): aya 0.14 relocates the line info of programs
     // with subprograms into duplicate offsets, which the kernel rejects
     // ("Invalid line_info"), and the programs verify without it.
     let objcopy = llvm_objcopy();
     let status = Command::new(&objcopy)
         .args(["--remove-section=.BTF.ext", "--remove-section=.rel.BTF.ext"])
+        // The DWARF the BTF was made from: a megabyte the loader never reads.
+        .arg("--strip-debug")
         .arg(&obj)
         .arg(&out)
         .status()

@@ -99,7 +99,7 @@ pub struct LoadOptions {
     /// (`sock_send_length`, `sock_recv_length`) instead of the syscall hooks.
     pub floor_sock: bool,
     /// Thread state in the LRU hash map even where task storage would
-    /// serve (the benchmark's side-by-side).
+    /// serve (tests of the LRU path, the benchmark's side-by-side).
     pub lru_threads: bool,
     /// Attach the syscall programs for every process.
     pub syscalls: bool,
