@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData};
-use common::require_root;
+use common::{kernel_at_least, require_root};
 use syscope::{
     collect::{delete, DeltaTracker},
     probes::batch::{BatchReader, Route},
@@ -228,12 +228,7 @@ fn an_update_between_read_and_eviction_is_counted() {
     );
     assert_eq!(hist_map.keys().count(), 0, "every evicted entry deleted");
     assert_eq!(count_map.keys().count(), 0, "every evicted entry deleted");
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut v = release
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
-    if (major, minor) < (5, 14) {
+    if !kernel_at_least(5, 14) {
         assert!(d.hist.is_empty() && late == 0);
         eprintln!(
             "SKIPPED PART: this kernel has no lookup-and-delete for hash maps (Linux 5.14+): \

@@ -592,6 +592,16 @@ fn tiny_thread_map_agent(rx: &Receiver, tag: &str, extra: &[&str]) -> (Agent, st
     (Agent::exporting_to(rx, &args), dir)
 }
 
+/// The `threads` map's capacity as the agent last reported it.
+fn threads_capacity(rx: &Receiver) -> Option<f64> {
+    latest(
+        &rx.points(),
+        "syscope.kernel.map.capacity",
+        &[("map", "threads")],
+    )
+    .and_then(|p| p.number())
+}
+
 /// A thread map far too small for the threads in a syscall: the LRU map
 /// (forced here: kernels before 5.13 use it) evicts the entries of sleeping
 /// threads, and their exits are counted as evictions
@@ -605,12 +615,7 @@ fn evicted_thread_entries_are_counted() {
     let rx = Receiver::start();
     let (_agent, dir) = tiny_thread_map_agent(&rx, "evict", &["--lru-threads"]);
     let before = self_counter_after(&rx, EVICTED, unix_nanos());
-    let cap = latest(
-        &rx.points(),
-        "syscope.kernel.map.capacity",
-        &[("map", "threads")],
-    )
-    .and_then(|p| p.number());
+    let cap = threads_capacity(&rx);
     assert_eq!(cap, Some(8.0));
     // 64 threads asleep at once in a map of 8: at least 56 of them find their
     // entry gone when they wake (more with the rest of the host's syscalls).
@@ -644,12 +649,7 @@ fn task_storage_threads_are_never_evicted() {
         agent.stderr()
     );
     let before = self_counter_after(&rx, EVICTED, unix_nanos());
-    let cap = latest(
-        &rx.points(),
-        "syscope.kernel.map.capacity",
-        &[("map", "threads")],
-    )
-    .and_then(|p| p.number());
+    let cap = threads_capacity(&rx);
     assert_eq!(cap, Some(1.0), "the LRU thread map is not used");
     let name = unique_name("tsevict");
     run_named(&name, &["threads-blocked", "64", "300"]);

@@ -176,8 +176,6 @@ pub struct Probes {
     pub mode: Option<AttachMode>,
     /// Which hook serves each signal (or why none does).
     pub signals: Signals,
-    /// Where thread state lives.
-    pub thread_store: ThreadStore,
     /// The syscall programs record syscall SLIs (not only socket I/O).
     syscall_slis: bool,
     /// Whether the syscall programs are attached now (on demand they come
@@ -561,7 +559,6 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
     let probes = Probes {
         mode,
         signals,
-        thread_store: store,
         syscall_slis: opts.syscalls || on_demand,
         links,
         selection,
