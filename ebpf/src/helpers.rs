@@ -102,6 +102,22 @@ pub(crate) fn kread<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
+/// Read a `T` at `base + off` where `base` is a BTF-typed kernel pointer
+/// (a tp_btf argument, `bpf_get_current_task_btf`, a `bpf_skc_to_*`
+/// result): one plain load instead of a probe helper call. The verifier
+/// checks the access against the type at load time, which needs `off` to
+/// be a load-time constant (a global: `.rodata` is frozen, so the verifier
+/// knows its values), and the JIT guards the load against faults.
+///
+/// # Safety
+/// `base` must be such a pointer, non-null, and `off` a field of its type
+/// holding a `T`; the verifier rejects the program otherwise.
+#[inline(always)]
+pub(crate) unsafe fn btf_read<T: Copy>(base: u64, off: u32) -> T {
+    // SAFETY: as the caller guarantees; a fault reads zeros (JIT fixup).
+    unsafe { core::ptr::read((base + off as u64) as *const T) }
+}
+
 /// The process name: the thread group leader's comm. A thread's own comm can
 /// be renamed per thread (e.g. "tokio-runtime-w"), which is not a workload.
 ///

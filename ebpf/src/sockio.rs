@@ -82,7 +82,7 @@ pub(crate) fn at_exit(io_fd: u32, nr: u32, ret: i64) {
     let sk = fd_sock(io_fd - 1);
     if sk != 0 {
         let sent = has_bit(&SOCKIO_SEND_NRS, nr);
-        tcp::on_io(sk, ret.min(i32::MAX as i64) as i32, sent);
+        tcp::on_io::<tcp::ByProbe>(sk, ret.min(i32::MAX as i64) as i32, sent);
     }
 }
 

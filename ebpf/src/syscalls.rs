@@ -29,7 +29,7 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -40,6 +40,13 @@ use syscope_common::{
     names::{SELECTION_ALL, SELECTION_EPOCH},
     SeriesKey, ThreadState, COMM_LEN, COMPAT_NR_BIT,
 };
+
+#[cfg(feature = "task-storage")]
+use crate::helpers::btf_read;
+#[cfg(not(feature = "task-storage"))]
+use aya_ebpf::helpers::bpf_get_current_task;
+#[cfg(feature = "task-storage")]
+use aya_ebpf::helpers::bpf_get_current_task_btf;
 
 use crate::{
     helpers::{
@@ -167,13 +174,33 @@ fn compat_bit() -> u32 {
     if mask == 0 {
         return 0;
     }
-    // SAFETY: the helper returns the current task's address, no
-    // preconditions; it is only used as a base for `kread`.
-    let task = unsafe { bpf_get_current_task() };
-    match kread::<u32>(task, global(&TASK_COMPAT_OFF)) {
+    match task_status() {
         Some(status) if status & mask != 0 => COMPAT_NR_BIT,
         _ => 0,
     }
+}
+
+/// The current task's compat status word. The task storage object runs
+/// only where the kernel has `bpf_get_current_task_btf` (5.11+): a plain
+/// load, on every syscall entry, instead of a probe helper call.
+#[cfg(feature = "task-storage")]
+#[inline(always)]
+fn task_status() -> Option<u32> {
+    // SAFETY: the helper returns the current task, typed and never null.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    // SAFETY: a BTF task pointer; the offset (from BTF, a load-time
+    // constant) is the status field's, checked by the verifier.
+    Some(unsafe { btf_read::<u32>(task, global(&TASK_COMPAT_OFF)) })
+}
+
+/// The current task's compat status word (kernels before task storage).
+#[cfg(not(feature = "task-storage"))]
+#[inline(always)]
+fn task_status() -> Option<u32> {
+    // SAFETY: the helper returns the current task's address, no
+    // preconditions; it is only used as a base for `kread`.
+    let task = unsafe { bpf_get_current_task() };
+    kread::<u32>(task, global(&TASK_COMPAT_OFF))
 }
 
 #[inline(always)]

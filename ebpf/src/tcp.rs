@@ -7,8 +7,11 @@
 //! worst mix two updates of one socket (one request boundary seen late),
 //! never reach memory outside the entry, which the verifier bounds.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::BPF_ANY,
+    helpers::bpf_skc_to_tcp_sock,
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
@@ -22,7 +25,10 @@ use syscope_common::{
 };
 
 use crate::{
-    helpers::{bump, cgroup_id, count_add, global, hist_add, is_self, kread, now_ns, process_comm},
+    helpers::{
+        btf_read, bump, cgroup_id, count_add, global, hist_add, is_self, kread, now_ns,
+        process_comm,
+    },
     maps::{
         LISTENERS, LISTEN_PORTS, RTT_SAMPLE_NS, SHINFO_GSO_SEGS_OFF, SKB_END_OFF, SKB_HEAD_OFF,
         SK_DADDR_OFF, SK_DPORT_OFF, SK_DROPS_OFF, SK_ERR_OFF, SK_FAMILY_OFF, SK_NUM_OFF,
@@ -44,7 +50,7 @@ pub fn tcp_state_btf(ctx: BtfTracePointContext) -> i32 {
 // tp_btf/sock_send_length: (struct sock *sk, int ret, int flags)
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_btf(ctx: BtfTracePointContext) -> i32 {
-    on_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), true);
+    on_io::<ByBtf>(ctx.arg::<u64>(0), ctx.arg::<i32>(1), true);
     0
 }
 
@@ -53,7 +59,7 @@ pub fn sock_send_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn sock_recv_btf(ctx: BtfTracePointContext) -> i32 {
     // A peek leaves the bytes for the real read: not a request boundary.
     if ctx.arg::<i32>(2) & MSG_PEEK == 0 {
-        on_io(ctx.arg::<u64>(0), ctx.arg::<i32>(1), false);
+        on_io::<ByBtf>(ctx.arg::<u64>(0), ctx.arg::<i32>(1), false);
     }
     0
 }
@@ -410,10 +416,62 @@ fn try_listen_poll(sk: u64) {
     }
 }
 
-/// A read (`sent == false`) or write of `ret` bytes on socket `sk`, in the
-/// process's context: from the socket tracepoints or the syscall route.
+/// How the I/O path reads `struct tcp_sock` fields of `sk`.
+pub(crate) trait TcpFields {
+    /// Whether the sequence fields `TCP_SEQ_OFF[a]` and `[b]` differ (0
+    /// rcv_nxt, 1 copied_seq, 2 snd_una, 3 write_seq). Callers pass
+    /// constants: a variable index would need masking for old verifiers.
+    fn seq_differ(sk: u64, a: usize, b: usize) -> bool;
+}
+
+/// Through the socket's BTF pointer (the socket tracepoints, 6.3+): one
+/// helper call that checks it is a full TCP socket, then plain loads,
+/// where the probe helper costs a call per field.
+pub(crate) struct ByBtf;
+
+/// With the probe helper (the syscall route: its socket address comes from
+/// probe reads and carries no type).
+pub(crate) struct ByProbe;
+
+/// Offset of sequence field `i` (see [`TcpFields::seq_differ`]).
 #[inline(always)]
-pub(crate) fn on_io(sk: u64, ret: i32, sent: bool) {
+fn seq_off(i: usize) -> u32 {
+    match TCP_SEQ_OFF.get(i) {
+        Some(o) => global(o),
+        None => 0,
+    }
+}
+
+impl TcpFields for ByBtf {
+    #[inline(always)]
+    fn seq_differ(sk: u64, a: usize, b: usize) -> bool {
+        // SAFETY: `sk` is the tracepoint's typed `struct sock *`; the helper
+        // returns it as a `tcp_sock` if it is one, else null.
+        let tp = unsafe { bpf_skc_to_tcp_sock(sk as *mut c_void) } as u64;
+        if tp == 0 {
+            return false;
+        }
+        // SAFETY: a non-null BTF tcp_sock pointer; the offsets are u32
+        // fields of it, from BTF, load-time constants.
+        unsafe { btf_read::<u32>(tp, seq_off(a)) != btf_read::<u32>(tp, seq_off(b)) }
+    }
+}
+
+impl TcpFields for ByProbe {
+    #[inline(always)]
+    fn seq_differ(sk: u64, a: usize, b: usize) -> bool {
+        match (kread::<u32>(sk, seq_off(a)), kread::<u32>(sk, seq_off(b))) {
+            (Some(x), Some(y)) => x != y,
+            _ => false,
+        }
+    }
+}
+
+/// A read (`sent == false`) or write of `ret` bytes on socket `sk`, in the
+/// process's context: from the socket tracepoints or the syscall route,
+/// whose fields `F` reads.
+#[inline(always)]
+pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
     if ret <= 0 {
         return;
     }
@@ -440,11 +498,11 @@ pub(crate) fn on_io(sk: u64, ret: i32, sent: bool) {
     let dir = if sent { phase::WRITTEN } else { phase::READ };
     if !sent && st.role == role::CLIENT {
         // Whether this read left answer bytes behind, for the next write.
-        st.unread = u8::from(seq_differ(sk, 0, 1));
+        st.unread = u8::from(F::seq_differ(sk, 0, 1));
     }
     if dir == req_dir {
         if st.phase != req_dir {
-            if st.phase != phase::IDLE && overlaps_answer(sk, st) {
+            if st.phase != phase::IDLE && overlaps_answer::<F>(sk, st) {
                 st.overlaps = st.overlaps.saturating_add(1);
                 if st.overlaps >= OVERLAPS_TO_MULTIPLEXED {
                     // Requests overlap: no request/response boundary is
@@ -485,26 +543,11 @@ fn sample_rtt_due(sk: u64, st: &mut SockState, now: u64) {
 /// request/response the peer has consumed (and so acknowledged) the whole
 /// answer before it sends the next request.
 #[inline(always)]
-fn overlaps_answer(sk: u64, st: &SockState) -> bool {
+fn overlaps_answer<F: TcpFields>(sk: u64, st: &SockState) -> bool {
     if st.role == role::SERVER {
-        seq_differ(sk, 2, 3)
+        F::seq_differ(sk, 2, 3)
     } else {
         st.unread != 0
-    }
-}
-
-/// Whether the tcp_sock sequence fields `TCP_SEQ_OFF[a]` and `[b]` differ
-/// (0 rcv_nxt, 1 copied_seq, 2 snd_una, 3 write_seq). Callers pass
-/// constants: a variable index would need masking for old verifiers.
-#[inline(always)]
-fn seq_differ(sk: u64, a: usize, b: usize) -> bool {
-    let off = |i: usize| match TCP_SEQ_OFF.get(i) {
-        Some(o) => global(o),
-        None => 0,
-    };
-    match (kread::<u32>(sk, off(a)), kread::<u32>(sk, off(b))) {
-        (Some(x), Some(y)) => x != y,
-        _ => false,
     }
 }
 
