@@ -100,6 +100,7 @@ impl Collector {
         let syscalls = self.collect_syscalls(&mut probes.hist, &mut probes.errors, stats);
 
         probes.poll_listeners();
+        let kernel = probes.read_counters();
         let mut tcp = Deltas::default();
         if let Some(maps) = probes.tcp.as_mut() {
             let r = &mut self.readers;
@@ -113,8 +114,18 @@ impl Collector {
             );
             entries(stats, maps::LISTENERS, r.listeners.read(&maps.listeners));
             // Only counted: the batch read's count (the kernel has no
-            // cheaper way to tell an LRU map's fill level).
-            entries(stats, maps::SOCKETS, r.socks.read(&maps.socks));
+            // cheaper way to tell an LRU map's fill level), or in socket
+            // storage, the kernel's stored less freed.
+            let socks = if maps.sock_storage {
+                let (stored, freed) = (
+                    kernel[counter::SOCK_STORED as usize],
+                    kernel[counter::SOCK_FREED as usize],
+                );
+                stored.saturating_sub(freed) as usize
+            } else {
+                r.socks.read(&maps.socks)
+            };
+            entries(stats, maps::SOCKETS, socks);
             let evict;
             (tcp, evict) = self
                 .tcp
@@ -131,7 +142,7 @@ impl Collector {
             }
             tcp.counters.extend(drops);
         }
-        self.kernel_counters(probes, stats);
+        self.kernel_counters(kernel, stats);
         // The folded slots only fill once some map was full.
         let folded = maps::MAPS
             .iter()
@@ -190,8 +201,7 @@ impl Collector {
 
     /// The kernel's counters into the self-metrics; one warning per
     /// interval per map that dropped updates, never silent.
-    fn kernel_counters(&mut self, probes: &Probes, stats: &SelfStats) {
-        let now = probes.read_counters();
+    fn kernel_counters(&mut self, now: [u64; counter::COUNT as usize], stats: &SelfStats) {
         for (&cur, v) in now.iter().zip(&stats.kernel) {
             SelfStats::set(v, cur);
         }

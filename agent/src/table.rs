@@ -227,6 +227,9 @@ pub fn tcp_rows(agg: &Aggregator, view: &View) -> (Vec<TcpRow>, TcpTotals) {
     let secs = interval_secs(agg);
     let mut errors: HashMap<(String, String), u64> = HashMap::new();
     for (a, s) in &agg.counter(Metric::TcpConnectErrors).series {
+        if !selected(view, a) {
+            continue;
+        }
         if let Some(d) = s.delta {
             *errors.entry((workload(a), tcp_endpoint(a))).or_default() += d;
         }
@@ -575,6 +578,38 @@ mod tests {
         };
         let r = super::rows(&agg, &all);
         assert_eq!(r[0].error_ratio, 0.5);
+    }
+
+    /// A peer that only failed to connect shows under `--filter` only if
+    /// its workload passes the filter, as every other row.
+    #[test]
+    fn connect_failures_are_filtered_too() {
+        use crate::config::Temporality;
+        let mut agg = Aggregator::new(Temporality::Cumulative, 100, 10);
+        let start = std::time::SystemTime::now();
+        for (exe, unit) in [("curl", "a.service"), ("wget", "b.service")] {
+            let a = Attrs {
+                exe: Some(exe.into()),
+                identity: Some(Arc::new(Identity {
+                    systemd_unit: Some(unit.into()),
+                    ..Identity::default()
+                })),
+                address: Some("127.0.0.1".into()),
+                port: Some(9),
+                ..Attrs::default()
+            };
+            agg.record_for_test(Metric::TcpConnectErrors, a, None, Some(2), start);
+        }
+        let all = tcp_rows(&agg, &View::default()).0;
+        assert_eq!(all.len(), 2);
+        let a = View {
+            filter: vec![("systemd.unit".into(), "a.service".into())],
+            ..View::default()
+        };
+        let rows = tcp_rows(&agg, &a).0;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].workload, "a.service (curl)");
+        assert_eq!(rows[0].errors, 2);
     }
 
     #[test]

@@ -139,7 +139,12 @@ pub mod counter {
     /// cgroup birth events lost because the ring buffer was full: those
     /// cgroups are resolved by the next tree walk, if they still exist.
     pub const CGROUP_EVENTS_LOST: u32 = maps::COUNT as u32 + 2;
-    pub const COUNT: u32 = maps::COUNT as u32 + 3;
+    /// Sockets given state in socket storage, and of those, state freed
+    /// with its socket: their difference is the live count (socket storage
+    /// has no map to count entries in; see `globals::SOCK_STORE`).
+    pub const SOCK_STORED: u32 = maps::COUNT as u32 + 3;
+    pub const SOCK_FREED: u32 = maps::COUNT as u32 + 4;
+    pub const COUNT: u32 = maps::COUNT as u32 + 5;
     // Syscalls measured are not counted here: the histograms already hold
     // that number, and a counter would cost every syscall a map update.
 }
@@ -209,6 +214,11 @@ pub mod globals {
     /// 1: TCP request latency comes from the syscall layer (see `sockio`):
     /// the kernel lacks `sock_send_length`/`sock_recv_length` (before 6.3).
     pub const SOCKIO: &str = "SOCKIO";
+    /// 1: TCP socket state lives in socket storage (`SOCK_STATE`), freed
+    /// with its socket, instead of the `SOCKETS` LRU hash. Only where every
+    /// program reaching it has a typed socket pointer: the task storage
+    /// object (5.13+) with the socket tracepoints (6.3+), not `SOCKIO`.
+    pub const SOCK_STORE: &str = "SOCK_STORE";
     /// Socket I/O syscalls by number, one bit each (bit `nr % 64` of word
     /// `nr / 64`, numbers below 512): those that receive, those that send.
     pub const SOCKIO_RECV_NRS: &str = "SOCKIO_RECV_NRS";
@@ -251,7 +261,7 @@ pub mod globals {
 
     /// Every global above: the object declares exactly these (checked by the
     /// agent's contract test).
-    pub const ALL: [&str; 46] = [
+    pub const ALL: [&str; 47] = [
         SELF_TGID,
         TASK_GROUP_LEADER_OFF,
         TASK_COMM_OFF,
@@ -282,6 +292,7 @@ pub mod globals {
         SK_STATE_OFF,
         SYSCALL_SLIS,
         SOCKIO,
+        SOCK_STORE,
         SOCKIO_RECV_NRS,
         SOCKIO_SEND_NRS,
         NR_RECVFROM,

@@ -124,7 +124,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         max_entries: 1 << 20,
         key_size: size::<u64>(),
         value_size: size::<SockState>(),
-        holds: "tracked TCP sockets (owner, role, request phase); LRU",
+        holds: "tracked TCP sockets (owner, role, request phase), on kernels without the socket tracepoints (before 6.3) or task storage (before 5.13); LRU. Elsewhere socket storage holds them, freed with each socket: no limit to set, and `entries` counts them",
     },
     MapSpec {
         id: LISTENERS,

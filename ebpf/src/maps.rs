@@ -75,6 +75,8 @@ pub(crate) static SHINFO_GSO_SEGS_OFF: u32 = 0;
 pub(crate) static TCP_SEQ_OFF: [u32; 4] = [0; 4];
 #[no_mangle]
 pub(crate) static SK_STATE_OFF: u32 = 0;
+#[no_mangle]
+pub(crate) static SOCK_STORE: u32 = 0;
 // The syscall route of TCP request latency (see `sockio`).
 #[no_mangle]
 pub(crate) static SYSCALL_SLIS: u32 = 1;
@@ -183,6 +185,79 @@ impl<V> TaskStorage<V> {
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "TASK_STATE")]
 pub(crate) static TASK_STATE: TaskStorage<ThreadState> = TaskStorage::new();
+
+/// TCP socket state in socket storage (`task-storage` objects, used where
+/// `SOCK_STORE` says): freed by the kernel with its socket, found without
+/// hashing. The same BTF map definition as [`TaskStorage`].
+#[cfg(feature = "task-storage")]
+#[repr(C)]
+pub(crate) struct SkStorage<V> {
+    r#type: *const [i32; aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const V,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; aya_ebpf::bindings::BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: never dereferenced; the kernel owns the map it describes.
+#[cfg(feature = "task-storage")]
+unsafe impl<V> Sync for SkStorage<V> {}
+
+#[cfg(feature = "task-storage")]
+impl<V> SkStorage<V> {
+    const fn new() -> Self {
+        SkStorage {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The value of socket `sk` (a typed pointer: a tp_btf argument or an
+    /// iterator's socket); with `init`, created from it if missing. `None`
+    /// also when the kernel refuses (no memory under the socket's option
+    /// memory limit).
+    #[inline(always)]
+    pub(crate) fn get(&self, sk: u64, init: Option<&V>) -> Option<*mut V> {
+        let (value, flags) = match init {
+            Some(v) => (
+                v as *const V as *mut core::ffi::c_void,
+                aya_ebpf::bindings::BPF_LOCAL_STORAGE_GET_F_CREATE as u64,
+            ),
+            None => (core::ptr::null_mut(), 0),
+        };
+        // SAFETY: the map is this definition; the verifier checks `sk` is
+        // a typed socket pointer; `value` is null or a whole V to copy.
+        let p = unsafe {
+            aya_ebpf::helpers::bpf_sk_storage_get(
+                self as *const Self as *mut core::ffi::c_void,
+                sk as *mut _,
+                value,
+                flags,
+            )
+        };
+        (!p.is_null()).then_some(p.cast())
+    }
+
+    /// Frees the value of socket `sk`; whether there was one.
+    #[inline(always)]
+    pub(crate) fn delete(&self, sk: u64) -> bool {
+        // SAFETY: as in `get`.
+        unsafe {
+            aya_ebpf::helpers::bpf_sk_storage_delete(
+                self as *const Self as *mut core::ffi::c_void,
+                sk as *mut _,
+            ) == 0
+        }
+    }
+}
+
+#[cfg(feature = "task-storage")]
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCK_STATE")]
+pub(crate) static SOCK_STATE: SkStorage<SockState> = SkStorage::new();
 
 /// One bit per thread id, set when the thread gets a `THREADS` entry: an
 /// exit without an entry is an eviction if the bit is set, a syscall that

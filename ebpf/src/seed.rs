@@ -8,6 +8,8 @@
 
 use core::ffi::c_void;
 
+use aya_ebpf::helpers::bpf_skc_to_tcp_sock;
+
 use crate::tcp;
 
 /// `iter/tcp`: ctx is `struct bpf_iter__tcp { struct bpf_iter_meta *meta;
@@ -20,7 +22,14 @@ pub fn seed_tcp(ctx: *mut c_void) -> i32 {
     // pointer is a checked context access.
     let sk = unsafe { *(ctx as *const u64).add(1) };
     if sk != 0 {
-        tcp::seed(sk);
+        // As a full TCP socket: socket storage takes a `struct sock *`, not
+        // a `sock_common`. Null for time-wait and request sockets, which
+        // are not seeded. The same address either way.
+        // SAFETY: a non-null typed socket pointer from the iterator.
+        let tp = unsafe { bpf_skc_to_tcp_sock(sk as *mut c_void) } as u64;
+        if tp != 0 {
+            tcp::seed(tp);
+        }
     }
     0
 }

@@ -32,8 +32,7 @@ use crate::{
     maps::{
         LISTENERS, LISTEN_PORTS, RTT_SAMPLE_NS, SHINFO_GSO_SEGS_OFF, SKB_END_OFF, SKB_HEAD_OFF,
         SK_DADDR_OFF, SK_DPORT_OFF, SK_DROPS_OFF, SK_ERR_OFF, SK_FAMILY_OFF, SK_NUM_OFF,
-        SK_STATE_OFF, SK_V6_DADDR_OFF, SOCKETS, TCP_COUNTERS, TCP_LATENCY, TCP_SEQ_OFF,
-        TCP_SRTT_OFF,
+        SK_STATE_OFF, SK_V6_DADDR_OFF, TCP_COUNTERS, TCP_LATENCY, TCP_SEQ_OFF, TCP_SRTT_OFF,
     },
 };
 
@@ -104,7 +103,7 @@ pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
 // retransmit of the socket, so those still find its owner.
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn tcp_destroy_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = SOCKETS.remove(ctx.arg::<u64>(0));
+    socks::remove(ctx.arg::<u64>(0));
     0
 }
 
@@ -134,7 +133,7 @@ pub(crate) fn seed(sk: u64) {
             }
         }
         Some(state::ESTABLISHED) => {
-            if SOCKETS.get_ptr(sk).is_some() {
+            if socks::get(sk).is_some() {
                 return;
             }
             let local = sk_local_port(sk);
@@ -275,8 +274,80 @@ fn claim_owner(st: &mut SockState) {
 /// Track `st` under `sk`, counting a full map.
 #[inline(always)]
 fn track(sk: u64, st: &SockState) {
-    if SOCKETS.insert(sk, st, BPF_ANY as u64).is_err() {
+    if !socks::insert(sk, st) {
         bump(counter::map_full(maps::SOCKETS));
+    }
+}
+
+/// Where TCP socket state lives: socket storage where `SOCK_STORE` says
+/// (a load-time constant, so the verifier drops the other branch), else
+/// the `SOCKETS` LRU hash keyed by the socket's address. Callers pass the
+/// socket pointer their hook gave them, typed (tp_btf, the iterator).
+mod socks {
+    use aya_ebpf::bindings::BPF_ANY;
+    use syscope_common::tcp::SockState;
+
+    use crate::maps::SOCKETS;
+    #[cfg(feature = "task-storage")]
+    use crate::{
+        helpers::{bump, global},
+        maps::{SOCK_STATE, SOCK_STORE},
+    };
+    #[cfg(feature = "task-storage")]
+    use syscope_common::counter;
+
+    #[cfg(feature = "task-storage")]
+    #[inline(always)]
+    fn in_storage() -> bool {
+        global(&SOCK_STORE) != 0
+    }
+
+    #[inline(always)]
+    pub(super) fn get(sk: u64) -> Option<*mut SockState> {
+        #[cfg(feature = "task-storage")]
+        if in_storage() {
+            return SOCK_STATE.get(sk, None);
+        }
+        SOCKETS.get_ptr_mut(sk)
+    }
+
+    /// The state of `sk` in the `SOCKETS` hash, for a socket address with
+    /// no type (the syscall route, which never runs with socket storage).
+    #[inline(always)]
+    pub(super) fn get_hashed(sk: u64) -> Option<*mut SockState> {
+        SOCKETS.get_ptr_mut(sk)
+    }
+
+    /// Sets the state of `sk` to `st`; false when there is no room.
+    #[inline(always)]
+    pub(super) fn insert(sk: u64, st: &SockState) -> bool {
+        #[cfg(feature = "task-storage")]
+        if in_storage() {
+            let fresh = SOCK_STATE.get(sk, None).is_none();
+            let Some(p) = SOCK_STATE.get(sk, Some(st)) else {
+                return false;
+            };
+            if fresh {
+                bump(counter::SOCK_STORED);
+            }
+            // SAFETY: a valid value pointer; an existing entry (a socket
+            // tracked again: reconnect, listen after connect) is replaced.
+            unsafe { *p = *st };
+            return true;
+        }
+        SOCKETS.insert(sk, st, BPF_ANY as u64).is_ok()
+    }
+
+    #[inline(always)]
+    pub(super) fn remove(sk: u64) {
+        #[cfg(feature = "task-storage")]
+        if in_storage() {
+            if SOCK_STATE.delete(sk) {
+                bump(counter::SOCK_FREED);
+            }
+            return;
+        }
+        let _ = SOCKETS.remove(sk);
     }
 }
 
@@ -323,7 +394,7 @@ fn on_connect(sk: u64) {
 #[inline(always)]
 fn on_connect_done(sk: u64, new: i32) {
     let now = now_ns();
-    let Some(st) = SOCKETS.get_ptr_mut(sk) else {
+    let Some(st) = socks::get(sk) else {
         return;
     };
     // SAFETY: a valid value pointer for this run (see the module docs on
@@ -418,6 +489,9 @@ fn try_listen_poll(sk: u64) {
 
 /// How the I/O path reads `struct tcp_sock` fields of `sk`.
 pub(crate) trait TcpFields {
+    /// The tracked state of `sk`, if any.
+    fn state(sk: u64) -> Option<*mut SockState>;
+
     /// Whether the sequence fields `TCP_SEQ_OFF[a]` and `[b]` differ (0
     /// rcv_nxt, 1 copied_seq, 2 snd_una, 3 write_seq). Callers pass
     /// constants: a variable index would need masking for old verifiers.
@@ -444,6 +518,11 @@ fn seq_off(i: usize) -> u32 {
 
 impl TcpFields for ByBtf {
     #[inline(always)]
+    fn state(sk: u64) -> Option<*mut SockState> {
+        socks::get(sk)
+    }
+
+    #[inline(always)]
     fn seq_differ(sk: u64, a: usize, b: usize) -> bool {
         // SAFETY: `sk` is the tracepoint's typed `struct sock *`; the helper
         // returns it as a `tcp_sock` if it is one, else null.
@@ -458,6 +537,11 @@ impl TcpFields for ByBtf {
 }
 
 impl TcpFields for ByProbe {
+    #[inline(always)]
+    fn state(sk: u64) -> Option<*mut SockState> {
+        socks::get_hashed(sk)
+    }
+
     #[inline(always)]
     fn seq_differ(sk: u64, a: usize, b: usize) -> bool {
         match (kread::<u32>(sk, seq_off(a)), kread::<u32>(sk, seq_off(b))) {
@@ -476,7 +560,7 @@ pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
         return;
     }
     // Only sockets we track: one lookup is all an untracked socket costs.
-    let Some(st) = SOCKETS.get_ptr_mut(sk) else {
+    let Some(st) = F::state(sk) else {
         return;
     };
     let now = now_ns();
@@ -556,11 +640,7 @@ fn overlaps_answer<F: TcpFields>(sk: u64, st: &SockState) -> bool {
 /// `in_process`: the caller runs in the owner's process context.
 #[inline(always)]
 fn sock_event(sk: u64, kind: CountKind, n: u64, in_process: bool) {
-    let st = if sk != 0 {
-        SOCKETS.get_ptr_mut(sk)
-    } else {
-        None
-    };
+    let st = if sk != 0 { socks::get(sk) } else { None };
     let key = match st {
         Some(st) => {
             // SAFETY: a valid value pointer for this run (see the module docs).

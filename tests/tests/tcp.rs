@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{require_root, Agent};
+use common::{kernel_at_least, require_root, Agent};
 use syscope_tests::{
     output_durations_s, output_field, run_named, select, spawn_named, unique_name, MetricPoint,
     Receiver,
@@ -527,14 +527,26 @@ fn sockets_tracked(points: &[MetricPoint]) -> Option<f64> {
 }
 
 /// Tracked sockets are forgotten when the kernel destroys them: held-open
-/// connections show up in the socket map, and the map shrinks back after.
+/// connections show up in the socket count, and it shrinks back after.
+/// Socket state is in socket storage where the kernel has the socket
+/// tracepoints (6.3+, with task storage: 5.13+), else in the LRU map.
 #[test]
 fn socket_state_is_cleaned_up_on_close() {
     if !require_root() {
         return;
     }
     let rx = Receiver::start();
-    let _agent = start_agent(&rx);
+    let agent = start_agent(&rx);
+    let store = if kernel_at_least(6, 3) {
+        "socket_storage"
+    } else {
+        "lru_hash"
+    };
+    let log = agent.stderr();
+    assert!(
+        log.contains(&format!("TCP programs attached socket_state=\"{store}\"")),
+        "{log}"
+    );
     let pts = rx.wait_for(WAIT, |p| sockets_tracked(p).is_some());
     let before = sockets_tracked(&pts).unwrap();
     let name = unique_name("hold");

@@ -237,9 +237,9 @@ fn programs_are_in_the_object_on_their_hooks() {
 }
 
 /// The task storage object is the same programs and maps, plus the task
-/// storage map, defined in BTF as the kernel needs it.
+/// and socket storage maps, defined in BTF as the kernel needs them.
 #[test]
-fn task_storage_object_differs_only_in_thread_state() {
+fn task_storage_object_differs_only_in_local_storage() {
     let lru = parsed();
     let ts = Object::parse(super::OBJECT_TASK_STORAGE)
         .expect("aya-obj parses the embedded task storage object");
@@ -254,13 +254,24 @@ fn task_storage_object_differs_only_in_thread_state() {
     };
     let mut want = maps(&lru);
     want.insert("TASK_STATE".to_string());
+    want.insert("SOCK_STATE".to_string());
     assert_eq!(maps(&ts), want);
-    let m = &ts.maps["TASK_STATE"];
-    assert_eq!(m.map_type(), bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as u32);
-    assert_eq!(m.key_size(), 4);
-    assert_eq!(
-        m.value_size() as usize,
-        std::mem::size_of::<syscope_common::ThreadState>()
-    );
-    assert_eq!(m.max_entries(), 0);
+    for (name, ty, value) in [
+        (
+            "TASK_STATE",
+            bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE,
+            std::mem::size_of::<syscope_common::ThreadState>(),
+        ),
+        (
+            "SOCK_STATE",
+            bpf_map_type::BPF_MAP_TYPE_SK_STORAGE,
+            std::mem::size_of::<syscope_common::tcp::SockState>(),
+        ),
+    ] {
+        let m = &ts.maps[name];
+        assert_eq!(m.map_type(), ty as u32, "{name}");
+        assert_eq!(m.key_size(), 4, "{name}");
+        assert_eq!(m.value_size() as usize, value, "{name}");
+        assert_eq!(m.max_entries(), 0, "{name}");
+    }
 }

@@ -316,6 +316,12 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
         }
         _ => None,
     };
+    // Socket state in socket storage where every program reaching it has a
+    // typed socket: the task storage object (5.13+: socket storage from
+    // tracing programs is 5.11+) with the socket tracepoints.
+    let sock_store = store == ThreadStore::TaskStorage
+        && sk.is_some()
+        && route == Some(tcp::IoRoute::SockTracepoints);
     let on_demand = opts.on_demand && !opts.syscalls && !opts.floor_only;
     let syscall_programs = opts.syscalls || on_demand || sockio.is_some();
 
@@ -326,6 +332,8 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
             _ if m.id == maps::SELECTED_CGROUPS || m.id == maps::SELECTED_NAMES => on_demand,
             // Task storage instead of the thread map.
             _ if m.id == maps::THREADS && store == ThreadStore::TaskStorage => false,
+            // Socket storage instead of the socket map.
+            _ if m.id == maps::SOCKETS && sock_store => false,
             // The syscall route needs the thread map, not the SLI maps.
             maps::ProbeSet::Syscalls => sys || (m.id == maps::THREADS && sockio.is_some()),
             maps::ProbeSet::Tcp => opts.tcp,
@@ -347,6 +355,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
         (false, false) => globals::SLIS_NONE,
     };
     let sockio_on = sockio.is_some() as u32;
+    let sock_store_on = sock_store as u32;
     let (split_ns, split_idx) = split_globals(&opts.thresholds);
     let mut loader = EbpfLoader::new();
     for m in &maps::MAPS {
@@ -405,6 +414,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
         .override_global(globals::SK_STATE_OFF, &sk_off.state, true)
         .override_global(globals::SYSCALL_SLIS, &syscall_slis, true)
         .override_global(globals::SOCKIO, &sockio_on, true)
+        .override_global(globals::SOCK_STORE, &sock_store_on, true)
         .override_global(globals::SOCKIO_RECV_NRS, &sockio_g.recv_nrs, true)
         .override_global(globals::SOCKIO_SEND_NRS, &sockio_g.send_nrs, true)
         .override_global(globals::NR_RECVFROM, &sockio_g.nr_recvfrom, true)
@@ -501,7 +511,15 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
                         warn!(error = %e, "sockets older than the agent are not measured (the TCP iterator needs Linux 5.9+)")
                     }
                 }
-                Ok((hooks, TcpMaps::take(&mut ebpf)?))
+                info!(
+                    socket_state = if sock_store {
+                        "socket_storage"
+                    } else {
+                        "lru_hash"
+                    },
+                    "TCP programs attached"
+                );
+                Ok((hooks, TcpMaps::take(&mut ebpf, sock_store)?))
             }
             // Syscall SLIs are still worth having on a kernel that lacks
             // the connection tracepoints.

@@ -282,15 +282,19 @@ pub fn seed(ebpf: &mut Ebpf) -> Result<(), String> {
 
 /// The TCP maps userspace reads.
 pub struct TcpMaps {
-    /// Tracked sockets: only counted (a batch read, `probes::batch`).
+    /// Tracked sockets: only counted (a batch read, `probes::batch`). Empty
+    /// when socket state is in socket storage (`sock_storage`).
     pub socks: HashMap<MapData, u64, SockState>,
+    /// Socket state lives in socket storage (`globals::SOCK_STORE`): the
+    /// kernel's stored and freed counters give the live count.
+    pub sock_storage: bool,
     pub hist: HashMap<MapData, TcpKey, Histogram>,
     pub counts: HashMap<MapData, TcpKey, u64>,
     pub listeners: HashMap<MapData, u64, ListenState>,
 }
 
 impl TcpMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<TcpMaps, ProbeError> {
+    pub fn take(ebpf: &mut Ebpf, sock_storage: bool) -> Result<TcpMaps, ProbeError> {
         fn map<K: aya::Pod, V: aya::Pod>(
             ebpf: &mut Ebpf,
             id: usize,
@@ -299,6 +303,7 @@ impl TcpMaps {
         }
         Ok(TcpMaps {
             socks: map(ebpf, maps::SOCKETS)?,
+            sock_storage,
             hist: map(ebpf, maps::TCP_LATENCY)?,
             counts: map(ebpf, maps::TCP_COUNTERS)?,
             listeners: map(ebpf, maps::LISTENERS)?,
