@@ -50,14 +50,14 @@ use aya_ebpf::helpers::bpf_get_current_task_btf;
 
 use crate::{
     helpers::{
-        add32, add64, bump, cgroup_id, count_add, global, hist_add, is_self_tgid, kread, now_ns,
+        add32, bump, cgroup_id, count_add, global, hist_add, is_self_tgid, kread, now_ns,
         process_comm,
     },
     maps::{
         NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK, PT_REGS_ARG_OFF,
         PT_REGS_NR_OFF, RENAMED, RENAME_EPOCH, SELECTED_CGROUPS, SELECTED_NAMES, SELECTION,
         SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_SLIS, TASK_COMPAT_MASK, TASK_COMPAT_OFF,
-        TASK_PID_OFF, THREADS, THREADS_SEEN, TP_ENTER_ARGS_OFF, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF,
+        TASK_PID_OFF, THREADS_SEEN, TP_ENTER_ARGS_OFF, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF,
         TP_EXIT_RET_OFF,
     },
     sockio,
@@ -231,19 +231,7 @@ fn try_process_exec(old_pid: u32) {
     }
     // A non-leader thread exec'd and now has the leader's id: its entry
     // (with the execve in flight) moves with it.
-    if cfg!(feature = "task-storage") {
-        // Task storage belongs to the task, whatever its id: nothing moves.
-        return;
-    }
-    let Some(st) = THREADS.get_ptr(old_pid) else {
-        return;
-    };
-    // SAFETY: a valid value pointer; the old id's thread is this one.
-    let st = unsafe { *st };
-    if THREADS.insert(tid, st, BPF_ANY as u64).is_ok() {
-        mark_seen(tid);
-    }
-    let _ = THREADS.remove(old_pid);
+    state::renumber(old_pid, tid);
 }
 
 /// `arg(i)` reads syscall argument `i`, where socket I/O is noted at entry
@@ -477,24 +465,6 @@ fn seen_slot(tid: u32) -> (u32, u64) {
     (tid / THREADS_SEEN_BITS, 1u64 << (tid % THREADS_SEEN_BITS))
 }
 
-/// Record that thread `tid` has (had) an entry in `THREADS`.
-#[inline(always)]
-fn mark_seen(tid: u32) {
-    let (word, bit) = seen_slot(tid);
-    // Ids beyond the map (pid_max raised after load) stay unmarked.
-    if let Some(w) = THREADS_SEEN.get_ptr_mut(word) {
-        // SAFETY: a valid, aligned array value pointer. Only thread `tid`
-        // sets its bit, so when the bit is clear adding it is the same as
-        // OR-ing it in; other threads add their own bits to the same word
-        // atomically (BPF_ADD; BPF_OR would need Linux 5.12).
-        unsafe {
-            if core::ptr::read_volatile(w) & bit == 0 {
-                add64(w, bit);
-            }
-        }
-    }
-}
-
 #[inline(always)]
 fn was_seen(tid: u32) -> bool {
     let (word, bit) = seen_slot(tid);
@@ -510,10 +480,7 @@ fn was_seen(tid: u32) -> bool {
 #[inline(always)]
 fn try_thread_exit() {
     let tid = bpf_get_current_pid_tgid() as u32;
-    // Task storage goes with its task.
-    if !cfg!(feature = "task-storage") {
-        let _ = THREADS.remove(tid);
-    }
+    state::forget(tid);
     // A later task with this id must not inherit the name.
     let _ = RENAMED.remove(tid);
 }
@@ -536,6 +503,15 @@ mod state {
     pub(super) fn create(_tid: u32, st: &ThreadState) -> Option<*mut ThreadState> {
         TASK_STATE.current(Some(st))
     }
+
+    /// The current thread took id `_new` from `_old` (exec from a
+    /// non-leader thread): task storage belongs to the task, nothing moves.
+    #[inline(always)]
+    pub(super) fn renumber(_old: u32, _new: u32) {}
+
+    /// The current thread exits: its task storage goes with it.
+    #[inline(always)]
+    pub(super) fn forget(_tid: u32) {}
 }
 
 /// Where a thread's [`ThreadState`] lives.
@@ -544,7 +520,10 @@ mod state {
     use aya_ebpf::bindings::BPF_ANY;
     use syscope_common::ThreadState;
 
-    use crate::maps::THREADS;
+    use crate::{
+        helpers::add64,
+        maps::{THREADS, THREADS_SEEN},
+    };
 
     /// The current thread's state (`tid` is the current thread's id).
     #[inline(always)]
@@ -557,7 +536,47 @@ mod state {
     #[inline(always)]
     pub(super) fn create(tid: u32, st: &ThreadState) -> Option<*mut ThreadState> {
         THREADS.insert(tid, st, BPF_ANY as u64).ok()?;
-        super::mark_seen(tid);
+        mark_seen(tid);
         THREADS.get_ptr_mut(tid)
+    }
+
+    /// The current thread took id `new` from `old` (exec from a non-leader
+    /// thread): its entry moves to the new id.
+    #[inline(always)]
+    pub(super) fn renumber(old: u32, new: u32) {
+        let Some(st) = THREADS.get_ptr(old) else {
+            return;
+        };
+        // SAFETY: a valid value pointer; the old id's thread is this one.
+        let st = unsafe { *st };
+        if THREADS.insert(new, st, BPF_ANY as u64).is_ok() {
+            mark_seen(new);
+        }
+        let _ = THREADS.remove(old);
+    }
+
+    /// The current thread exits: its entry goes, so a thread that later
+    /// reuses the id starts clean and the map has room.
+    #[inline(always)]
+    pub(super) fn forget(tid: u32) {
+        let _ = THREADS.remove(tid);
+    }
+
+    /// Record that thread `tid` has (had) an entry in `THREADS`.
+    #[inline(always)]
+    fn mark_seen(tid: u32) {
+        let (word, bit) = super::seen_slot(tid);
+        // Ids beyond the map (pid_max raised after load) stay unmarked.
+        if let Some(w) = THREADS_SEEN.get_ptr_mut(word) {
+            // SAFETY: a valid, aligned array value pointer. Only thread `tid`
+            // sets its bit, so when the bit is clear adding it is the same as
+            // OR-ing it in; other threads add their own bits to the same word
+            // atomically (BPF_ADD; BPF_OR would need Linux 5.12).
+            unsafe {
+                if core::ptr::read_volatile(w) & bit == 0 {
+                    add64(w, bit);
+                }
+            }
+        }
     }
 }
