@@ -123,30 +123,41 @@ pub(crate) static CGROUP_HIERARCHY_OFF: u32 = 0;
 pub(crate) static THREADS: LruHashMap<u32, ThreadState> =
     LruHashMap::with_max_entries(MAPS[maps::THREADS].default_entries, 0);
 
-/// Thread state in task storage (`task-storage` objects): freed by the
-/// kernel with its task, never evicted, and found without hashing. aya-ebpf
-/// 0.2.1 has no task storage type, so this is libbpf's BTF map definition
-/// written out: each number is the length of the array a field points to,
-/// the field names are the keys, and the object carries BTF (bpf-linker
-/// `--btf`) for the loader to read them.
+/// A BPF local storage map (task or socket storage) of type `TYPE`, for
+/// the `task-storage` objects. aya-ebpf 0.2.1 has no local storage types,
+/// so this is libbpf's BTF map definition written out: each number is the
+/// length of the array a field points to, the field names are the keys,
+/// and the object carries BTF (bpf-linker `--btf`) for the loader to read
+/// them. Values are freed by the kernel with their owner, never evicted,
+/// and found without hashing.
 #[cfg(feature = "task-storage")]
 #[repr(C)]
-pub(crate) struct TaskStorage<V> {
-    r#type: *const [i32; aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+pub(crate) struct LocalStorage<const TYPE: usize, V> {
+    r#type: *const [i32; TYPE],
     key: *const i32,
     value: *const V,
     max_entries: *const [i32; 0],
     map_flags: *const [i32; aya_ebpf::bindings::BPF_F_NO_PREALLOC as usize],
 }
 
+/// Thread state per task.
+#[cfg(feature = "task-storage")]
+pub(crate) type TaskStorage<V> =
+    LocalStorage<{ aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize }, V>;
+
+/// TCP socket state per socket, used where `SOCK_STORE` says.
+#[cfg(feature = "task-storage")]
+pub(crate) type SkStorage<V> =
+    LocalStorage<{ aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize }, V>;
+
 // SAFETY: never dereferenced; the kernel owns the map it describes.
 #[cfg(feature = "task-storage")]
-unsafe impl<V> Sync for TaskStorage<V> {}
+unsafe impl<const TYPE: usize, V> Sync for LocalStorage<TYPE, V> {}
 
 #[cfg(feature = "task-storage")]
-impl<V> TaskStorage<V> {
+impl<const TYPE: usize, V> LocalStorage<TYPE, V> {
     const fn new() -> Self {
-        TaskStorage {
+        LocalStorage {
             r#type: core::ptr::null(),
             key: core::ptr::null(),
             value: core::ptr::null(),
@@ -155,23 +166,38 @@ impl<V> TaskStorage<V> {
         }
     }
 
-    /// The current task's value; with `init`, created from it if missing.
-    /// `None` also when the kernel refuses (no memory, or its recursion
-    /// guard: another program using task storage on this CPU).
     #[inline(always)]
-    pub(crate) fn current(&self, init: Option<&V>) -> Option<*mut V> {
-        let (value, flags) = match init {
+    fn as_map(&self) -> *mut core::ffi::c_void {
+        self as *const Self as *mut core::ffi::c_void
+    }
+
+    /// The `value` and `flags` arguments of a storage get: with `init`,
+    /// create the value from it if missing.
+    #[inline(always)]
+    fn get_args(init: Option<&V>) -> (*mut core::ffi::c_void, u64) {
+        match init {
             Some(v) => (
                 v as *const V as *mut core::ffi::c_void,
                 aya_ebpf::bindings::BPF_LOCAL_STORAGE_GET_F_CREATE as u64,
             ),
             None => (core::ptr::null_mut(), 0),
-        };
+        }
+    }
+}
+
+#[cfg(feature = "task-storage")]
+impl<V> TaskStorage<V> {
+    /// The current task's value; with `init`, created from it if missing.
+    /// `None` also when the kernel refuses (no memory, or its recursion
+    /// guard: another program using task storage on this CPU).
+    #[inline(always)]
+    pub(crate) fn current(&self, init: Option<&V>) -> Option<*mut V> {
+        let (value, flags) = Self::get_args(init);
         // SAFETY: the map is this definition; the task is the current one
         // (a BTF pointer); `value` is null or a whole V to copy from.
         let p = unsafe {
             aya_ebpf::helpers::bpf_task_storage_get(
-                self as *const Self as *mut core::ffi::c_void,
+                self.as_map(),
                 aya_ebpf::helpers::bpf_get_current_task_btf() as *mut _,
                 value,
                 flags,
@@ -186,57 +212,19 @@ impl<V> TaskStorage<V> {
 #[unsafe(export_name = "TASK_STATE")]
 pub(crate) static TASK_STATE: TaskStorage<ThreadState> = TaskStorage::new();
 
-/// TCP socket state in socket storage (`task-storage` objects, used where
-/// `SOCK_STORE` says): freed by the kernel with its socket, found without
-/// hashing. The same BTF map definition as [`TaskStorage`].
-#[cfg(feature = "task-storage")]
-#[repr(C)]
-pub(crate) struct SkStorage<V> {
-    r#type: *const [i32; aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
-    key: *const i32,
-    value: *const V,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; aya_ebpf::bindings::BPF_F_NO_PREALLOC as usize],
-}
-
-// SAFETY: never dereferenced; the kernel owns the map it describes.
-#[cfg(feature = "task-storage")]
-unsafe impl<V> Sync for SkStorage<V> {}
-
 #[cfg(feature = "task-storage")]
 impl<V> SkStorage<V> {
-    const fn new() -> Self {
-        SkStorage {
-            r#type: core::ptr::null(),
-            key: core::ptr::null(),
-            value: core::ptr::null(),
-            max_entries: core::ptr::null(),
-            map_flags: core::ptr::null(),
-        }
-    }
-
     /// The value of socket `sk` (a typed pointer: a tp_btf argument or an
     /// iterator's socket); with `init`, created from it if missing. `None`
     /// also when the kernel refuses (no memory under the socket's option
     /// memory limit).
     #[inline(always)]
     pub(crate) fn get(&self, sk: u64, init: Option<&V>) -> Option<*mut V> {
-        let (value, flags) = match init {
-            Some(v) => (
-                v as *const V as *mut core::ffi::c_void,
-                aya_ebpf::bindings::BPF_LOCAL_STORAGE_GET_F_CREATE as u64,
-            ),
-            None => (core::ptr::null_mut(), 0),
-        };
+        let (value, flags) = Self::get_args(init);
         // SAFETY: the map is this definition; the verifier checks `sk` is
         // a typed socket pointer; `value` is null or a whole V to copy.
         let p = unsafe {
-            aya_ebpf::helpers::bpf_sk_storage_get(
-                self as *const Self as *mut core::ffi::c_void,
-                sk as *mut _,
-                value,
-                flags,
-            )
+            aya_ebpf::helpers::bpf_sk_storage_get(self.as_map(), sk as *mut _, value, flags)
         };
         (!p.is_null()).then_some(p.cast())
     }
@@ -245,12 +233,7 @@ impl<V> SkStorage<V> {
     #[inline(always)]
     pub(crate) fn delete(&self, sk: u64) -> bool {
         // SAFETY: as in `get`.
-        unsafe {
-            aya_ebpf::helpers::bpf_sk_storage_delete(
-                self as *const Self as *mut core::ffi::c_void,
-                sk as *mut _,
-            ) == 0
-        }
+        unsafe { aya_ebpf::helpers::bpf_sk_storage_delete(self.as_map(), sk as *mut _) == 0 }
     }
 }
 
