@@ -1,6 +1,8 @@
-//! TCP: sockets are tracked by kernel address from connect, accept or listen
-//! (inet_sock_set_state), measured on the send/recv paths of the socket
-//! layer, and forgotten on destruction (tcp_destroy_sock; LRU as a backstop).
+//! TCP: sockets are tracked from connect, accept or listen
+//! (inet_sock_set_state), in socket storage or by kernel address (see
+//! [`socks`]), measured on the send/recv paths of the socket layer, and
+//! forgotten on destruction (tcp_destroy_sock; storage goes with its socket,
+//! the LRU map is the backstop).
 //!
 //! `SockState` entries are shared between the socket's process context and
 //! softirq on another CPU. Their fields are plain integers: a race can at
