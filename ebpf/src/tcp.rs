@@ -489,7 +489,9 @@ fn try_listen_poll(sk: u64) {
     }
 }
 
-/// How the I/O path reads `struct tcp_sock` fields of `sk`.
+/// How the I/O path reaches a socket: its tracked state, and the
+/// `struct tcp_sock` fields of `sk`. Two ways, by whether the hook's socket
+/// pointer is typed ([`ByBtf`]) or a bare address ([`ByProbe`]).
 pub(crate) trait TcpFields {
     /// The tracked state of `sk`, if any.
     fn state(sk: u64) -> Option<*mut SockState>;
