@@ -252,8 +252,9 @@ fn take_map<K: aya::Pod, V: aya::Pod>(
 
 /// Load the object, set load-time constants, attach, and hand over the maps.
 /// The object with thread state in task storage first, where it may serve;
-/// the kernels that cannot load it (before 5.13, or anything it trips on)
-/// get the LRU hash one, and the log says why.
+/// the kernels that cannot load it (before 5.13, or anything it trips on,
+/// TCP programs refusing socket storage included) get the LRU hash one, and
+/// the log says why.
 pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
     privilege::check()?;
     privilege::raise_memlock();
@@ -266,8 +267,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
             Ok(p) => return Ok(p),
             Err(e) => info!(
                 error = %e,
-                "thread state in an LRU hash map: the task storage programs did not load \
-                 (task storage from tracing programs needs Linux 5.13+)"
+                "thread and socket state in LRU hash maps: the local storage programs did \
+                 not load (task storage from tracing programs needs Linux 5.13+)"
             ),
         }
     }
@@ -521,6 +522,9 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
                 );
                 Ok((hooks, TcpMaps::take(&mut ebpf, sock_store)?))
             }
+            // Socket storage refused: the LRU hash object (which `load`
+            // falls back to) may still serve TCP.
+            Err(e) if sock_store => return Err(ProbeError::TcpAttach(e)),
             // Syscall SLIs are still worth having on a kernel that lacks
             // the connection tracepoints.
             Err(e) if opts.syscalls => {
