@@ -442,6 +442,53 @@ fn short_lived_container_keeps_its_identity() {
     syscope_tests::assert_documented_attributes(&pts);
 }
 
+/// The default probe sets (TCP for every process, syscalls on demand with
+/// nothing selected): a container cgroup (`docker-<id>.scope`) that lives
+/// well under a second, removed before the agent collects, still names its
+/// TCP series: cgroup births are followed whatever the probe sets.
+#[test]
+fn short_lived_container_keeps_its_identity_by_default() {
+    let Some(mount) = setup() else { return };
+    let name = unique_name("tcpshort");
+    let tree = Tree::new(&mount, &format!("syscope-{name}.slice"));
+    let rx = Receiver::start();
+    let endpoint = rx.grpc_endpoint();
+    let agent = Agent::start(
+        &["--endpoint", &endpoint, "--interval", "5s"],
+        &[("SYSCOPE_PROBES", "tcp")],
+    );
+    assert!(
+        agent
+            .stderr()
+            .contains(r#"identity programs attached hooks=["cgroup_mkdir"]"#),
+        "{}",
+        agent.stderr()
+    );
+    let id = hex_id(&name, 64);
+    let scope = tree.mkdir(&format!("docker-{id}.scope"));
+    let started = std::time::Instant::now();
+    finish(run_in(&scope, &name, &["tcp-refused", "7"]), &name);
+    fs::remove_dir(&scope).expect("rmdir the container's cgroup");
+    eprintln!("container cgroup lived {:?}", started.elapsed());
+    let by = [
+        ("process.executable.name", name.as_str()),
+        ("error.type", "ECONNREFUSED"),
+    ];
+    let pts = rx.wait_for(Duration::from_secs(40), |p| {
+        syscope_tests::latest(p, "tcp.connect.errors", &by).and_then(MetricPoint::number)
+            == Some(7.0)
+    });
+    let mine: Vec<&MetricPoint> = pts
+        .iter()
+        .filter(|p| p.attr("process.executable.name") == Some(name.as_str()))
+        .collect();
+    assert!(!mine.is_empty());
+    for p in &mine {
+        assert_eq!(p.attr("container.id"), Some(id.as_str()), "{p:?}");
+    }
+    syscope_tests::assert_documented_attributes(&pts);
+}
+
 /// Churn: K short-lived pods (cgroupfs driver layout, each with its own uid
 /// and container id, removed as soon as its process exits) run the same
 /// program. Every error is still counted exactly once, under its own pod,

@@ -71,9 +71,10 @@ impl Offsets {
     }
 }
 
-/// Attaches the rename, exec and cgroup-birth programs, each on its own;
+/// Attaches the cgroup-birth program and, when `threads` (syscall programs
+/// keep thread state), the rename and exec programs, each on its own;
 /// returns the cgroup event ring buffer when its program is attached.
-pub fn attach(ebpf: &mut Ebpf, o: &Offsets) -> Option<RingBuf<MapData>> {
+pub fn attach(ebpf: &mut Ebpf, o: &Offsets, threads: bool) -> Option<RingBuf<MapData>> {
     let btf = match aya::Btf::from_sys_fs() {
         Ok(b) => b,
         Err(e) => {
@@ -83,10 +84,12 @@ pub fn attach(ebpf: &mut Ebpf, o: &Offsets) -> Option<RingBuf<MapData>> {
     };
     let mut attached = vec![];
     let mut programs = vec![];
-    if o.pid != 0 {
-        programs.push((names::BTF_RENAME, "task_rename"));
+    if threads {
+        if o.pid != 0 {
+            programs.push((names::BTF_RENAME, "task_rename"));
+        }
+        programs.push((names::BTF_EXEC, "sched_process_exec"));
     }
-    programs.push((names::BTF_EXEC, "sched_process_exec"));
     if o.cgroup_known() {
         programs.push((names::BTF_CGROUP_MKDIR, "cgroup_mkdir"));
     }

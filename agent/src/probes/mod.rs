@@ -496,9 +496,10 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
             tp: "detaching for on-demand SLIs".into(),
         })?;
     }
-    // Renames, exec from threads and cgroup births refine the syscall set.
-    let cgroup_events = if (opts.syscalls || on_demand) && !opts.floor_only {
-        lifecycle::attach(&mut ebpf, &lc)
+    // Renames and exec from threads refine the syscall set's thread state;
+    // cgroup births name every set's short-lived containers.
+    let cgroup_events = if (opts.syscalls || on_demand || opts.tcp) && !opts.floor_only {
+        lifecycle::attach(&mut ebpf, &lc, opts.syscalls || on_demand)
     } else {
         None
     };
