@@ -869,10 +869,11 @@ impl ListenerTracker {
         let mut closed = vec![];
         let mut seen = HashMap::new();
         for (sk, l) in listeners {
-            // A listener enters the map when it starts listening, with a
-            // fresh counter: first sight counts from zero.
+            // First sight counts from the kernel's first read of the
+            // counter (at listen: a fresh counter; at seeding: the history
+            // of a listener older than the agent, not new drops).
             let id = (sk, l.since_ns);
-            let prev = self.last.get(&id).copied().unwrap_or(0);
+            let prev = self.last.get(&id).copied().unwrap_or(l.base);
             let d = l.drops.wrapping_sub(prev) as u64;
             if d > 0 {
                 let key = TcpKey {
@@ -1185,9 +1186,10 @@ mod listener_tests {
             cgroup_id: 1,
             comm: *b"srv\0\0\0\0\0\0\0\0\0\0\0\0\0",
             drops,
+            base: 0,
             port: 8080,
             closed,
-            _pad: 0,
+            _pad: [0; 5],
         }
     }
 
@@ -1213,5 +1215,14 @@ mod listener_tests {
         new.since_ns = 2;
         let (d, _) = t.update([(2, new)]);
         assert_eq!(d[0].1, 1);
+        // A listener older than the agent: its drops before the seeding
+        // are history, only later ones count.
+        let mut old = l(24, 0);
+        (old.since_ns, old.base) = (3, 24);
+        let (d, _) = t.update([(3, old)]);
+        assert!(d.is_empty(), "{d:?}");
+        old.drops = 26;
+        let (d, _) = t.update([(3, old)]);
+        assert_eq!(d[0].1, 2);
     }
 }

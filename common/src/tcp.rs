@@ -163,9 +163,12 @@ pub struct ListenState {
     pub comm: [u8; COMM_LEN],
     /// The listener's `sk_drops` at the last poll (or at close).
     pub drops: u32,
+    /// `sk_drops` when the kernel first saw it (listen, or the seeding of a
+    /// listener older than the agent): drops before that are not new.
+    pub base: u32,
     pub port: u16,
     /// 1 once the listener closed: `drops` is final, the agent deletes it.
     pub closed: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 5],
 }
-const _: () = assert!(core::mem::size_of::<ListenState>() == 40);
+const _: () = assert!(core::mem::size_of::<ListenState>() == 48);

@@ -121,14 +121,16 @@ pub(crate) fn seed(sk: u64) {
             if LISTENERS.get_ptr(sk).is_some() {
                 return;
             }
+            let drops = kread::<u32>(sk, global(&SK_DROPS_OFF)).unwrap_or(0);
             let l = ListenState {
                 since_ns: now_ns(),
                 cgroup_id: 0,
                 comm: [0; COMM_LEN],
-                drops: kread::<u32>(sk, global(&SK_DROPS_OFF)).unwrap_or(0),
+                drops,
+                base: drops,
                 port,
                 closed: 0,
-                _pad: 0,
+                _pad: [0; 5],
             };
             if LISTENERS.insert(sk, l, BPF_ANY as u64).is_err() {
                 bump(counter::map_full(maps::LISTENERS));
@@ -445,14 +447,16 @@ fn on_listen(sk: u64) {
     if is_self() {
         return;
     }
+    let drops = kread::<u32>(sk, global(&SK_DROPS_OFF)).unwrap_or(0);
     let l = ListenState {
         since_ns: now_ns(),
         cgroup_id: cgroup_id(),
         comm: process_comm(),
-        drops: kread::<u32>(sk, global(&SK_DROPS_OFF)).unwrap_or(0),
+        drops,
+        base: drops,
         port: sk_local_port(sk),
         closed: 0,
-        _pad: 0,
+        _pad: [0; 5],
     };
     if LISTENERS.insert(sk, l, BPF_ANY as u64).is_err() {
         bump(counter::map_full(maps::LISTENERS));

@@ -633,6 +633,58 @@ fn listen_drops_match_the_kernel_counter() {
     );
 }
 
+/// A listener older than the agent, with drops already: those are its
+/// history, not new; only the drops after the agent started are reported.
+#[test]
+fn listen_drops_before_the_agent_are_not_new() {
+    if !require_root() {
+        return;
+    }
+    // In the agent's network namespace: the seeding iterator walks that
+    // one's sockets. ListenDrops is then the host's; nothing else here
+    // overflows an accept queue.
+    let name = unique_name("oldflood");
+    let go = std::env::temp_dir().join(format!("syscope-{name}.go"));
+    let _ = std::fs::remove_file(&go);
+    let go_s = go.to_string_lossy().into_owned();
+    let mut child = spawn_named(&name, &["tcp-listen-flood", "12", &go_s]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut field = |key: &str| -> String {
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("workload printed no {key}="))
+    };
+    let port = field("port");
+    let before: u64 = field("drops_before").parse().unwrap();
+    assert!(before > 0, "the first flood caused no drops");
+    let rx = Receiver::start();
+    let agent = start_agent(&rx);
+    assert!(agent
+        .stderr()
+        .contains("TCP sockets older than the agent seeded"));
+    // An interval or two for the agent to read the listener as it is.
+    std::thread::sleep(Duration::from_millis(2500));
+    std::fs::write(&go, b"").unwrap();
+    assert_eq!(field("port"), port);
+    let want: f64 = field("listen_drops").parse().unwrap();
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_file(&go);
+    assert!(want > 0.0, "the second flood caused no drops");
+    eprintln!("listen drops: {before} before the agent, {want} after");
+    // Seeded listeners have no owning process (nothing claims them).
+    let by = [("server.port", port.as_str())];
+    rx.wait_for(WAIT, |p| {
+        last_number(p, "tcp.listen.drops", &by) == Some(want)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        last_number(&rx.points(), "tcp.listen.drops", &by),
+        Some(want)
+    );
+}
+
 /// SO_LINGER 0 on close: one reset sent by the server's socket, one received
 /// by the client's, both under the workload and the server port.
 #[test]

@@ -516,7 +516,7 @@ fn main() {
                     .unwrap_or_else(|| usage("go file")),
             ),
         ),
-        "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n")),
+        "tcp-listen-flood" => tcp::listen_flood(num(args.get(1), "n"), args.get(2)),
         "tcp-reset" => tcp::reset(),
         "tcp-reqresp-us" => tcp::reqresp_us(
             args.get(1).map_or("", String::as_str) == "sleep",
@@ -871,10 +871,35 @@ mod tcp {
         fail("no TcpExt ListenDrops in /proc/net/netstat")
     }
 
-    pub fn listen_flood(n: u64) {
-        let before = listen_drops();
+    /// A backlog-0 listener flooded with `n` connects. With `go`: flooded
+    /// once, its port and `drops_before` printed, then, once the file `go`
+    /// exists, flooded again; `listen_drops` is the last flood's.
+    pub fn listen_flood(n: u64, go: Option<&String>) {
         let l = loopback_listener(0);
         let p = port(&l);
+        if let Some(go) = go {
+            let before = flood(p, n);
+            println!("port={p}");
+            println!("drops_before={before}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            let t0 = Instant::now();
+            while !std::path::Path::new(go).exists() {
+                if t0.elapsed() > Duration::from_secs(120) {
+                    fail("the go file never appeared");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let drops = flood(p, n);
+        drop(l);
+        println!("port={p}");
+        println!("listen_drops={drops}");
+    }
+
+    /// `n` connects to port `p` whose queue is full; the namespace's
+    /// ListenDrops they caused.
+    fn flood(p: u16, n: u64) -> u64 {
+        let before = listen_drops();
         let mut clients = vec![];
         for _ in 0..n {
             clients.push(connect_nonblocking(Ipv4Addr::LOCALHOST, p));
@@ -887,10 +912,7 @@ mod tcp {
             unsafe { libc::close(fd) };
         }
         std::thread::sleep(Duration::from_millis(100));
-        let drops = listen_drops() - before;
-        drop(l);
-        println!("port={p}");
-        println!("listen_drops={drops}");
+        listen_drops() - before
     }
 
     /// The benchmark's load: a server thread answering every 64-byte request
