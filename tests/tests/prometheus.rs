@@ -369,3 +369,62 @@ fn unsupported_exporters_exit_2_naming_the_variable() {
         assert!(err.contains(var), "{var}={value}: {err}");
     }
 }
+
+/// A rare event: a counter series that expired idle (here after 2 quiet
+/// intervals) and comes back continues its total, so Prometheus sees the
+/// new events as an increase, not a new series starting at their count.
+#[test]
+fn a_series_back_after_expiring_continues_its_total() {
+    if !require_root() || !have_prometheus() {
+        return;
+    }
+    let name = unique_name("promrare");
+    let conf = std::env::temp_dir().join(format!("syscope-{name}.toml"));
+    std::fs::write(&conf, "[limits]\nseries_idle_intervals = 2\n").unwrap();
+    let port = free_port();
+    let port_s = port.to_string();
+    let conf_s = conf.to_string_lossy().into_owned();
+    let _agent = Agent::start(
+        &["-c", &conf_s],
+        &[
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1"),
+            ("OTEL_EXPORTER_PROMETHEUS_PORT", port_s.as_str()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+        ],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let prom = Prometheus::start(addr);
+    // Scraping already: the first round's series lives only 2 intervals.
+    prom.wait_for("sum(syscope_prometheus_scrapes_total)", |v| v >= 1.0);
+    let refused = run_named(&name, &["tcp-refused", "3"]);
+    let rport = output_field(&refused, "port");
+    let sel = format!(
+        "tcp_connect_errors_total{{process_executable_name=\"{name}\",server_port=\"{rport}\"}}"
+    );
+    let q = format!("sum({sel})");
+    assert_eq!(prom.wait_for(&q, |v| v >= 3.0), 3.0);
+    thread::sleep(Duration::from_millis(1500));
+    let t1 = now_s();
+    // Gone from the endpoint once idle for more than 2 intervals.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, _, body) = http_get(addr, "/metrics", &[]).expect("scrape");
+        if !String::from_utf8_lossy(&body).contains(&name) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the idle series never expired");
+        thread::sleep(Duration::from_millis(200));
+    }
+    thread::sleep(Duration::from_millis(1500));
+    // The same port again (a fresh listener-less port would be a new series).
+    run_named(&name, &["tcp-refused", "2", "127.0.0.1", &rport]);
+    assert_eq!(prom.wait_for(&q, |v| v >= 5.0), 5.0);
+    thread::sleep(Duration::from_millis(1500));
+    let rise = prom.scalar(&format!("{q} - sum({sel} @ {t1:.3})")).unwrap();
+    assert_eq!(rise, 2.0, "rise across the gap");
+    let inc = prom.scalar(&format!("sum(increase({sel}[60s]))")).unwrap();
+    eprintln!("increase over 60s: {inc} (truth 2 after the first sample)");
+    assert!(inc >= 2.0, "increase {inc}");
+    let _ = std::fs::remove_file(&conf);
+}

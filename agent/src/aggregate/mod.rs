@@ -11,7 +11,7 @@ pub mod otlp;
 pub mod quantile;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     hash::Hash,
     net::Ipv6Addr,
     sync::Arc,
@@ -102,17 +102,60 @@ impl Attrs {
 
 /// Values a series can hold.
 pub trait Value: Default + Clone {
+    /// What an expired series keeps of its value (see `MetricSeries::retired`).
+    type Kept: std::fmt::Debug;
     /// Events counted, to rank series by how busy they are.
     fn events(&self) -> u64;
+    fn keep(&self) -> Self::Kept;
+    fn restore(k: Self::Kept) -> Self;
 }
 impl Value for HistValue {
+    /// Sum, zero count, split counters and the non-zero buckets: a quiet
+    /// series has few.
+    type Kept = (
+        u64,
+        u64,
+        [u64; syscope_common::hist::SPLITS],
+        Box<[(u16, u64)]>,
+    );
     fn events(&self) -> u64 {
         self.count()
     }
+    fn keep(&self) -> Self::Kept {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n != 0)
+            .map(|(i, &n)| (i as u16, n))
+            .collect();
+        (self.sum_ns, self.zero, self.split, buckets)
+    }
+    fn restore((sum_ns, zero, split, buckets): Self::Kept) -> Self {
+        let mut v = HistValue {
+            sum_ns,
+            zero,
+            split,
+            ..HistValue::default()
+        };
+        for (i, n) in buckets.iter() {
+            if let Some(b) = v.buckets.get_mut(usize::from(*i)) {
+                *b = *n;
+            }
+        }
+        v
+    }
 }
 impl Value for u64 {
+    type Kept = u64;
     fn events(&self) -> u64 {
         *self
+    }
+    fn keep(&self) -> u64 {
+        *self
+    }
+    fn restore(k: u64) -> u64 {
+        k
     }
 }
 
@@ -152,7 +195,7 @@ pub struct Series<V> {
 /// under pressure (see [`MetricSeries::begin_interval`]), quiet series give
 /// way to new ones, so a churning node keeps showing its new workloads.
 #[derive(Debug)]
-pub struct MetricSeries<V, A = Attrs> {
+pub struct MetricSeries<V: Value, A = Attrs> {
     pub series: HashMap<A, Series<V>>,
     pub overflow: Option<Series<V>>,
     /// Distinct attribute sets folded into the overflow series since start
@@ -161,6 +204,12 @@ pub struct MetricSeries<V, A = Attrs> {
     folded_saturated: u64,
     /// Series that gave way under pressure since start.
     evicted: u64,
+    /// Series that expired idle, kept (at most `limit`, the oldest go
+    /// first) so that one coming back continues its cumulative run, same
+    /// start and totals: a rare event shows as an increase to a backend
+    /// that saw the series vanish, not as a new series at 1.
+    retired: HashMap<A, (SystemTime, V::Kept)>,
+    retired_order: VecDeque<A>,
     limit: usize,
 }
 
@@ -174,6 +223,8 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
             folded: HashSet::new(),
             folded_saturated: 0,
             evicted: 0,
+            retired: HashMap::new(),
+            retired_order: VecDeque::new(),
             limit: limit.max(2),
         }
     }
@@ -191,9 +242,13 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
             s
         } else if self.series.len() + 1 < self.limit {
             // One slot is kept for the overflow series: at most `limit` in all.
-            self.series.entry(attrs).or_insert_with(|| Series {
+            let (start, cumulative) = match self.retired.remove(&attrs) {
+                Some((start, kept)) => (start, V::restore(kept)),
+                None => (start, V::default()),
+            };
+            self.series.entry(attrs).or_insert(Series {
                 start,
-                cumulative: V::default(),
+                cumulative,
                 delta: None,
                 idle: 0,
             })
@@ -244,14 +299,23 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
     /// use: the longest quiet first, then the least busy. Series `keep`
     /// says matter (under an SLO, or with errors) stay, and so does every
     /// busy one, since it changed. Nothing is lost: what a series counted
-    /// was exported; a series that comes back starts a new cumulative run.
+    /// was exported, and one that comes back continues its cumulative run
+    /// (see `retired`).
     fn begin_interval(&mut self, max_idle: u32, keep: impl Fn(&A) -> bool) {
-        self.series.retain(|_, s| {
+        let mut expired = vec![];
+        self.series.retain(|a, s| {
             if s.delta.take().is_none() {
                 s.idle += 1;
             }
-            s.idle <= max_idle
+            let live = s.idle <= max_idle;
+            if !live {
+                expired.push((a.clone(), s.start, s.cumulative.keep()));
+            }
+            live
         });
+        for (a, start, kept) in expired {
+            self.retire(a, start, kept);
+        }
         if let Some(o) = &mut self.overflow {
             o.delta = None;
         }
@@ -271,10 +335,32 @@ impl<V: Value, A: Clone + Eq + Hash> MetricSeries<V, A> {
             .take(excess)
             .map(|(_, _, a)| a.clone())
             .collect();
-        for a in &gone {
-            self.series.remove(a);
-        }
         self.evicted += gone.len() as u64;
+        for a in gone {
+            if let Some(s) = self.series.remove(&a) {
+                self.retire(a, s.start, s.cumulative.keep());
+            }
+        }
+    }
+
+    /// Keep an expired series' totals, dropping the oldest kept past the
+    /// limit (entries of series that came back are skipped lazily).
+    fn retire(&mut self, a: A, start: SystemTime, kept: V::Kept) {
+        if self.retired.insert(a.clone(), (start, kept)).is_none() {
+            self.retired_order.push_back(a);
+        }
+        while self.retired.len() > self.limit {
+            match self.retired_order.pop_front() {
+                Some(old) => {
+                    self.retired.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Attribute sets that came back left stale entries in the order.
+        if self.retired_order.len() > 2 * self.limit {
+            self.retired_order.retain(|a| self.retired.contains_key(a));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -708,6 +794,44 @@ mod tests {
             !m.series.contains_key(&attrs(1)),
             "idle for 3 > 2 intervals"
         );
+        // Back after expiring: the same cumulative run goes on (a backend
+        // sees 2 then 5, an increase, not a new series at 3).
+        m.record(attrs(1), &3, now + std::time::Duration::from_secs(60));
+        assert_eq!(m.series[&attrs(1)].cumulative, 5);
+        assert_eq!(m.series[&attrs(1)].start, now);
+        assert_eq!(m.series[&attrs(1)].delta, Some(3));
+    }
+
+    #[test]
+    fn expired_series_kept_are_bounded_oldest_first() {
+        let mut m = MetricSeries::<u64>::new(3);
+        let now = SystemTime::now();
+        for i in 0..5 {
+            m.record(attrs(i), &(i as u64 + 1), now);
+            m.begin_interval(0, |_| false);
+            m.begin_interval(0, |_| false);
+        }
+        assert!(m.series.is_empty());
+        assert_eq!(m.retired.len(), 3);
+        // The two oldest were dropped: they start again.
+        m.record(attrs(0), &1, now);
+        assert_eq!(m.series[&attrs(0)].cumulative, 1);
+        m.record(attrs(4), &1, now);
+        assert_eq!(m.series[&attrs(4)].cumulative, 6);
+    }
+
+    #[test]
+    fn kept_histograms_restore_exactly() {
+        let mut h = HistValue {
+            sum_ns: 77,
+            zero: 2,
+            split: [1, 0, 3, 0],
+            ..HistValue::default()
+        };
+        h.buckets[0] = 4;
+        h.buckets[200] = 9;
+        h.buckets[syscope_common::hist::NUM_BUCKETS - 1] = 1;
+        assert_eq!(HistValue::restore(h.keep()), h);
     }
 
     #[test]

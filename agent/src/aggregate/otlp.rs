@@ -113,7 +113,7 @@ pub fn nanos(t: SystemTime) -> u64 {
 
 /// The series to export this interval and the value to send for each:
 /// cumulative sends every live series, delta only the changed ones.
-fn points<'a, V>(
+fn points<'a, V: super::Value>(
     agg: &'a Aggregator,
     metric: Metric,
     m: &'a MetricSeries<V>,

@@ -30,8 +30,8 @@
 //!                        making c openat (ENOENT) 100 ms apart
 //!
 //! TCP commands (IPv4; each prints `port=<p>` and its own measurements):
-//!   tcp-refused <n> [ip]           n connects to a closed port on loopback (127.0.0.1, or
-//!                                  e.g. ::1), each ECONNREFUSED
+//!   tcp-refused <n> [ip] [port]    n connects to a closed port on loopback (127.0.0.1, or
+//!                                  e.g. ::1; a port just free, or `port`), each ECONNREFUSED
 //!   tcp-connect <n>                n connects to a loopback listener (accepted, closed)
 //!   tcp-reqresp <c> <r> <ms>       c connections x r requests; the server answers after ms;
 //!                                  prints `client_ns=` and `server_ns=` per request
@@ -498,6 +498,7 @@ fn main() {
         "tcp-refused" => tcp::refused(
             num(args.get(1), "n"),
             args.get(2).map_or("127.0.0.1", String::as_str),
+            args.get(3).map_or(0, |_| num::<u16>(args.get(3), "port")),
         ),
         "tcp-connect" => tcp::connect(num(args.get(1), "n")),
         "tcp-reqresp" => tcp::reqresp(
@@ -758,14 +759,18 @@ mod tcp {
         l.local_addr().unwrap().port()
     }
 
-    pub fn refused(n: u64, ip: &str) {
+    /// `n` connects refused, to `port` or, when 0, to a port just free.
+    pub fn refused(n: u64, ip: &str, port: u16) {
         let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|_| fail("bad ip"));
         // A port that was just free: nobody listens there now.
-        let p = TcpListener::bind((ip, 0))
-            .unwrap_or_else(|e| fail(&e.to_string()))
-            .local_addr()
-            .unwrap()
-            .port();
+        let p = match port {
+            0 => TcpListener::bind((ip, 0))
+                .unwrap_or_else(|e| fail(&e.to_string()))
+                .local_addr()
+                .unwrap()
+                .port(),
+            p => p,
+        };
         for _ in 0..n {
             match TcpStream::connect((ip, p)) {
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
