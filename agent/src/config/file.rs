@@ -156,14 +156,73 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> 
     })
 }
 
-/// One line, `line L, column C: message`: toml's own Display is a multi-line
-/// snippet that reads badly inside a log line.
-fn describe(e: &toml::de::Error, text: &str) -> String {
+/// One line, `line L, column C: key: message` (the key when the error is
+/// about one, e.g. a wrong type): toml's own Display is a multi-line snippet
+/// that reads badly inside a log line, and names no key.
+pub(super) fn describe(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim_end();
-    let Some(before) = e.span().and_then(|s| text.get(..s.start)) else {
+    let Some(span) = e.span() else {
+        return message.to_owned();
+    };
+    let Some(before) = text.get(..span.start) else {
         return message.to_owned();
     };
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    format!("line {line}, column {column}: {message}")
+    match key_at(text, span.start) {
+        Some(key) if !message.contains(&format!("`{key}`")) => {
+            format!("line {line}, column {column}: {key}: {message}")
+        }
+        _ => format!("line {line}, column {column}: {message}"),
+    }
+}
+
+/// The dotted key whose value (or key) holds byte `at` of the TOML `text`,
+/// e.g. `limits.max_series_per_metric`, `slo[1].objective`.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    use toml_edit::{Item, Table};
+    fn within(span: Option<std::ops::Range<usize>>, at: usize) -> bool {
+        span.is_some_and(|s| s.contains(&at))
+    }
+    fn in_value(v: &toml_edit::Value, path: String, at: usize) -> Option<String> {
+        if let toml_edit::Value::InlineTable(t) = v {
+            for (k, v) in t.iter() {
+                let p = format!("{path}.{k}");
+                if let Some(found) = in_value(v, p.clone(), at) {
+                    return Some(found);
+                }
+                if within(v.span(), at) {
+                    return Some(p);
+                }
+            }
+        }
+        within(v.span(), at).then_some(path)
+    }
+    fn in_table(t: &Table, prefix: &str, at: usize) -> Option<String> {
+        for (k, item) in t.iter() {
+            let path = if prefix.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if t.key(k).is_some_and(|key| within(key.span(), at)) {
+                return Some(path);
+            }
+            let found = match item {
+                Item::Value(v) => in_value(v, path, at),
+                Item::Table(t) => in_table(t, &path, at),
+                Item::ArrayOfTables(a) => a
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, t)| in_table(t, &format!("{path}[{i}]"), at)),
+                Item::None => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    in_table(doc.as_table(), "", at)
 }

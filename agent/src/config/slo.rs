@@ -59,6 +59,6 @@ fn read(path: &Path) -> Result<SloFile, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
         path: path.to_owned(),
-        message: e.message().trim_end().to_owned(),
+        message: super::file::describe(&e, &text),
     })
 }

@@ -622,8 +622,25 @@ fn wrong_type_in_file() {
         "[limits.kernel_maps]\nsyscall_latency = \"many\"\n",
     );
     assert!(e.contains("line 2"), "{e}");
+    assert!(e.contains(": limits.kernel_maps.syscall_latency: "), "{e}");
     let e = err(&[], &[], "table_rows = -1\n");
-    assert!(e.contains("line 1"), "{e}");
+    assert!(e.contains("line 1, column 14: table_rows: "), "{e}");
+    // The key is named for a wrong type anywhere: top level, nested, inline.
+    for (toml, key) in [
+        ("interval = 5\n", "interval"),
+        (
+            "[limits]\nmax_series_per_metric = \"abc\"\n",
+            "limits.max_series_per_metric",
+        ),
+        ("[prometheus]\nport = \"x\"\n", "prometheus.port"),
+        (
+            "limits = { series_idle_intervals = \"x\" }\n",
+            "limits.series_idle_intervals",
+        ),
+    ] {
+        let e = err(&[], &[], toml);
+        assert!(e.contains(&format!(": {key}: invalid type")), "{toml}: {e}");
+    }
     let e = err(&[], &[], "interval = \n");
     assert!(e.contains("test.toml"), "{e}");
 }
