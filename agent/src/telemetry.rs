@@ -238,8 +238,9 @@ impl fmt::Display for DropReason {
 /// `threads`, whose entries would take one syscall each to count (an LRU
 /// map keeps no count the agent can read).
 /// The programs whose cost is reported (`program=<name>`): those that run
-/// per event (syscalls, socket and TCP events, process and cgroup life).
-pub const PROGRAMS: [&str; 16] = {
+/// per event (syscalls, socket and TCP events, process and cgroup life), and
+/// the listener poll the agent runs once per listener per interval.
+pub const PROGRAMS: [&str; 17] = {
     use syscope_common::names as n;
     [
         n::BTF_ENTER,
@@ -258,6 +259,7 @@ pub const PROGRAMS: [&str; 16] = {
         n::TCP_DESTROY.0,
         n::TCP_RETRANSMIT.0,
         n::TCP_RETRANSMIT_OLD,
+        n::LISTEN_POLL,
     ]
 };
 
@@ -489,7 +491,7 @@ pub const CATALOGUE: [SelfMetric; 39] = {
             name: "syscope.diagnosis.capacity",
             unit: "{series}",
             instrument: Gauge,
-            description: "Most series the diagnosis keeps (`limits.max_series_per_metric`).",
+            description: "Most series the diagnosis keeps (`limits.max_series_per_metric`; 0 without SLOs, when there is no diagnosis).",
             dimension: None,
             read: Count(|s, _| get(&s.diagnosis_capacity)),
         },

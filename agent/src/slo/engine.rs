@@ -7,7 +7,7 @@
 //! What is counted: the interval's delta of every series of the SLO's
 //! metrics whose attributes equal every matcher. Events that the series
 //! limit folded into the overflow series have no attributes left, so only
-//! SLOs without matchers count them (`syscope.series.folded` shows when
+//! SLOs without matchers count them (`syscope.series.overflow` shows when
 //! folding happens).
 
 use std::{
