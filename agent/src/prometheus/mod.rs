@@ -87,7 +87,7 @@ struct Shared {
 
 /// Binding the endpoint failed (the port is taken, say).
 #[derive(Debug, thiserror::Error)]
-#[error("prometheus endpoint: cannot listen on {address} (OTEL_EXPORTER_PROMETHEUS_HOST/PORT): {source}")]
+#[error("prometheus endpoint: cannot listen on {address} (OTEL_EXPORTER_PROMETHEUS_HOST/PORT)")]
 pub struct ListenError {
     address: SocketAddr,
     #[source]

@@ -22,7 +22,7 @@ use notify::Notifier;
 
 /// Starting the health endpoint failed (the address is taken, say).
 #[derive(Debug, thiserror::Error)]
-#[error("health endpoint: cannot listen on {address} (health.address): {source}")]
+#[error("health endpoint: cannot listen on {address} (health.address)")]
 pub struct ListenError {
     address: SocketAddr,
     #[source]
