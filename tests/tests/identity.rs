@@ -32,6 +32,13 @@ fn errors<'a>(pts: &'a [MetricPoint], name: &str) -> Vec<&'a MetricPoint> {
         .collect()
 }
 
+/// The points of process `name`.
+fn of_process<'a>(pts: &'a [MetricPoint], name: &str) -> Vec<&'a MetricPoint> {
+    pts.iter()
+        .filter(|p| p.attr("process.executable.name") == Some(name))
+        .collect()
+}
+
 fn setup() -> Option<PathBuf> {
     if !require_root() {
         return None;
@@ -57,10 +64,7 @@ fn systemd_unit_on_every_point() {
     let pts = rx.wait_for(WAIT, |p| {
         errors(p, &name).last().and_then(|p| p.number()) == Some(17.0)
     });
-    let mine: Vec<&MetricPoint> = pts
-        .iter()
-        .filter(|p| p.attr("process.executable.name") == Some(name.as_str()))
-        .collect();
+    let mine = of_process(&pts, &name);
     assert!(!mine.is_empty());
     for p in &mine {
         assert_eq!(p.attr("systemd.unit"), Some("web.service"), "{p:?}");
@@ -232,10 +236,7 @@ fn kubelet_layout(driver: &str, rel: impl Fn(&str, &str) -> String) {
         ("k8s.container.name", container),
         ("container.id", id.as_str()),
     ];
-    let mine: Vec<&MetricPoint> = pts
-        .iter()
-        .filter(|p| p.attr("process.executable.name") == Some(name.as_str()))
-        .collect();
+    let mine = of_process(&pts, &name);
     assert!(!mine.is_empty());
     for p in &mine {
         for (k, v) in want {
@@ -430,10 +431,7 @@ fn short_lived_container_keeps_its_identity() {
             .and_then(|p| p.number())
             .is_some_and(|n| n >= 7.0)
     });
-    let mine: Vec<&MetricPoint> = pts
-        .iter()
-        .filter(|p| p.attr("process.executable.name") == Some(exe.as_str()))
-        .collect();
+    let mine = of_process(&pts, &exe);
     assert!(mine.len() > 3, "{mine:?}");
     for p in &mine {
         assert_eq!(p.attr("container.id"), Some(id.as_str()), "{p:?}");
@@ -478,10 +476,7 @@ fn short_lived_container_keeps_its_identity_by_default() {
         syscope_tests::latest(p, "tcp.connect.errors", &by).and_then(MetricPoint::number)
             == Some(7.0)
     });
-    let mine: Vec<&MetricPoint> = pts
-        .iter()
-        .filter(|p| p.attr("process.executable.name") == Some(name.as_str()))
-        .collect();
+    let mine = of_process(&pts, &name);
     assert!(!mine.is_empty());
     for p in &mine {
         assert_eq!(p.attr("container.id"), Some(id.as_str()), "{p:?}");

@@ -39,6 +39,15 @@ fn have_prometheus() -> bool {
 /// The agent with the Prometheus exporter on a free loopback port (and
 /// `extra` environment), collecting every second.
 fn agent_with_prometheus(exporters: &str, extra: &[(&str, &str)]) -> (Agent, SocketAddr) {
+    agent_with_prometheus_args(exporters, &[], extra)
+}
+
+/// The same, with command-line `args`.
+fn agent_with_prometheus_args(
+    exporters: &str,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> (Agent, SocketAddr) {
     let port = free_port();
     let port_s = port.to_string();
     let mut env = vec![
@@ -48,7 +57,7 @@ fn agent_with_prometheus(exporters: &str, extra: &[(&str, &str)]) -> (Agent, Soc
         ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
     ];
     env.extend_from_slice(extra);
-    let agent = Agent::start(&[], &env);
+    let agent = Agent::start(args, &env);
     (agent, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
@@ -381,19 +390,8 @@ fn a_series_back_after_expiring_continues_its_total() {
     let name = unique_name("promrare");
     let conf = std::env::temp_dir().join(format!("syscope-{name}.toml"));
     std::fs::write(&conf, "[limits]\nseries_idle_intervals = 2\n").unwrap();
-    let port = free_port();
-    let port_s = port.to_string();
     let conf_s = conf.to_string_lossy().into_owned();
-    let _agent = Agent::start(
-        &["-c", &conf_s],
-        &[
-            ("OTEL_METRICS_EXPORTER", "prometheus"),
-            ("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1"),
-            ("OTEL_EXPORTER_PROMETHEUS_PORT", port_s.as_str()),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
-        ],
-    );
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (_agent, addr) = agent_with_prometheus_args("prometheus", &["-c", &conf_s], &[]);
     let prom = Prometheus::start(addr);
     // Scraping already: the first round's series lives only 2 intervals.
     prom.wait_for("sum(syscope_prometheus_scrapes_total)", |v| v >= 1.0);
