@@ -234,9 +234,6 @@ impl fmt::Display for DropReason {
     }
 }
 
-/// Whether `syscope.kernel.map.entries` is reported for a map: all but
-/// `threads`, whose entries would take one syscall each to count (an LRU
-/// map keeps no count the agent can read).
 /// The programs whose cost is reported (`program=<name>`): those that run
 /// per event (syscalls, socket and TCP events, process and cgroup life), and
 /// the listener poll the agent runs once per listener per interval.
@@ -263,6 +260,9 @@ pub const PROGRAMS: [&str; 17] = {
     ]
 };
 
+/// Whether `syscope.kernel.map.entries` is reported for a map: all but
+/// `threads`, whose entries would take one syscall each to count (an LRU
+/// map keeps no count the agent can read).
 pub fn entries_counted(m: &maps::MapSpec) -> bool {
     m.id != maps::THREADS
 }
