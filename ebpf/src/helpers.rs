@@ -149,17 +149,17 @@ pub(crate) fn process_comm() -> [u8; COMM_LEN] {
     bpf_get_current_comm().unwrap_or([0; COMM_LEN])
 }
 
-/// Add `ns` to the sum and its bucket of the histogram at `h`; the bucket.
+/// Count `ns` in its bucket of the histogram at `h` (or in its zero count);
+/// the bucket. The sum is left to [`add_sum`], last.
 ///
 /// # Safety
 /// `h` is a valid map value pointer; other CPUs update the same value, hence
 /// only atomic adds. The fields are 8- and 4-byte aligned (`Histogram` is
 /// repr(C)); the bucket index is bounds-checked.
 #[inline(always)]
-pub(crate) unsafe fn add_duration(h: *mut Histogram, ns: u64) -> Bucket {
+unsafe fn add_count(h: *mut Histogram, ns: u64) -> Bucket {
     // SAFETY: per the contract above.
     unsafe {
-        add64(&raw mut (*h).sum_ns, ns);
         let b = bucket_index(ns);
         match b {
             Bucket::Zero => add32(&raw mut (*h).zero, 1),
@@ -169,6 +169,35 @@ pub(crate) unsafe fn add_duration(h: *mut Histogram, ns: u64) -> Bucket {
                 }
             }
         }
+        b
+    }
+}
+
+/// Add `ns` to the sum of the histogram at `h`: the last store of an
+/// update. The agent takes a histogram whose sum and zero count did not
+/// move as unchanged without reading its buckets, so the counts must be in
+/// place before the sum says they moved (atomic adds are ordered on x86;
+/// elsewhere a late bucket waits for the next change, or the eviction's
+/// full comparison).
+///
+/// # Safety
+/// As for [`add_count`].
+#[inline(always)]
+unsafe fn add_sum(h: *mut Histogram, ns: u64) {
+    // SAFETY: per the contract of `add_count`.
+    unsafe { add64(&raw mut (*h).sum_ns, ns) };
+}
+
+/// Add `ns` to its bucket and the sum of the histogram at `h`; the bucket.
+///
+/// # Safety
+/// As for [`add_count`].
+#[inline(always)]
+pub(crate) unsafe fn add_duration(h: *mut Histogram, ns: u64) -> Bucket {
+    // SAFETY: per the contract of `add_count`.
+    unsafe {
+        let b = add_count(h, ns);
+        add_sum(h, ns);
         b
     }
 }
@@ -208,15 +237,15 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
 }
 
 /// `add_duration`, and the split counter of each SLO threshold in the
-/// duration's bucket.
+/// duration's bucket (before the sum, as the bucket).
 ///
 /// # Safety
-/// As for [`add_duration`].
+/// As for [`add_count`].
 #[inline(always)]
 unsafe fn add_measured(h: *mut Histogram, ns: u64) {
     // SAFETY: per the contract above.
     unsafe {
-        if let Bucket::Index(i) = add_duration(h, ns) {
+        if let Bucket::Index(i) = add_count(h, ns) {
             // SLO thresholds: only a duration in a threshold's own bucket is
             // compared (a load and a compare per slot).
             let split = (&raw mut (*h).split).cast::<u32>();
@@ -228,6 +257,7 @@ unsafe fn add_measured(h: *mut Histogram, ns: u64) {
                 }
             }
         }
+        add_sum(h, ns);
     }
 }
 
