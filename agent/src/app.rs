@@ -69,7 +69,10 @@ impl Daemon {
     /// directory must be usable first).
     pub fn new(cfg: &Config, probes: Probes, stats: Arc<SelfStats>, slo: Engine) -> Self {
         for m in &maps::MAPS {
-            SelfStats::set(&stats.map_capacity[m.id], probes.map_sizes.0[m.id].into());
+            SelfStats::set(
+                &stats.map_capacity[m.id],
+                probes.map_capacity.0[m.id].into(),
+            );
         }
         SelfStats::set(&stats.series_limit, cfg.limits.max_series_per_metric as u64);
         for s in &probes.signals.0 {

@@ -219,6 +219,11 @@ pub mod globals {
     /// program reaching it has a typed socket pointer: the task storage
     /// object (5.13+) with the socket tracepoints (6.3+), not `SOCKIO`.
     pub const SOCK_STORE: &str = "SOCK_STORE";
+    /// With `SOCK_STORE`: the most sockets given state in socket storage at
+    /// once (`limits.kernel_maps.sockets`, as the LRU map's size is
+    /// elsewhere); a socket beyond it is not tracked and counts as
+    /// `map_full(SOCKETS)`.
+    pub const SOCK_LIMIT: &str = "SOCK_LIMIT";
     /// Socket I/O syscalls by number, one bit each (bit `nr % 64` of word
     /// `nr / 64`, numbers below 512): those that receive, those that send.
     pub const SOCKIO_RECV_NRS: &str = "SOCKIO_RECV_NRS";
@@ -261,7 +266,7 @@ pub mod globals {
 
     /// Every global above: the object declares exactly these (checked by the
     /// agent's contract test).
-    pub const ALL: [&str; 47] = [
+    pub const ALL: [&str; 48] = [
         SELF_TGID,
         TASK_GROUP_LEADER_OFF,
         TASK_COMM_OFF,
@@ -293,6 +298,7 @@ pub mod globals {
         SYSCALL_SLIS,
         SOCKIO,
         SOCK_STORE,
+        SOCK_LIMIT,
         SOCKIO_RECV_NRS,
         SOCKIO_SEND_NRS,
         NR_RECVFROM,
@@ -374,6 +380,9 @@ pub mod names {
     /// [`crate::fold`]): one histogram, and one counter, per metric.
     pub const FOLDED_HIST_MAP: &str = "FOLDED_HIST";
     pub const FOLDED_COUNTS_MAP: &str = "FOLDED_COUNTS";
+    /// Sockets with state in socket storage now, one shared counter (see
+    /// `globals::SOCK_LIMIT`).
+    pub const SOCKS_LIVE_MAP: &str = "SOCKS_LIVE";
     /// Local ports with a listener, filled while seeding (see `SEED_TCP`):
     /// an established socket on such a port was accepted, not connected.
     pub const LISTEN_PORTS_MAP: &str = "LISTEN_PORTS";

@@ -9,7 +9,7 @@
 //!   (`counter::map_full(id)`);
 //! - its kernel memory is [`MapSpec::kernel_bytes`].
 //!
-//! `COUNTERS`, `ZERO_HIST` and the folded slots are fixed-size internals, not measurements:
+//! `COUNTERS`, `ZERO_HIST`, the folded slots and `SOCKS_LIVE` are fixed-size internals, not measurements:
 //! they are not in the catalogue (their few bytes are in [`FIXED_BYTES`]).
 //! `THREADS_SEEN` is internal too, sized from the kernel's pid_max (see
 //! [`threads_seen_entries`]).
@@ -124,7 +124,7 @@ pub const MAPS: [MapSpec; COUNT] = [
         max_entries: 1 << 20,
         key_size: size::<u64>(),
         value_size: size::<SockState>(),
-        holds: "tracked TCP sockets (owner, role, request phase), on kernels without the socket tracepoints (before 6.3) or task storage (before 5.13); LRU. Elsewhere socket storage holds them, freed with each socket: no limit to set, and `entries` counts them",
+        holds: "tracked TCP sockets (owner, role, request phase), on kernels without the socket tracepoints (before 6.3) or task storage (before 5.13); LRU. Elsewhere socket storage holds them, freed with each socket, and this limit caps how many at once: a socket beyond it is not tracked, counted in `full`",
     },
     MapSpec {
         id: LISTENERS,
@@ -200,10 +200,11 @@ pub fn by_label(label: &str) -> Option<&'static MapSpec> {
 
 /// Bytes of the fixed internal maps: `COUNTERS` (per CPU, counted once per
 /// CPU by the caller) is excluded; `ZERO_HIST` is one histogram, the folded
-/// slots (`crate::fold`) a few more.
+/// slots (`crate::fold`) a few more, `SOCKS_LIVE` one counter.
 pub const FIXED_BYTES: u64 = 4
     + (1 + crate::fold::HIST_SLOTS as u64) * size::<Histogram>() as u64
-    + crate::fold::COUNT_SLOTS as u64 * 8;
+    + crate::fold::COUNT_SLOTS as u64 * 8
+    + 8;
 
 /// The kernel's bookkeeping per preallocated hash element beyond its
 /// 8-byte aligned key and value (`struct htab_elem` and its share of the

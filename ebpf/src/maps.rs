@@ -77,6 +77,8 @@ pub(crate) static TCP_SEQ_OFF: [u32; 4] = [0; 4];
 pub(crate) static SK_STATE_OFF: u32 = 0;
 #[no_mangle]
 pub(crate) static SOCK_STORE: u32 = 0;
+#[no_mangle]
+pub(crate) static SOCK_LIMIT: u32 = 0;
 // The syscall route of TCP request latency (see `sockio`).
 #[no_mangle]
 pub(crate) static SYSCALL_SLIS: u32 = 1;
@@ -275,6 +277,11 @@ pub(crate) static FOLDED_HIST: Array<Histogram> = Array::with_max_entries(fold::
 
 #[map(name = "FOLDED_COUNTS")]
 pub(crate) static FOLDED_COUNTS: Array<u64> = Array::with_max_entries(fold::COUNT_SLOTS, 0);
+
+/// Sockets with state in socket storage now: one counter shared by all
+/// CPUs, checked against `SOCK_LIMIT` before a socket is given state.
+#[map(name = "SOCKS_LIVE")]
+pub(crate) static SOCKS_LIVE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Tracked TCP sockets (see `syscope_common::tcp`). LRU: a socket whose
 /// destruction we miss ages out instead of leaking.

@@ -294,8 +294,8 @@ mod socks {
     use crate::maps::SOCKETS;
     #[cfg(feature = "task-storage")]
     use crate::{
-        helpers::{bump, global},
-        maps::{SOCK_STATE, SOCK_STORE},
+        helpers::{add64, bump, global},
+        maps::{SOCKS_LIVE, SOCK_LIMIT, SOCK_STATE, SOCK_STORE},
     };
     #[cfg(feature = "task-storage")]
     use syscope_common::counter;
@@ -327,11 +327,22 @@ mod socks {
     pub(super) fn insert(sk: u64, st: &SockState) -> bool {
         #[cfg(feature = "task-storage")]
         if in_storage() {
+            let Some(live) = SOCKS_LIVE.get_ptr_mut(0) else {
+                return false;
+            };
             let fresh = SOCK_STATE.get(sk, None).is_none();
+            // SAFETY: a valid array value pointer; a plain read of a
+            // counter other CPUs add to: two sockets racing past the limit
+            // at once overshoot it by one each, no more.
+            if fresh && unsafe { *live } >= u64::from(global(&SOCK_LIMIT)) {
+                return false;
+            }
             let Some(p) = SOCK_STATE.get(sk, Some(st)) else {
                 return false;
             };
             if fresh {
+                // SAFETY: as above; an atomic add.
+                unsafe { add64(live, 1) };
                 bump(counter::SOCK_STORED);
             }
             // SAFETY: a valid value pointer; an existing entry (a socket
@@ -347,6 +358,11 @@ mod socks {
         #[cfg(feature = "task-storage")]
         if in_storage() {
             if SOCK_STATE.delete(sk) {
+                if let Some(live) = SOCKS_LIVE.get_ptr_mut(0) {
+                    // SAFETY: a valid array value pointer; an atomic add
+                    // of -1.
+                    unsafe { add64(live, u64::MAX) };
+                }
                 bump(counter::SOCK_FREED);
             }
             return;

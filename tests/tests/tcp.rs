@@ -568,6 +568,75 @@ fn socket_state_is_cleaned_up_on_close() {
     );
 }
 
+/// `limits.kernel_maps.sockets` bounds the sockets tracked at once on
+/// either route: the LRU map's size, or the limit the programs check
+/// before giving a socket storage (6.3+), where a socket beyond it is
+/// counted as the map full. Once the sockets are closed, new ones are
+/// tracked and measured again: the live count comes back down.
+#[test]
+fn sockets_limit_caps_the_sockets_tracked() {
+    if !require_root() {
+        return;
+    }
+    const LIMIT: f64 = 64.0;
+    let rx = Receiver::start();
+    let dir = std::env::temp_dir().join(format!("syscope-it-socks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("socks.toml");
+    std::fs::write(&cfg, format!("[limits.kernel_maps]\nsockets = {LIMIT}\n")).unwrap();
+    let _agent = Agent::exporting_to(&rx, &["--probes", "tcp", "--config", cfg.to_str().unwrap()]);
+    let storage = kernel_at_least(6, 3);
+    let pts = rx.wait_for(WAIT, |p| sockets_tracked(p).is_some());
+    let cap = last_number(&pts, "syscope.kernel.map.capacity", &[("map", "sockets")]);
+    assert_eq!(cap, Some(LIMIT));
+    let before = sockets_tracked(&pts).unwrap();
+    assert!(before <= LIMIT, "{before}");
+    let full = |p: &[MetricPoint]| {
+        last_number(p, "syscope.kernel.map.full", &[("map", "sockets")]).unwrap_or(0.0)
+    };
+    // 150 connections held: 300 sockets, each side tracked.
+    let child = spawn_named(&unique_name("hold"), &["tcp-hold", "150", "3000"]);
+    let pts = if storage {
+        rx.wait_for(WAIT, |p| full(p) >= 300.0 - LIMIT - 2.0)
+    } else {
+        rx.wait_for(WAIT, |p| {
+            sockets_tracked(p).is_some_and(|v| v >= LIMIT - 8.0)
+        })
+    };
+    let most = select(&pts, "syscope.kernel.map.entries", &[("map", "sockets")])
+        .filter_map(|p| p.number())
+        .fold(0.0, f64::max);
+    // Two CPUs racing past the limit overshoot it by one each at most.
+    assert!(
+        most <= LIMIT + 2.0,
+        "sockets tracked: {most} (limit {LIMIT})"
+    );
+    assert!(child.wait_with_output().unwrap().status.success());
+    let pts = rx.wait_for(WAIT, |p| sockets_tracked(p).is_some_and(|v| v < 10.0));
+    eprintln!(
+        "sockets tracked: at most {most} of 300 (limit {LIMIT}), {} counted full, {} after",
+        full(&pts),
+        sockets_tracked(&pts).unwrap()
+    );
+    // Room again: new connections are tracked and their requests measured.
+    let name = unique_name("reqresp");
+    let out = run_named(&name, &["tcp-reqresp", "3", "5", "1"]);
+    let port = output_field(&out, "port");
+    let by = [
+        ("process.executable.name", name.as_str()),
+        ("server.port", port.as_str()),
+    ];
+    assert_requests_match(
+        &rx,
+        &out,
+        "tcp.server.request.duration",
+        "server_ns",
+        &by,
+        15,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A network namespace for one test, deleted on drop.
 struct Netns(String);
 

@@ -104,6 +104,12 @@ fn internal_maps_are_in_the_object_as_described() {
         8,
         THREADS_SEEN_DEFAULT_ENTRIES,
     );
+    check(
+        names::SOCKS_LIVE_MAP,
+        bpf_map_type::BPF_MAP_TYPE_ARRAY,
+        8,
+        1,
+    );
     let om = obj
         .maps
         .get(names::LISTEN_PORTS_MAP)
@@ -139,6 +145,7 @@ fn internal_maps_are_in_the_object_as_described() {
             names::ZERO_HIST_MAP,
             names::FOLDED_HIST_MAP,
             names::FOLDED_COUNTS_MAP,
+            names::SOCKS_LIVE_MAP,
             names::THREADS_SEEN_MAP,
             names::LISTEN_PORTS_MAP,
             names::RENAME_EPOCH_MAP,

@@ -196,6 +196,9 @@ pub struct Probes {
     /// cgroup births, when `cgroup_mkdir` is attached (see `lifecycle`).
     pub cgroup_events: Option<RingBuf<MapData>>,
     pub map_sizes: MapSizes,
+    /// The most entries each map's state can take: its size, or for state
+    /// in socket storage, the limit the programs check.
+    pub map_capacity: MapSizes,
     /// Owns the programs and their links; `None` once detached. The maps
     /// above are separate file descriptors and stay readable after that.
     ebpf: Option<Ebpf>,
@@ -357,6 +360,17 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
     };
     let sockio_on = sockio.is_some() as u32;
     let sock_store_on = sock_store as u32;
+    // Socket storage has no size of its own: the sockets limit is checked
+    // by the programs instead, and reported as the map's capacity.
+    let sock_limit = if sock_store {
+        opts.kernel_maps[maps::SOCKETS]
+    } else {
+        0
+    };
+    let mut capacity = sizes;
+    if sock_store {
+        capacity.0[maps::SOCKETS] = sock_limit;
+    }
     let (split_ns, split_idx) = split_globals(&opts.thresholds);
     let mut loader = EbpfLoader::new();
     for m in &maps::MAPS {
@@ -416,6 +430,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
         .override_global(globals::SYSCALL_SLIS, &syscall_slis, true)
         .override_global(globals::SOCKIO, &sockio_on, true)
         .override_global(globals::SOCK_STORE, &sock_store_on, true)
+        .override_global(globals::SOCK_LIMIT, &sock_limit, true)
         .override_global(globals::SOCKIO_RECV_NRS, &sockio_g.recv_nrs, true)
         .override_global(globals::SOCKIO_SEND_NRS, &sockio_g.send_nrs, true)
         .override_global(globals::NR_RECVFROM, &sockio_g.nr_recvfrom, true)
@@ -593,6 +608,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
         folded,
         cgroup_events,
         map_sizes: sizes,
+        map_capacity: capacity,
         ebpf: Some(ebpf),
     };
     Ok(probes)
