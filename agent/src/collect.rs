@@ -273,24 +273,29 @@ fn pressed(stats: &SelfStats, id: usize, n: usize) -> bool {
 const CHUNK: usize = 8;
 const _: () = assert!(NUM_BUCKETS.is_multiple_of(CHUNK));
 
-/// Whether two chunks of buckets differ.
+/// Whether a chunk of buckets moved from `p` to `c`. Unless `all`, a
+/// chunk that reads all zeros now is taken as unmoved without reading the
+/// held one (cold memory): counts only grow, so it held zeros too, but for
+/// a bucket that wrapped to exactly 0, whose increment then shows with its
+/// next one (wrapping subtraction) or at eviction, which compares `all`.
 #[inline(always)]
-fn chunk_differs(c: &[u32], p: &[u32]) -> bool {
-    c.iter().zip(p).fold(0, |acc, (c, p)| acc | (c ^ p)) != 0
+fn chunk_differs(c: &[u32], p: &[u32], all: bool) -> bool {
+    (all || c.iter().fold(0, |acc, c| acc | c) != 0)
+        && c.iter().zip(p).fold(0, |acc, (c, p)| acc | (c ^ p)) != 0
 }
 
-/// The first bucket that differs between `c` and `p`.
-fn first_moved(c: &[u32; NUM_BUCKETS], p: &[u32; NUM_BUCKETS]) -> Option<usize> {
+/// The first bucket that moved from `p` to `c` (see [`chunk_differs`]).
+fn first_moved(c: &[u32; NUM_BUCKETS], p: &[u32; NUM_BUCKETS], all: bool) -> Option<usize> {
     let (cs, ps) = (c.chunks_exact(CHUNK), p.chunks_exact(CHUNK));
-    let j = cs.zip(ps).position(|(c, p)| chunk_differs(c, p))?;
+    let j = cs.zip(ps).position(|(c, p)| chunk_differs(c, p, all))?;
     let at = j * CHUNK;
     (at..at + CHUNK).find(|&i| c[i] != p[i])
 }
 
-/// The last bucket that differs between `c` and `p`.
-fn last_moved(c: &[u32; NUM_BUCKETS], p: &[u32; NUM_BUCKETS]) -> Option<usize> {
+/// The last bucket that moved from `p` to `c` (see [`chunk_differs`]).
+fn last_moved(c: &[u32; NUM_BUCKETS], p: &[u32; NUM_BUCKETS], all: bool) -> Option<usize> {
     let (cs, ps) = (c.chunks_exact(CHUNK), p.chunks_exact(CHUNK));
-    let j = cs.zip(ps).rposition(|(c, p)| chunk_differs(c, p))?;
+    let j = cs.zip(ps).rposition(|(c, p)| chunk_differs(c, p, all))?;
     let at = j * CHUNK;
     (at..at + CHUNK).rev().find(|&i| c[i] != p[i])
 }
@@ -417,15 +422,22 @@ impl<K> HistDeltas<K> {
         prev: Option<&Histogram>,
         cur: &Histogram,
     ) -> Option<u64> {
-        self.push(key, prev, cur).map(|(events, _)| events)
+        self.push(key, prev, cur, true).map(|(events, _)| events)
     }
 
     /// [`push_between`](Self::push_between), and `prev` brought up to
     /// `cur` by copying only what moved (the buckets outside the delta's
-    /// range are equal already).
-    fn push_onto(&mut self, key: K, prev: &mut Histogram, cur: &Histogram) -> Option<u64> {
+    /// range are equal already). Unless `all`, chunks that read all zeros
+    /// are skipped (see [`chunk_differs`]).
+    fn push_onto(
+        &mut self,
+        key: K,
+        prev: &mut Histogram,
+        cur: &Histogram,
+        all: bool,
+    ) -> Option<u64> {
         let reset = prev.sum_ns > cur.sum_ns;
-        let pushed = self.push(key, Some(prev), cur);
+        let pushed = self.push(key, Some(prev), cur, all);
         if reset {
             *prev = *cur;
         } else if let Some((_, moved)) = &pushed {
@@ -444,6 +456,7 @@ impl<K> HistDeltas<K> {
         key: K,
         prev: Option<&Histogram>,
         cur: &Histogram,
+        all: bool,
     ) -> Option<(u64, std::ops::Range<usize>)> {
         let prev = match prev {
             Some(p) if p.sum_ns <= cur.sum_ns => p,
@@ -452,8 +465,8 @@ impl<K> HistDeltas<K> {
         let (c, p) = (&cur.buckets, &prev.buckets);
         let sum_ns = cur.sum_ns - prev.sum_ns;
         let zero = cur.zero.wrapping_sub(prev.zero);
-        let (first, end) = match first_moved(c, p) {
-            Some(f) => (f, last_moved(c, p).map_or(f, |l| l.max(f)) + 1),
+        let (first, end) = match first_moved(c, p, all) {
+            Some(f) => (f, last_moved(c, p, all).map_or(f, |l| l.max(f)) + 1),
             // As `HistValue::is_empty`: the kernel never moves a split
             // counter without its bucket.
             None if sum_ns == 0 && zero == 0 => return None,
@@ -748,7 +761,8 @@ impl<K: Copy + Eq + Hash, V: Cumulative> Series<K, V> {
     /// Entry `pos` of read `read` against what is held for its key:
     /// returns the delta (`None` when nothing changed) and whether the
     /// entry is to be evicted (then it is forgotten here). `delta` gets the
-    /// held value (`None` for a new key) to bring up to `cur`.
+    /// held value (`None` for a new key) to bring up to `cur`, and whether
+    /// to compare all of it (at eviction) rather than take shortcuts.
     fn track<D>(
         &mut self,
         pos: usize,
@@ -756,7 +770,7 @@ impl<K: Copy + Eq + Hash, V: Cumulative> Series<K, V> {
         cur: &V,
         read: u64,
         evict_after: u32,
-        delta: impl FnOnce(Option<&mut V>, &V) -> Option<D>,
+        delta: impl FnOnce(Option<&mut V>, &V, bool) -> Option<D>,
     ) -> (Option<D>, bool) {
         let at = match self.order.get(pos) {
             Some(&s) if self.slots[s].live && self.slots[s].key == k => Some(s),
@@ -768,7 +782,7 @@ impl<K: Copy + Eq + Hash, V: Cumulative> Series<K, V> {
                 // Unchanged (the common case of an idle series): neither a
                 // delta to compute nor a value to copy.
                 if !p.value.unchanged(cur) {
-                    let d = delta(Some(&mut p.value), cur);
+                    let d = delta(Some(&mut p.value), cur, false);
                     p.idle = 0;
                     p.seen = read;
                     self.next_order.push(s);
@@ -777,7 +791,7 @@ impl<K: Copy + Eq + Hash, V: Cumulative> Series<K, V> {
                 if p.idle + 1 >= evict_after {
                     // The full comparison the quick test skipped: what it
                     // cannot see is not lost with the entry.
-                    let d = delta(Some(&mut p.value), cur);
+                    let d = delta(Some(&mut p.value), cur, true);
                     self.forget(s);
                     return (d, true);
                 }
@@ -787,7 +801,7 @@ impl<K: Copy + Eq + Hash, V: Cumulative> Series<K, V> {
                 (None, false)
             }
             None => {
-                let d = delta(None, cur);
+                let d = delta(None, cur, false);
                 let idle = d.is_none() as u32;
                 if idle >= evict_after {
                     return (None, true);
@@ -883,8 +897,8 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
                 cur.borrow(),
                 read,
                 after_hist,
-                |prev, cur| match prev {
-                    Some(prev) => out_hist.push_onto(k, prev, cur),
+                |prev, cur, all| match prev {
+                    Some(prev) => out_hist.push_onto(k, prev, cur, all),
                     None => out_hist.push_between(k, None, cur),
                 },
             );
@@ -897,7 +911,7 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
         for (pos, (k, cur)) in counters.into_iter().enumerate() {
             let (d, evict) =
                 self.counters
-                    .track(pos, k, &cur, read, after_counters, |prev, &cur| {
+                    .track(pos, k, &cur, read, after_counters, |prev, &cur, _| {
                         let d = counter_delta(prev.as_deref().copied(), cur);
                         if let Some(p) = prev {
                             *p = cur;
@@ -1266,6 +1280,35 @@ mod tests {
         assert_eq!(ev.hist, vec![(key(1), 0)]);
         assert_eq!(nth(&d, 0).buckets[5], 1);
         assert_eq!(t.events(), 1);
+    }
+
+    /// A bucket that wrapped to exactly 0 in a chunk of zeros is not seen
+    /// by the quick scan: its increment shows with the next one, or at
+    /// eviction, which compares everything. Nothing is lost.
+    #[test]
+    fn a_bucket_wrapped_to_zero_is_counted_later_not_lost() {
+        let at = 100;
+        // Bucket 5 holds `five`, bucket `at` (alone in its chunk) `n`.
+        let h = |sum: u64, five: u32, n: u32| {
+            let mut h = hist(sum, 5, five);
+            h.buckets[at] = n;
+            h
+        };
+        let mut t = DeltaTracker::new(10);
+        t.update([(key(1), h(10, 1, u32::MAX))], []);
+        // One more in bucket `at` (wraps to 0) and one in bucket 5.
+        let (d, _) = t.update([(key(1), h(30, 2, 0))], []);
+        assert_eq!(nth(&d, 0).count(), 1);
+        let (d, _) = t.update([(key(1), h(50, 2, 1))], []);
+        assert_eq!(nth(&d, 0).buckets[at], 2, "the wrapped one and the new one");
+        // At eviction.
+        let mut t = DeltaTracker::new(1);
+        t.update([(key(1), h(10, 1, u32::MAX))], []);
+        let (d, _) = t.update([(key(1), h(30, 2, 0))], []);
+        assert_eq!(nth(&d, 0).count(), 1);
+        let (d, ev) = t.update([(key(1), h(30, 2, 0))], []);
+        assert_eq!(ev.hist, vec![(key(1), 0)]);
+        assert_eq!(nth(&d, 0).buckets[at], 1);
     }
 
     /// Reads of one series as the kernel makes them (every duration moves
