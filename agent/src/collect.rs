@@ -1126,18 +1126,23 @@ mod tests {
         check_sparse(None, &Histogram::ZERO);
     }
 
-    /// Random histograms and random moves between reads, including wraps
-    /// and resets, agree with the dense reference.
-    #[test]
-    fn sparse_delta_matches_dense_on_random_histograms() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move |n: u64| {
-            // xorshift64*: no dependency needed for test inputs.
+    /// Test inputs from `seed`: `rnd(n)` is below `n` (xorshift64*: no
+    /// dependency needed).
+    fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed;
+        move |n| {
             x ^= x >> 12;
             x ^= x << 25;
             x ^= x >> 27;
             x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-        };
+        }
+    }
+
+    /// Random histograms and random moves between reads, including wraps
+    /// and resets, agree with the dense reference.
+    #[test]
+    fn sparse_delta_matches_dense_on_random_histograms() {
+        let mut rnd = rng(0x9E37_79B9_7F4A_7C15);
         for _ in 0..5_000 {
             let mut prev = Histogram::ZERO;
             prev.sum_ns = rnd(1 << 40);
@@ -1317,13 +1322,7 @@ mod tests {
     /// deltas add up to what the kernel counted, bucket by bucket.
     #[test]
     fn deltas_add_up_to_the_kernel_counts() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut rnd = move |n: u64| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n
-        };
+        let mut rnd = rng(0x2545_F491_4F6C_DD1D);
         let mut t = DeltaTracker::new(1_000);
         let mut kernel = Histogram::ZERO;
         // What the kernel counted, over all incarnations of the entry.
