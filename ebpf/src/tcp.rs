@@ -332,8 +332,8 @@ mod socks {
             };
             let fresh = SOCK_STATE.get(sk, None).is_none();
             // SAFETY: a valid array value pointer; a plain read of a
-            // counter other CPUs add to: two sockets racing past the limit
-            // at once overshoot it by one each, no more.
+            // counter other CPUs add to: sockets racing past the limit at
+            // once overshoot it by one per CPU, no more.
             if fresh && unsafe { *live } >= u64::from(global(&SOCK_LIMIT)) {
                 return false;
             }

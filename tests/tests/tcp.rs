@@ -569,10 +569,12 @@ fn socket_state_is_cleaned_up_on_close() {
 }
 
 /// `limits.kernel_maps.sockets` bounds the sockets tracked at once on
-/// either route: the LRU map's size, or the limit the programs check
-/// before giving a socket storage (6.3+), where a socket beyond it is
-/// counted as the map full. Once the sockets are closed, new ones are
-/// tracked and measured again: the live count comes back down.
+/// either route: the LRU map's size (bounded by construction: there the
+/// test checks the capacity reported and that tracking goes on), or the
+/// limit the programs check before giving a socket storage (6.3+), where a
+/// socket beyond it is counted as the map full. Once the sockets are
+/// closed, new ones are tracked and measured again: the live count comes
+/// back down.
 #[test]
 fn sockets_limit_caps_the_sockets_tracked() {
     if !require_root() {
@@ -586,6 +588,8 @@ fn sockets_limit_caps_the_sockets_tracked() {
     std::fs::write(&cfg, format!("[limits.kernel_maps]\nsockets = {LIMIT}\n")).unwrap();
     let _agent = Agent::exporting_to(&rx, &["--probes", "tcp", "--config", cfg.to_str().unwrap()]);
     let storage = kernel_at_least(6, 3);
+    // Sockets racing past the limit overshoot it by one per CPU at most.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let pts = rx.wait_for(WAIT, |p| sockets_tracked(p).is_some());
     let cap = last_number(&pts, "syscope.kernel.map.capacity", &[("map", "sockets")]);
     assert_eq!(cap, Some(LIMIT));
@@ -597,7 +601,7 @@ fn sockets_limit_caps_the_sockets_tracked() {
     // 150 connections held: 300 sockets, each side tracked.
     let mut child = spawn_named(&unique_name("hold"), &["tcp-hold", "150", "3000"]);
     let pts = if storage {
-        rx.wait_for(WAIT, |p| full(p) >= 300.0 - LIMIT - 2.0)
+        rx.wait_for(WAIT, |p| full(p) >= 300.0 - LIMIT - cpus)
     } else {
         // The LRU map evicts instead: two intervals while all are held.
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -608,9 +612,8 @@ fn sockets_limit_caps_the_sockets_tracked() {
     let most = select(&pts, "syscope.kernel.map.entries", &[("map", "sockets")])
         .filter_map(|p| p.number())
         .fold(0.0, f64::max);
-    // Two CPUs racing past the limit overshoot it by one each at most.
     assert!(
-        most <= LIMIT + 2.0,
+        most <= LIMIT + cpus,
         "sockets tracked: {most} (limit {LIMIT})"
     );
     assert!(child.wait_with_output().unwrap().status.success());

@@ -200,7 +200,9 @@ pub struct TcpHooks {
 pub fn attach(ebpf: &mut Ebpf, kbtf: &Btf, route: IoRoute) -> Result<TcpHooks, String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
     let mut done: Vec<&str> = vec![];
-    for (prog, hook) in [names::TCP_STATE, names::TCP_DESTROY] {
+    // Destruction first: a socket tracked from the first state change is
+    // then always forgotten, and counted out of socket storage's live count.
+    for (prog, hook) in [names::TCP_DESTROY, names::TCP_STATE] {
         if let Err(e) = attach_btf_program(ebpf, &btf, prog, hook) {
             for p in done.iter().chain(std::iter::once(&prog)) {
                 unload(ebpf, p);
