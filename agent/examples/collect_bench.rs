@@ -1,17 +1,19 @@
 //! Collection cost at a full map, for `cargo xtask bench` (xtask/src/bench_collect.rs).
 //!
-//! Makes two standalone kernel maps shaped like the agent's syscall maps
-//! (`SYSCALL_LATENCY`: `SeriesKey` -> `Histogram`, `SYSCALL_ERRORS`:
-//! `SeriesKey` -> u64, hash maps at their default sizes), fills both, and
-//! times, in alternating rounds:
-//! - (a) key by key: aya's `iter()` collected into a Vec (the agent's route
-//!   before batch reads, and still its fallback);
-//! - (b) raw batch: a plain loop of `BPF_MAP_LOOKUP_BATCH` into preallocated
-//!   buffers, nothing else;
-//! - (c) the agent's collection: `Collector::collect_syscalls` (batch read,
-//!   deltas, eviction check, self-metrics), after every entry changed
-//!   (worst case: a delta per entry) and when none did (idle series); its
-//!   deltas handed back after each (untimed), as the daemon does.
+//! Makes standalone kernel maps shaped like the agent's syscall maps
+//! (`SYSCALL_LATENCY`: a slotted map, `SeriesKey` -> slot of a mapped
+//! `Histogram` array; `SYSCALL_ERRORS`: `SeriesKey` -> u64, a hash map; at
+//! their default sizes), fills both, and times, in alternating rounds:
+//! - (a) key by key: aya's `iter()` over the keys and the error map, and a
+//!   lookup per slot of the values array, collected into Vecs;
+//! - (b) raw batch: a plain loop of `BPF_MAP_LOOKUP_BATCH` over the keys,
+//!   the values array and the error map into preallocated buffers, nothing
+//!   else;
+//! - (c) the agent's collection: `Collector::collect_syscalls` (keys in a
+//!   batch, histograms read in place, deltas, eviction check,
+//!   self-metrics), after every entry changed (worst case: a delta per
+//!   entry) and when none did (idle series); its deltas handed back after
+//!   each (untimed), as the daemon does.
 //!
 //! Between rounds every entry is updated (untimed). Prints one JSON object.
 //! Needs root (CAP_BPF). Usage: collect_bench [--rounds N]
@@ -24,9 +26,10 @@ use std::{
 use aya::maps::{HashMap, IterableMap as _, MapData};
 use syscope::{
     collect::{Collector, Deltas, Interval},
+    probes::slots::SlotMap,
     telemetry::SelfStats,
 };
-use syscope_common::{maps, Histogram, SeriesKey};
+use syscope_common::{maps, Histogram, SeriesKey, SlotRef};
 
 fn key(i: u32) -> SeriesKey {
     let mut comm = *b"bench-proc-0000\0";
@@ -144,50 +147,57 @@ fn main() {
     }
     let hist_n = maps::MAPS[maps::SYSCALL_LATENCY].default_entries;
     let err_n = maps::MAPS[maps::SYSCALL_ERRORS].default_entries;
-    let mut hist_map = HashMap::<MapData, SeriesKey, Histogram>::create(hist_n, 0)
-        .expect("creating a hash map (root needed)");
+    let mut slots = SlotMap::<SeriesKey>::create(hist_n).expect("creating maps (root needed)");
     let mut err_map =
         HashMap::<MapData, SeriesKey, u64>::create(err_n, 0).expect("creating a hash map");
-    let fill = |h: &mut HashMap<MapData, SeriesKey, Histogram>,
-                e: &mut HashMap<MapData, SeriesKey, u64>,
-                round: u32| {
-        for i in 0..hist_n {
-            h.insert(key(i), hist(i, round), 0).expect("insert");
-        }
-        for i in 0..err_n {
-            let mut k = key(i);
-            k.errno = 1 + i % 5;
-            e.insert(k, u64::from(i) + u64::from(round), 0)
-                .expect("insert");
-        }
-    };
-    fill(&mut hist_map, &mut err_map, 0);
+    let refs: Vec<_> = (0..hist_n)
+        .map(|i| slots.claim(&key(i), &hist(i, 0)).expect("a free slot"))
+        .collect();
+    let fill =
+        |h: &mut SlotMap<SeriesKey>, e: &mut HashMap<MapData, SeriesKey, u64>, round: u32| {
+            for (i, &r) in (0..hist_n).zip(&refs) {
+                h.store(r, &hist(i, round));
+            }
+            for i in 0..err_n {
+                let mut k = key(i);
+                k.errno = 1 + i % 5;
+                e.insert(k, u64::from(i) + u64::from(round), 0)
+                    .expect("insert");
+            }
+        };
+    fill(&mut slots, &mut err_map, 0);
 
-    let (hk, hv) = (size_of::<SeriesKey>(), size_of::<Histogram>());
-    let (mut raw_hk, mut raw_hv) = (
-        vec![0u8; hk * hist_n as usize],
-        vec![0u8; hv * hist_n as usize],
+    let (hk, hv, rs) = (
+        size_of::<SeriesKey>(),
+        size_of::<Histogram>(),
+        size_of::<SlotRef>(),
     );
+    let n = hist_n as usize;
+    let (mut raw_hk, mut raw_hr) = (vec![0u8; hk * n], vec![0u8; rs * n]);
+    // Room for one more: an array read that fills the buffer exactly
+    // ends with a call that finds nothing, not ENOENT at once.
+    let (mut raw_vk, mut raw_hv) = (vec![0u8; 4 * (n + 1)], vec![0u8; hv * (n + 1)]);
     let (mut raw_ek, mut raw_ev) = (
         vec![0u8; hk * err_n as usize],
         vec![0u8; 8 * err_n as usize],
     );
-    let hfd = hist_map.map().fd().as_fd().as_raw_fd();
+    let kfd = slots.keys.map().fd().as_fd().as_raw_fd();
+    let vfd = slots.values_fd();
     let efd = err_map.map().fd().as_fd().as_raw_fd();
 
     let stats = SelfStats::default();
     let mut collector = Collector::new(1_000_000);
     // Warm-up: the collector's first read sizes its buffers and learns
     // every series.
-    collector.collect_syscalls(&mut hist_map, &mut err_map, &stats);
+    collector.collect_syscalls(&mut slots, &mut err_map, &stats);
 
     let (mut a, mut b, mut c_changed, mut c_idle) = (vec![], vec![], vec![], vec![]);
     let mut changed_deltas = 0;
     for round in 1..=rounds {
-        fill(&mut hist_map, &mut err_map, round);
+        fill(&mut slots, &mut err_map, round);
 
         let t = Instant::now();
-        let d = collector.collect_syscalls(&mut hist_map, &mut err_map, &stats);
+        let d = collector.collect_syscalls(&mut slots, &mut err_map, &stats);
         c_changed.push(ms(t));
         changed_deltas = d.hist.len() + d.counters.len();
         // Handed back once consumed, as the daemon does after aggregating.
@@ -201,23 +211,29 @@ fn main() {
         recycle(&mut collector, d);
 
         let t = Instant::now();
-        let d = collector.collect_syscalls(&mut hist_map, &mut err_map, &stats);
+        let d = collector.collect_syscalls(&mut slots, &mut err_map, &stats);
         c_idle.push(ms(t));
         assert!(d.hist.is_empty() && d.counters.is_empty());
         recycle(&mut collector, d);
 
         let t = Instant::now();
-        let h: Vec<_> = hist_map.iter().filter_map(Result::ok).collect();
+        let h: Vec<_> = slots
+            .keys
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, r)| Some((k, slots.lookup(r.slot)?)))
+            .collect();
         let e: Vec<_> = err_map.iter().filter_map(Result::ok).collect();
         a.push(ms(t));
         assert_eq!((h.len(), e.len()), (hist_n as usize, err_n as usize));
         drop((h, e));
 
         let t = Instant::now();
-        let n = raw_batch(hfd, &mut raw_hk, &mut raw_hv, hk, hv);
+        let k = raw_batch(kfd, &mut raw_hk, &mut raw_hr, hk, rs);
+        let v = raw_batch(vfd, &mut raw_vk, &mut raw_hv, 4, hv);
         let m = raw_batch(efd, &mut raw_ek, &mut raw_ev, hk, 8);
         b.push(ms(t));
-        assert_eq!((n, m), (hist_n as usize, err_n as usize));
+        assert_eq!((k, v, m), (n, n, err_n as usize));
     }
     let entries = SelfStats::get(&stats.map_entries[maps::SYSCALL_LATENCY]);
     assert_eq!(entries, u64::from(hist_n));

@@ -18,12 +18,12 @@ use syscope_common::{
     hist::{NUM_BUCKETS, SPLITS},
     maps,
     tcp::{CountKind, ListenState, SockState, TcpKey},
-    Histogram, SeriesKey,
+    Histogram, SeriesKey, SlotRef,
 };
 use tracing::warn;
 
 use crate::{
-    probes::{batch::BatchReader, Probes},
+    probes::{batch::BatchReader, slots::SlotMap, Probes},
     telemetry::SelfStats,
 };
 
@@ -55,7 +55,7 @@ pub struct Collector {
 
 /// One reader per map: its buffers are reused every interval.
 struct Readers {
-    hist: BatchReader<SeriesKey, Histogram>,
+    hist: BatchReader<SeriesKey, SlotRef>,
     errors: BatchReader<SeriesKey, u64>,
     tcp_hist: BatchReader<TcpKey, Histogram>,
     tcp_counts: BatchReader<TcpKey, u64>,
@@ -173,12 +173,14 @@ impl Collector {
     /// maps of its own.
     pub fn collect_syscalls(
         &mut self,
-        hist: &mut AyaHashMap<MapData, SeriesKey, Histogram>,
+        hist: &mut SlotMap<SeriesKey>,
         errors: &mut AyaHashMap<MapData, SeriesKey, u64>,
         stats: &SelfStats,
     ) -> Deltas {
         let r = &mut self.readers;
-        let n_hist = r.hist.read(hist);
+        // The keys and their slots in a batch; the histograms in place,
+        // copied only where they moved.
+        let n_hist = r.hist.read(&hist.keys);
         let n_errors = r.errors.read(errors);
         entries(stats, maps::SYSCALL_LATENCY, n_hist);
         entries(stats, maps::SYSCALL_ERRORS, n_errors);
@@ -186,15 +188,31 @@ impl Collector {
             pressed(stats, maps::SYSCALL_LATENCY, n_hist),
             pressed(stats, maps::SYSCALL_ERRORS, n_errors),
         );
-        let (mut syscalls, evict) = self
-            .syscalls
-            .update(r.hist.entries(), copied(r.errors.entries()));
-        let late = delete(
-            &evict,
-            (&mut r.hist, hist),
-            (&mut r.errors, errors),
-            &mut syscalls,
-        );
+        for s in r.hist.values() {
+            hist.refresh(s.slot);
+        }
+        let seen = r
+            .hist
+            .entries()
+            .filter_map(|(k, s)| hist.seen(s.slot).map(|h| (k, h)));
+        let (mut syscalls, evict) = self.syscalls.update(seen, copied(r.errors.entries()));
+        // What the slots evicted at the last read gained since: counted,
+        // not lost; then they serve new series.
+        let mut late = 0;
+        hist.release(|k, counted, now| {
+            late += syscalls
+                .hist
+                .push_between(k, Some(counted), now)
+                .unwrap_or(0);
+        });
+        for &(k, pos) in &evict.hist {
+            if let Some(&s) = r.hist.values().get(pos) {
+                if let Some(&counted) = hist.seen(s.slot) {
+                    hist.evict(k, s.slot, counted);
+                }
+            }
+        }
+        delete_counters(&evict, (&mut r.errors, errors), &mut syscalls);
         SelfStats::add(&stats.events, self.syscalls.events() + late);
         syscalls
     }
@@ -236,7 +254,7 @@ pub fn delete<K: Pod + Eq + Hash>(
         &mut BatchReader<K, Histogram>,
         &mut AyaHashMap<MapData, K, Histogram>,
     ),
-    (count_reader, counts): (&mut BatchReader<K, u64>, &mut AyaHashMap<MapData, K, u64>),
+    counts: (&mut BatchReader<K, u64>, &mut AyaHashMap<MapData, K, u64>),
     out: &mut Deltas<K>,
 ) -> u64 {
     let mut events = 0;
@@ -246,6 +264,16 @@ pub fn delete<K: Pod + Eq + Hash>(
             events += out.hist.push_between(k, read, &last).unwrap_or(0);
         }
     }
+    delete_counters(ev, counts, out);
+    events
+}
+
+/// The counter half of [`delete`].
+fn delete_counters<K: Pod + Eq + Hash>(
+    ev: &Evictions<K>,
+    (count_reader, counts): (&mut BatchReader<K, u64>, &mut AyaHashMap<MapData, K, u64>),
+    out: &mut Deltas<K>,
+) {
     for &(k, pos) in &ev.counters {
         if let Some(last) = count_reader.take(counts, &k) {
             let read = count_reader.values().get(pos).copied();
@@ -255,7 +283,6 @@ pub fn delete<K: Pod + Eq + Hash>(
             }
         }
     }
-    events
 }
 
 /// Whether map `id`, holding `n` entries at this read, is under pressure:

@@ -38,8 +38,46 @@ pub struct ThreadState {
     pub select: u32,
     /// `comm` of the thread group leader: the process name, not the thread's.
     pub comm: [u8; COMM_LEN],
+    /// The cgroup the cached series slots below belong to ([`NO_CGROUP`]:
+    /// none cached). A move to another cgroup or a new `comm` empties the
+    /// cache, so a cached slot always names this thread's series.
+    pub slot_cgroup: u64,
+    /// Syscall number + 1 of each cached slot (0: empty), at
+    /// [`slot_cache_index`] of the number.
+    pub slot_nr: [u32; SLOT_CACHE],
+    /// The latency series slot of each cached syscall: the exit adds to it
+    /// without hashing the series key while its generation holds.
+    pub slot_ref: [SlotRef; SLOT_CACHE],
 }
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 40);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 144);
+
+/// Series slots a thread caches: the syscalls a busy thread repeats (an
+/// event loop's wait, read and write) each keep one.
+pub const SLOT_CACHE: usize = 8;
+
+/// "No cgroup": `ThreadState::slot_cgroup` of an empty cache (cgroup ids
+/// are kernfs inode numbers, never this).
+pub const NO_CGROUP: u64 = u64::MAX;
+
+/// Where syscall `nr` is cached in `ThreadState::slot_ref`: a
+/// multiplicative hash, so numbers that differ by a multiple of
+/// [`SLOT_CACHE`] (read 0, epoll_wait 232 on x86_64) need not collide.
+#[inline(always)]
+pub const fn slot_cache_index(nr: u32) -> usize {
+    (nr.wrapping_mul(0x9E37_79B9) >> 29) as usize
+}
+const _: () = assert!(SLOT_CACHE == 1 << (32 - 29));
+
+/// A series' place in a slotted map (`maps::MapKind::Slots`): its slot in
+/// the values array, and the slot's generation when the series got it. The
+/// agent moves a slot's generation when it evicts the series, so a cached
+/// reference that no longer matches is known to be stale.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotRef {
+    pub slot: u32,
+    pub gen: u32,
+}
 
 /// Set in a key's syscall number when the call was made through the
 /// architecture's compat (32-bit) entry, whose numbers are another table
@@ -473,6 +511,7 @@ pub mod names {
 mod pod {
     // SAFETY: plain-old-data, repr(C), no padding (sizes asserted above).
     unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::SlotRef {}
     unsafe impl aya::Pod for super::CgroupEvent {}
     unsafe impl aya::Pod for super::SeriesKey {}
     unsafe impl aya::Pod for super::Histogram {}

@@ -16,7 +16,7 @@
 
 use crate::{
     tcp::{ListenState, SockState, TcpKey},
-    Histogram, SeriesKey, ThreadState,
+    Histogram, SeriesKey, SlotRef, ThreadState,
 };
 
 /// Which program set uses a map; a set that is off keeps its maps at one
@@ -33,6 +33,18 @@ pub enum MapKind {
     Hash,
     /// Least-recently-used entries are evicted when full (never "full").
     LruHash,
+    /// A hash of keys to [`SlotRef`]s (the object [`MapSpec::object`]) and,
+    /// each as many entries: the values in a memory-mappable array the
+    /// agent reads in place, each slot's generation, and a queue of free
+    /// slots. Writers resolve a key to its slot once and keep the slot
+    /// (a thread caches its syscalls' slots), so an update is an array
+    /// access, not a hash lookup; the agent hands a slot back to the queue
+    /// an interval after it evicted its key and moved its generation.
+    Slots {
+        values: &'static str,
+        gens: &'static str,
+        free: &'static str,
+    },
 }
 
 /// One kernel map.
@@ -92,13 +104,17 @@ pub const MAPS: [MapSpec; COUNT] = [
         object: "SYSCALL_LATENCY",
         label: "syscall_latency",
         set: ProbeSet::Syscalls,
-        kind: MapKind::Hash,
+        kind: MapKind::Slots {
+            values: "SYSCALL_LATENCY_VALUES",
+            gens: "SYSCALL_LATENCY_GENS",
+            free: "SYSCALL_LATENCY_FREE",
+        },
         folds: true,
         default_entries: 4096,
         max_entries: 1 << 16,
         key_size: size::<SeriesKey>(),
         value_size: size::<Histogram>(),
-        holds: "syscall latency histograms, one per cgroup x process x syscall",
+        holds: "syscall latency histograms, one per cgroup x process x syscall, in slots: a thread keeps its syscalls' slots, so an exit adds to an array instead of hashing its series key",
     },
     MapSpec {
         id: SYSCALL_ERRORS,
@@ -214,8 +230,16 @@ pub const ELEMENT_OVERHEAD: u64 = 64;
 impl MapSpec {
     /// Kernel memory of this map with `entries` elements.
     pub const fn kernel_bytes(&self, entries: u32) -> u64 {
+        let (key, value) = (round8(self.key_size as u64), round8(self.value_size as u64));
         entries as u64
-            * (round8(self.key_size as u64) + round8(self.value_size as u64) + ELEMENT_OVERHEAD)
+            * match self.kind {
+                MapKind::Hash | MapKind::LruHash => key + value + ELEMENT_OVERHEAD,
+                // The keys' hash (to a slot), the values, a generation per
+                // slot (array elements are 8-byte aligned), a queue entry.
+                MapKind::Slots { .. } => {
+                    key + size::<SlotRef>() as u64 + ELEMENT_OVERHEAD + value + 8 + 4
+                }
+            }
     }
 }
 

@@ -12,6 +12,7 @@ use aya_ebpf::{
 };
 use syscope_common::{
     bucket_index,
+    globals::NO_SPLIT,
     hist::{NUM_BUCKETS, SPLITS},
     Bucket, Histogram, COMM_LEN,
 };
@@ -242,16 +243,19 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
 /// # Safety
 /// As for [`add_count`].
 #[inline(always)]
-unsafe fn add_measured(h: *mut Histogram, ns: u64) {
+pub(crate) unsafe fn add_measured(h: *mut Histogram, ns: u64) {
     // SAFETY: per the contract above.
     unsafe {
         if let Bucket::Index(i) = add_count(h, ns) {
             // SLO thresholds: only a duration in a threshold's own bucket is
             // compared (a load and a compare per slot).
             let split = (&raw mut (*h).split).cast::<u32>();
+            // An unused slot's index is a constant the verifier sees in
+            // the frozen globals: without SLOs the loop is dead code.
             for k in 0..SPLITS {
                 if let (Some(idx), Some(t)) = (SPLIT_IDX.get(k), SPLIT_NS.get(k)) {
-                    if i as u32 == global(idx) && ns <= global(t) {
+                    let idx = global(idx);
+                    if idx != NO_SPLIT && i as u32 == idx && ns <= global(t) {
                         add32(split.add(k), 1);
                     }
                 }

@@ -12,6 +12,7 @@
 //! - `tcp`: socket SLIs and the listener poll;
 //! - `sockio`: TCP request boundaries from the syscall layer (before 6.3);
 //! - `seed`: sockets older than the agent (a BPF iterator, run once);
+//! - `slots`: series kept in array slots, resolved once per thread;
 //! - `floor`: the benchmark's do-nothing programs.
 //!
 //! Every program is a thin entry (the hook and its arguments) calling a body
@@ -26,6 +27,7 @@ mod floor;
 mod helpers;
 mod maps;
 mod seed;
+mod slots;
 mod sockio;
 mod syscalls;
 mod tcp;

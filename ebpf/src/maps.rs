@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, Queue, RingBuf},
 };
 use syscope_common::{
     counter, fold,
@@ -13,7 +13,7 @@ use syscope_common::{
     maps::{self, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
     names,
     tcp::{ListenState, SockState, TcpKey},
-    Histogram, SeriesKey, ThreadState, COMM_LEN,
+    Histogram, SeriesKey, SlotRef, ThreadState, COMM_LEN,
 };
 
 // Load-time constants (see syscope_common::globals). Read them with
@@ -253,9 +253,24 @@ pub(crate) static SOCK_STATE: SkStorage<SockState> = SkStorage::new();
 pub(crate) static THREADS_SEEN: Array<u64> =
     Array::with_max_entries(THREADS_SEEN_DEFAULT_ENTRIES, 0);
 
+// The syscall latency series, slotted (`MapKind::Slots`): key -> slot,
+// the histograms (mapped by the agent), each slot's generation, the free
+// slots (the agent fills the queue at load).
 #[map(name = "SYSCALL_LATENCY")]
-pub(crate) static SYSCALL_LATENCY: HashMap<SeriesKey, Histogram> =
+pub(crate) static SYSCALL_LATENCY: HashMap<SeriesKey, SlotRef> =
     HashMap::with_max_entries(MAPS[maps::SYSCALL_LATENCY].default_entries, 0);
+#[map(name = "SYSCALL_LATENCY_VALUES")]
+pub(crate) static SYSCALL_LATENCY_VALUES: Array<Histogram> =
+    Array::with_max_entries(MAPS[maps::SYSCALL_LATENCY].default_entries, BPF_F_MMAPABLE);
+#[map(name = "SYSCALL_LATENCY_GENS")]
+pub(crate) static SYSCALL_LATENCY_GENS: Array<u32> =
+    Array::with_max_entries(MAPS[maps::SYSCALL_LATENCY].default_entries, 0);
+#[map(name = "SYSCALL_LATENCY_FREE")]
+pub(crate) static SYSCALL_LATENCY_FREE: Queue<u32> =
+    Queue::with_max_entries(MAPS[maps::SYSCALL_LATENCY].default_entries, 0);
+
+/// `BPF_F_MMAPABLE`: an array the agent maps into its memory (5.5+).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 #[map(name = "SYSCALL_ERRORS")]
 pub(crate) static SYSCALL_ERRORS: HashMap<SeriesKey, u64> =

@@ -4,8 +4,9 @@
 //! storage where the kernel has it for tracing programs (5.13+, the
 //! `task-storage` object), else an LRU map keyed by thread id (see
 //! [`state`]); `sys_exit` turns it into a duration and adds it, with atomic
-//! increments, to a per workload x syscall histogram and, for failures, to a
-//! per errno counter. Two attachments share the bodies: BTF tracepoints
+//! increments, to a per workload x syscall histogram (a slot the thread
+//! keeps, see [`latency_hist`]) and, for failures, to a per errno counter.
+//! Two attachments share the bodies: BTF tracepoints
 //! (`tp_btf`, preferred) and the `raw_syscalls` tracepoints (fallback).
 //!
 //! An exit with no entry for its thread is explained, not just counted:
@@ -38,7 +39,8 @@ use syscope_common::{
     globals::{SLIS_ALL, SLIS_SELECTED},
     maps::{self, THREADS_SEEN_BITS},
     names::{SELECTION_ALL, SELECTION_EPOCH},
-    SeriesKey, ThreadState, COMM_LEN, COMPAT_NR_BIT,
+    slot_cache_index, Histogram, SeriesKey, SlotRef, ThreadState, COMM_LEN, COMPAT_NR_BIT,
+    NO_CGROUP, SLOT_CACHE,
 };
 
 #[cfg(feature = "task-storage")]
@@ -50,16 +52,17 @@ use aya_ebpf::helpers::bpf_get_current_task_btf;
 
 use crate::{
     helpers::{
-        add32, bump, cgroup_id, count_add, global, hist_add, is_self_tgid, kread, now_ns,
+        add32, add_measured, bump, cgroup_id, count_add, global, is_self_tgid, kread, now_ns,
         process_comm,
     },
     maps::{
-        NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK, PT_REGS_ARG_OFF,
-        PT_REGS_NR_OFF, RENAMED, RENAME_EPOCH, SELECTED_CGROUPS, SELECTED_NAMES, SELECTION,
-        SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_SLIS, TASK_COMPAT_MASK, TASK_COMPAT_OFF,
-        TASK_PID_OFF, THREADS_SEEN, TP_ENTER_ARGS_OFF, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF,
-        TP_EXIT_RET_OFF,
+        FOLDED_HIST, NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK,
+        PT_REGS_ARG_OFF, PT_REGS_NR_OFF, RENAMED, RENAME_EPOCH, SELECTED_CGROUPS, SELECTED_NAMES,
+        SELECTION, SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_LATENCY_FREE, SYSCALL_LATENCY_GENS,
+        SYSCALL_LATENCY_VALUES, SYSCALL_SLIS, TASK_COMPAT_MASK, TASK_COMPAT_OFF, TASK_PID_OFF,
+        THREADS_SEEN, TP_ENTER_ARGS_OFF, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF, TP_EXIT_RET_OFF,
     },
+    slots::Slots,
     sockio,
 };
 
@@ -269,6 +272,9 @@ fn try_sys_enter(nr: i64, arg: Option<impl Fn(usize) -> Option<u64>>) {
         io_fd,
         select: 0,
         comm: process_comm(),
+        slot_cgroup: NO_CGROUP,
+        slot_nr: [0; SLOT_CACHE],
+        slot_ref: [SlotRef { slot: 0, gen: 0 }; SLOT_CACHE],
     };
     // Task storage's create fails only without memory (or under its
     // recursion guard): counted as the thread map's.
@@ -382,6 +388,7 @@ fn try_sys_exit(
             (*st).comm = process_comm();
             (*st).epoch = epoch;
             (*st).select = 0;
+            (*st).slot_cgroup = NO_CGROUP;
         }
     } else if cached_epoch != epoch {
         // Some task was renamed since this thread read its name: the
@@ -397,6 +404,7 @@ fn try_sys_exit(
             (*st).comm = comm;
             (*st).epoch = epoch;
             (*st).select = 0;
+            (*st).slot_cgroup = NO_CGROUP;
         }
     }
     let record = match global(&SYSCALL_SLIS) {
@@ -409,23 +417,29 @@ fn try_sys_exit(
     if !record {
         return;
     }
-    let mut key = SeriesKey {
-        cgroup_id: cgroup_id(),
-        // SAFETY: as above.
-        comm: unsafe { (*st).comm },
-        nr,
-        errno: 0,
-    };
-    hist_add(
-        &SYSCALL_LATENCY,
-        &key,
-        now - start,
-        counter::map_full(maps::SYSCALL_LATENCY),
-        fold::SYSCALL,
-    );
+    let cgroup = cgroup_id();
+    let ns = now - start;
+    // SAFETY: as above.
+    let st = unsafe { &mut *st };
+    match latency_hist(st, cgroup, nr) {
+        // SAFETY: a valid array value pointer, shared between CPUs.
+        Some(h) => unsafe { add_measured(h, ns) },
+        None => {
+            bump(counter::map_full(maps::SYSCALL_LATENCY));
+            if let Some(h) = FOLDED_HIST.get_ptr_mut(fold::SYSCALL) {
+                // SAFETY: as above.
+                unsafe { add_measured(h, ns) };
+            }
+        }
+    }
     // Linux returns -1..-4095 for errors; anything else is a value.
     if (-4095..0).contains(&ret) {
-        key.errno = (-ret) as u32;
+        let key = SeriesKey {
+            cgroup_id: cgroup,
+            comm: st.comm,
+            nr,
+            errno: (-ret) as u32,
+        };
         count_add(
             &SYSCALL_ERRORS,
             &key,
@@ -434,6 +448,47 @@ fn try_sys_exit(
             fold::SYSCALL,
         );
     }
+}
+
+/// The latency histogram of the thread's series for syscall `nr` (its
+/// cgroup is `cgroup`): from the thread's slot cache while the slot's
+/// generation holds, else resolved by key and cached. `None`: the map is
+/// full.
+#[inline(always)]
+fn latency_hist(st: &mut ThreadState, cgroup: u64, nr: u32) -> Option<*mut Histogram> {
+    let slots = Slots {
+        keys: &SYSCALL_LATENCY,
+        values: &SYSCALL_LATENCY_VALUES,
+        gens: &SYSCALL_LATENCY_GENS,
+        free: &SYSCALL_LATENCY_FREE,
+    };
+    if st.slot_cgroup != cgroup {
+        // Another cgroup, or a new name: every cached slot is another
+        // series'.
+        st.slot_nr = [0; SLOT_CACHE];
+        st.slot_cgroup = cgroup;
+    }
+    let i = slot_cache_index(nr);
+    let tag = nr.wrapping_add(1);
+    if let (Some(&t), Some(&r)) = (st.slot_nr.get(i), st.slot_ref.get(i)) {
+        if t == tag {
+            if let Some(h) = slots.live(r) {
+                return Some(h);
+            }
+        }
+    }
+    let key = SeriesKey {
+        cgroup_id: cgroup,
+        comm: st.comm,
+        nr,
+        errno: 0,
+    };
+    let (r, h) = slots.resolve(&key)?;
+    if let (Some(t), Some(c)) = (st.slot_nr.get_mut(i), st.slot_ref.get_mut(i)) {
+        *t = tag;
+        *c = r;
+    }
+    Some(h)
 }
 
 /// An exit whose thread has no entry (see the module docs). Rare: once per

@@ -245,3 +245,70 @@ fn an_update_between_read_and_eviction_is_counted() {
     assert_eq!(got, vec![(key(3), 40, 5)]);
     assert_eq!(d.counters, vec![(key(3), 4)]);
 }
+
+/// (events, sum_ns) of `key` in one interval's deltas.
+fn counted(d: &syscope::collect::Deltas, key: &SeriesKey) -> (u64, u64) {
+    d.hist
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .fold((0, 0), |(n, s), (_, h)| (n + h.count(), s + h.sum_ns))
+}
+
+/// A slotted map (the syscall latency map's layout) through the agent's
+/// collection: an evicted series' slot is held back one interval, what
+/// still landed in it is counted for that series, and only then does the
+/// slot serve a new key, zeroed and with a new generation.
+#[test]
+fn an_evicted_slot_counts_late_updates_then_serves_a_new_key() {
+    use syscope::{collect::Collector, probes::slots::SlotMap, telemetry::SelfStats};
+    if !require_root() {
+        return;
+    }
+    let mut slots = SlotMap::<SeriesKey>::create(1).expect("creating a slotted map");
+    let mut errors = HashMap::<MapData, SeriesKey, u64>::create(4, 0).expect("an error map");
+    let stats = SelfStats::default();
+    // Evicted after one idle interval.
+    let mut c = Collector::new(1);
+    let (a, b) = (key(1), key(2));
+    let mut h = Histogram::ZERO;
+    h.sum_ns = 100;
+    h.buckets[3] = 1;
+    let r = slots.claim(&a, &h).expect("a free slot");
+    assert_eq!(r.gen, 0);
+    // One slot: nothing left for another key.
+    assert!(slots.claim(&b, &h).is_none(), "the only slot is taken");
+
+    let d = c.collect_syscalls(&mut slots, &mut errors, &stats);
+    assert_eq!(counted(&d, &a), (1, 100));
+    // Idle: evicted. Its key goes, its slot is held back.
+    let d = c.collect_syscalls(&mut slots, &mut errors, &stats);
+    assert_eq!(counted(&d, &a), (0, 0));
+    assert!(slots.keys.get(&a, 0).is_err(), "the evicted key is deleted");
+    assert!(slots.claim(&b, &h).is_none(), "the slot is held for a read");
+
+    // A program that held the slot across the eviction adds two more.
+    h.sum_ns = 300;
+    h.buckets[3] = 3;
+    slots.store(r, &h);
+    let d = c.collect_syscalls(&mut slots, &mut errors, &stats);
+    assert_eq!(
+        counted(&d, &a),
+        (2, 200),
+        "late updates counted for the key"
+    );
+    assert_eq!(
+        slots.lookup(r.slot),
+        Some(Histogram::ZERO),
+        "released zeroed"
+    );
+
+    // Now the slot serves another key, under a new generation.
+    let mut hb = Histogram::ZERO;
+    hb.sum_ns = 50;
+    hb.buckets[7] = 5;
+    let rb = slots.claim(&b, &hb).expect("the released slot");
+    assert_eq!((rb.slot, rb.gen), (r.slot, r.gen + 1));
+    let d = c.collect_syscalls(&mut slots, &mut errors, &stats);
+    assert_eq!(counted(&d, &b), (5, 50));
+    assert_eq!(counted(&d, &a), (0, 0));
+}

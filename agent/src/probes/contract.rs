@@ -11,8 +11,10 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use syscope_common::{
     counter, globals,
     maps::{MapKind, MAPS, THREADS_SEEN_DEFAULT_ENTRIES},
-    names, Histogram,
+    names, Histogram, SlotRef,
 };
+
+use super::slots::BPF_F_MMAPABLE;
 
 fn parsed() -> Object {
     Object::parse(super::OBJECT).expect("aya-obj parses the embedded eBPF object")
@@ -46,18 +48,45 @@ fn catalogue_maps_are_in_the_object_as_described() {
             .get(m.object)
             .unwrap_or_else(|| panic!("map {} (`{}`) missing from the object", m.object, m.label));
         let want_type = match m.kind {
-            MapKind::Hash => bpf_map_type::BPF_MAP_TYPE_HASH,
+            MapKind::Hash | MapKind::Slots { .. } => bpf_map_type::BPF_MAP_TYPE_HASH,
             MapKind::LruHash => bpf_map_type::BPF_MAP_TYPE_LRU_HASH,
         } as u32;
         assert_eq!(om.map_type(), want_type, "{}: map type", m.object);
         assert_eq!(om.key_size(), m.key_size, "{}: key size", m.object);
-        assert_eq!(om.value_size(), m.value_size, "{}: value size", m.object);
+        let value = match m.kind {
+            MapKind::Slots { .. } => size_of::<SlotRef>() as u32,
+            _ => m.value_size,
+        };
+        assert_eq!(om.value_size(), value, "{}: value size", m.object);
         assert_eq!(
             om.max_entries(),
             m.default_entries,
             "{}: max_entries",
             m.object
         );
+        if let MapKind::Slots { values, gens, free } = m.kind {
+            for (name, ty, key, value, flags) in [
+                (
+                    values,
+                    bpf_map_type::BPF_MAP_TYPE_ARRAY,
+                    4,
+                    m.value_size,
+                    BPF_F_MMAPABLE,
+                ),
+                (gens, bpf_map_type::BPF_MAP_TYPE_ARRAY, 4, 4, 0),
+                (free, bpf_map_type::BPF_MAP_TYPE_QUEUE, 0, 4, 0),
+            ] {
+                let om = obj
+                    .maps
+                    .get(name)
+                    .unwrap_or_else(|| panic!("map {name} (of `{}`) missing", m.label));
+                assert_eq!(om.map_type(), ty as u32, "{name}: map type");
+                assert_eq!(om.key_size(), key, "{name}: key size");
+                assert_eq!(om.value_size(), value, "{name}: value size");
+                assert_eq!(om.map_flags(), flags, "{name}: flags");
+                assert_eq!(om.max_entries(), m.default_entries, "{name}: max_entries");
+            }
+        }
     }
 }
 
@@ -139,7 +168,10 @@ fn internal_maps_are_in_the_object_as_described() {
     // Nothing else, apart from the data sections of the globals.
     let known: BTreeSet<&str> = MAPS
         .iter()
-        .map(|m| m.object)
+        .flat_map(|m| match m.kind {
+            MapKind::Slots { values, gens, free } => vec![m.object, values, gens, free],
+            _ => vec![m.object],
+        })
         .chain([
             names::COUNTERS_MAP,
             names::ZERO_HIST_MAP,

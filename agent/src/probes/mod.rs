@@ -13,6 +13,7 @@ mod ondemand;
 pub mod pidns;
 pub mod privilege;
 pub mod signals;
+pub mod slots;
 mod tcp;
 
 pub use ondemand::SelectOutcome;
@@ -188,7 +189,7 @@ pub struct Probes {
     tcp_route: bool,
     /// TCP maps, when the TCP set is attached.
     pub tcp: Option<TcpMaps>,
-    pub hist: HashMap<MapData, SeriesKey, Histogram>,
+    pub hist: slots::SlotMap<SeriesKey>,
     pub errors: HashMap<MapData, SeriesKey, u64>,
     pub counters: PerCpuArray<MapData, u64>,
     /// Where updates go when a measurement map is full (`fold`).
@@ -375,6 +376,11 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
     let mut loader = EbpfLoader::new();
     for m in &maps::MAPS {
         loader.map_max_entries(m.object, sizes.0[m.id]);
+        if let maps::MapKind::Slots { values, gens, free } = m.kind {
+            for name in [values, gens, free] {
+                loader.map_max_entries(name, sizes.0[m.id]);
+            }
+        }
     }
     loader.map_max_entries(
         names::THREADS_SEEN_MAP,
@@ -574,7 +580,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
             "kernel map"
         );
     }
-    let hist = take_map(&mut ebpf, &maps::MAPS[maps::SYSCALL_LATENCY])?;
+    let hist = slots::SlotMap::take(&mut ebpf, &maps::MAPS[maps::SYSCALL_LATENCY])?;
     let errors = take_map(&mut ebpf, &maps::MAPS[maps::SYSCALL_ERRORS])?;
     let counters = ebpf
         .take_map(names::COUNTERS_MAP)
