@@ -45,7 +45,9 @@ fn entries(stats: &SelfStats, id: usize, n: usize) {
 /// evicted from the kernel, the kernel's own counters and map fill levels
 /// into the self-metrics.
 pub struct Collector {
+    /// The syscall error counters (the latency histograms are `slots`).
     syscalls: DeltaTracker,
+    slots: SlotTracker,
     tcp: DeltaTracker<TcpKey>,
     listeners: ListenerTracker,
     folded: FoldTracker,
@@ -80,6 +82,7 @@ impl Collector {
         let label = |id: usize| maps::MAPS[id].label;
         Collector {
             syscalls: DeltaTracker::new(evict_after),
+            slots: SlotTracker::new(evict_after),
             tcp: DeltaTracker::new(evict_after),
             listeners: ListenerTracker::default(),
             folded: FoldTracker::default(),
@@ -184,36 +187,29 @@ impl Collector {
         let n_errors = r.errors.read(errors);
         entries(stats, maps::SYSCALL_LATENCY, n_hist);
         entries(stats, maps::SYSCALL_ERRORS, n_errors);
-        self.syscalls.pressure(
-            pressed(stats, maps::SYSCALL_LATENCY, n_hist),
-            pressed(stats, maps::SYSCALL_ERRORS, n_errors),
+        self.syscalls
+            .pressure(false, pressed(stats, maps::SYSCALL_ERRORS, n_errors));
+        let (mut syscalls, evict) = self.syscalls.update(
+            std::iter::empty::<(SeriesKey, Histogram)>(),
+            copied(r.errors.entries()),
         );
-        for s in r.hist.values() {
-            hist.refresh(s.slot);
-        }
-        let seen = r
-            .hist
-            .entries()
-            .filter_map(|(k, s)| hist.seen(s.slot).map(|h| (k, h)));
-        let (mut syscalls, evict) = self.syscalls.update(seen, copied(r.errors.entries()));
+        delete_counters(&evict, (&mut r.errors, errors), &mut syscalls);
         // What the slots evicted at the last read gained since: counted,
         // not lost; then they serve new series.
-        let mut late = 0;
+        let mut events = 0;
         hist.release(|k, counted, now| {
-            late += syscalls
+            events += syscalls
                 .hist
                 .push_between(k, Some(counted), now)
                 .unwrap_or(0);
         });
-        for &(k, pos) in &evict.hist {
-            if let Some(&s) = r.hist.values().get(pos) {
-                if let Some(&counted) = hist.seen(s.slot) {
-                    hist.evict(k, s.slot, counted);
-                }
-            }
-        }
-        delete_counters(&evict, (&mut r.errors, errors), &mut syscalls);
-        SelfStats::add(&stats.events, self.syscalls.events() + late);
+        events += self.slots.update(
+            r.hist.entries().map(|(k, s)| (k, *s)),
+            hist,
+            pressed(stats, maps::SYSCALL_LATENCY, n_hist),
+            &mut syscalls.hist,
+        );
+        SelfStats::add(&stats.events, events);
         syscalls
     }
 
@@ -966,6 +962,88 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
     /// [`update`](Self::update).
     pub fn events(&self) -> u64 {
         self.events
+    }
+}
+
+/// Deltas of a slotted map's histograms (`probes::slots`). A slot holds
+/// one series from its claim to its eviction by the agent, so what was
+/// counted is held per slot: a read needs no lookup by key, and copies a
+/// histogram out of the mapping only when its sum or zero count moved.
+pub struct SlotTracker<K = SeriesKey> {
+    held: Vec<SlotHeld<K>>,
+    evict_after: u32,
+}
+
+struct SlotHeld<K> {
+    /// The series in the slot; `None` once evicted (its next key starts
+    /// from zero: the slot is zeroed before it is queued again).
+    key: Option<K>,
+    /// What was counted of it.
+    value: Histogram,
+    /// Consecutive reads without change.
+    idle: u32,
+}
+
+impl<K: Copy + Eq + Pod> SlotTracker<K> {
+    pub fn new(evict_after: u32) -> Self {
+        SlotTracker {
+            held: Vec::new(),
+            evict_after: evict_after.max(1),
+        }
+    }
+
+    /// One read of the keys (`entries`: key and slot) against the slots'
+    /// values in `map`: deltas into `out`, idle series evicted from `map`
+    /// (after one idle read when `pressed`). Returns the events counted.
+    pub fn update(
+        &mut self,
+        entries: impl IntoIterator<Item = (K, SlotRef)>,
+        map: &mut SlotMap<K>,
+        pressed: bool,
+        out: &mut HistDeltas<K>,
+    ) -> u64 {
+        let after = if pressed { 1 } else { self.evict_after };
+        let mut events = 0;
+        for (k, r) in entries {
+            let Some((sum, zero)) = map.quick(r.slot) else {
+                continue;
+            };
+            let i = r.slot as usize;
+            if i >= self.held.len() {
+                self.held.resize_with(i + 1, || SlotHeld {
+                    key: None,
+                    value: Histogram::ZERO,
+                    idle: 0,
+                });
+            }
+            let h = &mut self.held[i];
+            if h.key != Some(k) {
+                // A new series: its slot started from zero.
+                *h = SlotHeld {
+                    key: Some(k),
+                    value: Histogram::ZERO,
+                    idle: 0,
+                };
+            }
+            if h.value.sum_ns == sum && h.value.zero == zero {
+                // Unchanged (see `Cumulative for Histogram`); a bucket
+                // ahead of its sum shows with the next change, or in the
+                // slot's last read after eviction.
+                h.idle += 1;
+                if h.idle >= after {
+                    h.key = None;
+                    map.evict(k, r.slot, h.value);
+                }
+                continue;
+            }
+            // One copy, then everything from it: programs keep adding to
+            // the mapped value.
+            if let Some(cur) = map.read(r.slot) {
+                events += out.push_onto(k, &mut h.value, &cur, false).unwrap_or(0);
+                h.idle = 0;
+            }
+        }
+        events
     }
 }
 

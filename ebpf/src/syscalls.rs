@@ -338,12 +338,14 @@ fn try_sys_exit(
 ) {
     // Stamped first so our own work is not measured.
     let now = now_ns();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_self_tgid(pid_tgid) {
-        return;
-    }
-    let tid = pid_tgid as u32;
-    let Some(st) = state::get(tid) else {
+    // The agent's own threads never get state (see `try_sys_enter`), so
+    // the hot path needs no thread id where state is task storage.
+    let Some(st) = state::current() else {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if is_self_tgid(pid_tgid) {
+            return;
+        }
+        let tid = pid_tgid as u32;
         if let Some(arg) = arg.as_ref().filter(|_| sockio::enabled() && ret > 0) {
             // In flight at attach (or evicted): still a request boundary.
             // A compat call's number is from another table: not ours.
@@ -393,7 +395,7 @@ fn try_sys_exit(
     } else if cached_epoch != epoch {
         // Some task was renamed since this thread read its name: the
         // process's new name, if it was its leader, else the leader's comm.
-        let tgid = (pid_tgid >> 32) as u32;
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let comm = match RENAMED.get_ptr(tgid) {
             // SAFETY: a valid value pointer of 16 bytes.
             Some(c) => unsafe { *c },
@@ -553,6 +555,12 @@ mod state {
         TASK_STATE.current(None)
     }
 
+    /// The current thread's state.
+    #[inline(always)]
+    pub(super) fn current() -> Option<*mut ThreadState> {
+        TASK_STATE.current(None)
+    }
+
     /// Creates the current thread's state from `st`.
     #[inline(always)]
     pub(super) fn create(_tid: u32, st: &ThreadState) -> Option<*mut ThreadState> {
@@ -584,6 +592,12 @@ mod state {
     #[inline(always)]
     pub(super) fn get(tid: u32) -> Option<*mut ThreadState> {
         THREADS.get_ptr_mut(tid)
+    }
+
+    /// The current thread's state.
+    #[inline(always)]
+    pub(super) fn current() -> Option<*mut ThreadState> {
+        get(aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32)
     }
 
     /// Creates the current thread's state from `st`, marking the id seen

@@ -131,9 +131,6 @@ pub struct SlotMap<K> {
     gens: Array<MapData, u32>,
     free: Queue<MapData, u32>,
     values: Mapped,
-    /// Per slot: the copy of it the last read handed on (only slots seen so
-    /// far; a slot is copied again only when its sum or zero count moved).
-    seen: Vec<Histogram>,
     /// Evicted at the last read, released at the next: (key, slot, the
     /// value counted for the key).
     pending: Vec<(K, u32, Histogram)>,
@@ -199,7 +196,6 @@ impl<K: Pod> SlotMap<K> {
             gens,
             free,
             values,
-            seen: Vec::new(),
             pending: Vec::new(),
             lost_slots: 0,
         })
@@ -270,30 +266,16 @@ impl<K: Pod> SlotMap<K> {
         self.values.len
     }
 
-    /// Bring the copy of `slot` up to date; false beyond the array.
-    /// Unchanged sum and zero count: the copy stands (the kernel adds the
-    /// sum last, so a bucket ahead of it shows with the next change, or at
-    /// eviction, which reads the slot whole).
-    pub fn refresh(&mut self, slot: u32) -> bool {
-        let Some((sum, zero)) = self.values.quick(slot) else {
-            return false;
-        };
-        let i = slot as usize;
-        if i >= self.seen.len() {
-            self.seen.resize(i + 1, Histogram::ZERO);
-        }
-        let seen = &mut self.seen[i];
-        if seen.sum_ns != sum || seen.zero != zero {
-            if let Some(h) = self.values.read(slot) {
-                *seen = h;
-            }
-        }
-        true
+    /// A copy of `slot` as it is now (`None` beyond the array). Programs
+    /// add to it meanwhile: the copy is the one consistent view to use.
+    pub fn read(&self, slot: u32) -> Option<Histogram> {
+        self.values.read(slot)
     }
 
-    /// The copy of `slot` made by the last [`refresh`](Self::refresh).
-    pub fn seen(&self, slot: u32) -> Option<&Histogram> {
-        self.seen.get(slot as usize)
+    /// The sum and zero count of `slot`: the fields programs write last,
+    /// so unmoved they say the slot is unchanged (see `collect`).
+    pub fn quick(&self, slot: u32) -> Option<(u64, u32)> {
+        self.values.quick(slot)
     }
 
     /// Evict `key` from `slot`, whose value `counted` was counted for it:
@@ -315,9 +297,6 @@ impl<K: Pod> SlotMap<K> {
                 late(key, &counted, &now);
             }
             self.values.clear(slot);
-            if let Some(s) = self.seen.get_mut(slot as usize) {
-                *s = Histogram::ZERO;
-            }
             if self.free.push(slot, 0).is_err() {
                 self.lost_slots += 1;
             }
