@@ -183,7 +183,9 @@ impl Collector {
         let r = &mut self.readers;
         // The keys and their slots in a batch; the histograms in place,
         // copied only where they moved.
-        let n_hist = r.hist.read(&hist.keys);
+        // Slots in use: the keys', and those evicted at the last read,
+        // released only below.
+        let n_hist = r.hist.read(&hist.keys) + hist.held_back();
         let n_errors = r.errors.read(errors);
         entries(stats, maps::SYSCALL_LATENCY, n_hist);
         entries(stats, maps::SYSCALL_ERRORS, n_errors);
@@ -1030,9 +1032,8 @@ impl<K: Copy + Eq + Pod> SlotTracker<K> {
                 // ahead of its sum shows with the next change, or in the
                 // slot's last read after eviction.
                 h.idle += 1;
-                if h.idle >= after {
+                if h.idle >= after && map.evict(k, r.slot, h.value) {
                     h.key = None;
-                    map.evict(k, r.slot, h.value);
                 }
                 continue;
             }

@@ -38,15 +38,28 @@ impl<K> Slots<K> {
         self.values.get_ptr_mut(r.slot)
     }
 
+    /// The slot `key` maps to. A preallocated hash reuses a deleted
+    /// element at once: between the lookup and the load the agent may have
+    /// deleted `key` and another CPU stored a new key, with its own slot,
+    /// in the same element. A second lookup that finds the same element
+    /// still holding the same slot rules that out (a key deleted since
+    /// finds nothing, or another element).
+    #[inline(always)]
+    fn find(&self, key: &K) -> Option<SlotRef> {
+        let p = self.keys.get_ptr(key)?;
+        // SAFETY: a valid value pointer of a preallocated hash (its memory
+        // stays mapped); a stale read is caught below.
+        let r = unsafe { core::ptr::read_volatile(p) };
+        let again = self.keys.get_ptr(key)?;
+        // SAFETY: as above.
+        (again == p && unsafe { core::ptr::read_volatile(again) } == r).then_some(r)
+    }
+
     /// The slot of `key` and its value: found, or claimed from the free
     /// queue. `None`: no free slot (the map is full).
     #[inline(always)]
     pub(crate) fn resolve(&self, key: &K) -> Option<(SlotRef, *mut Histogram)> {
-        if let Some(r) = self.keys.get_ptr(key) {
-            // SAFETY: a valid value pointer of a preallocated hash; a
-            // concurrent delete can only make the copy stale, which the
-            // generation check below catches.
-            let r = unsafe { *r };
+        if let Some(r) = self.find(key) {
             // A stale generation: the agent deleted the key since this
             // lookup, so claiming a new slot below succeeds.
             if let Some(h) = self.live(r) {
@@ -68,8 +81,7 @@ impl<K> Slots<K> {
                 if e != EEXIST {
                     return None;
                 }
-                // SAFETY: as above.
-                let r = unsafe { *self.keys.get_ptr(key)? };
+                let r = self.find(key)?;
                 self.live(r).map(|h| (r, h))
             }
         }

@@ -386,12 +386,7 @@ fn try_sys_exit(
         // A new program image or a rename by this thread: the name may have
         // changed, and the kernel has copied it by now.
         // SAFETY: as above.
-        unsafe {
-            (*st).comm = process_comm();
-            (*st).epoch = epoch;
-            (*st).select = 0;
-            (*st).slot_cgroup = NO_CGROUP;
-        }
+        unsafe { renamed(&mut *st, process_comm(), epoch) };
     } else if cached_epoch != epoch {
         // Some task was renamed since this thread read its name: the
         // process's new name, if it was its leader, else the leader's comm.
@@ -402,12 +397,7 @@ fn try_sys_exit(
             None => process_comm(),
         };
         // SAFETY: as above.
-        unsafe {
-            (*st).comm = comm;
-            (*st).epoch = epoch;
-            (*st).select = 0;
-            (*st).slot_cgroup = NO_CGROUP;
-        }
+        unsafe { renamed(&mut *st, comm, epoch) };
     }
     let record = match global(&SYSCALL_SLIS) {
         SLIS_ALL => true,
@@ -452,6 +442,19 @@ fn try_sys_exit(
     }
 }
 
+/// The thread's process name as read at rename epoch `epoch`. The
+/// selection is judged again; the cached series slots go only if the name
+/// changed (a rename elsewhere on the host moves the epoch too).
+#[inline(always)]
+fn renamed(st: &mut ThreadState, comm: [u8; COMM_LEN], epoch: u32) {
+    if st.comm != comm {
+        st.slot_cgroup = NO_CGROUP;
+    }
+    st.comm = comm;
+    st.epoch = epoch;
+    st.select = 0;
+}
+
 /// The latency histogram of the thread's series for syscall `nr` (its
 /// cgroup is `cgroup`): from the thread's slot cache while the slot's
 /// generation holds, else resolved by key and cached. `None`: the map is
@@ -471,9 +474,11 @@ fn latency_hist(st: &mut ThreadState, cgroup: u64, nr: u32) -> Option<*mut Histo
         st.slot_cgroup = cgroup;
     }
     let i = slot_cache_index(nr);
+    // 0 marks an empty entry: number -1 (a call a tracer cancelled) is
+    // never cached.
     let tag = nr.wrapping_add(1);
     if let (Some(&t), Some(&r)) = (st.slot_nr.get(i), st.slot_ref.get(i)) {
-        if t == tag {
+        if tag != 0 && t == tag {
             if let Some(h) = slots.live(r) {
                 return Some(h);
             }
@@ -486,7 +491,10 @@ fn latency_hist(st: &mut ThreadState, cgroup: u64, nr: u32) -> Option<*mut Histo
         errno: 0,
     };
     let (r, h) = slots.resolve(&key)?;
-    if let (Some(t), Some(c)) = (st.slot_nr.get_mut(i), st.slot_ref.get_mut(i)) {
+    if let (Some(t), Some(c)) = (
+        st.slot_nr.get_mut(i).filter(|_| tag != 0),
+        st.slot_ref.get_mut(i),
+    ) {
         *t = tag;
         *c = r;
     }
@@ -594,10 +602,15 @@ mod state {
         THREADS.get_ptr_mut(tid)
     }
 
-    /// The current thread's state.
+    /// The current thread's state; never the agent's own (a thread id of
+    /// the agent's may have been another thread's, whose entry stayed).
     #[inline(always)]
     pub(super) fn current() -> Option<*mut ThreadState> {
-        get(aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32)
+        let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+        if crate::helpers::is_self_tgid(pid_tgid) {
+            return None;
+        }
+        get(pid_tgid as u32)
     }
 
     /// Creates the current thread's state from `st`, marking the id seen

@@ -460,6 +460,9 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
             ThreadStore::LruHash => OBJECT,
         })
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
+    // Before anything attaches: the free slots must be queued by the time
+    // the first syscall exit looks for one.
+    let hist = slots::SlotMap::take(&mut ebpf, &maps::MAPS[maps::SYSCALL_LATENCY])?;
 
     let mut link_ids = ondemand::LinkIds::None;
     let mode = if opts.floor_only && opts.floor_sock {
@@ -580,7 +583,6 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
             "kernel map"
         );
     }
-    let hist = slots::SlotMap::take(&mut ebpf, &maps::MAPS[maps::SYSCALL_LATENCY])?;
     let errors = take_map(&mut ebpf, &maps::MAPS[maps::SYSCALL_ERRORS])?;
     let counters = ebpf
         .take_map(names::COUNTERS_MAP)

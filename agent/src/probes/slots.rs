@@ -14,6 +14,7 @@ use std::{
     io,
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use aya::{
@@ -25,12 +26,20 @@ use syscope_common::{
     Histogram, SlotRef,
 };
 
+use tracing::warn;
+
 use super::ProbeError;
 
 /// `BPF_F_MMAPABLE`, as the eBPF object declares the values array.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-const _: () = assert!(size_of::<Histogram>().is_multiple_of(8));
+/// A histogram in 8-byte words.
+const WORDS: usize = size_of::<Histogram>() / 8;
+const _: () = assert!(size_of::<Histogram>() == WORDS * 8);
+const _: () = assert!(std::mem::offset_of!(Histogram, sum_ns) == 0);
+const _: () = assert!(std::mem::offset_of!(Histogram, zero) == 8);
+#[cfg(not(target_endian = "little"))]
+compile_error!("the zero count is read as the low half of a word");
 
 /// The values array, mapped: `len` histograms at `base`.
 struct Mapped {
@@ -75,34 +84,55 @@ impl Mapped {
         })
     }
 
-    /// A copy of slot `i` as it is now (`None` beyond the array).
-    fn read(&self, i: u32) -> Option<Histogram> {
+    /// Slot `i` as 8-byte words (`None` beyond the array). Programs add to
+    /// the slot with atomic instructions meanwhile, so it is only ever read
+    /// with atomic loads, a word at a time: every counter read whole.
+    fn words(&self, i: u32) -> Option<&[AtomicU64; WORDS]> {
         let i = i as usize;
-        // SAFETY: in bounds; a volatile copy, as programs add to it
-        // concurrently (a torn copy is handled by the reader: see
-        // `collect`).
-        (i < self.len).then(|| unsafe { self.base.as_ptr().add(i).read_volatile() })
+        // SAFETY: in bounds of the mapping, 8-byte aligned (page-aligned
+        // base, size a multiple of 8); atomics may alias memory another
+        // party (the kernel) writes atomically.
+        (i < self.len).then(|| unsafe { &*self.base.as_ptr().add(i).cast::<[AtomicU64; WORDS]>() })
+    }
+
+    /// A copy of slot `i` as it is now (`None` beyond the array). A bucket
+    /// may be ahead of the sum (the kernel adds the sum last): the reader
+    /// counts such a bucket with the next change (see `collect`).
+    fn read(&self, i: u32) -> Option<Histogram> {
+        let w = self.words(i)?;
+        let mut out = [0u64; WORDS];
+        for (o, w) in out.iter_mut().zip(w) {
+            *o = w.load(Ordering::Relaxed);
+        }
+        // SAFETY: `Histogram` is repr(C) plain data of exactly these words
+        // (asserted below), valid for any bit pattern.
+        Some(unsafe { std::mem::transmute::<[u64; WORDS], Histogram>(out) })
     }
 
     /// The sum and zero count of slot `i` (the fields written last).
     fn quick(&self, i: u32) -> Option<(u64, u32)> {
-        let i = i as usize;
-        // SAFETY: in bounds; volatile reads of aligned fields.
-        (i < self.len).then(|| unsafe {
-            let h = self.base.as_ptr().add(i);
-            (
-                (&raw const (*h).sum_ns).read_volatile(),
-                (&raw const (*h).zero).read_volatile(),
-            )
-        })
+        let w = self.words(i)?;
+        // The sum is word 0, the zero count the low half of word 1
+        // (asserted below; x86_64 and aarch64 are little-endian).
+        Some((
+            w[0].load(Ordering::Relaxed),
+            w[1].load(Ordering::Relaxed) as u32,
+        ))
     }
 
     /// Zero slot `i`: only for a slot no program holds.
     fn clear(&mut self, i: u32) {
-        let i = i as usize;
-        if i < self.len {
-            // SAFETY: in bounds; the slot is out of use (see the module docs).
-            unsafe { self.base.as_ptr().add(i).write_volatile(Histogram::ZERO) };
+        self.store(i, &Histogram::ZERO);
+    }
+
+    /// Overwrite slot `i` (tests stand in for the kernel with it).
+    fn store(&mut self, i: u32, h: &Histogram) {
+        // SAFETY: plain data of exactly `WORDS` words.
+        let src = unsafe { std::mem::transmute::<Histogram, [u64; WORDS]>(*h) };
+        if let Some(w) = self.words(i) {
+            for (w, v) in w.iter().zip(src) {
+                w.store(v, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -134,7 +164,8 @@ pub struct SlotMap<K> {
     /// Evicted at the last read, released at the next: (key, slot, the
     /// value counted for the key).
     pending: Vec<(K, u32, Histogram)>,
-    /// Queue pushes refused (a full queue: not expected).
+    /// Slots retired because the kernel refused an update (not expected;
+    /// each is logged).
     pub lost_slots: u64,
 }
 
@@ -181,8 +212,8 @@ impl<K: Pod> SlotMap<K> {
         mut free: Queue<MapData, u32>,
         values: MapData,
     ) -> Result<Self, MapError> {
-        let n = free.capacity();
-        for slot in 0..n {
+        let n = values.info()?.max_entries();
+        for slot in 0..n.min(free.capacity()) {
             free.push(slot, 0)?;
         }
         let values = Mapped::new(values, n as usize).map_err(|io_error| {
@@ -216,11 +247,7 @@ impl<K: Pod> SlotMap<K> {
     /// Overwrite the value of slot `r` (tests and benchmarks: the kernel
     /// only adds).
     pub fn store(&mut self, r: SlotRef, h: &Histogram) {
-        let i = r.slot as usize;
-        if i < self.values.len {
-            // SAFETY: in bounds; a whole-value volatile store.
-            unsafe { self.values.base.as_ptr().add(i).write_volatile(*h) };
-        }
+        self.values.store(r.slot, h);
     }
 
     /// The values array's fd (benchmarks read it raw).
@@ -281,11 +308,30 @@ impl<K: Pod> SlotMap<K> {
     /// Evict `key` from `slot`, whose value `counted` was counted for it:
     /// the key goes, the slot's generation moves, and the slot waits for
     /// [`release`](Self::release).
-    pub fn evict(&mut self, key: K, slot: u32, counted: Histogram) {
-        let _ = self.keys.remove(&key);
-        let gen = self.gens.get(&slot, 0).unwrap_or(0);
-        let _ = self.gens.set(slot, gen.wrapping_add(1), 0);
+    /// False when the key could not be deleted: it stays, and so does its
+    /// slot.
+    pub fn evict(&mut self, key: K, slot: u32, counted: Histogram) -> bool {
+        if self.keys.remove(&key).is_err() {
+            return false;
+        }
+        let moved = self
+            .gens
+            .get(&slot, 0)
+            .and_then(|gen| self.gens.set(slot, gen.wrapping_add(1), 0));
+        if let Err(e) = moved {
+            // Copies of the slot cached by threads would stay valid: the
+            // slot is never handed out again.
+            warn!(error = %e, slot, "a slot's generation could not be moved: slot retired");
+            self.lost_slots += 1;
+            return true;
+        }
         self.pending.push((key, slot, counted));
+        true
+    }
+
+    /// Slots evicted and not yet released: in use, not free.
+    pub fn held_back(&self) -> usize {
+        self.pending.len()
     }
 
     /// Release the slots evicted at the previous read: `late(key, counted,
@@ -297,7 +343,8 @@ impl<K: Pod> SlotMap<K> {
                 late(key, &counted, &now);
             }
             self.values.clear(slot);
-            if self.free.push(slot, 0).is_err() {
+            if let Err(e) = self.free.push(slot, 0) {
+                warn!(error = %e, slot, "a released slot could not be queued: slot retired");
                 self.lost_slots += 1;
             }
         }
