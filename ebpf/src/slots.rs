@@ -50,9 +50,11 @@ impl<K> Slots<K> {
         // SAFETY: a valid value pointer of a preallocated hash (its memory
         // stays mapped); a stale read is caught below.
         let r = unsafe { core::ptr::read_volatile(p) };
+        // Read through `p` (the same element when equal): verifiers before
+        // 6.x do not take a pointer equal to a valid one as valid.
         let again = self.keys.get_ptr(key)?;
         // SAFETY: as above.
-        (again == p && unsafe { core::ptr::read_volatile(again) } == r).then_some(r)
+        (again == p && unsafe { core::ptr::read_volatile(p) } == r).then_some(r)
     }
 
     /// The slot of `key` and its value: found, or claimed from the free

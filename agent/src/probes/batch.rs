@@ -28,6 +28,8 @@ use aya::{
 };
 use tracing::{info, warn};
 
+/// `enum bpf_cmd`: BPF_MAP_LOOKUP_ELEM.
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 /// `enum bpf_cmd`: BPF_MAP_LOOKUP_AND_DELETE_ELEM.
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 /// `enum bpf_cmd`: BPF_MAP_LOOKUP_BATCH.
@@ -320,6 +322,22 @@ impl<K: Pod, V: Pod> BatchReader<K, V> {
 /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on `map`: the value the entry had when
 /// deleted; `None` if there was no entry.
 fn lookup_and_delete<K: Pod, V: Pod>(map: &MapData, key: &K) -> io::Result<Option<V>> {
+    elem_read(BPF_MAP_LOOKUP_AND_DELETE_ELEM, map, key)
+}
+
+/// `key`'s value in `map` by one `BPF_MAP_LOOKUP_ELEM` (`None`: no such
+/// key). For maps aya has no typed view of here (a mapped array).
+pub(crate) fn lookup<K: Pod, V: Pod>(map: &MapData, key: &K) -> io::Result<Option<V>> {
+    // Untyped: the sizes are checked here, against the kernel's.
+    let info = map.info().map_err(io::Error::other)?;
+    if (info.key_size() as usize, info.value_size() as usize) != (size_of::<K>(), size_of::<V>()) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    elem_read(BPF_MAP_LOOKUP_ELEM, map, key)
+}
+
+/// An elem command that reads one value of `map`'s size (`V`'s).
+fn elem_read<K: Pod, V: Pod>(cmd: libc::c_long, map: &MapData, key: &K) -> io::Result<Option<V>> {
     let mut value = std::mem::MaybeUninit::<V>::uninit();
     let mut attr = ElemAttr {
         map_fd: map.fd().as_fd().as_raw_fd() as u32,
@@ -329,9 +347,9 @@ fn lookup_and_delete<K: Pod, V: Pod>(map: &MapData, key: &K) -> io::Result<Optio
     };
     // SAFETY: `attr` is a valid `bpf_attr` for the elem commands of the
     // size passed; `key` and `value` point to one key and room for one
-    // value of the map's sizes (aya checked K and V against the map), live
-    // and unaliased for the call.
-    if let Err(e) = unsafe { sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
+    // value of the map's sizes (aya or `lookup` checked K and V against the
+    // map), live and unaliased for the call.
+    if let Err(e) = unsafe { sys_bpf(cmd, &mut attr) } {
         return match e.raw_os_error() {
             Some(libc::ENOENT) => Ok(None),
             _ => Err(e),

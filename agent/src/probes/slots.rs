@@ -258,34 +258,9 @@ impl<K: Pod> SlotMap<K> {
     /// Slot `slot` read with a syscall (`BPF_MAP_LOOKUP_ELEM`), as a reader
     /// without the mapping would (benchmarks).
     pub fn lookup(&self, slot: u32) -> Option<Histogram> {
-        let fd = self.values_fd();
-        let mut h = Histogram::ZERO;
-        #[repr(C)]
-        struct ElemAttr {
-            map_fd: u32,
-            _pad: u32,
-            key: u64,
-            value: u64,
-            flags: u64,
-        }
-        let mut a = ElemAttr {
-            map_fd: fd as u32,
-            _pad: 0,
-            key: &slot as *const u32 as u64,
-            value: &mut h as *mut Histogram as u64,
-            flags: 0,
-        };
-        // SAFETY: BPF_MAP_LOOKUP_ELEM (1) with a valid key and a value
-        // buffer of the map's value size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                1,
-                &mut a as *mut ElemAttr,
-                size_of::<ElemAttr>() as u32,
-            )
-        };
-        (r == 0).then_some(h)
+        super::batch::lookup(&self.values._map, &slot)
+            .ok()
+            .flatten()
     }
 
     /// Slots in the array.
