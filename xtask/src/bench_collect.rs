@@ -58,9 +58,10 @@ fn render(json: &str) -> Result<String> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "**Collection** of full maps: standalone kernel hash maps shaped like the agent's syscall \
-         maps ({} latency histograms of {} bytes + {} error counters, their default sizes, all \
-         filled), every entry updated between rounds (untimed); medians of {} rounds.",
+        "**Collection** of full maps: standalone kernel maps shaped like the agent's syscall \
+         maps ({} latency histograms of {} bytes in a slotted map: a key hash to slots of a \
+         mapped array; + {} error counters in a hash map; their default sizes, all filled), \
+         every entry updated between rounds (untimed); medians of {} rounds.",
         f("latency_entries")?,
         f("histogram_bytes")?,
         f("error_entries")?,
@@ -71,11 +72,11 @@ fn render(json: &str) -> Result<String> {
     let _ = writeln!(md, "|---|---:|---:|");
     for (name, ms) in [
         (
-            "(a) key by key (aya iter: the old route, and the fallback)",
+            "(a) key by key (aya iter and a lookup per slot: the fallback's route)",
             per_key,
         ),
         (
-            "(b) raw BPF_MAP_LOOKUP_BATCH loop into preallocated buffers",
+            "(b) raw BPF_MAP_LOOKUP_BATCH loop (keys, values array, errors) into preallocated buffers",
             raw,
         ),
         (
@@ -124,7 +125,7 @@ mod tests {
         .unwrap();
         assert!(
             md.contains(
-                "| (b) raw BPF_MAP_LOOKUP_BATCH loop into preallocated buffers | 2.00 | 1.00 |"
+                "| (b) raw BPF_MAP_LOOKUP_BATCH loop (keys, values array, errors) into preallocated buffers | 2.00 | 1.00 |"
             ),
             "{md}"
         );
