@@ -181,10 +181,9 @@ impl Collector {
         stats: &SelfStats,
     ) -> Deltas {
         let r = &mut self.readers;
-        // The keys and their slots in a batch; the histograms in place,
-        // copied only where they moved.
-        // Slots in use: the keys', and those evicted at the last read,
-        // released only below.
+        // The keys and their slots in a batch (the histograms are read in
+        // place below). Slots in use: the keys', and those evicted at the
+        // last read, released only below.
         let n_hist = r.hist.read(&hist.keys) + hist.held_back();
         let n_errors = r.errors.read(errors);
         entries(stats, maps::SYSCALL_LATENCY, n_hist);
@@ -986,6 +985,16 @@ struct SlotHeld<K> {
     idle: u32,
 }
 
+impl<K> SlotHeld<K> {
+    fn from_zero(key: Option<K>) -> Self {
+        SlotHeld {
+            key,
+            value: Histogram::ZERO,
+            idle: 0,
+        }
+    }
+}
+
 impl<K: Copy + Eq + Pod> SlotTracker<K> {
     pub fn new(evict_after: u32) -> Self {
         SlotTracker {
@@ -1012,20 +1021,12 @@ impl<K: Copy + Eq + Pod> SlotTracker<K> {
             };
             let i = r.slot as usize;
             if i >= self.held.len() {
-                self.held.resize_with(i + 1, || SlotHeld {
-                    key: None,
-                    value: Histogram::ZERO,
-                    idle: 0,
-                });
+                self.held.resize_with(i + 1, || SlotHeld::from_zero(None));
             }
             let h = &mut self.held[i];
             if h.key != Some(k) {
                 // A new series: its slot started from zero.
-                *h = SlotHeld {
-                    key: Some(k),
-                    value: Histogram::ZERO,
-                    idle: 0,
-                };
+                *h = SlotHeld::from_zero(Some(k));
             }
             if h.value.sum_ns == sum && h.value.zero == zero {
                 // Unchanged (see `Cumulative for Histogram`); a bucket

@@ -217,14 +217,7 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
             match map.insert(key, zero, BPF_NOEXIST as u64) {
                 // Created, or another CPU created it first: use it.
                 Ok(()) | Err(EEXIST) => {}
-                Err(_) => {
-                    bump(full);
-                    if let Some(h) = FOLDED_HIST.get_ptr_mut(fold) {
-                        // SAFETY: a valid array value pointer, shared.
-                        unsafe { add_measured(h, ns) };
-                    }
-                    return;
-                }
+                Err(_) => return fold_hist(ns, full, fold),
             }
             match map.get_ptr_mut(key) {
                 Some(h) => h,
@@ -235,6 +228,17 @@ pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u
     // SAFETY: a valid value pointer of a preallocated hash map (the verifier
     // checks the bounds of every access), shared between CPUs.
     unsafe { add_measured(h, ns) };
+}
+
+/// A duration whose map had no room: `full` is the counter bumped and
+/// `fold` the slot of `FOLDED_HIST` that takes it instead.
+#[inline(always)]
+pub(crate) fn fold_hist(ns: u64, full: u32, fold: u32) {
+    bump(full);
+    if let Some(h) = FOLDED_HIST.get_ptr_mut(fold) {
+        // SAFETY: a valid array value pointer, shared.
+        unsafe { add_measured(h, ns) };
+    }
 }
 
 /// `add_duration`, and the split counter of each SLO threshold in the

@@ -52,13 +52,13 @@ use aya_ebpf::helpers::bpf_get_current_task_btf;
 
 use crate::{
     helpers::{
-        add32, add_measured, bump, cgroup_id, count_add, global, is_self_tgid, kread, now_ns,
-        process_comm,
+        add32, add_measured, bump, cgroup_id, count_add, fold_hist, global, is_self_tgid, kread,
+        now_ns, process_comm,
     },
     maps::{
-        FOLDED_HIST, NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK,
-        PT_REGS_ARG_OFF, PT_REGS_NR_OFF, RENAMED, RENAME_EPOCH, SELECTED_CGROUPS, SELECTED_NAMES,
-        SELECTION, SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_LATENCY_FREE, SYSCALL_LATENCY_GENS,
+        NR_CLONE, NR_CLONE3, NR_EXECVE, NR_EXECVEAT, NR_FORK, NR_PRCTL, NR_VFORK, PT_REGS_ARG_OFF,
+        PT_REGS_NR_OFF, RENAMED, RENAME_EPOCH, SELECTED_CGROUPS, SELECTED_NAMES, SELECTION,
+        SYSCALL_ERRORS, SYSCALL_LATENCY, SYSCALL_LATENCY_FREE, SYSCALL_LATENCY_GENS,
         SYSCALL_LATENCY_VALUES, SYSCALL_SLIS, TASK_COMPAT_MASK, TASK_COMPAT_OFF, TASK_PID_OFF,
         THREADS_SEEN, TP_ENTER_ARGS_OFF, TP_ENTER_ID_OFF, TP_EXIT_ID_OFF, TP_EXIT_RET_OFF,
     },
@@ -416,13 +416,7 @@ fn try_sys_exit(
     match latency_hist(st, cgroup, nr) {
         // SAFETY: a valid array value pointer, shared between CPUs.
         Some(h) => unsafe { add_measured(h, ns) },
-        None => {
-            bump(counter::map_full(maps::SYSCALL_LATENCY));
-            if let Some(h) = FOLDED_HIST.get_ptr_mut(fold::SYSCALL) {
-                // SAFETY: as above.
-                unsafe { add_measured(h, ns) };
-            }
-        }
+        None => fold_hist(ns, counter::map_full(maps::SYSCALL_LATENCY), fold::SYSCALL),
     }
     // Linux returns -1..-4095 for errors; anything else is a value.
     if (-4095..0).contains(&ret) {

@@ -164,9 +164,6 @@ pub struct SlotMap<K> {
     /// Evicted at the last read, released at the next: (key, slot, the
     /// value counted for the key).
     pending: Vec<(K, u32, Histogram)>,
-    /// Slots retired because the kernel refused an update (not expected;
-    /// each is logged).
-    pub lost_slots: u64,
 }
 
 impl<K: Pod> SlotMap<K> {
@@ -228,7 +225,6 @@ impl<K: Pod> SlotMap<K> {
             free,
             values,
             pending: Vec::new(),
-            lost_slots: 0,
         })
     }
 
@@ -263,11 +259,6 @@ impl<K: Pod> SlotMap<K> {
             .flatten()
     }
 
-    /// Slots in the array.
-    pub fn capacity(&self) -> usize {
-        self.values.len
-    }
-
     /// A copy of `slot` as it is now (`None` beyond the array). Programs
     /// add to it meanwhile: the copy is the one consistent view to use.
     pub fn read(&self, slot: u32) -> Option<Histogram> {
@@ -297,7 +288,6 @@ impl<K: Pod> SlotMap<K> {
             // Copies of the slot cached by threads would stay valid: the
             // slot is never handed out again.
             warn!(error = %e, slot, "a slot's generation could not be moved: slot retired");
-            self.lost_slots += 1;
             return true;
         }
         self.pending.push((key, slot, counted));
@@ -320,7 +310,6 @@ impl<K: Pod> SlotMap<K> {
             self.values.clear(slot);
             if let Err(e) = self.free.push(slot, 0) {
                 warn!(error = %e, slot, "a released slot could not be queued: slot retired");
-                self.lost_slots += 1;
             }
         }
     }
