@@ -48,7 +48,9 @@ pub struct Collector {
     /// The syscall error counters (the latency histograms are `slots`).
     syscalls: DeltaTracker,
     slots: SlotTracker,
+    /// The TCP counters (the histograms are `tcp_slots`).
     tcp: DeltaTracker<TcpKey>,
+    tcp_slots: SlotTracker<TcpKey>,
     listeners: ListenerTracker,
     folded: FoldTracker,
     last_kernel: [u64; counter::COUNT as usize],
@@ -57,9 +59,7 @@ pub struct Collector {
 
 /// One reader per map: its buffers are reused every interval.
 struct Readers {
-    hist: BatchReader<SeriesKey, SlotRef>,
     errors: BatchReader<SeriesKey, u64>,
-    tcp_hist: BatchReader<TcpKey, Histogram>,
     tcp_counts: BatchReader<TcpKey, u64>,
     listeners: BatchReader<u64, ListenState>,
     socks: BatchReader<u64, SockState>,
@@ -82,15 +82,14 @@ impl Collector {
         let label = |id: usize| maps::MAPS[id].label;
         Collector {
             syscalls: DeltaTracker::new(evict_after),
-            slots: SlotTracker::new(evict_after),
+            slots: SlotTracker::new(maps::SYSCALL_LATENCY, evict_after),
             tcp: DeltaTracker::new(evict_after),
+            tcp_slots: SlotTracker::new(maps::TCP_LATENCY, evict_after),
             listeners: ListenerTracker::default(),
             folded: FoldTracker::default(),
             last_kernel: [0; counter::COUNT as usize],
             readers: Readers {
-                hist: BatchReader::new(label(maps::SYSCALL_LATENCY)),
                 errors: BatchReader::new(label(maps::SYSCALL_ERRORS)),
-                tcp_hist: BatchReader::new(label(maps::TCP_LATENCY)),
                 tcp_counts: BatchReader::new(label(maps::TCP_COUNTERS)),
                 listeners: BatchReader::new(label(maps::LISTENERS)),
                 socks: BatchReader::new(label(maps::SOCKETS)),
@@ -107,14 +106,10 @@ impl Collector {
         let mut tcp = Deltas::default();
         if let Some(maps) = probes.tcp.as_mut() {
             let r = &mut self.readers;
-            let n_hist = r.tcp_hist.read(&maps.hist);
             let n_counts = r.tcp_counts.read(&maps.counts);
-            entries(stats, maps::TCP_LATENCY, n_hist);
             entries(stats, maps::TCP_COUNTERS, n_counts);
-            self.tcp.pressure(
-                pressed(stats, maps::TCP_LATENCY, n_hist),
-                pressed(stats, maps::TCP_COUNTERS, n_counts),
-            );
+            self.tcp
+                .pressure(false, pressed(stats, maps::TCP_COUNTERS, n_counts));
             entries(stats, maps::LISTENERS, r.listeners.read(&maps.listeners));
             // Only counted: the batch read's count (the kernel has no
             // cheaper way to tell an LRU map's fill level), or in socket
@@ -130,15 +125,12 @@ impl Collector {
             };
             entries(stats, maps::SOCKETS, socks);
             let evict;
-            (tcp, evict) = self
-                .tcp
-                .update(r.tcp_hist.entries(), copied(r.tcp_counts.entries()));
-            delete(
-                &evict,
-                (&mut r.tcp_hist, &mut maps.hist),
-                (&mut r.tcp_counts, &mut maps.counts),
-                &mut tcp,
+            (tcp, evict) = self.tcp.update(
+                std::iter::empty::<(TcpKey, Histogram)>(),
+                copied(r.tcp_counts.entries()),
             );
+            delete_counters(&evict, (&mut r.tcp_counts, &mut maps.counts), &mut tcp);
+            self.tcp_slots.collect(&mut maps.hist, stats, &mut tcp.hist);
             let (drops, closed) = self.listeners.update(copied(r.listeners.entries()));
             for sk in &closed {
                 let _ = maps.listeners.remove(sk);
@@ -181,12 +173,7 @@ impl Collector {
         stats: &SelfStats,
     ) -> Deltas {
         let r = &mut self.readers;
-        // The keys and their slots in a batch (the histograms are read in
-        // place below). Slots in use: the keys', and those evicted at the
-        // last read, released only below.
-        let n_hist = r.hist.read(&hist.keys) + hist.held_back();
         let n_errors = r.errors.read(errors);
-        entries(stats, maps::SYSCALL_LATENCY, n_hist);
         entries(stats, maps::SYSCALL_ERRORS, n_errors);
         self.syscalls
             .pressure(false, pressed(stats, maps::SYSCALL_ERRORS, n_errors));
@@ -195,21 +182,7 @@ impl Collector {
             copied(r.errors.entries()),
         );
         delete_counters(&evict, (&mut r.errors, errors), &mut syscalls);
-        // What the slots evicted at the last read gained since: counted,
-        // not lost; then they serve new series.
-        let mut events = 0;
-        hist.release(|k, counted, now| {
-            events += syscalls
-                .hist
-                .push_between(k, Some(counted), now)
-                .unwrap_or(0);
-        });
-        events += self.slots.update(
-            r.hist.entries().map(|(k, s)| (k, *s)),
-            hist,
-            pressed(stats, maps::SYSCALL_LATENCY, n_hist),
-            &mut syscalls.hist,
-        );
+        let events = self.slots.collect(hist, stats, &mut syscalls.hist);
         SelfStats::add(&stats.events, events);
         syscalls
     }
@@ -971,6 +944,11 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
 /// counted is held per slot: a read needs no lookup by key, and copies a
 /// histogram out of the mapping only when its sum or zero count moved.
 pub struct SlotTracker<K = SeriesKey> {
+    /// The map's id in `maps::MAPS`.
+    id: usize,
+    /// The keys and their slots, read in a batch (the values are read in
+    /// place).
+    keys: BatchReader<K, SlotRef>,
     held: Vec<SlotHeld<K>>,
     evict_after: u32,
 }
@@ -996,26 +974,41 @@ impl<K> SlotHeld<K> {
 }
 
 impl<K: Copy + Eq + Pod> SlotTracker<K> {
-    pub fn new(evict_after: u32) -> Self {
+    /// For map `id` of `maps::MAPS`.
+    pub fn new(id: usize, evict_after: u32) -> Self {
         SlotTracker {
+            id,
+            keys: BatchReader::new(maps::MAPS[id].label),
             held: Vec::new(),
             evict_after: evict_after.max(1),
         }
     }
 
-    /// One read of the keys (`entries`: key and slot) against the slots'
-    /// values in `map`: deltas into `out`, idle series evicted from `map`
-    /// (after one idle read when `pressed`). Returns the events counted.
-    pub fn update(
+    /// One read of `map`: deltas into `out`, idle series evicted (after
+    /// one idle read when the map is under pressure), its fill level into
+    /// `stats`. Returns the events counted.
+    pub fn collect(
         &mut self,
-        entries: impl IntoIterator<Item = (K, SlotRef)>,
         map: &mut SlotMap<K>,
-        pressed: bool,
+        stats: &SelfStats,
         out: &mut HistDeltas<K>,
     ) -> u64 {
-        let after = if pressed { 1 } else { self.evict_after };
+        // Slots in use: the keys', and those evicted at the last read,
+        // released only below.
+        let n = self.keys.read(&map.keys) + map.held_back();
+        entries(stats, self.id, n);
+        let after = if pressed(stats, self.id, n) {
+            1
+        } else {
+            self.evict_after
+        };
+        // What the slots evicted at the last read gained since: counted,
+        // not lost; then they serve new series.
         let mut events = 0;
-        for (k, r) in entries {
+        map.release(|k, counted, now| {
+            events += out.push_between(k, Some(counted), now).unwrap_or(0);
+        });
+        for (k, &r) in self.keys.entries() {
             let Some((sum, zero)) = map.quick(r.slot) else {
                 continue;
             };

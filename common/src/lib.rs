@@ -79,6 +79,14 @@ pub struct SlotRef {
     pub gen: u32,
 }
 
+impl SlotRef {
+    /// No slot: beyond every values array, so it never passes the check.
+    pub const NONE: SlotRef = SlotRef {
+        slot: u32::MAX,
+        gen: 0,
+    };
+}
+
 /// Set in a key's syscall number when the call was made through the
 /// architecture's compat (32-bit) entry, whose numbers are another table
 /// (i386 on x86_64): no native number has this bit.
@@ -412,8 +420,6 @@ pub mod names {
     /// `THREADS` since the programs were loaded (sized with
     /// [`crate::maps::threads_seen_entries`]).
     pub const THREADS_SEEN_MAP: &str = "THREADS_SEEN";
-    /// The all-zero histogram new series start from.
-    pub const ZERO_HIST_MAP: &str = "ZERO_HIST";
     /// Where an update goes when its measurement map is full (see
     /// [`crate::fold`]): one histogram, and one counter, per metric.
     pub const FOLDED_HIST_MAP: &str = "FOLDED_HIST";

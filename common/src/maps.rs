@@ -9,7 +9,7 @@
 //!   (`counter::map_full(id)`);
 //! - its kernel memory is [`MapSpec::kernel_bytes`].
 //!
-//! `COUNTERS`, `ZERO_HIST`, the folded slots and `SOCKS_LIVE` are fixed-size internals, not measurements:
+//! `COUNTERS`, the folded slots and `SOCKS_LIVE` are fixed-size internals, not measurements:
 //! they are not in the catalogue (their few bytes are in [`FIXED_BYTES`]).
 //! `THREADS_SEEN` is internal too, sized from the kernel's pid_max (see
 //! [`threads_seen_entries`]).
@@ -37,7 +37,7 @@ pub enum MapKind {
     /// each as many entries: the values in a memory-mappable array the
     /// agent reads in place, each slot's generation, and a queue of free
     /// slots. Writers resolve a key to its slot once and keep the slot
-    /// (a thread caches its syscalls' slots), so an update is an array
+    /// (a thread caches its syscalls' slots, a socket its own), so an update is an array
     /// access, not a hash lookup; the agent hands a slot back to the queue
     /// an interval after it evicted its key and moved its generation.
     Slots {
@@ -160,13 +160,17 @@ pub const MAPS: [MapSpec; COUNT] = [
         object: "TCP_LATENCY",
         label: "tcp_latency",
         set: ProbeSet::Tcp,
-        kind: MapKind::Hash,
+        kind: MapKind::Slots {
+            values: "TCP_LATENCY_VALUES",
+            gens: "TCP_LATENCY_GENS",
+            free: "TCP_LATENCY_FREE",
+        },
         folds: true,
         default_entries: 2048,
         max_entries: 1 << 16,
         key_size: size::<TcpKey>(),
         value_size: size::<Histogram>(),
-        holds: "TCP histograms (connect, request, RTT), one per workload x peer or port x metric",
+        holds: "TCP histograms (connect, request, RTT), one per workload x peer or port x metric, in slots: a socket keeps its request and RTT slots, so a request adds to an array instead of hashing its series key",
     },
     MapSpec {
         id: TCP_COUNTERS,
@@ -215,10 +219,10 @@ pub fn by_label(label: &str) -> Option<&'static MapSpec> {
 }
 
 /// Bytes of the fixed internal maps: `COUNTERS` (per CPU, counted once per
-/// CPU by the caller) is excluded; `ZERO_HIST` is one histogram, the folded
-/// slots (`crate::fold`) a few more, `SOCKS_LIVE` one counter.
+/// CPU by the caller) is excluded; the folded slots (`crate::fold`) are a
+/// few histograms and counters, `SOCKS_LIVE` one counter.
 pub const FIXED_BYTES: u64 = 4
-    + (1 + crate::fold::HIST_SLOTS as u64) * size::<Histogram>() as u64
+    + crate::fold::HIST_SLOTS as u64 * size::<Histogram>() as u64
     + crate::fold::COUNT_SLOTS as u64 * 8
     + 8;
 

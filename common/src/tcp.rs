@@ -4,7 +4,7 @@
 //! Sockets are tracked by their kernel address from the moment they start
 //! connecting, are accepted, or start listening.
 
-use crate::COMM_LEN;
+use crate::{SlotRef, COMM_LEN};
 
 /// What a [`TcpKey`] in the histogram map measures. Histogram and counter
 /// kinds are distinct types with disjoint numbers, so a key of one map can
@@ -149,8 +149,35 @@ pub struct SockState {
     /// copied_seq just after it).
     pub unread: u8,
     pub _pad: [u8; 2],
+    /// The slots of the socket's request and RTT series
+    /// (`maps::TCP_LATENCY`), [`SlotRef::NONE`] until resolved; emptied
+    /// when the owner, part of their keys, is filled in.
+    pub req_slot: SlotRef,
+    pub rtt_slot: SlotRef,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 64);
+const _: () = assert!(core::mem::size_of::<SockState>() == 80);
+
+impl SockState {
+    /// A socket of `role` to peer `addr` and `port`, idle, with no owner
+    /// yet and no slots.
+    pub const fn new(role: u8, addr: [u8; 16], port: u16) -> SockState {
+        SockState {
+            t_start: 0,
+            rtt_sampled_ns: 0,
+            cgroup_id: 0,
+            comm: [0; COMM_LEN],
+            addr,
+            port,
+            role,
+            phase: phase::IDLE,
+            overlaps: 0,
+            unread: 0,
+            _pad: [0; 2],
+            req_slot: SlotRef::NONE,
+            rtt_slot: SlotRef::NONE,
+        }
+    }
+}
 
 /// A listening socket, keyed by its kernel address.
 #[repr(C)]

@@ -19,7 +19,7 @@ use syscope_common::{
 
 use crate::maps::{
     COUNTERS, FOLDED_COUNTS, FOLDED_HIST, SELF_TGID, SPLIT_IDX, SPLIT_NS, TASK_COMM_OFF,
-    TASK_GROUP_LEADER_OFF, ZERO_HIST,
+    TASK_GROUP_LEADER_OFF,
 };
 
 /// `-EEXIST`, what a `BPF_NOEXIST` insert returns when another CPU created
@@ -201,33 +201,6 @@ pub(crate) unsafe fn add_duration(h: *mut Histogram, ns: u64) -> Bucket {
         add_sum(h, ns);
         b
     }
-}
-
-/// Add one duration to the histogram of `key`, creating it if needed. When
-/// the map has no room, `full` is the counter bumped and `fold` the slot of
-/// `FOLDED_HIST` that takes the duration instead (`syscope_common::fold`).
-#[inline(always)]
-pub(crate) fn hist_add<K>(map: &HashMap<K, Histogram>, key: &K, ns: u64, full: u32, fold: u32) {
-    let h = match map.get_ptr_mut(key) {
-        Some(h) => h,
-        None => {
-            let Some(zero) = ZERO_HIST.get(0) else {
-                return;
-            };
-            match map.insert(key, zero, BPF_NOEXIST as u64) {
-                // Created, or another CPU created it first: use it.
-                Ok(()) | Err(EEXIST) => {}
-                Err(_) => return fold_hist(ns, full, fold),
-            }
-            match map.get_ptr_mut(key) {
-                Some(h) => h,
-                None => return,
-            }
-        }
-    };
-    // SAFETY: a valid value pointer of a preallocated hash map (the verifier
-    // checks the bounds of every access), shared between CPUs.
-    unsafe { add_measured(h, ns) };
 }
 
 /// A duration whose map had no room: `full` is the counter bumped and

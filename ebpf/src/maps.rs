@@ -280,11 +280,6 @@ pub(crate) static SYSCALL_ERRORS: HashMap<SeriesKey, u64> =
 #[map(name = "COUNTERS")]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// One all-zero histogram: the initial value for new series (too big for the
-/// 512-byte BPF stack).
-#[map(name = "ZERO_HIST")]
-pub(crate) static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
-
 /// Updates that found their measurement map full, one slot per metric
 /// (`syscope_common::fold`): folded, not lost.
 #[map(name = "FOLDED_HIST")]
@@ -314,9 +309,19 @@ pub(crate) static LISTENERS: HashMap<u64, ListenState> =
 pub(crate) static LISTEN_PORTS: HashMap<u32, u32> =
     HashMap::with_max_entries(names::LISTEN_PORTS_ENTRIES, 0);
 
+// The TCP histograms, slotted as SYSCALL_LATENCY.
 #[map(name = "TCP_LATENCY")]
-pub(crate) static TCP_LATENCY: HashMap<TcpKey, Histogram> =
+pub(crate) static TCP_LATENCY: HashMap<TcpKey, SlotRef> =
     HashMap::with_max_entries(MAPS[maps::TCP_LATENCY].default_entries, 0);
+#[map(name = "TCP_LATENCY_VALUES")]
+pub(crate) static TCP_LATENCY_VALUES: Array<Histogram> =
+    Array::with_max_entries(MAPS[maps::TCP_LATENCY].default_entries, BPF_F_MMAPABLE);
+#[map(name = "TCP_LATENCY_GENS")]
+pub(crate) static TCP_LATENCY_GENS: Array<u32> =
+    Array::with_max_entries(MAPS[maps::TCP_LATENCY].default_entries, 0);
+#[map(name = "TCP_LATENCY_FREE")]
+pub(crate) static TCP_LATENCY_FREE: Queue<u32> =
+    Queue::with_max_entries(MAPS[maps::TCP_LATENCY].default_entries, 0);
 
 #[map(name = "TCP_COUNTERS")]
 pub(crate) static TCP_COUNTERS: HashMap<TcpKey, u64> =

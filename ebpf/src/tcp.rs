@@ -23,19 +23,21 @@ use syscope_common::{
         phase, role, state, CountKind, HistKind, ListenState, SockState, TcpKey, AF_INET, AF_INET6,
         OVERLAPS_TO_MULTIPLEXED,
     },
-    COMM_LEN,
+    SlotRef, COMM_LEN,
 };
 
 use crate::{
     helpers::{
-        btf_read, bump, cgroup_id, count_add, global, hist_add, is_self, kread, now_ns,
-        process_comm,
+        add_measured, btf_read, bump, cgroup_id, count_add, fold_hist, global, is_self, kread,
+        now_ns, process_comm,
     },
     maps::{
         LISTENERS, LISTEN_PORTS, RTT_SAMPLE_NS, SHINFO_GSO_SEGS_OFF, SKB_END_OFF, SKB_HEAD_OFF,
         SK_DADDR_OFF, SK_DPORT_OFF, SK_DROPS_OFF, SK_ERR_OFF, SK_FAMILY_OFF, SK_NUM_OFF,
-        SK_STATE_OFF, SK_V6_DADDR_OFF, TCP_COUNTERS, TCP_LATENCY, TCP_SEQ_OFF, TCP_SRTT_OFF,
+        SK_STATE_OFF, SK_V6_DADDR_OFF, TCP_COUNTERS, TCP_LATENCY, TCP_LATENCY_FREE,
+        TCP_LATENCY_GENS, TCP_LATENCY_VALUES, TCP_SEQ_OFF, TCP_SRTT_OFF,
     },
+    slots::Slots,
 };
 
 /// recv flag: look at the data without consuming it.
@@ -147,20 +149,8 @@ pub(crate) fn seed(sk: u64) {
             } else {
                 sk_peer(sk)
             };
-            let st = SockState {
-                t_start: 0,
-                rtt_sampled_ns: 0,
-                cgroup_id: 0,
-                comm: [0; COMM_LEN],
-                addr,
-                port,
-                role: if server { role::SERVER } else { role::CLIENT },
-                phase: phase::IDLE,
-                overlaps: 0,
-                unread: 0,
-                _pad: [0; 2],
-            };
-            track(sk, &st);
+            let role = if server { role::SERVER } else { role::CLIENT };
+            track(sk, &SockState::new(role, addr, port));
         }
         _ => {}
     }
@@ -199,16 +189,41 @@ fn tcp_key(owner: Option<&SockState>, kind: u8, with_addr: bool) -> TcpKey {
     }
 }
 
+/// Add `ns` to the socket's histogram of `kind`: through the slot the
+/// socket keeps for its requests and RTT while the slot's generation holds,
+/// else resolved by key (and kept). A connect, once per socket, is resolved
+/// each time.
 #[inline(always)]
-fn tcp_hist(st: &SockState, kind: HistKind, with_addr: bool, ns: u64) {
-    let key = tcp_key(Some(st), kind as u8, with_addr);
-    hist_add(
-        &TCP_LATENCY,
-        &key,
-        ns,
-        counter::map_full(maps::TCP_LATENCY),
-        kind as u32,
-    );
+fn tcp_hist(st: &mut SockState, kind: HistKind, with_addr: bool, ns: u64) {
+    let slots = Slots {
+        keys: &TCP_LATENCY,
+        values: &TCP_LATENCY_VALUES,
+        gens: &TCP_LATENCY_GENS,
+        free: &TCP_LATENCY_FREE,
+    };
+    let kept = match kind {
+        HistKind::Connect => SlotRef::NONE,
+        HistKind::Rtt => st.rtt_slot,
+        _ => st.req_slot,
+    };
+    let h = match slots.live(kept) {
+        Some(h) => Some(h),
+        None => slots
+            .resolve(&tcp_key(Some(st), kind as u8, with_addr))
+            .map(|(r, h)| {
+                match kind {
+                    HistKind::Connect => {}
+                    HistKind::Rtt => st.rtt_slot = r,
+                    _ => st.req_slot = r,
+                }
+                h
+            }),
+    };
+    match h {
+        // SAFETY: a valid array value pointer, shared between CPUs.
+        Some(h) => unsafe { add_measured(h, ns) },
+        None => fold_hist(ns, counter::map_full(maps::TCP_LATENCY), kind as u32),
+    }
 }
 
 #[inline(always)]
@@ -266,12 +281,15 @@ fn sample_rtt(sk: u64, st: &mut SockState, now: u64) {
 }
 
 /// An accepted socket has no owner until a process touches it: the
-/// current one, which the caller knows to be in process context.
+/// current one, which the caller knows to be in process context. Slots
+/// kept before were of the ownerless series.
 #[inline(always)]
 fn claim_owner(st: &mut SockState) {
     if st.comm[0] == 0 {
         st.cgroup_id = cgroup_id();
         st.comm = process_comm();
+        st.req_slot = SlotRef::NONE;
+        st.rtt_slot = SlotRef::NONE;
     }
 }
 
@@ -394,19 +412,10 @@ fn on_connect(sk: u64) {
         return;
     }
     let (addr, port) = sk_peer(sk);
-    let st = SockState {
-        t_start: now_ns(),
-        rtt_sampled_ns: 0,
-        cgroup_id: cgroup_id(),
-        comm: process_comm(),
-        addr,
-        port,
-        role: role::CLIENT,
-        phase: phase::IDLE,
-        overlaps: 0,
-        unread: 0,
-        _pad: [0; 2],
-    };
+    let mut st = SockState::new(role::CLIENT, addr, port);
+    st.t_start = now_ns();
+    st.cgroup_id = cgroup_id();
+    st.comm = process_comm();
     track(sk, &st);
 }
 
@@ -441,20 +450,10 @@ fn on_connect_done(sk: u64, new: i32) {
 /// process that reads or writes it.
 #[inline(always)]
 fn on_accepted(sk: u64) {
-    let st = SockState {
-        t_start: 0,
-        rtt_sampled_ns: 0,
-        cgroup_id: 0,
-        comm: [0; COMM_LEN],
-        addr: [0; 16],
-        port: sk_local_port(sk),
-        role: role::SERVER,
-        phase: phase::IDLE,
-        overlaps: 0,
-        unread: 0,
-        _pad: [0; 2],
-    };
-    track(sk, &st);
+    track(
+        sk,
+        &SockState::new(role::SERVER, [0; 16], sk_local_port(sk)),
+    );
 }
 
 /// listen(): in the listening process's context.

@@ -317,6 +317,94 @@ fn connection_older_than_the_agent_is_measured() {
     }
 }
 
+/// A socket keeps the slots of its request series in its state. When the
+/// agent evicts an idle series from the kernel (here after 2 quiet
+/// intervals) the kept slot goes stale: the socket's next request resolves
+/// its series again. Every request on a kept-alive connection paused across
+/// the eviction is counted, exactly, before and after, on both sides.
+#[test]
+fn requests_after_their_series_was_evicted_are_counted_exactly() {
+    if !require_root() {
+        return;
+    }
+    let name = unique_name("evicted");
+    let conf = std::env::temp_dir().join(format!("syscope-{name}.toml"));
+    std::fs::write(&conf, "[limits]\nseries_idle_intervals = 2\n").unwrap();
+    let go = std::env::temp_dir().join(format!("{name}.go"));
+    let _ = std::fs::remove_file(&go);
+    let rx = Receiver::start();
+    let _agent = Agent::exporting_to(&rx, &["--probes", "tcp", "-c", conf.to_str().unwrap()]);
+    let reqs = 6u64;
+    let mut child = spawn_named(
+        &name,
+        &[
+            "tcp-reqresp-old",
+            &reqs.to_string(),
+            "20",
+            go.to_str().unwrap(),
+        ],
+    );
+    // Whatever happens below, the workload is not left waiting.
+    let _go = Go(go.clone());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let port = first
+        .trim()
+        .strip_prefix("port=")
+        .unwrap_or_else(|| panic!("workload said {first:?}"))
+        .to_string();
+    let metrics = ["tcp.server.request.duration", "tcp.client.request.duration"];
+    let by = [
+        ("process.executable.name", name.as_str()),
+        ("server.port", port.as_str()),
+    ];
+    let entries = |p: &[MetricPoint]| -> Vec<f64> {
+        select(p, "syscope.kernel.map.entries", &[("map", "tcp_latency")])
+            .filter_map(|p| p.number())
+            .collect()
+    };
+    // The first exchange, measured: its series (requests, RTT, connect)
+    // are in the kernel map. Idle, they are evicted: at least the 4
+    // request and RTT series leave it.
+    rx.wait_for(WAIT, |p| {
+        let n = entries(p);
+        let most = n.iter().copied().fold(0.0, f64::max);
+        metrics.iter().all(|m| requests(p, m, &by) >= 1)
+            && n.last().is_some_and(|&last| last + 4.0 <= most)
+    });
+    std::fs::write(&go, b"").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "workload failed: {rest}");
+    let _ = std::fs::remove_file(&conf);
+    let pts = rx.wait_for(WAIT, |p| metrics.iter().all(|m| requests(p, m, &by) > reqs));
+    for m in metrics {
+        assert_eq!(requests(&pts, m, &by), reqs + 1, "{m}: requests");
+    }
+}
+
+/// Requests counted in a histogram series under `by`, over its lives: the
+/// series may expire while idle and start again (a new start time).
+fn requests(points: &[MetricPoint], metric: &str, by: &[(&str, &str)]) -> u64 {
+    let mut last = std::collections::BTreeMap::new();
+    for p in select(points, metric, by) {
+        if let Some(h) = p.exp_histogram() {
+            last.insert(p.start_unix_nano, h.count);
+        }
+    }
+    last.values().sum()
+}
+
+/// Creates the file on drop: a workload waiting for it goes on (and ends).
+struct Go(std::path::PathBuf);
+
+impl Drop for Go {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, b"");
+    }
+}
+
 /// A client that writes while the answer is still arriving (as HTTP/2 flow
 /// control does) has overlapping requests: the connection is counted once in
 /// `tcp.client.multiplexed` and no longer measured. Before the second

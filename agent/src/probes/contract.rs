@@ -110,12 +110,6 @@ fn internal_maps_are_in_the_object_as_described() {
         counter::COUNT,
     );
     check(
-        names::ZERO_HIST_MAP,
-        bpf_map_type::BPF_MAP_TYPE_ARRAY,
-        std::mem::size_of::<Histogram>(),
-        1,
-    );
-    check(
         names::FOLDED_HIST_MAP,
         bpf_map_type::BPF_MAP_TYPE_ARRAY,
         std::mem::size_of::<Histogram>(),
@@ -174,7 +168,6 @@ fn internal_maps_are_in_the_object_as_described() {
         })
         .chain([
             names::COUNTERS_MAP,
-            names::ZERO_HIST_MAP,
             names::FOLDED_HIST_MAP,
             names::FOLDED_COUNTS_MAP,
             names::SOCKS_LIVE_MAP,

@@ -461,8 +461,9 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
         })
         .map_err(|e| privilege::explain_load_error(ProbeError::Load(e)))?;
     // Before anything attaches: the free slots must be queued by the time
-    // the first syscall exit looks for one.
+    // the first syscall exit or TCP request looks for one.
     let hist = slots::SlotMap::take(&mut ebpf, &maps::MAPS[maps::SYSCALL_LATENCY])?;
+    let tcp_hist = slots::SlotMap::take(&mut ebpf, &maps::MAPS[maps::TCP_LATENCY])?;
 
     let mut link_ids = ondemand::LinkIds::None;
     let mode = if opts.floor_only && opts.floor_sock {
@@ -545,7 +546,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
                     },
                     "TCP programs attached"
                 );
-                Ok((hooks, TcpMaps::take(&mut ebpf, sock_store)?))
+                Ok((hooks, TcpMaps::take(&mut ebpf, sock_store, tcp_hist)?))
             }
             // Socket storage refused: the LRU hash object (which `load`
             // falls back to) may still serve TCP.

@@ -15,14 +15,15 @@ use syscope_common::{
     globals::{fd_off, SOCKIO_NR_WORDS},
     maps, names,
     tcp::{ListenState, SockState, TcpKey},
-    Histogram,
 };
 use tracing::debug;
 
 use super::{
     attach_btf_program,
     btf::{Btf, BtfError},
-    error_chain, ProbeError,
+    error_chain,
+    slots::SlotMap,
+    ProbeError,
 };
 use crate::enrich::syscalls::{syscall_nr, Arch};
 
@@ -290,13 +291,18 @@ pub struct TcpMaps {
     /// Socket state lives in socket storage (`globals::SOCK_STORE`): the
     /// kernel's stored and freed counters give the live count.
     pub sock_storage: bool,
-    pub hist: HashMap<MapData, TcpKey, Histogram>,
+    pub hist: SlotMap<TcpKey>,
     pub counts: HashMap<MapData, TcpKey, u64>,
     pub listeners: HashMap<MapData, u64, ListenState>,
 }
 
 impl TcpMaps {
-    pub fn take(ebpf: &mut Ebpf, sock_storage: bool) -> Result<TcpMaps, ProbeError> {
+    /// `hist` was taken at load, before any program could need a slot.
+    pub fn take(
+        ebpf: &mut Ebpf,
+        sock_storage: bool,
+        hist: SlotMap<TcpKey>,
+    ) -> Result<TcpMaps, ProbeError> {
         fn map<K: aya::Pod, V: aya::Pod>(
             ebpf: &mut Ebpf,
             id: usize,
@@ -306,7 +312,7 @@ impl TcpMaps {
         Ok(TcpMaps {
             socks: map(ebpf, maps::SOCKETS)?,
             sock_storage,
-            hist: map(ebpf, maps::TCP_LATENCY)?,
+            hist,
             counts: map(ebpf, maps::TCP_COUNTERS)?,
             listeners: map(ebpf, maps::LISTENERS)?,
         })
