@@ -148,7 +148,10 @@ pub struct SockState {
     /// Client sockets: the last read left bytes unread (rcv_nxt !=
     /// copied_seq just after it).
     pub unread: u8,
-    pub _pad: [u8; 2],
+    /// Reads and writes since a request boundary, wrapping (when to check
+    /// whether an RTT sample is due between boundaries).
+    pub between: u8,
+    pub _pad: u8,
     /// The slots of the socket's request and RTT series
     /// (`maps::TCP_LATENCY`), [`SlotRef::NONE`] until resolved; emptied
     /// when the owner, part of their keys, is filled in.
@@ -172,7 +175,8 @@ impl SockState {
             phase: phase::IDLE,
             overlaps: 0,
             unread: 0,
-            _pad: [0; 2],
+            between: 0,
+            _pad: 0,
             req_slot: SlotRef::NONE,
             rtt_slot: SlotRef::NONE,
         }

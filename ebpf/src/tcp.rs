@@ -43,6 +43,9 @@ use crate::{
 /// recv flag: look at the data without consuming it.
 const MSG_PEEK: i32 = 2;
 
+/// See [`sample_rtt_between`].
+const RTT_CHECK_EVERY: u8 = 64;
+
 // tp_btf/inet_sock_set_state: (const struct sock *sk, int oldstate, int newstate)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tcp_state_btf(ctx: BtfTracePointContext) -> i32 {
@@ -586,13 +589,12 @@ pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
     let Some(st) = F::state(sk) else {
         return;
     };
-    let now = now_ns();
     // SAFETY: a valid value pointer for this run; concurrent writers of one
     // socket only race on which request boundary they see first.
     let st = unsafe { &mut *st };
     claim_owner(st);
     if st.phase == phase::OVERLAPPED {
-        sample_rtt_due(sk, st, now);
+        sample_rtt_between(sk, st);
         return;
     }
     // A request starts with the first byte one way and ends with the first
@@ -625,21 +627,41 @@ pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
                 }
             }
             st.phase = req_dir;
+            let now = now_ns();
             st.t_start = now;
+            return sample_rtt_due(sk, st, now);
+        }
+    } else if st.phase == req_dir {
+        st.phase = dir;
+        if st.t_start != 0 {
+            let now = now_ns();
+            if now >= st.t_start {
+                tcp_hist(st, kind, with_addr, now - st.t_start);
+            }
+            return sample_rtt_due(sk, st, now);
         }
     } else {
-        if st.phase == req_dir && st.t_start != 0 && now >= st.t_start {
-            tcp_hist(st, kind, with_addr, now - st.t_start);
-        }
         st.phase = dir;
     }
-    sample_rtt_due(sk, st, now);
+    // More of a request or answer: no boundary, no clock read needed.
+    sample_rtt_between(sk, st);
 }
 
 #[inline(always)]
 fn sample_rtt_due(sk: u64, st: &mut SockState, now: u64) {
     if now.wrapping_sub(st.rtt_sampled_ns) >= global(&RTT_SAMPLE_NS) {
         sample_rtt(sk, st, now);
+    }
+}
+
+/// Between request boundaries the clock is read for the RTT every
+/// [`RTT_CHECK_EVERY`]th read or write only: a clock read is most of what
+/// such an I/O would cost, and a stream still gets its samples.
+#[inline(always)]
+fn sample_rtt_between(sk: u64, st: &mut SockState) {
+    st.between = st.between.wrapping_add(1);
+    if st.between % RTT_CHECK_EVERY == 0 {
+        sample_rtt_due(sk, st, now_ns());
     }
 }
 
