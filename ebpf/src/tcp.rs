@@ -660,7 +660,7 @@ fn sample_rtt_due(sk: u64, st: &mut SockState, now: u64) {
 #[inline(always)]
 fn sample_rtt_between(sk: u64, st: &mut SockState) {
     st.between = st.between.wrapping_add(1);
-    if st.between % RTT_CHECK_EVERY == 0 {
+    if st.between.is_multiple_of(RTT_CHECK_EVERY) {
         sample_rtt_due(sk, st, now_ns());
     }
 }
