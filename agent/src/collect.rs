@@ -7,7 +7,7 @@
 //! are u32 and wrap; wrapping subtraction gives the right delta as long as
 //! fewer than 2^32 events land in one bucket of one series per interval.
 
-use std::{borrow::Borrow, collections::HashMap, hash::Hash, time::Instant};
+use std::{collections::HashMap, hash::Hash, time::Instant};
 
 use aya::{
     maps::{HashMap as AyaHashMap, MapData},
@@ -46,10 +46,10 @@ fn entries(stats: &SelfStats, id: usize, n: usize) {
 /// into the self-metrics.
 pub struct Collector {
     /// The syscall error counters (the latency histograms are `slots`).
-    syscalls: DeltaTracker,
+    syscalls: CounterTracker,
     slots: SlotTracker,
     /// The TCP counters (the histograms are `tcp_slots`).
-    tcp: DeltaTracker<TcpKey>,
+    tcp: CounterTracker<TcpKey>,
     tcp_slots: SlotTracker<TcpKey>,
     listeners: ListenerTracker,
     folded: FoldTracker,
@@ -81,9 +81,9 @@ impl Collector {
     pub fn new(evict_after: u32) -> Self {
         let label = |id: usize| maps::MAPS[id].label;
         Collector {
-            syscalls: DeltaTracker::new(evict_after),
+            syscalls: CounterTracker::new(evict_after),
             slots: SlotTracker::new(maps::SYSCALL_LATENCY, evict_after),
-            tcp: DeltaTracker::new(evict_after),
+            tcp: CounterTracker::new(evict_after),
             tcp_slots: SlotTracker::new(maps::TCP_LATENCY, evict_after),
             listeners: ListenerTracker::default(),
             folded: FoldTracker::default(),
@@ -109,7 +109,7 @@ impl Collector {
             let n_counts = r.tcp_counts.read(&maps.counts);
             entries(stats, maps::TCP_COUNTERS, n_counts);
             self.tcp
-                .pressure(false, pressed(stats, maps::TCP_COUNTERS, n_counts));
+                .pressure(pressed(stats, maps::TCP_COUNTERS, n_counts));
             entries(stats, maps::LISTENERS, r.listeners.read(&maps.listeners));
             // Only counted: the batch read's count (the kernel has no
             // cheaper way to tell an LRU map's fill level), or in socket
@@ -125,11 +125,8 @@ impl Collector {
             };
             entries(stats, maps::SOCKETS, socks);
             let evict;
-            (tcp, evict) = self.tcp.update(
-                std::iter::empty::<(TcpKey, Histogram)>(),
-                copied(r.tcp_counts.entries()),
-            );
-            delete_counters(&evict, (&mut r.tcp_counts, &mut maps.counts), &mut tcp);
+            (tcp, evict) = self.tcp.update(copied(r.tcp_counts.entries()));
+            delete(&evict, (&mut r.tcp_counts, &mut maps.counts), &mut tcp);
             self.tcp_slots.collect(&mut maps.hist, stats, &mut tcp.hist);
             let (drops, closed) = self.listeners.update(copied(r.listeners.entries()));
             for sk in &closed {
@@ -176,12 +173,9 @@ impl Collector {
         let n_errors = r.errors.read(errors);
         entries(stats, maps::SYSCALL_ERRORS, n_errors);
         self.syscalls
-            .pressure(false, pressed(stats, maps::SYSCALL_ERRORS, n_errors));
-        let (mut syscalls, evict) = self.syscalls.update(
-            std::iter::empty::<(SeriesKey, Histogram)>(),
-            copied(r.errors.entries()),
-        );
-        delete_counters(&evict, (&mut r.errors, errors), &mut syscalls);
+            .pressure(pressed(stats, maps::SYSCALL_ERRORS, n_errors));
+        let (mut syscalls, evict) = self.syscalls.update(copied(r.errors.entries()));
+        delete(&evict, (&mut r.errors, errors), &mut syscalls);
         let events = self.slots.collect(hist, stats, &mut syscalls.hist);
         SelfStats::add(&stats.events, events);
         syscalls
@@ -214,39 +208,17 @@ impl Collector {
     }
 }
 
-/// Deletes evicted entries from their kernel maps (`readers` hold the read
+/// Deletes evicted counters from their kernel map (`reader` holds the read
 /// they were evicted from). What an entry gained between that read and its
 /// deletion is added to `out` rather than lost (see [`BatchReader::take`]).
-/// Returns the events so added.
 pub fn delete<K: Pod + Eq + Hash>(
-    ev: &Evictions<K>,
-    (hist_reader, hist): (
-        &mut BatchReader<K, Histogram>,
-        &mut AyaHashMap<MapData, K, Histogram>,
-    ),
-    counts: (&mut BatchReader<K, u64>, &mut AyaHashMap<MapData, K, u64>),
-    out: &mut Deltas<K>,
-) -> u64 {
-    let mut events = 0;
-    for &(k, pos) in &ev.hist {
-        if let Some(last) = hist_reader.take(hist, &k) {
-            let read = hist_reader.values().get(pos);
-            events += out.hist.push_between(k, read, &last).unwrap_or(0);
-        }
-    }
-    delete_counters(ev, counts, out);
-    events
-}
-
-/// The counter half of [`delete`].
-fn delete_counters<K: Pod + Eq + Hash>(
-    ev: &Evictions<K>,
-    (count_reader, counts): (&mut BatchReader<K, u64>, &mut AyaHashMap<MapData, K, u64>),
+    evict: &[(K, usize)],
+    (reader, map): (&mut BatchReader<K, u64>, &mut AyaHashMap<MapData, K, u64>),
     out: &mut Deltas<K>,
 ) {
-    for &(k, pos) in &ev.counters {
-        if let Some(last) = count_reader.take(counts, &k) {
-            let read = count_reader.values().get(pos).copied();
+    for &(k, pos) in evict {
+        if let Some(last) = reader.take(map, &k) {
+            let read = reader.values().get(pos).copied();
             match counter_delta(read, last) {
                 0 => {}
                 d => out.counters.push((k, d)),
@@ -657,48 +629,28 @@ pub fn counter_delta(prev: Option<u64>, cur: u64) -> u64 {
     }
 }
 
-/// Turns successive reads of the maps into deltas, and picks the entries
-/// idle long enough to be evicted from the kernel maps. A read allocates
-/// nothing per entry (the deltas of changed histograms share one buffer), and
-/// in the steady state hashes nothing (see [`Series`]).
-pub struct DeltaTracker<K = SeriesKey> {
-    hist: Series<K, Histogram>,
-    counters: Series<K, u64>,
+/// Turns successive reads of a counter map into deltas, and picks the
+/// entries idle long enough to be evicted from the kernel map. A read
+/// allocates nothing per entry, and in the steady state hashes nothing (see
+/// [`Series`]).
+pub struct CounterTracker<K = SeriesKey> {
+    series: Series<K>,
     evict_after: u32,
-    /// Maps under pressure (histograms, counters): the next update evicts
-    /// whatever did not change since the last read.
-    pressed: (bool, bool),
+    /// The map is under pressure: the next update evicts whatever did not
+    /// change since the last read.
+    pressed: bool,
     /// Reads so far: entries a read did not see are forgotten after it.
     reads: u64,
-    /// Events in the last read's histogram deltas.
-    events: u64,
     /// The buffers of a consumed interval's deltas ([`recycle`](Self::recycle)).
     spare: Deltas<K>,
-}
-
-/// Entries to delete from the kernel maps (idle for `evict_after`
-/// intervals, or unchanged under pressure): key and position in the read.
-#[derive(Debug)]
-pub struct Evictions<K = SeriesKey> {
-    pub hist: Vec<(K, usize)>,
-    pub counters: Vec<(K, usize)>,
-}
-
-impl<K> Default for Evictions<K> {
-    fn default() -> Self {
-        Evictions {
-            hist: vec![],
-            counters: vec![],
-        }
-    }
 }
 
 /// The last value of each entry of one map. A batch read returns a hash map
 /// in bucket order, which stays put while its keys do: an entry is found
 /// at its position in the last read (no hashing, memory walked in order),
 /// and by key through `index` only when the order moved.
-struct Series<K, V> {
-    slots: Vec<Slot<K, V>>,
+struct Series<K> {
+    slots: Vec<Slot<K>>,
     /// Key -> slot, for every live slot.
     index: HashMap<K, usize>,
     /// The slot of each position of the last read.
@@ -709,42 +661,17 @@ struct Series<K, V> {
     free: Vec<usize>,
 }
 
-struct Slot<K, V> {
+struct Slot<K> {
     key: K,
-    value: V,
+    value: u64,
     /// Consecutive intervals without change.
     idle: u32,
-    /// The read that last saw it ([`DeltaTracker`]'s `reads`).
+    /// The read that last saw it ([`CounterTracker`]'s `reads`).
     seen: u64,
     live: bool,
 }
 
-/// A cumulative kernel value as [`Series`] holds it.
-trait Cumulative: Copy {
-    /// Whether `cur`, a later read of this value, shows nothing new: from
-    /// its cheapest tell, so an idle entry costs a cache line, not a copy.
-    fn unchanged(&self, cur: &Self) -> bool;
-}
-
-impl Cumulative for u64 {
-    fn unchanged(&self, cur: &u64) -> bool {
-        self == cur
-    }
-}
-
-impl Cumulative for Histogram {
-    /// Every duration moves the sum (a nonzero one) or the zero count, and
-    /// the kernel stores the sum after the bucket (`add_sum` in the eBPF
-    /// helpers): a read with the old sum and zero count is taken as
-    /// unchanged, and what it may already show of an update in flight is
-    /// counted at the next change (the held value stays as it was), or at
-    /// eviction, which compares everything.
-    fn unchanged(&self, cur: &Histogram) -> bool {
-        self.sum_ns == cur.sum_ns && self.zero == cur.zero
-    }
-}
-
-impl<K: Copy + Eq + Hash, V: Cumulative> Series<K, V> {
+impl<K: Copy + Eq + Hash> Series<K> {
     fn new() -> Self {
         Series {
             slots: vec![],
@@ -756,75 +683,55 @@ impl<K: Copy + Eq + Hash, V: Cumulative> Series<K, V> {
     }
 
     /// Entry `pos` of read `read` against what is held for its key:
-    /// returns the delta (`None` when nothing changed) and whether the
-    /// entry is to be evicted (then it is forgotten here). `delta` gets the
-    /// held value (`None` for a new key) to bring up to `cur`, and whether
-    /// to compare all of it (at eviction) rather than take shortcuts.
-    fn track<D>(
-        &mut self,
-        pos: usize,
-        k: K,
-        cur: &V,
-        read: u64,
-        evict_after: u32,
-        delta: impl FnOnce(Option<&mut V>, &V, bool) -> Option<D>,
-    ) -> (Option<D>, bool) {
+    /// returns its delta and whether the entry is to be evicted (then it is
+    /// forgotten here).
+    fn track(&mut self, pos: usize, k: K, cur: u64, read: u64, evict_after: u32) -> (u64, bool) {
         let at = match self.order.get(pos) {
             Some(&s) if self.slots[s].live && self.slots[s].key == k => Some(s),
             _ => self.index.get(&k).copied(),
         };
-        match at {
-            Some(s) => {
-                let p = &mut self.slots[s];
-                // Unchanged (the common case of an idle series): neither a
-                // delta to compute nor a value to copy.
-                if !p.value.unchanged(cur) {
-                    let d = delta(Some(&mut p.value), cur, false);
-                    p.idle = 0;
-                    p.seen = read;
-                    self.next_order.push(s);
-                    return (d, false);
-                }
-                if p.idle + 1 >= evict_after {
-                    // The full comparison the quick test skipped: what it
-                    // cannot see is not lost with the entry.
-                    let d = delta(Some(&mut p.value), cur, true);
-                    self.forget(s);
-                    return (d, true);
-                }
-                p.idle += 1;
-                p.seen = read;
-                self.next_order.push(s);
-                (None, false)
+        let Some(s) = at else {
+            if cur == 0 && evict_after <= 1 {
+                return (0, true);
             }
-            None => {
-                let d = delta(None, cur, false);
-                let idle = d.is_none() as u32;
-                if idle >= evict_after {
-                    return (None, true);
+            let slot = Slot {
+                key: k,
+                value: cur,
+                idle: u32::from(cur == 0),
+                seen: read,
+                live: true,
+            };
+            let s = match self.free.pop() {
+                Some(s) => {
+                    self.slots[s] = slot;
+                    s
                 }
-                let slot = Slot {
-                    key: k,
-                    value: *cur,
-                    idle,
-                    seen: read,
-                    live: true,
-                };
-                let s = match self.free.pop() {
-                    Some(s) => {
-                        self.slots[s] = slot;
-                        s
-                    }
-                    None => {
-                        self.slots.push(slot);
-                        self.slots.len() - 1
-                    }
-                };
-                self.index.insert(k, s);
-                self.next_order.push(s);
-                (d, false)
-            }
+                None => {
+                    self.slots.push(slot);
+                    self.slots.len() - 1
+                }
+            };
+            self.index.insert(k, s);
+            self.next_order.push(s);
+            return (cur, false);
+        };
+        let p = &mut self.slots[s];
+        if p.value != cur {
+            let d = counter_delta(Some(p.value), cur);
+            p.value = cur;
+            p.idle = 0;
+            p.seen = read;
+            self.next_order.push(s);
+            return (d, false);
         }
+        if p.idle + 1 >= evict_after {
+            self.forget(s);
+            return (0, true);
+        }
+        p.idle += 1;
+        p.seen = read;
+        self.next_order.push(s);
+        (0, false)
     }
 
     fn forget(&mut self, s: usize) {
@@ -846,84 +753,52 @@ impl<K: Copy + Eq + Hash, V: Cumulative> Series<K, V> {
     }
 }
 
-impl<K: Copy + Eq + Hash> DeltaTracker<K> {
+impl<K: Copy + Eq + Hash> CounterTracker<K> {
     pub fn new(evict_after: u32) -> Self {
-        DeltaTracker {
-            hist: Series::new(),
-            counters: Series::new(),
+        CounterTracker {
+            series: Series::new(),
             evict_after: evict_after.max(1),
-            pressed: (false, false),
+            pressed: false,
             reads: 0,
-            events: 0,
             spare: Deltas::default(),
         }
     }
 
-    /// Whether the maps of the next [`update`](Self::update) are under
-    /// pressure (histograms, counters): entries unchanged since the last
-    /// read are then evicted at once instead of after `evict_after` reads.
-    pub fn pressure(&mut self, hist: bool, counters: bool) {
-        self.pressed = (hist, counters);
+    /// Whether the map of the next [`update`](Self::update) is under
+    /// pressure: entries unchanged since the last read are then evicted at
+    /// once instead of after `evict_after` reads.
+    pub fn pressure(&mut self, pressed: bool) {
+        self.pressed = pressed;
     }
 
-    /// Feed one full read of both maps; returns the deltas and the keys the
-    /// caller should delete from the kernel (already forgotten here, so a
-    /// recreated entry counts from zero). Histograms by reference or by
-    /// value: the collector lends them from its read buffers.
-    pub fn update<H: Borrow<Histogram>>(
+    /// Feed one full read of the map; returns the deltas (their histogram
+    /// half empty, for the map's slotted histograms) and the entries the
+    /// caller should delete from the kernel, by key and position in the
+    /// read (already forgotten here, so a recreated entry counts from zero).
+    pub fn update(
         &mut self,
-        hist: impl IntoIterator<Item = (K, H)>,
         counters: impl IntoIterator<Item = (K, u64)>,
-    ) -> (Deltas<K>, Evictions<K>) {
+    ) -> (Deltas<K>, Vec<(K, usize)>) {
         // Into the buffers of an earlier interval if handed back: fresh
         // ones of a few MiB would be page-faulted in again every interval.
         let mut out = std::mem::take(&mut self.spare);
         out.hist.clear();
         out.counters.clear();
-        let mut ev = Evictions::default();
+        let mut evict = vec![];
         self.reads += 1;
         let read = self.reads;
-        let after = |pressed: bool| if pressed { 1 } else { self.evict_after };
-        let (after_hist, after_counters) = (after(self.pressed.0), after(self.pressed.1));
-        self.events = 0;
-        for (pos, (k, cur)) in hist.into_iter().enumerate() {
-            let out_hist = &mut out.hist;
-            let (events, evict) = self.hist.track(
-                pos,
-                k,
-                cur.borrow(),
-                read,
-                after_hist,
-                |prev, cur, all| match prev {
-                    Some(prev) => out_hist.push_onto(k, prev, cur, all),
-                    None => out_hist.push_between(k, None, cur),
-                },
-            );
-            if evict {
-                ev.hist.push((k, pos));
-            }
-            self.events += events.unwrap_or(0);
-        }
-        self.hist.finish(read);
+        let after = if self.pressed { 1 } else { self.evict_after };
         for (pos, (k, cur)) in counters.into_iter().enumerate() {
-            let (d, evict) =
-                self.counters
-                    .track(pos, k, &cur, read, after_counters, |prev, &cur, _| {
-                        let d = counter_delta(prev.as_deref().copied(), cur);
-                        if let Some(p) = prev {
-                            *p = cur;
-                        }
-                        Some(d).filter(|&d| d != 0)
-                    });
-            if evict {
-                ev.counters.push((k, pos));
+            let (d, gone) = self.series.track(pos, k, cur, read, after);
+            if gone {
+                evict.push((k, pos));
             }
-            if let Some(d) = d {
+            if d != 0 {
                 out.counters.push((k, d));
             }
         }
-        self.counters.finish(read);
-        (out, ev)
+        self.series.finish(read);
+        (out, evict)
     }
 
     /// Hands back deltas [`update`](Self::update) returned, once consumed,
@@ -931,11 +806,32 @@ impl<K: Copy + Eq + Hash> DeltaTracker<K> {
     pub fn recycle(&mut self, d: Deltas<K>) {
         self.spare = d;
     }
+}
 
-    /// Events (histogram counts) in the deltas of the last
-    /// [`update`](Self::update).
-    pub fn events(&self) -> u64 {
-        self.events
+/// Where [`SlotTracker`] finds the values of slots and evicts their keys:
+/// the kernel's slotted map ([`SlotMap`]), or a test's stand-in.
+pub trait SlotValues<K> {
+    /// The sum and zero count of `slot`: the fields programs write last,
+    /// so unmoved they say the slot is unchanged.
+    fn quick(&self, slot: u32) -> Option<(u64, u32)>;
+    /// A copy of `slot` as it is now.
+    fn read(&self, slot: u32) -> Option<Histogram>;
+    /// Evict `key` from `slot`, whose value `counted` was counted for it;
+    /// false when the key could not be deleted (it stays).
+    fn evict(&mut self, key: K, slot: u32, counted: Histogram) -> bool;
+}
+
+impl<K: Pod> SlotValues<K> for SlotMap<K> {
+    fn quick(&self, slot: u32) -> Option<(u64, u32)> {
+        SlotMap::quick(self, slot)
+    }
+
+    fn read(&self, slot: u32) -> Option<Histogram> {
+        SlotMap::read(self, slot)
+    }
+
+    fn evict(&mut self, key: K, slot: u32, counted: Histogram) -> bool {
+        SlotMap::evict(self, key, slot, counted)
     }
 }
 
@@ -949,7 +845,12 @@ pub struct SlotTracker<K = SeriesKey> {
     /// The keys and their slots, read in a batch (the values are read in
     /// place).
     keys: BatchReader<K, SlotRef>,
-    held: Vec<SlotHeld<K>>,
+    held: SlotsHeld<K>,
+}
+
+/// What was counted of each slot's series.
+struct SlotsHeld<K> {
+    slots: Vec<SlotHeld<K>>,
     evict_after: u32,
 }
 
@@ -979,8 +880,7 @@ impl<K: Copy + Eq + Pod> SlotTracker<K> {
         SlotTracker {
             id,
             keys: BatchReader::new(maps::MAPS[id].label),
-            held: Vec::new(),
-            evict_after: evict_after.max(1),
+            held: SlotsHeld::new(evict_after),
         }
     }
 
@@ -997,43 +897,69 @@ impl<K: Copy + Eq + Pod> SlotTracker<K> {
         // released only below.
         let n = self.keys.read(&map.keys) + map.held_back();
         entries(stats, self.id, n);
-        let after = if pressed(stats, self.id, n) {
-            1
-        } else {
-            self.evict_after
-        };
         // What the slots evicted at the last read gained since: counted,
         // not lost; then they serve new series.
         let mut events = 0;
         map.release(|k, counted, now| {
             events += out.push_between(k, Some(counted), now).unwrap_or(0);
         });
-        for (k, &r) in self.keys.entries() {
-            let Some((sum, zero)) = map.quick(r.slot) else {
+        let entries = self.keys.entries().map(|(k, &r)| (k, r));
+        events
+            + self
+                .held
+                .update(entries, map, pressed(stats, self.id, n), out)
+    }
+}
+
+impl<K: Copy + Eq> SlotsHeld<K> {
+    fn new(evict_after: u32) -> Self {
+        SlotsHeld {
+            slots: Vec::new(),
+            evict_after: evict_after.max(1),
+        }
+    }
+
+    /// One read of the keys (`entries`: key and slot) against the slots'
+    /// `values`: deltas into `out`, idle series evicted (after one idle
+    /// read when `pressed`). Returns the events counted.
+    fn update(
+        &mut self,
+        entries: impl IntoIterator<Item = (K, SlotRef)>,
+        values: &mut impl SlotValues<K>,
+        pressed: bool,
+        out: &mut HistDeltas<K>,
+    ) -> u64 {
+        let after = if pressed { 1 } else { self.evict_after };
+        let mut events = 0;
+        for (k, r) in entries {
+            let Some((sum, zero)) = values.quick(r.slot) else {
                 continue;
             };
             let i = r.slot as usize;
-            if i >= self.held.len() {
-                self.held.resize_with(i + 1, || SlotHeld::from_zero(None));
+            if i >= self.slots.len() {
+                self.slots.resize_with(i + 1, || SlotHeld::from_zero(None));
             }
-            let h = &mut self.held[i];
+            let h = &mut self.slots[i];
             if h.key != Some(k) {
                 // A new series: its slot started from zero.
                 *h = SlotHeld::from_zero(Some(k));
             }
             if h.value.sum_ns == sum && h.value.zero == zero {
-                // Unchanged (see `Cumulative for Histogram`); a bucket
-                // ahead of its sum shows with the next change, or in the
+                // Unchanged: every duration moves the sum (a nonzero one)
+                // or the zero count, and the kernel stores the sum after
+                // the bucket (`add_sum` in the eBPF helpers). What a read
+                // may already show of an update in flight (a bucket ahead
+                // of its sum) is counted with the next change, or in the
                 // slot's last read after eviction.
                 h.idle += 1;
-                if h.idle >= after && map.evict(k, r.slot, h.value) {
+                if h.idle >= after && values.evict(k, r.slot, h.value) {
                     h.key = None;
                 }
                 continue;
             }
             // One copy, then everything from it: programs keep adding to
             // the mapped value.
-            if let Some(cur) = map.read(r.slot) {
+            if let Some(cur) = values.read(r.slot) {
                 events += out.push_onto(k, &mut h.value, &cur, false).unwrap_or(0);
                 h.idle = 0;
             }
@@ -1104,9 +1030,9 @@ mod tests {
     }
 
     /// The `i`-th histogram delta, dense.
-    fn nth(d: &Deltas, i: usize) -> HistValue {
+    fn nth(d: &HistDeltas, i: usize) -> HistValue {
         let mut h = HistValue::default();
-        h.add_delta(d.hist.get(i).unwrap().1);
+        h.add_delta(d.get(i).unwrap().1);
         h
     }
 
@@ -1118,21 +1044,6 @@ mod tests {
     }
 
     #[test]
-    fn deltas_between_reads() {
-        let mut t = DeltaTracker::new(3);
-        let (d, _) = t.update([(key(1), hist(100, 5, 2))], [(key(1), 4)]);
-        assert_eq!(nth(&d, 0).count(), 2);
-        assert_eq!(nth(&d, 0).sum_ns, 100);
-        assert_eq!(d.counters, vec![(key(1), 4)]);
-        assert_eq!(t.events(), 2);
-        let (d, _) = t.update([(key(1), hist(250, 5, 5))], [(key(1), 9)]);
-        assert_eq!(t.events(), 3);
-        assert_eq!(nth(&d, 0).buckets[5], 3);
-        assert_eq!(nth(&d, 0).sum_ns, 150);
-        assert_eq!(d.counters, vec![(key(1), 5)]);
-    }
-
-    #[test]
     fn counter_reset_counts_from_zero() {
         assert_eq!(counter_delta(Some(10), 15), 5);
         assert_eq!(
@@ -1141,10 +1052,10 @@ mod tests {
             "entry recreated: 3 new events"
         );
         assert_eq!(counter_delta(None, 7), 7);
-        let mut t = DeltaTracker::new(3);
-        t.update([(key(1), hist(1000, 5, 10))], []);
-        // Recreated entry with a smaller sum: everything in it is new.
-        let (d, _) = t.update([(key(1), hist(40, 5, 1))], []);
+        // A histogram with a smaller sum (a zeroed slot's new series): all
+        // of it is new.
+        let mut d = HistDeltas::default();
+        d.push_between(key(1), Some(&hist(1000, 5, 10)), &hist(40, 5, 1));
         assert_eq!(nth(&d, 0).count(), 1);
         assert_eq!(nth(&d, 0).sum_ns, 40);
     }
@@ -1284,78 +1195,190 @@ mod tests {
         }
     }
 
-    /// Deltas of many entries share one buffer: each reads back its own.
+    // Counter maps.
+
     #[test]
-    fn many_deltas_share_one_buffer() {
-        let mut t = DeltaTracker::new(3);
-        let read = |r: u32| -> Vec<(SeriesKey, Histogram)> {
-            (0..50)
-                .map(|i| {
-                    let mut h = hist(u64::from(r) * 100 + u64::from(i), i as usize, r);
-                    h.buckets[(i as usize * 7) % NUM_BUCKETS] += r * i;
-                    (key(i), h)
-                })
-                .collect()
-        };
-        let first = read(1);
-        t.update(first.clone(), []);
-        let second = read(2);
-        let (d, _) = t.update(second.clone(), []);
-        assert_eq!(d.hist.len(), 50);
-        let mut events = 0;
-        for (i, (k, h)) in d.hist.iter().enumerate() {
-            assert_eq!(*k, key(i as u32));
-            let mut got = HistValue::default();
-            got.add_delta(h);
-            assert_eq!(got, HistValue::between(Some(&first[i].1), &second[i].1));
-            events += got.count();
-        }
-        assert_eq!(t.events(), events);
+    fn counter_deltas_between_reads() {
+        let mut t = CounterTracker::new(3);
+        let (d, _) = t.update([(key(1), 4)]);
+        assert_eq!(d.counters, vec![(key(1), 4)]);
+        let (d, _) = t.update([(key(1), 9)]);
+        assert_eq!(d.counters, vec![(key(1), 5)]);
+        let (d, _) = t.update([(key(1), 9)]);
+        assert!(d.counters.is_empty());
     }
 
     /// Recycled buffers start empty: nothing of the last interval leaks in.
     #[test]
     fn recycled_deltas_start_empty() {
-        let mut t = DeltaTracker::new(5);
-        let (d, _) = t.update(
-            [(key(1), hist(10, 3, 1)), (key(2), hist(10, 9, 1))],
-            [(key(1), 1)],
-        );
-        assert_eq!((d.hist.len(), d.counters.len()), (2, 1));
+        let mut t = CounterTracker::new(5);
+        let (mut d, _) = t.update([(key(1), 1), (key(2), 1)]);
+        d.hist.push_between(key(1), None, &hist(10, 3, 1));
+        assert_eq!((d.hist.len(), d.counters.len()), (1, 2));
         t.recycle(d);
-        let (d, _) = t.update(
-            [(key(1), hist(10, 3, 1)), (key(2), hist(30, 9, 4))],
-            [(key(1), 1)],
-        );
-        assert_eq!((d.hist.len(), d.counters.len()), (1, 0));
-        let (k, h) = d.hist.get(0).unwrap();
-        assert_eq!(
-            (*k, h.first, h.buckets, h.sum_ns),
-            (key(2), 9, &[3][..], 20)
-        );
+        let (d, _) = t.update([(key(1), 1), (key(2), 3)]);
+        assert!(d.hist.is_empty());
+        assert_eq!(d.counters, vec![(key(2), 2)]);
     }
 
     /// Entries are found by position while the read order holds, by key
     /// when it moved; gone entries are forgotten and their slots reused.
     #[test]
     fn read_order_changes_and_gone_entries() {
-        let mut t = DeltaTracker::new(10);
-        let read = |n: &[(u32, u64)]| -> Vec<(SeriesKey, Histogram)> {
-            n.iter()
-                .map(|&(k, s)| (key(k), hist(s, 1, s as u32)))
-                .collect()
+        let mut t = CounterTracker::new(10);
+        let read = |n: &[(u32, u64)]| -> Vec<(SeriesKey, u64)> {
+            n.iter().map(|&(k, v)| (key(k), v)).collect()
         };
-        t.update(read(&[(1, 10), (2, 20), (3, 30)]), []);
+        t.update(read(&[(1, 10), (2, 20), (3, 30)]));
         // Reordered, 2 gone, 4 new, 3 changed.
-        let (d, _) = t.update(read(&[(3, 35), (4, 40), (1, 10)]), []);
-        let got: Vec<_> = d.hist.iter().map(|(k, v)| (k.nr, v.sum_ns)).collect();
+        let (d, _) = t.update(read(&[(3, 35), (4, 40), (1, 10)]));
+        let got: Vec<_> = d.counters.iter().map(|(k, v)| (k.nr, *v)).collect();
         assert_eq!(got, vec![(3, 5), (4, 40)]);
         // 2 comes back: it was forgotten, so all of it is new.
-        let (d, _) = t.update(read(&[(2, 25), (1, 11), (3, 35), (4, 40)]), []);
-        let got: Vec<_> = d.hist.iter().map(|(k, v)| (k.nr, v.sum_ns)).collect();
+        let (d, _) = t.update(read(&[(2, 25), (1, 11), (3, 35), (4, 40)]));
+        let got: Vec<_> = d.counters.iter().map(|(k, v)| (k.nr, *v)).collect();
         assert_eq!(got, vec![(2, 25), (1, 1)]);
-        assert_eq!(t.hist.slots.len(), 4, "the slot of 2 was reused");
-        assert_eq!(t.hist.index.len(), 4);
+        assert_eq!(t.series.slots.len(), 4, "the slot of 2 was reused");
+        assert_eq!(t.series.index.len(), 4);
+    }
+
+    #[test]
+    fn idle_counters_are_evicted_then_forgotten() {
+        let mut t = CounterTracker::new(2);
+        t.update([(key(2), 1)]);
+        let (_, ev) = t.update([(key(2), 1)]);
+        assert!(ev.is_empty());
+        let (_, ev) = t.update([(key(2), 1)]);
+        assert_eq!(ev, vec![(key(2), 0)]);
+        // After deletion the kernel recreates the entry from zero.
+        let (d, _) = t.update([(key(2), 1)]);
+        assert_eq!(d.counters, vec![(key(2), 1)]);
+        // Under pressure: evicted after one unchanged read.
+        t.pressure(true);
+        let (_, ev) = t.update([(key(2), 1)]);
+        assert_eq!(ev, vec![(key(2), 0)]);
+    }
+
+    // Slotted histogram maps, against the kernel's side in memory.
+
+    /// What the programs and the agent's `SlotMap` do to a slotted map, in
+    /// memory: values by slot, keys to slots, free slots, and the slots
+    /// evicted and waiting for release.
+    struct Kernel {
+        values: Vec<Histogram>,
+        keys: HashMap<SeriesKey, SlotRef>,
+        free: Vec<u32>,
+        pending: Vec<(SeriesKey, u32, Histogram)>,
+    }
+
+    impl Kernel {
+        fn new(slots: u32) -> Self {
+            Kernel {
+                values: vec![Histogram::ZERO; slots as usize],
+                keys: HashMap::new(),
+                free: (0..slots).rev().collect(),
+                pending: vec![],
+            }
+        }
+
+        /// The value of `k`'s slot, claimed if `k` has none.
+        fn value(&mut self, k: SeriesKey) -> &mut Histogram {
+            let r = match self.keys.get(&k) {
+                Some(&r) => r,
+                None => {
+                    let slot = self.free.pop().expect("a free slot");
+                    let r = SlotRef { slot, gen: 0 };
+                    self.keys.insert(k, r);
+                    r
+                }
+            };
+            &mut self.values[r.slot as usize]
+        }
+
+        /// One read, as `SlotTracker::collect` makes it: release, then
+        /// the keys against the values.
+        fn collect(&mut self, t: &mut SlotsHeld<SeriesKey>, pressed: bool) -> (HistDeltas, u64) {
+            let mut out = HistDeltas::default();
+            let mut events = 0;
+            for (k, slot, counted) in std::mem::take(&mut self.pending) {
+                let now = &mut self.values[slot as usize];
+                events += out.push_between(k, Some(&counted), now).unwrap_or(0);
+                *now = Histogram::ZERO;
+                self.free.push(slot);
+            }
+            let mut entries: Vec<_> = self.keys.iter().map(|(&k, &r)| (k, r)).collect();
+            entries.sort_by_key(|(_, r)| r.slot);
+            events += t.update(entries, self, pressed, &mut out);
+            (out, events)
+        }
+    }
+
+    impl SlotValues<SeriesKey> for Kernel {
+        fn quick(&self, slot: u32) -> Option<(u64, u32)> {
+            self.values.get(slot as usize).map(|h| (h.sum_ns, h.zero))
+        }
+
+        fn read(&self, slot: u32) -> Option<Histogram> {
+            self.values.get(slot as usize).copied()
+        }
+
+        fn evict(&mut self, key: SeriesKey, slot: u32, counted: Histogram) -> bool {
+            self.keys.remove(&key);
+            self.pending.push((key, slot, counted));
+            true
+        }
+    }
+
+    #[test]
+    fn slot_deltas_between_reads() {
+        let mut k = Kernel::new(4);
+        let mut t = SlotsHeld::new(3);
+        *k.value(key(1)) = hist(100, 5, 2);
+        let (d, events) = k.collect(&mut t, false);
+        assert_eq!((nth(&d, 0).count(), nth(&d, 0).sum_ns, events), (2, 100, 2));
+        *k.value(key(1)) = hist(250, 5, 5);
+        let (d, events) = k.collect(&mut t, false);
+        assert_eq!(
+            (nth(&d, 0).buckets[5], nth(&d, 0).sum_ns, events),
+            (3, 150, 3)
+        );
+        let (d, events) = k.collect(&mut t, false);
+        assert!(d.is_empty() && events == 0);
+    }
+
+    /// Deltas of many slots share one buffer: each reads back its own.
+    #[test]
+    fn many_deltas_share_one_buffer() {
+        let mut k = Kernel::new(50);
+        let mut t = SlotsHeld::new(3);
+        let read = |r: u32| -> Vec<Histogram> {
+            (0..50)
+                .map(|i| {
+                    let mut h = hist(u64::from(r) * 100 + u64::from(i), i as usize, r);
+                    h.buckets[(i as usize * 7) % NUM_BUCKETS] += r * i;
+                    h
+                })
+                .collect()
+        };
+        let (first, second) = (read(1), read(2));
+        for (i, h) in first.iter().enumerate() {
+            *k.value(key(i as u32)) = *h;
+        }
+        k.collect(&mut t, false);
+        for (i, h) in second.iter().enumerate() {
+            *k.value(key(i as u32)) = *h;
+        }
+        let (d, events) = k.collect(&mut t, false);
+        assert_eq!(d.len(), 50);
+        let mut counted = 0;
+        for (k, h) in &d {
+            let i = k.nr as usize;
+            let mut got = HistValue::default();
+            got.add_delta(h);
+            assert_eq!(got, HistValue::between(Some(&first[i]), &second[i]));
+            counted += got.count();
+        }
+        assert_eq!(events, counted);
     }
 
     /// A read that caught an update between its bucket and its sum (the
@@ -1363,33 +1386,73 @@ mod tests {
     /// is taken as unchanged, and the bucket counted with the next change.
     #[test]
     fn a_bucket_ahead_of_its_sum_counts_with_the_next_change() {
-        let mut t = DeltaTracker::new(10);
-        t.update([(key(1), hist(100, 5, 1))], []);
-        let (d, _) = t.update([(key(1), hist(100, 5, 2))], []);
-        assert!(d.hist.is_empty());
-        let (d, _) = t.update([(key(1), hist(150, 5, 2))], []);
-        assert_eq!(nth(&d, 0).buckets[5], 1);
-        assert_eq!(nth(&d, 0).sum_ns, 50);
-        assert_eq!(t.events(), 1);
+        let mut k = Kernel::new(1);
+        let mut t = SlotsHeld::new(10);
+        *k.value(key(1)) = hist(100, 5, 1);
+        k.collect(&mut t, false);
+        *k.value(key(1)) = hist(100, 5, 2);
+        let (d, _) = k.collect(&mut t, false);
+        assert!(d.is_empty());
+        *k.value(key(1)) = hist(150, 5, 2);
+        let (d, events) = k.collect(&mut t, false);
+        assert_eq!(
+            (nth(&d, 0).buckets[5], nth(&d, 0).sum_ns, events),
+            (1, 50, 1)
+        );
     }
 
-    /// Eviction compares everything: a bucket ahead of its sum when the
-    /// entry goes idle is counted before the entry is forgotten.
+    /// An idle series is evicted with what was counted of it; its slot's
+    /// last read, an interval later, counts what the quick test skipped
+    /// (a bucket ahead of its sum) and anything that landed since. Then a
+    /// new series gets the slot, from zero.
     #[test]
-    fn eviction_counts_what_the_quick_test_skipped() {
-        let mut t = DeltaTracker::new(2);
-        t.update([(key(1), hist(100, 5, 1))], []);
-        let (d, ev) = t.update([(key(1), hist(100, 5, 2))], []);
-        assert!(d.hist.is_empty() && ev.hist.is_empty());
-        let (d, ev) = t.update([(key(1), hist(100, 5, 2))], []);
-        assert_eq!(ev.hist, vec![(key(1), 0)]);
-        assert_eq!(nth(&d, 0).buckets[5], 1);
-        assert_eq!(t.events(), 1);
+    fn eviction_counts_late_updates_then_the_slot_serves_a_new_series() {
+        let mut k = Kernel::new(1);
+        let mut t = SlotsHeld::new(2);
+        *k.value(key(1)) = hist(100, 5, 1);
+        k.collect(&mut t, false);
+        // A bucket ahead of its sum: unchanged, then idle twice: evicted.
+        *k.value(key(1)) = hist(100, 5, 2);
+        k.collect(&mut t, false);
+        let (d, _) = k.collect(&mut t, false);
+        assert!(d.is_empty() && k.keys.is_empty());
+        // An update in flight lands in the slot after the eviction.
+        k.values[0].buckets[7] += 1;
+        k.values[0].sum_ns += 30;
+        let (d, events) = k.collect(&mut t, false);
+        assert_eq!(d.len(), 1);
+        let (dk, _) = d.get(0).unwrap();
+        assert_eq!(*dk, key(1));
+        let v = nth(&d, 0);
+        assert_eq!(
+            (v.buckets[5], v.buckets[7], v.sum_ns, events),
+            (1, 1, 30, 2)
+        );
+        assert_eq!(k.values[0], Histogram::ZERO, "released slots are zeroed");
+        *k.value(key(2)) = hist(7, 1, 1);
+        let (d, events) = k.collect(&mut t, false);
+        assert_eq!(
+            (*d.get(0).unwrap().0, nth(&d, 0).sum_ns, events),
+            (key(2), 7, 1)
+        );
+    }
+
+    /// Under pressure an unchanged series goes after one idle read.
+    #[test]
+    fn pressure_evicts_after_one_idle_read() {
+        let mut k = Kernel::new(2);
+        let mut t = SlotsHeld::new(10);
+        *k.value(key(1)) = hist(10, 1, 1);
+        *k.value(key(2)) = hist(10, 1, 1);
+        k.collect(&mut t, true);
+        *k.value(key(2)) = hist(20, 1, 2);
+        k.collect(&mut t, true);
+        assert_eq!(k.keys.keys().copied().collect::<Vec<_>>(), vec![key(2)]);
     }
 
     /// A bucket that wrapped to exactly 0 in a chunk of zeros is not seen
-    /// by the quick scan: its increment shows with the next one, or at
-    /// eviction, which compares everything. Nothing is lost.
+    /// by the quick scan: its increment shows with the next one, or in the
+    /// slot's last read after eviction. Nothing is lost.
     #[test]
     fn a_bucket_wrapped_to_zero_is_counted_later_not_lost() {
         let at = 100;
@@ -1399,81 +1462,79 @@ mod tests {
             h.buckets[at] = n;
             h
         };
-        let mut t = DeltaTracker::new(10);
-        t.update([(key(1), h(10, 1, u32::MAX))], []);
+        let mut k = Kernel::new(1);
+        let mut t = SlotsHeld::new(10);
+        *k.value(key(1)) = h(10, 1, u32::MAX);
+        k.collect(&mut t, false);
         // One more in bucket `at` (wraps to 0) and one in bucket 5.
-        let (d, _) = t.update([(key(1), h(30, 2, 0))], []);
+        *k.value(key(1)) = h(30, 2, 0);
+        let (d, _) = k.collect(&mut t, false);
         assert_eq!(nth(&d, 0).count(), 1);
-        let (d, _) = t.update([(key(1), h(50, 2, 1))], []);
+        *k.value(key(1)) = h(50, 2, 1);
+        let (d, _) = k.collect(&mut t, false);
         assert_eq!(nth(&d, 0).buckets[at], 2, "the wrapped one and the new one");
-        // At eviction.
-        let mut t = DeltaTracker::new(1);
-        t.update([(key(1), h(10, 1, u32::MAX))], []);
-        let (d, _) = t.update([(key(1), h(30, 2, 0))], []);
+        // Through eviction.
+        let mut k = Kernel::new(1);
+        let mut t = SlotsHeld::new(1);
+        *k.value(key(1)) = h(10, 1, u32::MAX);
+        k.collect(&mut t, false);
+        *k.value(key(1)) = h(30, 2, 0);
+        let (d, _) = k.collect(&mut t, false);
         assert_eq!(nth(&d, 0).count(), 1);
-        let (d, ev) = t.update([(key(1), h(30, 2, 0))], []);
-        assert_eq!(ev.hist, vec![(key(1), 0)]);
+        k.collect(&mut t, false);
+        let (d, _) = k.collect(&mut t, false);
         assert_eq!(nth(&d, 0).buckets[at], 1);
     }
 
-    /// Reads of one series as the kernel makes them (every duration moves
-    /// the sum or the zero count; now and then the entry is recreated, and
-    /// read with a smaller sum, as the agent's eviction makes it): the
-    /// deltas add up to what the kernel counted, bucket by bucket.
+    /// Reads of series as the kernel makes them (every duration moves the
+    /// sum or the zero count), with idle spells long enough for the agent
+    /// to evict them and a new slot after: the deltas add up to what the
+    /// kernel counted, bucket by bucket.
     #[test]
     fn deltas_add_up_to_the_kernel_counts() {
         let mut rnd = rng(0x2545_F491_4F6C_DD1D);
-        let mut t = DeltaTracker::new(1_000);
-        let mut kernel = Histogram::ZERO;
-        // What the kernel counted, over all incarnations of the entry.
+        let mut k = Kernel::new(4);
+        let mut t = SlotsHeld::new(2);
+        // What the kernel counted, over all slots the series had.
         let mut truth = HistValue::default();
         let mut got = HistValue::default();
         for _ in 0..3_000 {
-            // Recreated: the next read's sum (at most 3 x 1000 ns) is less.
-            if rnd(50) == 0 && kernel.sum_ns > 3_000 {
-                kernel = Histogram::ZERO;
-            }
-            let centre = rnd(NUM_BUCKETS as u64) as usize;
-            for _ in 0..rnd(4) {
-                let ns = 1 + rnd(1_000);
-                match rnd(10) {
-                    0 => {
-                        kernel.zero += 1;
-                        truth.zero += 1;
-                    }
-                    _ => {
-                        let i = (centre + rnd(60) as usize) % NUM_BUCKETS;
-                        kernel.buckets[i] += 1;
-                        truth.buckets[i] += 1;
-                        if rnd(3) == 0 {
-                            kernel.split[i % SPLITS] += 1;
-                            truth.split[i % SPLITS] += 1;
+            // Quiet now and then: two idle reads evict the series.
+            if rnd(8) != 0 {
+                let centre = rnd(NUM_BUCKETS as u64) as usize;
+                let h = k.value(key(1));
+                for _ in 0..rnd(4) {
+                    let ns = 1 + rnd(1_000);
+                    match rnd(10) {
+                        0 => {
+                            h.zero += 1;
+                            truth.zero += 1;
+                        }
+                        _ => {
+                            let i = (centre + rnd(60) as usize) % NUM_BUCKETS;
+                            h.buckets[i] += 1;
+                            truth.buckets[i] += 1;
+                            if rnd(3) == 0 {
+                                h.split[i % SPLITS] += 1;
+                                truth.split[i % SPLITS] += 1;
+                            }
                         }
                     }
+                    h.sum_ns += ns;
+                    truth.sum_ns += ns;
                 }
-                kernel.sum_ns += ns;
-                truth.sum_ns += ns;
             }
-            let (d, _) = t.update([(key(1), kernel)], []);
-            for (_, h) in &d.hist {
+            let (d, _) = k.collect(&mut t, false);
+            for (_, h) in &d {
                 got.add_delta(h);
             }
         }
+        k.collect(&mut t, false);
+        let (d, _) = k.collect(&mut t, false);
+        for (_, h) in &d {
+            got.add_delta(h);
+        }
         assert_eq!(got, truth);
-    }
-
-    #[test]
-    fn idle_entries_are_evicted_then_forgotten() {
-        let mut t = DeltaTracker::new(2);
-        t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
-        let (d, ev) = t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
-        assert!(d.hist.is_empty() && ev.hist.is_empty());
-        let (_, ev) = t.update([(key(1), hist(10, 1, 1))], [(key(2), 1)]);
-        assert_eq!(ev.hist, vec![(key(1), 0)]);
-        assert_eq!(ev.counters, vec![(key(2), 0)]);
-        // After deletion the kernel recreates the entry from zero.
-        let (d, _) = t.update([(key(1), hist(7, 1, 1))], []);
-        assert_eq!(nth(&d, 0).count(), 1);
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
 use aya::maps::{HashMap, Map, MapData};
 use common::{kernel_at_least, require_root};
 use syscope::{
-    collect::{delete, DeltaTracker},
+    collect::{delete, CounterTracker},
     probes::batch::{BatchReader, Route},
 };
 use syscope_common::{Histogram, SeriesKey};
@@ -184,7 +184,7 @@ fn lru_map_counted_in_batches() {
         .all(|(k, v)| *v == [(k - 0xffff_8880_0000_0000) / 64; 8]));
 }
 
-/// An evicted entry is read and deleted in one command: what it gained
+/// An evicted counter is read and deleted in one command: what it gained
 /// after the read it was evicted from (a program's update racing the
 /// eviction) is in the deltas, not lost. Needs Linux 5.14+ (hash maps'
 /// lookup-and-delete); older kernels delete it alone, and the test says so.
@@ -193,56 +193,35 @@ fn an_update_between_read_and_eviction_is_counted() {
     if !require_root() {
         return;
     }
-    let mut hist_map = latency_map(8, 7);
     let mut count_map = HashMap::<MapData, SeriesKey, u64>::create(8, 0).unwrap();
     for i in 0..7 {
         count_map.insert(key(i), 10 + u64::from(i), 0).unwrap();
     }
-    let (mut hr, mut cr) = (BatchReader::new("h"), BatchReader::new("c"));
-    let mut t = DeltaTracker::new(3);
-    let read = |t: &mut DeltaTracker, hr: &mut BatchReader<_, _>, cr: &mut BatchReader<_, _>| {
-        hr.read(&hist_map);
+    let mut cr = BatchReader::new("c");
+    let mut t = CounterTracker::new(3);
+    let read = |t: &mut CounterTracker, cr: &mut BatchReader<_, _>| {
         cr.read(&count_map);
-        t.update(hr.entries(), cr.entries().map(|(k, v)| (k, *v)))
+        t.update(cr.entries().map(|(k, v)| (k, *v)))
     };
-    let (first, _) = read(&mut t, &mut hr, &mut cr);
-    assert_eq!((first.hist.len(), first.counters.len()), (7, 7));
+    let (first, _) = read(&mut t, &mut cr);
+    assert_eq!(first.counters.len(), 7);
     // Under pressure, nothing changed: all are evicted from this read.
-    t.pressure(true, true);
-    let (mut d, ev) = read(&mut t, &mut hr, &mut cr);
-    assert!(d.hist.is_empty() && d.counters.is_empty());
-    assert_eq!((ev.hist.len(), ev.counters.len()), (7, 7));
-    // Between the read and the eviction, key 3 gains 5 events (2 in the
-    // zero bucket, 3 in one bucket) and 40 ns, and 4 errors.
-    let mut h = hist(3);
-    h.zero += 2;
-    h.buckets[0] += 3;
-    h.sum_ns += 40;
-    hist_map.insert(key(3), h, 0).unwrap();
+    t.pressure(true);
+    let (mut d, ev) = read(&mut t, &mut cr);
+    assert!(d.counters.is_empty());
+    assert_eq!(ev.len(), 7);
+    // Between the read and the eviction, key 3 gains 4 errors.
     count_map.insert(key(3), 13 + 4, 0).unwrap();
-    let late = delete(
-        &ev,
-        (&mut hr, &mut hist_map),
-        (&mut cr, &mut count_map),
-        &mut d,
-    );
-    assert_eq!(hist_map.keys().count(), 0, "every evicted entry deleted");
+    delete(&ev, (&mut cr, &mut count_map), &mut d);
     assert_eq!(count_map.keys().count(), 0, "every evicted entry deleted");
     if !kernel_at_least(5, 14) {
-        assert!(d.hist.is_empty() && late == 0);
+        assert!(d.counters.is_empty());
         eprintln!(
             "SKIPPED PART: this kernel has no lookup-and-delete for hash maps (Linux 5.14+): \
              the update was lost, as documented"
         );
         return;
     }
-    assert_eq!(late, 5);
-    let got: Vec<_> = d
-        .hist
-        .iter()
-        .map(|(k, v)| (*k, v.sum_ns, v.count()))
-        .collect();
-    assert_eq!(got, vec![(key(3), 40, 5)]);
     assert_eq!(d.counters, vec![(key(3), 4)]);
 }
 
