@@ -265,26 +265,9 @@ fn connection_older_than_the_agent_is_measured() {
         return;
     }
     let name = unique_name("oldconn");
-    let go = std::env::temp_dir().join(format!("{name}.go"));
-    let _ = std::fs::remove_file(&go);
     let reqs = 6u64;
-    let mut child = spawn_named(
-        &name,
-        &[
-            "tcp-reqresp-old",
-            &reqs.to_string(),
-            "20",
-            go.to_str().unwrap(),
-        ],
-    );
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let port = first
-        .trim()
-        .strip_prefix("port=")
-        .unwrap_or_else(|| panic!("workload said {first:?}"))
-        .to_string();
+    let paused = Paused::start(&name, reqs);
+    let port = paused.port.clone();
     // Connected and one exchange done: now the agent starts.
     let rx = Receiver::start();
     let agent = start_agent(&rx);
@@ -295,16 +278,7 @@ fn connection_older_than_the_agent_is_measured() {
         "{}",
         agent.stderr()
     );
-    std::fs::write(&go, b"").unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(child.wait().unwrap().success(), "workload failed: {rest}");
-    let _ = std::fs::remove_file(&go);
-    let out = Output {
-        status: std::process::ExitStatus::default(),
-        stdout: rest.into_bytes(),
-        stderr: vec![],
-    };
+    let out = paused.go();
     for (metric, truth_key) in [
         ("tcp.server.request.duration", "server_ns"),
         ("tcp.client.request.duration", "client_ns"),
@@ -330,30 +304,11 @@ fn requests_after_their_series_was_evicted_are_counted_exactly() {
     let name = unique_name("evicted");
     let conf = std::env::temp_dir().join(format!("syscope-{name}.toml"));
     std::fs::write(&conf, "[limits]\nseries_idle_intervals = 2\n").unwrap();
-    let go = std::env::temp_dir().join(format!("{name}.go"));
-    let _ = std::fs::remove_file(&go);
     let rx = Receiver::start();
     let _agent = Agent::exporting_to(&rx, &["--probes", "tcp", "-c", conf.to_str().unwrap()]);
     let reqs = 6u64;
-    let mut child = spawn_named(
-        &name,
-        &[
-            "tcp-reqresp-old",
-            &reqs.to_string(),
-            "20",
-            go.to_str().unwrap(),
-        ],
-    );
-    // Whatever happens below, the workload is not left waiting.
-    let _go = Go(go.clone());
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let port = first
-        .trim()
-        .strip_prefix("port=")
-        .unwrap_or_else(|| panic!("workload said {first:?}"))
-        .to_string();
+    let paused = Paused::start(&name, reqs);
+    let port = paused.port.clone();
     let metrics = ["tcp.server.request.duration", "tcp.client.request.duration"];
     let by = [
         ("process.executable.name", name.as_str()),
@@ -373,10 +328,7 @@ fn requests_after_their_series_was_evicted_are_counted_exactly() {
         metrics.iter().all(|m| requests(p, m, &by) >= 1)
             && n.last().is_some_and(|&last| last + 4.0 <= most)
     });
-    std::fs::write(&go, b"").unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(child.wait().unwrap().success(), "workload failed: {rest}");
+    paused.go();
     let _ = std::fs::remove_file(&conf);
     let pts = rx.wait_for(WAIT, |p| metrics.iter().all(|m| requests(p, m, &by) > reqs));
     for m in metrics {
@@ -396,12 +348,70 @@ fn requests(points: &[MetricPoint], metric: &str, by: &[(&str, &str)]) -> u64 {
     last.values().sum()
 }
 
-/// Creates the file on drop: a workload waiting for it goes on (and ends).
-struct Go(std::path::PathBuf);
+/// A kept-alive loopback connection that made one exchange and waits
+/// (`tcp-reqresp-old`) for the test to let it make `reqs` requests, each
+/// answered after 20 ms.
+struct Paused {
+    child: std::process::Child,
+    stdout: BufReader<std::process::ChildStdout>,
+    go: std::path::PathBuf,
+    /// The server's port.
+    port: String,
+}
 
-impl Drop for Go {
+impl Paused {
+    fn start(name: &str, reqs: u64) -> Paused {
+        let go = std::env::temp_dir().join(format!("{name}.go"));
+        let _ = std::fs::remove_file(&go);
+        let mut child = spawn_named(
+            name,
+            &[
+                "tcp-reqresp-old",
+                &reqs.to_string(),
+                "20",
+                go.to_str().unwrap(),
+            ],
+        );
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let port = first
+            .trim()
+            .strip_prefix("port=")
+            .unwrap_or_else(|| panic!("workload said {first:?}"))
+            .to_string();
+        Paused {
+            child,
+            stdout,
+            go,
+            port,
+        }
+    }
+
+    /// Lets it make its requests: their timings, as `tcp-reqresp` prints
+    /// them.
+    fn go(mut self) -> Output {
+        std::fs::write(&self.go, b"").unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest).unwrap();
+        assert!(
+            self.child.wait().unwrap().success(),
+            "workload failed: {rest}"
+        );
+        Output {
+            status: std::process::ExitStatus::default(),
+            stdout: rest.into_bytes(),
+            stderr: vec![],
+        }
+    }
+}
+
+impl Drop for Paused {
+    /// A failed test leaves no workload waiting: it goes on, and ends.
     fn drop(&mut self) {
-        let _ = std::fs::write(&self.0, b"");
+        let _ = std::fs::write(&self.go, b"");
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.go);
     }
 }
 
