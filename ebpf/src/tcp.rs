@@ -43,7 +43,8 @@ use crate::{
 /// recv flag: look at the data without consuming it.
 const MSG_PEEK: i32 = 2;
 
-/// See [`sample_rtt_between`].
+/// Between request boundaries, how many reads and writes of a socket
+/// there are per check of whether an RTT sample is due (see [`on_io`]).
 const RTT_CHECK_EVERY: u8 = 64;
 
 // tp_btf/inet_sock_set_state: (const struct sock *sk, int oldstate, int newstate)
@@ -593,75 +594,67 @@ pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
     // socket only race on which request boundary they see first.
     let st = unsafe { &mut *st };
     claim_owner(st);
-    if st.phase == phase::OVERLAPPED {
-        sample_rtt_between(sk, st);
-        return;
-    }
-    // A request starts with the first byte one way and ends with the first
-    // byte back: server sockets read requests, client sockets write them.
-    let (req_dir, kind, with_addr) = if st.role == role::SERVER {
-        (phase::READ, HistKind::ServerRequest, false)
-    } else {
-        (phase::WRITTEN, HistKind::ClientRequest, true)
-    };
-    let dir = if sent { phase::WRITTEN } else { phase::READ };
-    if !sent && st.role == role::CLIENT {
-        // Whether this read left answer bytes behind, for the next write.
-        st.unread = u8::from(F::seq_differ(sk, 0, 1));
-    }
-    if dir == req_dir {
-        if st.phase != req_dir {
-            if st.phase != phase::IDLE && overlaps_answer::<F>(sk, st) {
-                st.overlaps = st.overlaps.saturating_add(1);
-                if st.overlaps >= OVERLAPS_TO_MULTIPLEXED {
-                    // Requests overlap: no request/response boundary is
-                    // visible without parsing the protocol. Say so, once.
-                    st.phase = phase::OVERLAPPED;
-                    let mux = if st.role == role::SERVER {
-                        CountKind::MultiplexedServer
-                    } else {
-                        CountKind::MultiplexedClient
-                    };
-                    tcp_count(&tcp_key(Some(st), mux as u8, with_addr), 1);
-                    return;
+    // The clock, once a request boundary has read it.
+    let mut now = 0;
+    if st.phase != phase::OVERLAPPED {
+        // A request starts with the first byte one way and ends with the
+        // first byte back: server sockets read requests, client sockets
+        // write them.
+        let (req_dir, kind, with_addr) = if st.role == role::SERVER {
+            (phase::READ, HistKind::ServerRequest, false)
+        } else {
+            (phase::WRITTEN, HistKind::ClientRequest, true)
+        };
+        let dir = if sent { phase::WRITTEN } else { phase::READ };
+        if !sent && st.role == role::CLIENT {
+            // Whether this read left answer bytes behind, for the next write.
+            st.unread = u8::from(F::seq_differ(sk, 0, 1));
+        }
+        if dir == req_dir {
+            if st.phase != req_dir {
+                if st.phase != phase::IDLE && overlaps_answer::<F>(sk, st) {
+                    st.overlaps = st.overlaps.saturating_add(1);
+                    if st.overlaps >= OVERLAPS_TO_MULTIPLEXED {
+                        // Requests overlap: no request/response boundary is
+                        // visible without parsing the protocol. Say so, once.
+                        st.phase = phase::OVERLAPPED;
+                        let mux = if st.role == role::SERVER {
+                            CountKind::MultiplexedServer
+                        } else {
+                            CountKind::MultiplexedClient
+                        };
+                        tcp_count(&tcp_key(Some(st), mux as u8, with_addr), 1);
+                        return;
+                    }
+                }
+                st.phase = req_dir;
+                now = now_ns();
+                st.t_start = now;
+            }
+        } else {
+            if st.phase == req_dir && st.t_start != 0 {
+                now = now_ns();
+                if now >= st.t_start {
+                    tcp_hist(st, kind, with_addr, now - st.t_start);
                 }
             }
-            st.phase = req_dir;
-            let now = now_ns();
-            st.t_start = now;
-            return sample_rtt_due(sk, st, now);
+            st.phase = dir;
         }
-    } else if st.phase == req_dir {
-        st.phase = dir;
-        if st.t_start != 0 {
-            let now = now_ns();
-            if now >= st.t_start {
-                tcp_hist(st, kind, with_addr, now - st.t_start);
-            }
-            return sample_rtt_due(sk, st, now);
-        }
-    } else {
-        st.phase = dir;
     }
-    // More of a request or answer: no boundary, no clock read needed.
-    sample_rtt_between(sk, st);
-}
-
-#[inline(always)]
-fn sample_rtt_due(sk: u64, st: &mut SockState, now: u64) {
+    if now == 0 {
+        // No boundary (more of a request or an answer, or a multiplexed
+        // socket): a clock read is most of what this I/O would cost, so
+        // whether an RTT sample is due is checked every
+        // `RTT_CHECK_EVERY`th time only; a stream still gets its samples.
+        st.between = st.between.wrapping_add(1);
+        if !st.between.is_multiple_of(RTT_CHECK_EVERY) {
+            return;
+        }
+        now = now_ns();
+    }
+    // One place that samples, so the verifier walks one copy of it.
     if now.wrapping_sub(st.rtt_sampled_ns) >= global(&RTT_SAMPLE_NS) {
         sample_rtt(sk, st, now);
-    }
-}
-
-/// Between request boundaries the clock is read for the RTT every
-/// [`RTT_CHECK_EVERY`]th read or write only: a clock read is most of what
-/// such an I/O would cost, and a stream still gets its samples.
-#[inline(always)]
-fn sample_rtt_between(sk: u64, st: &mut SockState) {
-    st.between = st.between.wrapping_add(1);
-    if st.between.is_multiple_of(RTT_CHECK_EVERY) {
-        sample_rtt_due(sk, st, now_ns());
     }
 }
 

@@ -11,7 +11,9 @@ mod common;
 use std::time::Duration;
 
 use common::{kernel_at_least, require_root, Agent};
-use syscope_tests::{latest, run_named, select, unique_name, MetricPoint, Receiver, Temporality};
+use syscope_tests::{
+    latest, run_named, select, slo::slo_file, unique_name, MetricPoint, Receiver, Temporality,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Relative error of a value reported from a scale-3 bucket (see
@@ -119,6 +121,56 @@ fn failing_calls_counted_exactly_tracepoint_fallback() {
     assert!(errors_of(&rx.points(), &name, "openat", "ENOENT")
         .iter()
         .all(|&v| v == 29.0));
+}
+
+/// The most SLO latency thresholds (`hist::SPLITS`, each with its split
+/// counter in the kernel) and TCP requests through the syscall programs:
+/// the longest exit program the verifier walks. Every program loads on its
+/// best hook and failing calls are still counted exactly. Regression: a
+/// change to the TCP request path once took the exit past the verifier's
+/// limit when thresholds were set, and the agent did not start.
+#[test]
+fn failing_calls_counted_exactly_with_the_most_slo_thresholds() {
+    if !require_root() {
+        return;
+    }
+    let name = unique_name("failslo");
+    let slos: String = ["1us", "2us", "20ms", "100ms"]
+        .iter()
+        .enumerate()
+        .map(|(i, th)| {
+            format!(
+                "[[slo]]\nname = \"t{i}\"\nsli = \"latency\"\nmetric = \"syscall.duration\"\n\
+                 threshold = \"{th}\"\nobjective = 0.99\nwindow = \"1d\"\n\
+                 [slo.match]\n\"process.executable.name\" = \"{name}\"\n"
+            )
+        })
+        .collect();
+    let cfg = slo_file(&name, &slos);
+    let rx = Receiver::start();
+    let agent = Agent::exporting_to(
+        &rx,
+        &[
+            "--probes",
+            "syscalls,tcp",
+            "--tcp-io-hook",
+            "syscalls",
+            "--slo-file",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let log = agent.stderr();
+    assert!(
+        log.contains("syscall programs attached hook=\"tp_btf\"")
+            && log.contains("TCP programs attached")
+            && !log.contains("falling back"),
+        "{log}"
+    );
+    run_named(&name, &["fail-open", "23"]);
+    rx.wait_for(WAIT, |p| {
+        errors_of(p, &name, "openat", "ENOENT").last() == Some(&23.0)
+    });
+    let _ = std::fs::remove_file(&cfg);
 }
 
 /// The same truth over HTTP/protobuf with gzip and delta temporality: the
