@@ -246,7 +246,8 @@ const _: () = assert!(NUM_BUCKETS.is_multiple_of(CHUNK));
 /// chunk that reads all zeros now is taken as unmoved without reading the
 /// held one (cold memory): counts only grow, so it held zeros too, but for
 /// a bucket that wrapped to exactly 0, whose increment then shows with its
-/// next one (wrapping subtraction) or at eviction, which compares `all`.
+/// next one (wrapping subtraction) or at the slot's last read after
+/// eviction, which compares `all`.
 #[inline(always)]
 fn chunk_differs(c: &[u32], p: &[u32], all: bool) -> bool {
     (all || c.iter().fold(0, |acc, c| acc | c) != 0)
@@ -396,17 +397,11 @@ impl<K> HistDeltas<K> {
 
     /// [`push_between`](Self::push_between), and `prev` brought up to
     /// `cur` by copying only what moved (the buckets outside the delta's
-    /// range are equal already). Unless `all`, chunks that read all zeros
-    /// are skipped (see [`chunk_differs`]).
-    fn push_onto(
-        &mut self,
-        key: K,
-        prev: &mut Histogram,
-        cur: &Histogram,
-        all: bool,
-    ) -> Option<u64> {
+    /// range are equal already). Chunks that read all zeros are skipped
+    /// (see [`chunk_differs`]).
+    fn push_onto(&mut self, key: K, prev: &mut Histogram, cur: &Histogram) -> Option<u64> {
         let reset = prev.sum_ns > cur.sum_ns;
-        let pushed = self.push(key, Some(prev), cur, all);
+        let pushed = self.push(key, Some(prev), cur, false);
         if reset {
             *prev = *cur;
         } else if let Some((_, moved)) = &pushed {
@@ -960,7 +955,7 @@ impl<K: Copy + Eq> SlotsHeld<K> {
             // One copy, then everything from it: programs keep adding to
             // the mapped value.
             if let Some(cur) = values.read(r.slot) {
-                events += out.push_onto(k, &mut h.value, &cur, false).unwrap_or(0);
+                events += out.push_onto(k, &mut h.value, &cur).unwrap_or(0);
                 h.idle = 0;
             }
         }

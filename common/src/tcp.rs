@@ -148,8 +148,9 @@ pub struct SockState {
     /// Client sockets: the last read left bytes unread (rcv_nxt !=
     /// copied_seq just after it).
     pub unread: u8,
-    /// Reads and writes since a request boundary, wrapping (when to check
-    /// whether an RTT sample is due between boundaries).
+    /// Reads and writes that were no request boundary, wrapping: every
+    /// 64th checks whether an RTT sample is due (boundaries read the clock
+    /// and check anyway).
     pub between: u8,
     pub _pad: u8,
     /// The slots of the socket's request and RTT series

@@ -1,6 +1,7 @@
 //! Slotted series (`syscope_common::maps::MapKind::Slots`): a series key is
 //! hashed once to find or claim its slot; writers that keep the slot (a
-//! thread caches its syscalls' slots) then add to an array element, which
+//! thread caches its syscalls' slots, a socket its request and RTT slots)
+//! then add to an array element, which
 //! the verifier turns into an address computation, with no hash lookup.
 //!
 //! A kept slot is checked against the slot's generation on every use: the

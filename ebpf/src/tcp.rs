@@ -5,9 +5,15 @@
 //! the LRU map is the backstop).
 //!
 //! `SockState` entries are shared between the socket's process context and
-//! softirq on another CPU. Their fields are plain integers: a race can at
-//! worst mix two updates of one socket (one request boundary seen late),
-//! never reach memory outside the entry, which the verifier bounds.
+//! softirq on another CPU. Their fields are plain integers: a race can mix
+//! two updates of one socket (one request boundary seen late), never reach
+//! memory outside the entry, which the verifier bounds. The kept slots
+//! outlast a race: a write that lands in another socket's state (an LRU
+//! element reused while a program still held it) or in a state whose owner
+//! another process just filled in leaves that socket counting into the
+//! wrong series until the agent evicts that series (its generation moves).
+//! Both need a socket destroyed or first touched by two processes while a
+//! program runs on it.
 
 use core::ffi::c_void;
 

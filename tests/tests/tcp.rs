@@ -319,9 +319,9 @@ fn requests_after_their_series_was_evicted_are_counted_exactly() {
             .filter_map(|p| p.number())
             .collect()
     };
-    // The first exchange, measured: its series (requests, RTT, connect)
-    // are in the kernel map. Idle, they are evicted: at least the 4
-    // request and RTT series leave it.
+    // The first exchange, measured: its series are in the kernel map (the
+    // server's and the client's requests, their RTT, which shares one key
+    // here, and the connect). Idle, all 4 are evicted.
     rx.wait_for(WAIT, |p| {
         let n = entries(p);
         let most = n.iter().copied().fold(0.0, f64::max);
