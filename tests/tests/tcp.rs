@@ -234,10 +234,14 @@ fn assert_requests_match(
     // of 35.6 ms against the workload's 23.6 ms on 6.12. There the bound
     // widens to 60 % + 3 ms (cargo xtask vmtest sets SYSCOPE_EMULATED); the
     // counts stay exact and this host's run keeps the tight bound.
+    // On this host the two clocks differ by the scheduling delay between a
+    // syscall's tracepoint and the workload's next clock read: measured up
+    // to 76 µs on 1 ms requests with the agent and the receiver running,
+    // hence 0.5 ms of slack (a tenth of a 20 ms request's bucket width).
     let (rel, abs) = if std::env::var_os("SYSCOPE_EMULATED").is_some() {
         (0.6, 0.003)
     } else {
-        (0.0, 0.0)
+        (0.0, 0.0005)
     };
     for q in [0.5, 0.9] {
         let want = truth[((q * n as f64).ceil() as usize).clamp(1, truth.len()) - 1];
