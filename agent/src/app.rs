@@ -287,12 +287,8 @@ pub struct RunOptions {
     pub force_mode: Option<probes::AttachMode>,
     /// Force the route of TCP request latency (tests, benchmarks).
     pub force_io: Option<probes::IoRoute>,
-    /// Attach the benchmark's empty programs instead (see xtask bench).
-    pub floor_only: bool,
-    /// With `floor_only`: the benchmark's reference design, not the floor.
-    pub reference: bool,
-    /// With `floor_only`: the floor on the socket tracepoints.
-    pub floor_sock: bool,
+    /// Attach one of the benchmark's yardsticks instead (see xtask bench).
+    pub bench: Option<probes::BenchPrograms>,
     /// Thread state in the LRU hash map even where task storage serves.
     pub lru_threads: bool,
 }
@@ -327,9 +323,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let probes = probes::load(&LoadOptions {
         kernel_maps: cfg.limits.kernel_maps,
         force_mode: opts.force_mode,
-        floor_only: opts.floor_only,
-        reference: opts.reference,
-        floor_sock: opts.floor_sock,
+        bench: opts.bench,
         lru_threads: opts.lru_threads,
         syscalls: cfg.probes.syscalls,
         on_demand: on_demand(&cfg),

@@ -101,9 +101,7 @@ pub fn run(cfg: &Config, force_io: Option<IoRoute>) -> Report {
     let loaded = probes::load(&LoadOptions {
         kernel_maps: cfg.limits.kernel_maps,
         force_mode: None,
-        floor_only: false,
-        reference: false,
-        floor_sock: false,
+        bench: None,
         lru_threads: false,
         syscalls: cfg.probes.syscalls,
         on_demand: crate::app::on_demand(cfg),

@@ -92,9 +92,7 @@ fn main() -> ExitCode {
                 _ => None,
             },
             force_io,
-            floor_only: cli.bench_floor || cli.bench_reference || cli.bench_floor_sock,
-            reference: cli.bench_reference,
-            floor_sock: cli.bench_floor_sock,
+            bench: cli.bench_programs,
             lru_threads: cli.lru_threads,
         },
     )) {

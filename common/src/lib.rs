@@ -471,6 +471,11 @@ pub mod names {
     /// Trivial programs on the same hooks, for the benchmark's floor.
     pub const FLOOR_ENTER: &str = "floor_enter_btf";
     pub const FLOOR_EXIT: &str = "floor_exit_btf";
+    /// Two clock reads and a per-CPU store on the same hooks, for the
+    /// least any syscall latency measurement costs (the clock floor).
+    pub const FLOOR_CLOCK_ENTER: &str = "floor_clock_enter_btf";
+    pub const FLOOR_CLOCK_EXIT: &str = "floor_clock_exit_btf";
+    pub const CLOCK_FLOOR_MAP: &str = "CLOCK_FLOOR";
     /// Trivial programs on the socket tracepoints the default's TCP
     /// programs use (6.3+), for the floor of the default.
     pub const FLOOR_SOCK_SEND: &str = "floor_sock_send_btf";

@@ -2,7 +2,14 @@
 //! the cost of the hook itself can be told apart from syscope's work; and
 //! the same on the socket tracepoints the default's TCP programs use.
 //!
-//! And the benchmark's reference design (`--bench-reference`): the cheapest
+//! The clock floor (`--bench-programs floor-clock`): the least any syscall
+//! latency measurement on these hooks does. The entry reads the clock and
+//! stores it in a per-CPU slot; the exit reads it again and stores the
+//! difference. Nothing per thread, no histogram: a syscall that sleeps
+//! gets a wrong duration, so it measures nothing a user could use, only
+//! the lower bound of what measuring costs.
+//!
+//! And the benchmark's reference design (`--bench-programs reference`): the cheapest
 //! hand-written syscall latency histogram on the same hooks, to compare
 //! syscope's hot path against. On entry it stores the clock and the syscall
 //! number in a plain array slot indexed by the thread id (the array has
@@ -17,7 +24,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, map},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use syscope_common::{names, Histogram};
@@ -41,6 +48,32 @@ pub fn floor_sock_send_btf(_ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn floor_sock_recv_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// The clock floor's one slot per CPU: the last entry's clock, then the
+/// duration the exit computed from it.
+#[map(name = "CLOCK_FLOOR")]
+static CLOCK_FLOOR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+// tp_btf/sys_enter: (struct pt_regs *regs, long id)
+#[btf_tracepoint(function = "sys_enter")]
+pub fn floor_clock_enter_btf(_ctx: BtfTracePointContext) -> i32 {
+    if let Some(t) = CLOCK_FLOOR.get_ptr_mut(0) {
+        // SAFETY: a valid per-CPU array value pointer; this CPU's own.
+        unsafe { *t = now_ns() };
+    }
+    0
+}
+
+// tp_btf/sys_exit: (struct pt_regs *regs, long ret)
+#[btf_tracepoint(function = "sys_exit")]
+pub fn floor_clock_exit_btf(_ctx: BtfTracePointContext) -> i32 {
+    let now = now_ns();
+    if let Some(t) = CLOCK_FLOOR.get_ptr_mut(0) {
+        // SAFETY: as in `floor_clock_enter_btf`.
+        unsafe { *t = now.wrapping_sub(*t) };
+    }
     0
 }
 

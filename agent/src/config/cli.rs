@@ -141,21 +141,13 @@ pub struct Cli {
     #[arg(long, value_name = "ROUTE", value_parser = ["auto", "sock", "syscalls"], default_value = "auto")]
     pub tcp_io_hook: String,
 
-    /// Benchmark only: attach empty programs on the same hooks (the floor)
-    #[arg(long, hide = true)]
-    pub bench_floor: bool,
-
-    /// Benchmark only: attach the hand-written reference design instead (ebpf/src/floor.rs)
-    #[arg(long, hide = true, conflicts_with = "bench_floor")]
-    pub bench_reference: bool,
+    /// Benchmark only: attach one of its yardsticks (ebpf/src/floor.rs) instead of syscope
+    #[arg(long, hide = true, value_enum, value_name = "PROGRAMS")]
+    pub bench_programs: Option<crate::probes::BenchPrograms>,
 
     /// Tests and benchmarks: thread state in the LRU hash map even where task storage serves
     #[arg(long, hide = true)]
     pub lru_threads: bool,
-
-    /// Benchmark only: attach empty programs on the socket tracepoints the default's TCP programs use
-    #[arg(long, hide = true, conflicts_with_all = ["bench_floor", "bench_reference"])]
-    pub bench_floor_sock: bool,
 
     /// Print help: flags, environment variables and the config file
     #[arg(short = 'h', long = "help", action = ArgAction::HelpLong)]

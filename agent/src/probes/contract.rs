@@ -177,9 +177,11 @@ fn internal_maps_are_in_the_object_as_described() {
             names::SELECTION_MAP,
             names::RENAMED_MAP,
             names::CGROUP_EVENTS_MAP,
-            // The benchmark's reference design (one entry unless it runs).
+            // The benchmark's reference design (one entry unless it runs) and
+            // clock floor.
             names::REF_THREADS_MAP,
             names::REF_HIST_MAP,
+            names::CLOCK_FLOOR_MAP,
         ])
         .collect();
     for name in obj.maps.keys() {
@@ -227,6 +229,8 @@ fn programs_are_in_the_object_on_their_hooks() {
         ),
         (names::FLOOR_ENTER, btf("sys_enter")),
         (names::FLOOR_EXIT, btf("sys_exit")),
+        (names::FLOOR_CLOCK_ENTER, btf("sys_enter")),
+        (names::FLOOR_CLOCK_EXIT, btf("sys_exit")),
         (names::FLOOR_SOCK_SEND, btf("sock_send_length")),
         (names::FLOOR_SOCK_RECV, btf("sock_recv_length")),
         (names::REF_ENTER, btf("sys_enter")),

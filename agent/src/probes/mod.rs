@@ -84,6 +84,47 @@ impl AttachMode {
     }
 }
 
+/// The benchmark's yardsticks (ebpf/src/floor.rs, `cargo xtask bench`):
+/// programs that measure what syscope's cost is compared against, attached
+/// instead of syscope's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPrograms {
+    /// Empty programs on the syscall hooks: what attaching costs.
+    Floor,
+    /// Two clock reads and a per-CPU store on the syscall hooks: the least
+    /// any latency measurement costs.
+    FloorClock,
+    /// Empty programs on the socket tracepoints the default's TCP programs
+    /// use: the least the default costs.
+    FloorSock,
+    /// The hand-written reference design.
+    Reference,
+}
+
+impl BenchPrograms {
+    /// Its programs and the tp_btf hooks they go on.
+    fn programs(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            BenchPrograms::Floor => [
+                (names::FLOOR_ENTER, "sys_enter"),
+                (names::FLOOR_EXIT, "sys_exit"),
+            ],
+            BenchPrograms::FloorClock => [
+                (names::FLOOR_CLOCK_ENTER, "sys_enter"),
+                (names::FLOOR_CLOCK_EXIT, "sys_exit"),
+            ],
+            BenchPrograms::FloorSock => [
+                (names::FLOOR_SOCK_SEND, "sock_send_length"),
+                (names::FLOOR_SOCK_RECV, "sock_recv_length"),
+            ],
+            BenchPrograms::Reference => [
+                (names::REF_ENTER, "sys_enter"),
+                (names::REF_EXIT, "sys_exit"),
+            ],
+        }
+    }
+}
+
 /// Sizes of the kernel maps (entries) and other load-time choices.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -91,14 +132,8 @@ pub struct LoadOptions {
     pub kernel_maps: [u32; maps::COUNT],
     /// Force a hook instead of probing (tests, benchmarks).
     pub force_mode: Option<AttachMode>,
-    /// Attach only the trivial programs (the benchmark's floor).
-    pub floor_only: bool,
-    /// With `floor_only`: attach the benchmark's reference design instead
-    /// of the empty programs.
-    pub reference: bool,
-    /// With `floor_only`: the empty programs go on the socket tracepoints
-    /// (`sock_send_length`, `sock_recv_length`) instead of the syscall hooks.
-    pub floor_sock: bool,
+    /// Attach only one of the benchmark's yardsticks instead of syscope.
+    pub bench: Option<BenchPrograms>,
     /// Thread state in the LRU hash map even where task storage would
     /// serve (tests of the LRU path, the benchmark's side-by-side).
     pub lru_threads: bool,
@@ -266,7 +301,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
         return Err(ProbeError::NoBtf);
     }
     // Task storage serves the tp_btf syscall programs only.
-    if !opts.floor_only && !opts.lru_threads && opts.force_mode != Some(AttachMode::Tracepoint) {
+    if opts.bench.is_none() && !opts.lru_threads && opts.force_mode != Some(AttachMode::Tracepoint)
+    {
         match load_object(opts, ThreadStore::TaskStorage) {
             Ok(p) => return Ok(p),
             Err(e) => info!(
@@ -296,7 +332,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
     let lc = lifecycle::Offsets::from_btf(&kbtf, arch);
 
     let sk = match opts.tcp {
-        true if !opts.floor_only => match tcp::SockOffsets::from_btf(&kbtf) {
+        true if opts.bench.is_none() => match tcp::SockOffsets::from_btf(&kbtf) {
             Ok(o) => Some(o),
             Err(e) => {
                 warn!(error = %e, "TCP probes disabled: socket fields not found in kernel BTF");
@@ -327,11 +363,11 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
     let sock_store = store == ThreadStore::TaskStorage
         && sk.is_some()
         && route == Some(tcp::IoRoute::SockTracepoints);
-    let on_demand = opts.on_demand && !opts.syscalls && !opts.floor_only;
+    let on_demand = opts.on_demand && !opts.syscalls && opts.bench.is_none();
     let syscall_programs = opts.syscalls || on_demand || sockio.is_some();
 
     // A set that is off keeps its maps (they are in the object) at one entry.
-    let sys = opts.syscalls || on_demand || opts.floor_only;
+    let sys = opts.syscalls || on_demand || opts.bench.is_some();
     let sizes = MapSizes(maps::MAPS.map(|m| {
         let on = match m.set {
             _ if m.id == maps::SELECTED_CGROUPS || m.id == maps::SELECTED_NAMES => on_demand,
@@ -391,7 +427,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
         },
     );
     // The benchmark's reference design: a slot per thread id, or nothing.
-    let reference = opts.floor_only && opts.reference;
+    let reference = opts.bench == Some(BenchPrograms::Reference);
     loader.map_max_entries(
         names::REF_THREADS_MAP,
         if reference { pid_max() } else { 1 },
@@ -466,31 +502,17 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
     let tcp_hist = slots::SlotMap::take(&mut ebpf, &maps::MAPS[maps::TCP_LATENCY])?;
 
     let mut link_ids = ondemand::LinkIds::None;
-    let mode = if opts.floor_only && opts.floor_sock {
+    let mode = if let Some(bench) = opts.bench {
         let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Attach {
             btf: e.to_string(),
-            tp: "not tried (floor programs are tp_btf only)".into(),
+            tp: "not tried (the benchmark's programs are tp_btf only)".into(),
         })?;
-        for (prog, hook) in [
-            (names::FLOOR_SOCK_SEND, "sock_send_length"),
-            (names::FLOOR_SOCK_RECV, "sock_recv_length"),
-        ] {
+        for (prog, hook) in bench.programs() {
             attach_btf_program(&mut ebpf, &btf, prog, hook).map_err(|btf| ProbeError::Attach {
                 btf,
-                tp: "not tried (floor programs are tp_btf only)".into(),
+                tp: "not tried (the benchmark's programs are tp_btf only)".into(),
             })?;
         }
-        Some(AttachMode::BtfTracepoint)
-    } else if opts.floor_only {
-        let (enter, exit) = if reference {
-            (names::REF_ENTER, names::REF_EXIT)
-        } else {
-            (names::FLOOR_ENTER, names::FLOOR_EXIT)
-        };
-        attach_btf(&mut ebpf, enter, exit).map_err(|btf| ProbeError::Attach {
-            btf,
-            tp: "not tried (floor programs are tp_btf only)".into(),
-        })?;
         Some(AttachMode::BtfTracepoint)
     } else if syscall_programs {
         let (m, ids) = attach_syscalls(&mut ebpf, opts.force_mode)?;
@@ -499,8 +521,8 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
     } else {
         None
     };
-    let mut links = match (mode, opts.floor_only) {
-        (Some(m), false) => Some(SyscallLinks::attached(m, link_ids)),
+    let mut links = match (mode, opts.bench) {
+        (Some(m), None) => Some(SyscallLinks::attached(m, link_ids)),
         _ => None,
     };
     if let Some(mode) = mode {
@@ -523,7 +545,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
     }
     // Renames and exec from threads refine the syscall set's thread state;
     // cgroup births name every set's short-lived containers.
-    let cgroup_events = if (opts.syscalls || on_demand || opts.tcp) && !opts.floor_only {
+    let cgroup_events = if (opts.syscalls || on_demand || opts.tcp) && opts.bench.is_none() {
         lifecycle::attach(&mut ebpf, &lc, opts.syscalls || on_demand)
     } else {
         None
@@ -559,10 +581,10 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
             }
             Err(e) => return Err(ProbeError::TcpAttach(e)),
         },
-        None if opts.tcp && !opts.syscalls && !opts.floor_only => {
+        None if opts.tcp && !opts.syscalls && opts.bench.is_none() => {
             return Err(ProbeError::Missing("socket field offsets in kernel BTF"))
         }
-        None if opts.tcp && !opts.floor_only => {
+        None if opts.tcp && opts.bench.is_none() => {
             Err("socket field offsets not found in kernel BTF".to_owned())
         }
         None => Err("off (not in --probes)".to_owned()),
@@ -737,7 +759,7 @@ fn attach_syscalls(
     force: Option<AttachMode>,
 ) -> Result<(AttachMode, ondemand::LinkIds), ProbeError> {
     let btf_err = if force != Some(AttachMode::Tracepoint) {
-        match attach_btf(ebpf, names::BTF_ENTER, names::BTF_EXIT) {
+        match attach_btf(ebpf) {
             Ok(ids) => return Ok((AttachMode::BtfTracepoint, ondemand::LinkIds::Btf(ids))),
             Err(e) if force == Some(AttachMode::BtfTracepoint) => {
                 return Err(ProbeError::Attach {
@@ -782,21 +804,18 @@ pub(crate) fn attach_btf_program(
         .map_err(|e| format!("attach {prog} to {hook}: {}", error_chain(&e)))
 }
 
-/// Attach `enter` and `exit` (and, for the real programs, thread-exit
-/// cleanup); the enter and exit links, for on-demand detaching.
-fn attach_btf(
-    ebpf: &mut Ebpf,
-    enter: &str,
-    exit: &str,
-) -> Result<Vec<(String, BtfTracePointLinkId)>, String> {
+/// Attach the syscall programs and thread-exit cleanup; the enter and exit
+/// links, for on-demand detaching.
+fn attach_btf(ebpf: &mut Ebpf) -> Result<Vec<(String, BtfTracePointLinkId)>, String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
-    let hooks = [(enter, "sys_enter"), (exit, "sys_exit")];
-    // Thread-exit cleanup goes with the real programs, not the floor's.
-    let cleanup =
-        (enter == names::BTF_ENTER).then_some((names::BTF_THREAD_EXIT, "sched_process_exit"));
+    let hooks = [
+        (names::BTF_ENTER, "sys_enter"),
+        (names::BTF_EXIT, "sys_exit"),
+        (names::BTF_THREAD_EXIT, "sched_process_exit"),
+    ];
     let mut done: Vec<&str> = vec![];
     let mut ids = vec![];
-    for (prog, hook) in hooks.into_iter().chain(cleanup) {
+    for (prog, hook) in hooks {
         match attach_btf_program(ebpf, &btf, prog, hook) {
             Ok(id) if prog != names::BTF_THREAD_EXIT => ids.push((prog.to_owned(), id)),
             Ok(_) => {}
