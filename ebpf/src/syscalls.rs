@@ -336,8 +336,12 @@ fn try_sys_exit(
     nr_at_exit: impl Fn() -> Option<u32>,
     arg: Option<impl Fn(usize) -> Option<u64>>,
 ) {
-    // Stamped first so our own work is not measured.
-    let now = now_ns();
+    // Every thread measured: stamped first, so our own work is not. On
+    // demand most threads are not measured, and a clock read is most of
+    // what their exit would cost: the clock is read once the state says
+    // this thread is (its lookup, a few ns, then counts in the duration).
+    let stamp_first = global(&SYSCALL_SLIS) != SLIS_SELECTED;
+    let mut now = if stamp_first { now_ns() } else { 0 };
     // The agent's own threads never get state (see `try_sys_enter`), so
     // the hot path needs no thread id where state is task storage.
     let Some(st) = state::current() else {
@@ -358,6 +362,9 @@ fn try_sys_exit(
     };
     // SAFETY: a valid value pointer; only this thread writes its entry.
     let (start, nr) = unsafe { ((*st).start_ns, (*st).nr) };
+    if start != 0 && !stamp_first {
+        now = now_ns();
+    }
     if start == 0 || now < start {
         // A known thread with no syscall in flight: the kernel skipped the
         // entry tracepoint because the syscall never ran (a seccomp filter

@@ -186,6 +186,24 @@ fn a_selected_process_is_measured_exactly_and_alone() {
     assert_eq!(self_gauge(&pts, "syscope.syscalls.attached"), Some(1.0));
 }
 
+/// On demand the exit reads the clock only once the thread's state says
+/// it is measured (after the lookup, where every-thread mode reads it
+/// before): a selected process's sleeps still show their durations within
+/// the bucket error, and are counted exactly.
+#[test]
+fn a_selected_process_sleeps_are_timed_within_bucket_error() {
+    if !require_root() {
+        return;
+    }
+    let name = unique_name("odsleep");
+    let rx = Receiver::start();
+    let sel = format!("process.executable.name={name}");
+    let agent = start(&rx, &["--syscall-workloads", &sel]);
+    assert!(syscall_hooks_attached(&agent));
+    let out = run_named(&name, &["sleep", "15", "20"]);
+    common::truth::assert_sleeps_measured(&rx, &name, &out, 15);
+}
+
 /// The first burn event of `slo` in `state`.
 fn burn_event(rx: &Receiver, slo: &str, state: &str) -> LogRecord {
     burn_events(rx, WAIT, slo, state).remove(0)

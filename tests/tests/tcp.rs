@@ -14,15 +14,13 @@ use std::{
     time::Duration,
 };
 
-use common::{kernel_at_least, require_root, Agent};
+use common::{kernel_at_least, require_root, truth::BUCKET_ERR, Agent};
 use syscope_tests::{
     output_durations_s, output_field, run_named, select, spawn_named, unique_name, MetricPoint,
     Receiver,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-/// Relative error of a value reported from a scale-3 bucket (4.33 %).
-const BUCKET_ERR: f64 = 0.0433;
 
 fn start_agent(rx: &Receiver) -> Agent {
     Agent::exporting_to(rx, &["--probes", "tcp"])

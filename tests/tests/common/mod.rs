@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod cgroup;
+pub mod truth;
 
 use std::{
     io::{BufRead, BufReader, Read},
