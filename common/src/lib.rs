@@ -246,8 +246,13 @@ pub mod globals {
     pub const SK_STATE_OFF: &str = "SK_STATE_OFF";
     /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq (in this order):
     /// a request that starts while the previous answer is unread (client)
-    /// or unacknowledged (server) overlaps it (pipelining, multiplexing).
+    /// or unacknowledged (server) overlaps it (pipelining, multiplexing);
+    /// then snd_nxt: a write is all sent when it equals write_seq.
     pub const TCP_SEQ_OFF: &str = "TCP_SEQ_OFF";
+    /// tcp_sock.tcp_clock_cache: the kernel's clock (CLOCK_MONOTONIC, ns)
+    /// when the socket last transmitted (or received), which a write that
+    /// sent all its bytes read as it transmitted them.
+    pub const TCP_CLOCK_OFF: &str = "TCP_CLOCK_OFF";
     /// Whose syscall SLIs the syscall programs record: `SLIS_NONE` (they
     /// run only for the syscall route of TCP request latency), `SLIS_ALL`
     /// (`--probes syscalls`), `SLIS_SELECTED` (on demand: the threads of the
@@ -312,7 +317,7 @@ pub mod globals {
 
     /// Every global above: the object declares exactly these (checked by the
     /// agent's contract test).
-    pub const ALL: [&str; 48] = [
+    pub const ALL: [&str; 49] = [
         SELF_TGID,
         TASK_GROUP_LEADER_OFF,
         TASK_COMM_OFF,
@@ -340,6 +345,7 @@ pub mod globals {
         SHINFO_GSO_SEGS_OFF,
         RTT_SAMPLE_NS,
         TCP_SEQ_OFF,
+        TCP_CLOCK_OFF,
         SK_STATE_OFF,
         SYSCALL_SLIS,
         SOCKIO,

@@ -72,7 +72,9 @@ pub(crate) static SKB_END_OFF: u32 = 0;
 #[no_mangle]
 pub(crate) static SHINFO_GSO_SEGS_OFF: u32 = 0;
 #[no_mangle]
-pub(crate) static TCP_SEQ_OFF: [u32; 4] = [0; 4];
+pub(crate) static TCP_SEQ_OFF: [u32; 5] = [0; 5];
+#[no_mangle]
+pub(crate) static TCP_CLOCK_OFF: u32 = 0;
 #[no_mangle]
 pub(crate) static SK_STATE_OFF: u32 = 0;
 #[no_mangle]

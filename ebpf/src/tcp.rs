@@ -40,7 +40,7 @@ use crate::{
     maps::{
         LISTENERS, LISTEN_PORTS, RTT_SAMPLE_NS, SHINFO_GSO_SEGS_OFF, SKB_END_OFF, SKB_HEAD_OFF,
         SK_DADDR_OFF, SK_DPORT_OFF, SK_DROPS_OFF, SK_ERR_OFF, SK_FAMILY_OFF, SK_NUM_OFF,
-        SK_STATE_OFF, SK_V6_DADDR_OFF, TCP_COUNTERS, TCP_LATENCY, TCP_LATENCY_FREE,
+        SK_STATE_OFF, SK_V6_DADDR_OFF, TCP_CLOCK_OFF, TCP_COUNTERS, TCP_LATENCY, TCP_LATENCY_FREE,
         TCP_LATENCY_GENS, TCP_LATENCY_VALUES, TCP_SEQ_OFF, TCP_SRTT_OFF,
     },
     slots::Slots,
@@ -526,9 +526,15 @@ pub(crate) trait TcpFields {
     fn state(sk: u64) -> Option<*mut SockState>;
 
     /// Whether the sequence fields `TCP_SEQ_OFF[a]` and `[b]` differ (0
-    /// rcv_nxt, 1 copied_seq, 2 snd_una, 3 write_seq). Callers pass
-    /// constants: a variable index would need masking for old verifiers.
+    /// rcv_nxt, 1 copied_seq, 2 snd_una, 3 write_seq, 4 snd_nxt). Callers
+    /// pass constants: a variable index would need masking for old
+    /// verifiers.
     fn seq_differ(sk: u64, a: usize, b: usize) -> bool;
+
+    /// After a write: when it transmitted, if it sent all its bytes (the
+    /// socket's clock cache, which the kernel refreshes as it transmits);
+    /// 0 when not known, so the caller reads the clock.
+    fn sent_at(sk: u64) -> u64;
 }
 
 /// Through the socket's BTF pointer (the socket tracepoints, 6.3+): one
@@ -567,6 +573,22 @@ impl TcpFields for ByBtf {
         // fields of it, from BTF, load-time constants.
         unsafe { btf_read::<u32>(tp, seq_off(a)) != btf_read::<u32>(tp, seq_off(b)) }
     }
+
+    #[inline(always)]
+    fn sent_at(sk: u64) -> u64 {
+        // SAFETY: as in `seq_differ`.
+        let tp = unsafe { bpf_skc_to_tcp_sock(sk as *mut c_void) } as u64;
+        if tp == 0 {
+            return 0;
+        }
+        // SAFETY: as in `seq_differ`; tcp_clock_cache is a u64 field.
+        unsafe {
+            if btf_read::<u32>(tp, seq_off(4)) != btf_read::<u32>(tp, seq_off(3)) {
+                return 0;
+            }
+            btf_read::<u64>(tp, global(&TCP_CLOCK_OFF))
+        }
+    }
 }
 
 impl TcpFields for ByProbe {
@@ -581,6 +603,25 @@ impl TcpFields for ByProbe {
             (Some(x), Some(y)) => x != y,
             _ => false,
         }
+    }
+
+    #[inline(always)]
+    fn sent_at(_sk: u64) -> u64 {
+        // Three probe reads would cost about what the clock read does.
+        0
+    }
+}
+
+/// The time of a request boundary: for a write that sent all its bytes,
+/// when it transmitted them (the clock the kernel read then: one clock
+/// read less per boundary write), else now.
+#[inline(always)]
+fn boundary_ns<F: TcpFields>(sk: u64, sent: bool) -> u64 {
+    let t = if sent { F::sent_at(sk) } else { 0 };
+    if t != 0 {
+        t
+    } else {
+        now_ns()
     }
 }
 
@@ -634,12 +675,12 @@ pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
                     }
                 }
                 st.phase = req_dir;
-                now = now_ns();
+                now = boundary_ns::<F>(sk, sent);
                 st.t_start = now;
             }
         } else {
             if st.phase == req_dir && st.t_start != 0 {
-                now = now_ns();
+                now = boundary_ns::<F>(sk, sent);
                 if now >= st.t_start {
                     tcp_hist(st, kind, with_addr, now - st.t_start);
                 }

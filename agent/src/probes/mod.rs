@@ -468,6 +468,7 @@ fn load_object(opts: &LoadOptions, store: ThreadStore) -> Result<Probes, ProbeEr
         .override_global(globals::SHINFO_GSO_SEGS_OFF, &sk_off.gso_segs, true)
         .override_global(globals::RTT_SAMPLE_NS, &tcp::RTT_SAMPLE_NS, true)
         .override_global(globals::TCP_SEQ_OFF, &sk_off.seq, true)
+        .override_global(globals::TCP_CLOCK_OFF, &sk_off.clock, true)
         .override_global(globals::SK_STATE_OFF, &sk_off.state, true)
         .override_global(globals::SYSCALL_SLIS, &syscall_slis, true)
         .override_global(globals::SOCKIO, &sockio_on, true)

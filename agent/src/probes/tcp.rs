@@ -46,8 +46,11 @@ pub struct SockOffsets {
     pub skb_head: u32,
     pub skb_end: u32,
     pub gso_segs: u32,
-    /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq (globals::TCP_SEQ_OFF).
-    pub seq: [u32; 4],
+    /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq, snd_nxt
+    /// (globals::TCP_SEQ_OFF).
+    pub seq: [u32; 5],
+    /// tcp_sock.tcp_clock_cache (globals::TCP_CLOCK_OFF).
+    pub clock: u32,
     pub state: u32,
 }
 
@@ -74,7 +77,9 @@ impl SockOffsets {
                 btf.member_offset("tcp_sock", "copied_seq")?,
                 btf.member_offset("tcp_sock", "snd_una")?,
                 btf.member_offset("tcp_sock", "write_seq")?,
+                btf.member_offset("tcp_sock", "snd_nxt")?,
             ],
+            clock: btf.member_offset("tcp_sock", "tcp_clock_cache")?,
         })
     }
 }
