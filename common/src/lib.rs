@@ -244,10 +244,11 @@ pub mod globals {
     pub const RTT_SAMPLE_NS: &str = "RTT_SAMPLE_NS";
     /// sock_common.skc_state, read when seeding sockets older than the agent.
     pub const SK_STATE_OFF: &str = "SK_STATE_OFF";
-    /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq (in this order):
-    /// a request that starts while the previous answer is unread (client)
-    /// or unacknowledged (server) overlaps it (pipelining, multiplexing);
-    /// then snd_nxt: a write is all sent when it equals write_seq.
+    /// Offsets of the tcp_sock sequence fields, indexed by
+    /// [`crate::tcp::seq`]: a request that starts while the previous
+    /// answer is unread (client) or unacknowledged (server) overlaps it
+    /// (pipelining, multiplexing); a write is all sent when snd_nxt equals
+    /// write_seq.
     pub const TCP_SEQ_OFF: &str = "TCP_SEQ_OFF";
     /// tcp_sock.tcp_clock_cache: the kernel's clock (CLOCK_MONOTONIC, ns)
     /// when the socket last transmitted (or received), which a write that

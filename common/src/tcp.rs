@@ -86,6 +86,23 @@ pub mod phase {
     pub const OVERLAPPED: u8 = 3;
 }
 
+/// The `tcp_sock` sequence fields the request logic compares, by their
+/// index in `globals::TCP_SEQ_OFF` (offsets from BTF).
+pub mod seq {
+    /// Next byte expected from the peer.
+    pub const RCV_NXT: usize = 0;
+    /// Next byte the application reads: unread bytes when below `RCV_NXT`.
+    pub const COPIED_SEQ: usize = 1;
+    /// First byte sent and not acknowledged.
+    pub const SND_UNA: usize = 2;
+    /// Next byte the application writes.
+    pub const WRITE_SEQ: usize = 3;
+    /// Next byte to send: all written bytes are sent when equal to
+    /// `WRITE_SEQ`.
+    pub const SND_NXT: usize = 4;
+    pub const COUNT: usize = 5;
+}
+
 /// Request starts that overlapped the previous answer before a connection
 /// counts as multiplexed. One is forgiven: a TLS 1.3 client sends its
 /// Finished while the server's session tickets are still unread.
@@ -129,8 +146,9 @@ const _: () = assert!(core::mem::size_of::<TcpKey>() == 48);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockState {
-    /// Connect start (client, until established) or start of the current
-    /// request phase, in `bpf_ktime_get_ns` time.
+    /// Connect start (client, until established), then the time of the
+    /// socket's last request boundary (the current request's start while
+    /// one is in flight), in `bpf_ktime_get_ns` time.
     pub t_start: u64,
     /// When RTT was last sampled (0: never).
     pub rtt_sampled_ns: u64,

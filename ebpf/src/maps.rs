@@ -72,7 +72,8 @@ pub(crate) static SKB_END_OFF: u32 = 0;
 #[no_mangle]
 pub(crate) static SHINFO_GSO_SEGS_OFF: u32 = 0;
 #[no_mangle]
-pub(crate) static TCP_SEQ_OFF: [u32; 5] = [0; 5];
+pub(crate) static TCP_SEQ_OFF: [u32; syscope_common::tcp::seq::COUNT] =
+    [0; syscope_common::tcp::seq::COUNT];
 #[no_mangle]
 pub(crate) static TCP_CLOCK_OFF: u32 = 0;
 #[no_mangle]

@@ -26,8 +26,8 @@ use aya_ebpf::{
 use syscope_common::{
     counter, maps,
     tcp::{
-        phase, role, state, CountKind, HistKind, ListenState, SockState, TcpKey, AF_INET, AF_INET6,
-        OVERLAPS_TO_MULTIPLEXED,
+        phase, role, seq, state, CountKind, HistKind, ListenState, SockState, TcpKey, AF_INET,
+        AF_INET6, OVERLAPS_TO_MULTIPLEXED,
     },
     SlotRef, COMM_LEN,
 };
@@ -525,10 +525,9 @@ pub(crate) trait TcpFields {
     /// The tracked state of `sk`, if any.
     fn state(sk: u64) -> Option<*mut SockState>;
 
-    /// Whether the sequence fields `TCP_SEQ_OFF[a]` and `[b]` differ (0
-    /// rcv_nxt, 1 copied_seq, 2 snd_una, 3 write_seq, 4 snd_nxt). Callers
-    /// pass constants: a variable index would need masking for old
-    /// verifiers.
+    /// Whether the sequence fields `TCP_SEQ_OFF[a]` and `[b]` differ
+    /// (indexes from [`seq`]). Callers pass constants: a variable index
+    /// would need masking for old verifiers.
     fn seq_differ(sk: u64, a: usize, b: usize) -> bool;
 
     /// After a write: when it transmitted, if it sent all its bytes (the
@@ -583,7 +582,9 @@ impl TcpFields for ByBtf {
         }
         // SAFETY: as in `seq_differ`; tcp_clock_cache is a u64 field.
         unsafe {
-            if btf_read::<u32>(tp, seq_off(4)) != btf_read::<u32>(tp, seq_off(3)) {
+            if btf_read::<u32>(tp, seq_off(seq::SND_NXT))
+                != btf_read::<u32>(tp, seq_off(seq::WRITE_SEQ))
+            {
                 return 0;
             }
             btf_read::<u64>(tp, global(&TCP_CLOCK_OFF))
@@ -614,11 +615,15 @@ impl TcpFields for ByProbe {
 
 /// The time of a request boundary: for a write that sent all its bytes,
 /// when it transmitted them (the clock the kernel read then: one clock
-/// read less per boundary write), else now.
+/// read less per boundary write), else now. `last`: the socket's previous
+/// boundary. A cached clock older than that is not this write's: a write
+/// whose bytes never reached TCP's queue (kernel TLS holding an open
+/// record, `MSG_MORE`) leaves `snd_nxt` = `write_seq` from before, so the
+/// clock is read instead.
 #[inline(always)]
-fn boundary_ns<F: TcpFields>(sk: u64, sent: bool) -> u64 {
+fn boundary_ns<F: TcpFields>(sk: u64, sent: bool, last: u64) -> u64 {
     let t = if sent { F::sent_at(sk) } else { 0 };
-    if t != 0 {
+    if t != 0 && t >= last {
         t
     } else {
         now_ns()
@@ -655,7 +660,7 @@ pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
         let dir = if sent { phase::WRITTEN } else { phase::READ };
         if !sent && st.role == role::CLIENT {
             // Whether this read left answer bytes behind, for the next write.
-            st.unread = u8::from(F::seq_differ(sk, 0, 1));
+            st.unread = u8::from(F::seq_differ(sk, seq::RCV_NXT, seq::COPIED_SEQ));
         }
         if dir == req_dir {
             if st.phase != req_dir {
@@ -675,15 +680,18 @@ pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
                     }
                 }
                 st.phase = req_dir;
-                now = boundary_ns::<F>(sk, sent);
+                now = boundary_ns::<F>(sk, sent, st.t_start);
                 st.t_start = now;
             }
         } else {
             if st.phase == req_dir && st.t_start != 0 {
-                now = boundary_ns::<F>(sk, sent);
+                now = boundary_ns::<F>(sk, sent, st.t_start);
                 if now >= st.t_start {
                     tcp_hist(st, kind, with_addr, now - st.t_start);
                 }
+                // The last boundary's time: the next one's cached clock
+                // must not be older (see `boundary_ns`).
+                st.t_start = now;
             }
             st.phase = dir;
         }
@@ -714,7 +722,7 @@ pub(crate) fn on_io<F: TcpFields>(sk: u64, ret: i32, sent: bool) {
 #[inline(always)]
 fn overlaps_answer<F: TcpFields>(sk: u64, st: &SockState) -> bool {
     if st.role == role::SERVER {
-        F::seq_differ(sk, 2, 3)
+        F::seq_differ(sk, seq::SND_UNA, seq::WRITE_SEQ)
     } else {
         st.unread != 0
     }

@@ -4,10 +4,12 @@
 //! The agent writes the selection (cgroup ids and process names) into two
 //! kernel maps and moves the selection epoch; each thread judges itself
 //! again at its next syscall against the new epoch and caches the answer
-//! (`ThreadState::select`), so a thread that is not selected pays the hooks,
-//! a thread lookup at each and the exit's clock read (taken first, before
-//! the thread is known), and nothing at all while no workload is selected
-//! (the programs are detached).
+//! (`ThreadState::select`), so a thread that is not selected pays the hooks
+//! and a thread lookup at each (no clock read: the exit reads it after the
+//! lookup, for threads it measures), and nothing at all while no workload
+//! is selected (the programs are detached). Where the syscall programs
+//! also carry the TCP request route (kernels before 6.3), every thread's
+//! syscalls are still stamped.
 
 use std::collections::BTreeSet;
 

@@ -14,7 +14,7 @@ use aya::{
 use syscope_common::{
     globals::{fd_off, SOCKIO_NR_WORDS},
     maps, names,
-    tcp::{ListenState, SockState, TcpKey},
+    tcp::{seq, ListenState, SockState, TcpKey},
 };
 use tracing::debug;
 
@@ -46,9 +46,9 @@ pub struct SockOffsets {
     pub skb_head: u32,
     pub skb_end: u32,
     pub gso_segs: u32,
-    /// tcp_sock.rcv_nxt, copied_seq, snd_una, write_seq, snd_nxt
+    /// The tcp_sock sequence fields, by `syscope_common::tcp::seq` index
     /// (globals::TCP_SEQ_OFF).
-    pub seq: [u32; 5],
+    pub seq: [u32; seq::COUNT],
     /// tcp_sock.tcp_clock_cache (globals::TCP_CLOCK_OFF).
     pub clock: u32,
     pub state: u32,
@@ -72,13 +72,19 @@ impl SockOffsets {
             skb_head: btf.member_offset("sk_buff", "head")?,
             skb_end: btf.member_offset("sk_buff", "end")?,
             gso_segs: btf.member_offset("skb_shared_info", "gso_segs")?,
-            seq: [
-                btf.member_offset("tcp_sock", "rcv_nxt")?,
-                btf.member_offset("tcp_sock", "copied_seq")?,
-                btf.member_offset("tcp_sock", "snd_una")?,
-                btf.member_offset("tcp_sock", "write_seq")?,
-                btf.member_offset("tcp_sock", "snd_nxt")?,
-            ],
+            seq: {
+                let mut off = [0; seq::COUNT];
+                for (i, field) in [
+                    (seq::RCV_NXT, "rcv_nxt"),
+                    (seq::COPIED_SEQ, "copied_seq"),
+                    (seq::SND_UNA, "snd_una"),
+                    (seq::WRITE_SEQ, "write_seq"),
+                    (seq::SND_NXT, "snd_nxt"),
+                ] {
+                    off[i] = btf.member_offset("tcp_sock", field)?;
+                }
+                off
+            },
             clock: btf.member_offset("tcp_sock", "tcp_clock_cache")?,
         })
     }
