@@ -227,14 +227,6 @@ fn programs_are_in_the_object_on_their_hooks() {
             names::TP_THREAD_EXIT,
             "tracepoint/sched/sched_process_exit".into(),
         ),
-        (names::FLOOR_ENTER, btf("sys_enter")),
-        (names::FLOOR_EXIT, btf("sys_exit")),
-        (names::FLOOR_CLOCK_ENTER, btf("sys_enter")),
-        (names::FLOOR_CLOCK_EXIT, btf("sys_exit")),
-        (names::FLOOR_SOCK_SEND, btf("sock_send_length")),
-        (names::FLOOR_SOCK_RECV, btf("sock_recv_length")),
-        (names::REF_ENTER, btf("sys_enter")),
-        (names::REF_EXIT, btf("sys_exit")),
         (names::TCP_RETRANSMIT.0, btf(names::TCP_RETRANSMIT.1)),
         (names::TCP_RETRANSMIT_OLD, btf(names::TCP_RETRANSMIT.1)),
         (names::LISTEN_POLL, "raw_tp".into()),
@@ -244,6 +236,13 @@ fn programs_are_in_the_object_on_their_hooks() {
         (names::BTF_CGROUP_MKDIR, btf("cgroup_mkdir")),
     ];
     want.extend(names::TCP_PROGRAMS.iter().map(|(p, h)| (*p, btf(h))));
+    // The benchmark's yardsticks, on the hooks the loader attaches them to.
+    want.extend(
+        <super::BenchPrograms as clap::ValueEnum>::value_variants()
+            .iter()
+            .flat_map(|b| b.programs())
+            .map(|(p, h)| (p, btf(h))),
+    );
     for (name, section) in &want {
         let p = obj
             .programs
