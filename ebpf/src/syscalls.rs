@@ -339,7 +339,7 @@ fn try_sys_exit(
     // Every thread measured: stamped first, so our own work is not. On
     // demand most threads are not measured, and a clock read is most of
     // what their exit would cost: the clock is read once the state says
-    // this thread is (its lookup, a few ns, then counts in the duration).
+    // this thread is (its lookup then counts in the duration).
     let stamp_first = global(&SYSCALL_SLIS) != SLIS_SELECTED;
     let mut now = if stamp_first { now_ns() } else { 0 };
     // The agent's own threads never get state (see `try_sys_enter`), so
