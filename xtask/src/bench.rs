@@ -344,7 +344,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     );
     let _ = writeln!(
         table,
-        "On demand (the default), while another workload's syscalls are selected and so the syscall programs attached: {:+.0} ns per syscall of a thread that is not selected (the hooks alone: {floor:+.0} ns; everything on: {:+.0} ns). With nothing selected nothing is attached: 0.",
+        "On demand (the default), while another workload's syscalls are selected and so the syscall programs attached: {:+.0} ns per syscall of a thread that is not selected (the hooks alone: {floor:+.0} ns; everything on: {:+.0} ns). With nothing selected the programs are detached (tests/tests/ondemand.rs checks that no syscall program runs).",
         added(9),
         added(2)
     );

@@ -3,7 +3,7 @@
 
 use std::{process::Output, time::Duration};
 
-use syscope_tests::{select, Receiver};
+use syscope_tests::{output_durations_s, select, Receiver};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Relative error of a value reported from a scale-3 bucket (see
@@ -15,15 +15,7 @@ pub const BUCKET_ERR: f64 = 0.0433;
 /// bucket error of the workload's own timings, the mean within 1 %.
 pub fn assert_sleeps_measured(rx: &Receiver, name: &str, out: &Output, n: u64) {
     // The workload's own measurement of each sleep: the truth.
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut truth: Vec<f64> = text
-        .lines()
-        .find_map(|l| l.strip_prefix("durations_ns="))
-        .expect("durations from the workload")
-        .split(',')
-        .map(|v| v.parse::<f64>().unwrap() * 1e-9)
-        .collect();
-    truth.sort_by(f64::total_cmp);
+    let truth = output_durations_s(out, "durations_ns");
     assert_eq!(truth.len() as u64, n, "the workload's sleeps");
     let attrs = [
         ("process.executable.name", name),
