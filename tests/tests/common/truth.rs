@@ -40,11 +40,14 @@ pub fn assert_sleeps_measured(rx: &Receiver, name: &str, out: &Output, n: u64) {
     // (the VM matrix, qemu TCG; cargo xtask vmtest sets SYSCOPE_EMULATED)
     // the return to userspace after a wakeup takes milliseconds, so the
     // bracket may exceed the kernel's duration by up to 3 ms (6.12 measured
-    // 0.55 ms on the mean): only the lower bound widens.
+    // 0.55 ms on the mean): only the lower bound widens. On this host the
+    // same delay reaches a few hundred µs when the workload waits for a CPU
+    // after its wakeup (clean-clone CI: p99 truth 20.409 ms, the kernel's
+    // in the bucket below 20.26 ms), hence 0.5 ms, as the TCP checks allow.
     let slack = if std::env::var_os("SYSCOPE_EMULATED").is_some() {
         0.003
     } else {
-        0.0
+        0.0005
     };
     for q in [0.5, 0.99] {
         let want = truth[((q * truth.len() as f64).ceil() as usize).max(1) - 1];
